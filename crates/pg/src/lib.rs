@@ -1,1 +1,17 @@
-//! placeholder
+//! Everything tenantry does to a PostgreSQL cluster: read the catalog into an
+//! `Observed` ([`introspect`]), carry out a plan ([`apply`]), run schema
+//! migrations ([`migrate`]), serialise applies ([`lock`]) and back up before a
+//! drop ([`backup`]). Deciding what to do is `tenantry-plan`'s job, not ours.
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod backup;
+pub mod connect;
+pub mod error;
+pub mod introspect;
+pub mod lock;
+pub mod migrate;
+
+pub use connect::Admin;
+pub use error::Error;
+pub use migrate::Migrations;

@@ -1,1 +1,24 @@
-//! placeholder
+//! Pure planning for tenantry: `(Desired, Observed) -> Plan`, the SQL each
+//! change runs, and the plan rendered as text or JSON. No I/O at all: the
+//! catalog is read and the plan applied by `tenantry-pg`.
+//!
+//! - [`model`]: the desired and observed state as plain data;
+//! - [`diff`]: the planner itself;
+//! - [`plan`]: the plan's types;
+//! - [`render`]: text and JSON output;
+//! - [`statements`]: the SQL of each change;
+//! - [`sql`]: quoting and the ownership marker;
+//! - [`scram`]: SCRAM-SHA-256 verifiers, made and checked client-side.
+#![forbid(unsafe_code)]
+
+pub mod diff;
+pub mod model;
+pub mod plan;
+pub mod render;
+pub mod scram;
+pub mod sql;
+pub mod statements;
+
+pub use diff::plan;
+pub use model::{Desired, DesiredTenant, DesiredUser, Observed};
+pub use plan::{Action, Change, Diff, Plan};

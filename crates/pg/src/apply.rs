@@ -1,0 +1,275 @@
+//! Carries out a plan: tenants in parallel (bounded), each tenant's changes in
+//! a fixed, crash-safe order: group roles, database, migrations, privileges,
+//! login users, removals. Every step is idempotent and re-planned from the
+//! catalog on the next run, so an apply killed at any point converges when
+//! run again. One tenant's failure does not stop the others.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::{stream, StreamExt};
+use secrecy::ExposeSecret;
+use tenantry_manifest::{Group, Inventory};
+use tenantry_plan::model::{Desired, DesiredTenant, Observed};
+use tenantry_plan::plan::{Action, Change, Plan, TenantPlan};
+use tenantry_plan::sql::Kind;
+use tenantry_plan::{scram, statements};
+use tokio_postgres::Client;
+
+use crate::connect::Admin;
+use crate::error::Error;
+use crate::migrate::Migrations;
+
+/// What apply needs besides the plan.
+pub struct Context<'a> {
+    pub admin: &'a Admin,
+    pub inventory: &'a Inventory,
+    pub desired: &'a Desired,
+    pub observed: &'a Observed,
+    pub migrations: &'a Migrations,
+    /// The `pg_dump` used for backups before a drop.
+    pub pg_dump: &'a Path,
+    /// Tenants worked on at once.
+    pub jobs: usize,
+}
+
+/// How one tenant went.
+#[derive(Debug)]
+pub struct Outcome {
+    pub tenant: String,
+    pub action: Action,
+    pub elapsed: Duration,
+    /// Notes worth printing (e.g. where a backup went), or the error.
+    pub result: Result<Vec<String>, Error>,
+}
+
+/// Applies every tenant of the plan; `done` is called as each finishes.
+pub async fn apply(ctx: &Context<'_>, plan: &Plan, mut done: impl FnMut(&Outcome)) -> Vec<Outcome> {
+    let mut outcomes: Vec<Outcome> = stream::iter(&plan.tenants)
+        .map(|tp| async move {
+            let start = Instant::now();
+            let result = match tp.action {
+                Action::Destroy => destroy(ctx, tp).await,
+                Action::Create | Action::Update => converge(ctx, tp).await,
+            };
+            Outcome {
+                tenant: tp.tenant.clone(),
+                action: tp.action,
+                elapsed: start.elapsed(),
+                result,
+            }
+        })
+        .buffer_unordered(ctx.jobs.max(1))
+        .inspect(|o| done(o))
+        .collect()
+        .await;
+    outcomes.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    outcomes
+}
+
+async fn tx(client: &mut Client, statements: &[String], context: impl Into<String>) -> Result<(), Error> {
+    let context = context.into();
+    let tx = client.transaction().await.map_err(|e| Error::sql(&context, e))?;
+    tx.batch_execute(&statements.join(";\n"))
+        .await
+        .map_err(|e| Error::sql(&context, e))?;
+    tx.commit().await.map_err(|e| Error::sql(&context, e))
+}
+
+async fn exec(client: &Client, sql: &str, context: impl Into<String>) -> Result<(), Error> {
+    client.batch_execute(sql).await.map_err(|e| Error::sql(context, e))
+}
+
+/// Ends every session of a role (suspension, removal).
+async fn terminate_user(client: &Client, user: &str) -> Result<(), Error> {
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
+            &[&user],
+        )
+        .await
+        .map_err(|e| Error::sql(format!("ending the sessions of {user}"), e))?;
+    Ok(())
+}
+
+fn desired_tenant<'a>(ctx: &'a Context<'_>, name: &str) -> &'a DesiredTenant {
+    ctx.desired
+        .tenants
+        .iter()
+        .find(|t| t.name == name)
+        .expect("planned tenants come from the desired state")
+}
+
+async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Error> {
+    let t = desired_tenant(ctx, &tp.tenant);
+    let fleet = ctx.desired.fleet.as_str();
+    let superuser = ctx.observed.current_user_is_superuser;
+    let owner = t.role(Group::Owner);
+    let mut client = ctx.admin.connect(None).await?;
+    let notes = Vec::new();
+
+    // 1. Group roles, each with its marker in the same transaction.
+    for c in &tp.changes {
+        let (role, kind, create, diffs, revoke) = match c {
+            Change::CreateRole { role, kind } => (role, *kind, true, &[][..], &[][..]),
+            Change::UpdateRole { role, kind, diffs, revoke } => (role, *kind, false, &diffs[..], &revoke[..]),
+            _ => continue,
+        };
+        let mut sql = statements::group_role(fleet, &t.name, kind, create, diffs, revoke);
+        if kind == Kind::Owner && !superuser {
+            sql.push(statements::admin_membership(role));
+        }
+        tx(&mut client, &sql, format!("tenant {}: role {role}", t.name)).await?;
+    }
+    if !superuser {
+        // A CREATEROLE admin acts through the owner role (idempotent).
+        exec(&client, &statements::admin_membership(&owner), format!("tenant {}: joining {owner}", t.name)).await?;
+    }
+
+    // 2. The database, its marker and database-level isolation.
+    let mut created = false;
+    for c in &tp.changes {
+        match c {
+            Change::CreateDatabase { .. } => {
+                exec(&client, &statements::create_database(t), format!("tenant {}: creating the database", t.name)).await?;
+                created = true;
+                let sql = statements::database(fleet, t, true, &[]);
+                tx(&mut client, &sql, format!("tenant {}: database settings", t.name)).await?;
+            }
+            Change::UpdateDatabase { foreign_grantees, .. } => {
+                let allow = ctx.observed.databases.get(&t.name).is_none_or(|d| d.allow_connections);
+                let sql = statements::database(fleet, t, allow, foreign_grantees);
+                tx(&mut client, &sql, format!("tenant {}: database settings", t.name)).await?;
+            }
+            _ => {}
+        }
+    }
+
+    // 3. Inside the database, as the owner: migrations, then privileges.
+    let migrate = tp.changes.iter().any(|c| matches!(c, Change::Migrate { .. }));
+    let privileges = tp.changes.iter().find_map(|c| match c {
+        Change::Privileges { foreign_grantees, .. } => Some(foreign_grantees.clone()),
+        _ => None,
+    });
+    let drops: Vec<&str> = tp
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::DropUser { user } => Some(user.as_str()),
+            _ => None,
+        })
+        .collect();
+    if created || migrate || privileges.is_some() || !drops.is_empty() {
+        let mut db = ctx.admin.connect(Some(&t.name)).await?;
+        if created || migrate || privileges.is_some() {
+            exec(&db, &statements::set_owner_role(t), format!("tenant {}: acting as {owner}", t.name)).await?;
+            if migrate {
+                ctx.migrations.run(&mut db, &t.name).await?;
+            }
+            let has_history = db
+                .query_one("SELECT to_regclass('public.refinery_schema_history') IS NOT NULL", &[])
+                .await
+                .map_err(|e| Error::sql(format!("tenant {}: reading the schema", t.name), e))?
+                .get::<_, bool>(0);
+            let sql = statements::privileges(t, privileges.as_deref().unwrap_or(&[]), has_history);
+            tx(&mut db, &sql, format!("tenant {}: privileges", t.name)).await?;
+            exec(&db, "RESET ROLE", "resetting the role").await?;
+        }
+        // Login users the file no longer lists: hand their objects to the owner.
+        for user in &drops {
+            if !superuser {
+                exec(&client, &statements::admin_membership(user), format!("tenant {}: joining {user}", t.name)).await?;
+            }
+            terminate_user(&client, user).await?;
+            tx(&mut db, &statements::disown(user, &owner), format!("tenant {}: disowning {user}", t.name)).await?;
+        }
+    }
+
+    // 4. Login users, with verifiers computed here; the password never travels.
+    for c in &tp.changes {
+        let (user, group, create, set_password, diffs, revoke) = match c {
+            Change::CreateUser { user, group, .. } => (user, *group, true, true, &[][..], &[][..]),
+            Change::UpdateUser {
+                user,
+                group,
+                diffs,
+                set_password,
+                revoke,
+            } => (user, *group, false, *set_password, &diffs[..], &revoke[..]),
+            _ => continue,
+        };
+        let verifier = if set_password {
+            let source = ctx
+                .inventory
+                .tenants
+                .iter()
+                .flat_map(|t| &t.users)
+                .find(|u| u.name.as_str() == user)
+                .map(|u| &u.password)
+                .expect("planned users come from the inventory");
+            Some(scram::verifier(source.ensure()?.expose_secret()))
+        } else {
+            None
+        };
+        let login = t.status == tenantry_manifest::Status::Active;
+        let spec = statements::UserSpec {
+            fleet,
+            tenant: t,
+            user,
+            group,
+            login,
+            verifier: verifier.as_deref(),
+        };
+        let sql = statements::user(&spec, create, diffs, revoke);
+        tx(&mut client, &sql, format!("tenant {}: user {user}", t.name)).await?;
+        if !login && diffs.iter().any(|d| d.what == "login") {
+            terminate_user(&client, user).await?;
+        }
+    }
+
+    // 5. Drop removed users last (nothing refers to them any more).
+    for user in drops {
+        exec(&client, &statements::drop_role(user), format!("tenant {}: dropping {user}", t.name)).await?;
+    }
+    Ok(notes)
+}
+
+async fn destroy(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Error> {
+    let superuser = ctx.observed.current_user_is_superuser;
+    let client = ctx.admin.connect(None).await?;
+    let mut notes = Vec::new();
+    let name = &tp.tenant;
+    for c in &tp.changes {
+        match c {
+            Change::DropDatabase { database, .. } => {
+                let owner = format!("{database}_owner");
+                if !superuser {
+                    exec(&client, &statements::admin_membership(&owner), format!("tenant {name}: joining {owner}")).await?;
+                }
+                exec(&client, &statements::revoke_connect(database), format!("tenant {name}: closing the database")).await?;
+                client
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[database],
+                    )
+                    .await
+                    .map_err(|e| Error::sql(format!("tenant {name}: ending sessions"), e))?;
+                let path = crate::backup::dump(ctx.admin, ctx.pg_dump, database, &owner, &ctx.inventory.paths.backups).await?;
+                notes.push(format!("backup of {database}: {}", path.display()));
+                exec(&client, &statements::drop_database(database), format!("tenant {name}: dropping the database")).await?;
+            }
+            Change::DropUser { user } => {
+                if !superuser {
+                    exec(&client, &statements::admin_membership(user), format!("tenant {name}: joining {user}")).await?;
+                }
+                terminate_user(&client, user).await?;
+                exec(&client, &statements::drop_role(user), format!("tenant {name}: dropping {user}")).await?;
+            }
+            Change::DropRole { role, .. } => {
+                exec(&client, &statements::drop_role(role), format!("tenant {name}: dropping {role}")).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(notes)
+}

@@ -1,0 +1,63 @@
+//! Errors of the Postgres side, with the server's own message, detail and hint.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no admin connection configured: set [server].admin_url in tenants.toml, or TENANTRY_ADMIN_URL (or run `tenantry up` for a local server)")]
+    NoAdminUrl,
+    #[error("admin_url is not a valid connection string: {0}")]
+    BadUrl(String),
+    #[error("cannot connect to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("{context}: {message}")]
+    Sql { context: String, message: String },
+    #[error("another tenantry apply holds the lock of fleet '{fleet}'{holder}; waited {waited:?} (raise --lock-timeout to wait longer)")]
+    Locked {
+        fleet: String,
+        holder: String,
+        waited: std::time::Duration,
+    },
+    #[error("cannot read migrations in {path}: {message}")]
+    Migrations { path: PathBuf, message: String },
+    #[error("migration of {database} failed: {message}")]
+    Migrate { database: String, message: String },
+    #[error("backup of {database} failed: {message}")]
+    Backup { database: String, message: String },
+    #[error(transparent)]
+    Manifest(#[from] tenantry_manifest::ManifestError),
+}
+
+impl Error {
+    pub(crate) fn sql(context: impl Into<String>, e: tokio_postgres::Error) -> Error {
+        Error::Sql {
+            context: context.into(),
+            message: describe(&e),
+        }
+    }
+}
+
+/// The server's message with its detail and hint, or the client error.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_owned();
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" (detail: {d})"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!(" (hint: {h})"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                s.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            s
+        }
+    }
+}

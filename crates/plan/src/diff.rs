@@ -1,0 +1,497 @@
+//! The planner: `(Desired, Observed) -> Plan`. Pure; every rule is unit-tested
+//! here with hand-made catalogs.
+//!
+//! Ownership is read from markers only: an object is ours when its COMMENT is a
+//! tenantry marker of this fleet. One exception covers a crash between
+//! `CREATE DATABASE` and `COMMENT ON DATABASE`: a database with no comment owned
+//! by our own `<db>_owner` role is ours too (apply then writes the marker).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use secrecy::ExposeSecret;
+use tenantry_manifest::{parse_duration_ms, Group, Status};
+
+use crate::model::{Acl, Desired, DesiredTenant, Observed, ObservedContents, RelKind};
+use crate::plan::{Action, Change, Conflict, Diff, Plan, TenantPlan};
+use crate::scram;
+use crate::sql::{Kind, Marker};
+
+/// The migration history table refinery keeps in each tenant database.
+pub const HISTORY_TABLE: &str = "refinery_schema_history";
+
+pub fn kind_of(group: Group) -> Kind {
+    match group {
+        Group::Owner => Kind::Owner,
+        Group::Admin => Kind::Admin,
+        Group::Developer => Kind::Developer,
+        Group::Customer => Kind::Customer,
+    }
+}
+
+/// Table privileges each member group holds.
+pub fn table_privileges(group: Group) -> &'static [&'static str] {
+    match group {
+        Group::Admin => &["SELECT", "INSERT", "UPDATE", "DELETE"],
+        Group::Developer => &["SELECT", "INSERT", "UPDATE"],
+        Group::Customer => &["SELECT"],
+        Group::Owner => &[],
+    }
+}
+
+/// Sequence privileges each member group holds.
+pub fn sequence_privileges(group: Group) -> &'static [&'static str] {
+    match group {
+        Group::Admin | Group::Developer => &["USAGE", "SELECT"],
+        Group::Customer | Group::Owner => &[],
+    }
+}
+
+/// Database privileges of each member group.
+pub const DATABASE_PRIVILEGES: &[&str] = &["CONNECT", "TEMPORARY"];
+
+fn marker_of(comment: Option<&str>) -> Option<Marker> {
+    comment.and_then(Marker::parse)
+}
+
+/// Computes the plan.
+pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    let mut plan = Plan {
+        fleet: desired.fleet.clone(),
+        ..Plan::default()
+    };
+    let fleet = desired.fleet.as_str();
+    let ours = |comment: Option<&str>| marker_of(comment).filter(|m| m.fleet == fleet);
+    let wanted_users: BTreeSet<&str> = desired
+        .tenants
+        .iter()
+        .flat_map(|t| t.users.iter().map(|u| u.name.as_str()))
+        .collect();
+
+    for t in &desired.tenants {
+        let conflicts = conflicts(t, fleet, observed);
+        if !conflicts.is_empty() {
+            plan.conflicts.extend(conflicts);
+            continue;
+        }
+        let mut changes = Vec::new();
+        for group in Group::ALL {
+            changes.extend(group_role(t, group, fleet, observed));
+        }
+        let db = observed.databases.get(&t.name);
+        match db {
+            None => {
+                changes.push(Change::CreateDatabase {
+                    database: t.name.clone(),
+                    owner: t.role(Group::Owner),
+                });
+                if let Some(to) = desired.schema_version {
+                    changes.push(Change::Migrate {
+                        database: t.name.clone(),
+                        from: None,
+                        to,
+                    });
+                }
+                changes.push(Change::Privileges {
+                    database: t.name.clone(),
+                    diffs: vec![],
+                    foreign_grantees: vec![],
+                });
+            }
+            Some(db) => {
+                let (diffs, foreign) = database_diffs(t, fleet, db);
+                if !diffs.is_empty() || !foreign.is_empty() {
+                    changes.push(Change::UpdateDatabase {
+                        database: t.name.clone(),
+                        diffs,
+                        foreign_grantees: foreign,
+                    });
+                }
+                if let Some(contents) = observed.contents.get(&t.name) {
+                    match (contents.migration_version, desired.schema_version) {
+                        (from, Some(to)) if from.is_none_or(|f| f < to) => {
+                            changes.push(Change::Migrate {
+                                database: t.name.clone(),
+                                from,
+                                to,
+                            })
+                        }
+                        (Some(at), latest) if latest.is_none_or(|l| at > l) => {
+                            plan.warnings.push(format!(
+                                "database {} is at migration V{at}, newer than the schema directory's {}",
+                                t.name,
+                                latest.map_or("(none)".to_owned(), |l| format!("V{l}"))
+                            ))
+                        }
+                        _ => {}
+                    }
+                    let (diffs, foreign) = contents_diffs(t, contents);
+                    if !diffs.is_empty() || !foreign.is_empty() {
+                        changes.push(Change::Privileges {
+                            database: t.name.clone(),
+                            diffs,
+                            foreign_grantees: foreign,
+                        });
+                    }
+                }
+            }
+        }
+        for u in &t.users {
+            changes.extend(user(t, u, fleet, observed));
+        }
+        // Login users of this tenant that the file no longer lists.
+        for (name, role) in &observed.roles {
+            if let Some(m) = ours(role.comment.as_deref()) {
+                if m.kind == Kind::User && m.tenant == t.name && !wanted_users.contains(name.as_str()) {
+                    changes.push(Change::DropUser { user: name.clone() });
+                }
+            }
+        }
+        if !changes.is_empty() {
+            plan.tenants.push(TenantPlan {
+                tenant: t.name.clone(),
+                action: if db.is_none() { Action::Create } else { Action::Update },
+                changes,
+            });
+        }
+    }
+
+    // Tenants the file no longer lists: their database and every role they own.
+    let wanted: BTreeSet<&str> = desired.tenants.iter().map(|t| t.name.as_str()).collect();
+    let mut gone: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    for db in observed.databases.values() {
+        if let Some(m) = ours(db.comment.as_deref()) {
+            if m.kind == Kind::Database && m.tenant == db.name && !wanted.contains(m.tenant.as_str()) {
+                gone.entry(m.tenant.clone()).or_default().push(Change::DropDatabase {
+                    database: db.name.clone(),
+                    protected: m.protected.unwrap_or(true),
+                });
+            }
+        }
+    }
+    // Roles first users, then groups, the owner last (it owns the database).
+    let mut roles: Vec<(&String, Marker)> = observed
+        .roles
+        .iter()
+        .filter_map(|(n, r)| ours(r.comment.as_deref()).map(|m| (n, m)))
+        .filter(|(_, m)| !wanted.contains(m.tenant.as_str()))
+        .collect();
+    roles.sort_by_key(|(n, m)| (std::cmp::Reverse(m.kind), (*n).clone()));
+    for (name, m) in roles {
+        if m.kind == Kind::Database {
+            continue;
+        }
+        let change = if m.kind == Kind::User {
+            if wanted_users.contains(name.as_str()) {
+                continue; // moved to a tenant that is still wanted: handled there
+            }
+            Change::DropUser { user: name.clone() }
+        } else {
+            Change::DropRole {
+                role: name.clone(),
+                kind: m.kind,
+            }
+        };
+        gone.entry(m.tenant.clone()).or_default().push(change);
+    }
+    for (tenant, changes) in gone {
+        plan.tenants.push(TenantPlan {
+            tenant,
+            action: Action::Destroy,
+            changes,
+        });
+    }
+    plan.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    plan
+}
+
+/// Objects that carry the tenant's names but are not this fleet's.
+fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    let owner = t.role(Group::Owner);
+    let describe = |m: Option<Marker>| match m {
+        None => "exists but is not managed by tenantry".to_owned(),
+        Some(m) if m.fleet != fleet => format!("is managed by tenantry fleet '{}', not '{fleet}'", m.fleet),
+        Some(m) => format!("is managed by tenantry as {} of tenant '{}'", m.kind.as_str(), m.tenant),
+    };
+    if let Some(db) = o.databases.get(&t.name) {
+        let m = marker_of(db.comment.as_deref());
+        let ok = match &m {
+            Some(m) => m.fleet == fleet && m.kind == Kind::Database && m.tenant == t.name,
+            // Crash between CREATE DATABASE and its COMMENT: owned by our owner role.
+            None => {
+                db.owner == owner
+                    && o.roles.get(&owner).and_then(|r| marker_of(r.comment.as_deref())).is_some_and(|m| {
+                        m.fleet == fleet && m.kind == Kind::Owner && m.tenant == t.name
+                    })
+            }
+        };
+        if !ok {
+            out.push(Conflict {
+                tenant: t.name.clone(),
+                object: "database",
+                name: t.name.clone(),
+                reason: describe(m),
+            });
+        }
+    }
+    for group in Group::ALL {
+        let name = t.role(group);
+        if let Some(r) = o.roles.get(&name) {
+            let m = marker_of(r.comment.as_deref());
+            let ok = m.as_ref().is_some_and(|m| {
+                m.fleet == fleet && m.kind == kind_of(group) && m.tenant == t.name
+            });
+            if !ok {
+                out.push(Conflict {
+                    tenant: t.name.clone(),
+                    object: "role",
+                    name,
+                    reason: describe(m),
+                });
+            }
+        }
+    }
+    for u in &t.users {
+        if let Some(r) = o.roles.get(&u.name) {
+            let m = marker_of(r.comment.as_deref());
+            // A user may move between tenants of the same fleet.
+            let ok = m.as_ref().is_some_and(|m| m.fleet == fleet && m.kind == Kind::User);
+            if !ok {
+                out.push(Conflict {
+                    tenant: t.name.clone(),
+                    object: "role",
+                    name: u.name.clone(),
+                    reason: describe(m),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Attributes no tenant role may have, with their display names.
+fn forbidden_attributes(r: &crate::model::ObservedRole) -> Vec<Diff> {
+    [
+        ("superuser", r.superuser),
+        ("createdb", r.createdb),
+        ("createrole", r.createrole),
+        ("replication", r.replication),
+        ("bypassrls", r.bypassrls),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(what, _)| Diff::new(what, true, false))
+    .collect()
+}
+
+fn group_role(t: &DesiredTenant, group: Group, fleet: &str, o: &Observed) -> Option<Change> {
+    let name = t.role(group);
+    let kind = kind_of(group);
+    let Some(r) = o.roles.get(&name) else {
+        return Some(Change::CreateRole { role: name, kind });
+    };
+    let mut diffs = forbidden_attributes(r);
+    if r.login {
+        diffs.push(Diff::new("login", true, false));
+    }
+    let marker = Marker::new(fleet, &t.name, kind).render();
+    if r.comment.as_deref() != Some(marker.as_str()) {
+        diffs.push(Diff::new("marker", r.comment.as_deref().unwrap_or("(none)"), &marker));
+    }
+    // Group roles are members of nothing (the admin connection's own
+    // membership in the owner role is the other direction).
+    let revoke: Vec<String> = r.member_of.iter().cloned().collect();
+    for m in &revoke {
+        diffs.push(Diff::new(format!("member of {m}"), "yes", "no"));
+    }
+    (!diffs.is_empty()).then_some(Change::UpdateRole {
+        role: name,
+        kind,
+        diffs,
+        revoke,
+    })
+}
+
+fn database_diffs(t: &DesiredTenant, fleet: &str, db: &crate::model::ObservedDatabase) -> (Vec<Diff>, Vec<String>) {
+    let mut diffs = Vec::new();
+    let owner = t.role(Group::Owner);
+    if db.owner != owner {
+        diffs.push(Diff::new("owner", &db.owner, &owner));
+    }
+    let mut marker = Marker::new(fleet, &t.name, Kind::Database);
+    marker.protected = Some(t.deletion_protection);
+    let old = marker_of(db.comment.as_deref());
+    if old.as_ref() != Some(&marker) {
+        match old {
+            Some(old) if old.protected != marker.protected => diffs.push(Diff::new(
+                "deletion_protection",
+                old.protected.unwrap_or(true),
+                t.deletion_protection,
+            )),
+            _ => diffs.push(Diff::new(
+                "marker",
+                db.comment.as_deref().unwrap_or("(none)"),
+                marker.render(),
+            )),
+        }
+    }
+    if !db.allow_connections {
+        diffs.push(Diff::new("allow_connections", false, true));
+    }
+    let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
+        .iter()
+        .map(|&g| (t.role(g), DATABASE_PRIVILEGES))
+        .collect();
+    let foreign = acl_diffs("database", &db.acl, &expect, &[owner.as_str()], &mut diffs);
+    (diffs, foreign)
+}
+
+/// Compares an ACL with the expected privileges per grantee; every grantee not
+/// expected (and not in `ignore`) is foreign: it should hold nothing.
+fn acl_diffs(
+    object: &str,
+    acl: &Acl,
+    expect: &BTreeMap<String, &[&str]>,
+    ignore: &[&str],
+    diffs: &mut Vec<Diff>,
+) -> Vec<String> {
+    let show = |set: &BTreeSet<String>| {
+        if set.is_empty() {
+            "(none)".to_owned()
+        } else {
+            ordered(set).join(", ")
+        }
+    };
+    for (grantee, want) in expect {
+        let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+        let have = acl.get(grantee).cloned().unwrap_or_default();
+        if have != want {
+            diffs.push(Diff::new(format!("{object}: {grantee}"), show(&have), show(&want)));
+        }
+    }
+    let mut foreign = Vec::new();
+    for (grantee, have) in acl {
+        if expect.contains_key(grantee) || ignore.contains(&grantee.as_str()) || have.is_empty() {
+            continue;
+        }
+        diffs.push(Diff::new(format!("{object}: {grantee}"), show(have), "(none)"));
+        foreign.push(grantee.clone());
+    }
+    foreign
+}
+
+/// Privileges in the order people write them.
+fn ordered(set: &BTreeSet<String>) -> Vec<&str> {
+    const ORDER: &[&str] = &[
+        "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "USAGE",
+        "CREATE", "CONNECT", "TEMPORARY", "EXECUTE",
+    ];
+    let mut v: Vec<&str> = set.iter().map(String::as_str).collect();
+    v.sort_by_key(|p| ORDER.iter().position(|o| o == p).unwrap_or(usize::MAX));
+    v
+}
+
+fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<String>) {
+    let mut diffs = Vec::new();
+    let owner = t.role(Group::Owner);
+    let mut foreign = BTreeSet::new();
+    if c.schema_owner != owner {
+        diffs.push(Diff::new("schema public: owner", &c.schema_owner, &owner));
+    }
+    let usage: &[&str] = &["USAGE"];
+    let expect: BTreeMap<String, &[&str]> = Group::MEMBERS.iter().map(|&g| (t.role(g), usage)).collect();
+    foreign.extend(acl_diffs("schema public", &c.schema_acl, &expect, &[owner.as_str(), "pg_database_owner"], &mut diffs));
+
+    for rel in &c.relations {
+        let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
+            .iter()
+            .map(|&g| {
+                let privs = match rel.kind {
+                    _ if rel.name == HISTORY_TABLE => &[][..],
+                    RelKind::Table => table_privileges(g),
+                    RelKind::Sequence => sequence_privileges(g),
+                };
+                (t.role(g), privs)
+            })
+            .collect();
+        let what = match rel.kind {
+            RelKind::Table => format!("table {}", rel.name),
+            RelKind::Sequence => format!("sequence {}", rel.name),
+        };
+        foreign.extend(acl_diffs(&what, &rel.acl, &expect, &[rel.owner.as_str()], &mut diffs));
+    }
+    for (objtype, label, privs) in [
+        ('r', "default privileges on tables", table_privileges as fn(Group) -> &'static [&'static str]),
+        ('S', "default privileges on sequences", sequence_privileges),
+    ] {
+        let expect: BTreeMap<String, &[&str]> =
+            Group::MEMBERS.iter().map(|&g| (t.role(g), privs(g))).collect();
+        let empty = Acl::new();
+        let acl = c.default_acl.get(&objtype).unwrap_or(&empty);
+        foreign.extend(acl_diffs(label, acl, &expect, &[owner.as_str()], &mut diffs));
+    }
+    // Expected-empty grantees show as "(none) -> (none)" never: drop no-op lines.
+    diffs.retain(|d| d.old != d.new);
+    (diffs, foreign.into_iter().collect())
+}
+
+fn user(t: &DesiredTenant, u: &crate::model::DesiredUser, fleet: &str, o: &Observed) -> Option<Change> {
+    let group_role = t.role(u.group);
+    let login = t.status == Status::Active;
+    let Some(r) = o.roles.get(&u.name) else {
+        return Some(Change::CreateUser {
+            user: u.name.clone(),
+            group: u.group,
+            login,
+            connection_limit: t.connection_limit,
+            statement_timeout: t.statement_timeout.clone(),
+            password_source: u.password_source.clone(),
+        });
+    };
+    let mut diffs = forbidden_attributes(r);
+    if r.login != login {
+        diffs.push(Diff::new("login", r.login, login));
+    }
+    if r.connection_limit != t.connection_limit {
+        diffs.push(Diff::new("connection limit", r.connection_limit, t.connection_limit));
+    }
+    let timeout = r.setting("statement_timeout");
+    if timeout.and_then(parse_duration_ms) != Some(t.statement_timeout_ms) {
+        diffs.push(Diff::new(
+            "statement_timeout",
+            timeout.unwrap_or("(unset)"),
+            &t.statement_timeout,
+        ));
+    }
+    let marker = Marker::new(fleet, &t.name, Kind::User).render();
+    if r.comment.as_deref() != Some(marker.as_str()) {
+        diffs.push(Diff::new("marker", r.comment.as_deref().unwrap_or("(none)"), &marker));
+    }
+    if !r.member_of.contains(&group_role) {
+        diffs.push(Diff::new(format!("member of {group_role}"), "no", "yes"));
+    }
+    let revoke: Vec<String> = r.member_of.iter().filter(|m| **m != group_role).cloned().collect();
+    for m in &revoke {
+        diffs.push(Diff::new(format!("member of {m}"), "yes", "no"));
+    }
+    let set_password = match (&u.password, o.can_read_passwords) {
+        // Not generated yet (the file is gone): a new one replaces whatever is set.
+        (None, _) => true,
+        (Some(pw), true) => !r
+            .password
+            .as_deref()
+            .is_some_and(|stored| scram::verify(pw.expose_secret(), stored)),
+        // The verifier cannot be read: never reset blindly on every run.
+        (Some(_), false) => false,
+    };
+    if set_password {
+        diffs.push(Diff::new("password", "(hidden)", "(changed)"));
+    }
+    (!diffs.is_empty()).then_some(Change::UpdateUser {
+        user: u.name.clone(),
+        group: u.group,
+        diffs,
+        set_password,
+        revoke,
+    })
+}

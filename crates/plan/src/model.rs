@@ -1,0 +1,177 @@
+//! The two inputs of planning, as plain data: what the inventory wants
+//! ([`Desired`]) and what the catalog holds ([`Observed`]).
+//!
+//! `Desired` is built from a validated inventory; `Observed` is filled by the
+//! Postgres side (crate `tenantry-pg`) from a few set-based catalog queries.
+//! Neither does any I/O here, so the planner is tested with hand-made values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use secrecy::SecretString;
+use tenantry_manifest::{Group, Inventory, Status, User};
+
+/// Everything the inventory asks for.
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub fleet: String,
+    pub tenants: Vec<DesiredTenant>,
+    /// The newest migration version in the schema directory (None: no migrations).
+    pub schema_version: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct DesiredTenant {
+    pub name: String,
+    pub plan: String,
+    pub status: Status,
+    pub deletion_protection: bool,
+    pub connection_limit: i32,
+    pub statement_timeout_ms: u64,
+    /// Canonical GUC text of the timeout, e.g. `5s`.
+    pub statement_timeout: String,
+    pub users: Vec<DesiredUser>,
+}
+
+#[derive(Debug)]
+pub struct DesiredUser {
+    pub name: String,
+    pub group: Group,
+    /// The password if it can be known now (None: generated on apply).
+    pub password: Option<SecretString>,
+    /// Where the password comes from, for display (never the password).
+    pub password_source: String,
+}
+
+impl DesiredTenant {
+    /// Name of one of the tenant's group roles: `<db>_<group>`.
+    pub fn role(&self, group: Group) -> String {
+        role_name(&self.name, group)
+    }
+}
+
+/// `<db>_<group>`: the derived group role names.
+pub fn role_name(db: &str, group: Group) -> String {
+    format!("{db}_{}", group.as_str())
+}
+
+impl Desired {
+    /// Builds the desired state from a validated inventory. `password` yields
+    /// each user's password where it can be known without side effects.
+    pub fn from_inventory<E>(
+        inventory: &Inventory,
+        schema_version: Option<i64>,
+        mut password: impl FnMut(&User) -> Result<Option<SecretString>, E>,
+    ) -> Result<Desired, E> {
+        let mut tenants = Vec::with_capacity(inventory.tenants.len());
+        for t in &inventory.tenants {
+            let tier = inventory.tier(t);
+            let mut users = Vec::with_capacity(t.users.len());
+            for u in &t.users {
+                users.push(DesiredUser {
+                    name: u.name.to_string(),
+                    group: u.group,
+                    password: password(u)?,
+                    password_source: u.password.describe(),
+                });
+            }
+            tenants.push(DesiredTenant {
+                name: t.name.to_string(),
+                plan: t.plan.clone(),
+                status: t.status,
+                deletion_protection: t.deletion_protection,
+                connection_limit: tier.connection_limit,
+                statement_timeout_ms: tier.statement_timeout_ms,
+                statement_timeout: tier.statement_timeout_pg(),
+                users,
+            });
+        }
+        Ok(Desired {
+            fleet: inventory.fleet.clone(),
+            tenants,
+            schema_version,
+        })
+    }
+}
+
+/// Privileges per grantee (`PUBLIC` for the public pseudo-role), as Postgres
+/// names them (`SELECT`, `CONNECT`, ...).
+pub type Acl = BTreeMap<String, BTreeSet<String>>;
+
+/// Everything the catalog says that matters to tenantry.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// The admin connection's role.
+    pub current_user: String,
+    pub current_user_is_superuser: bool,
+    /// Whether stored password verifiers could be read (superuser only).
+    pub can_read_passwords: bool,
+    pub roles: BTreeMap<String, ObservedRole>,
+    pub databases: BTreeMap<String, ObservedDatabase>,
+    /// Inside each managed tenant database that exists.
+    pub contents: BTreeMap<String, ObservedContents>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ObservedRole {
+    pub name: String,
+    pub login: bool,
+    pub superuser: bool,
+    pub createdb: bool,
+    pub createrole: bool,
+    pub replication: bool,
+    pub bypassrls: bool,
+    pub connection_limit: i32,
+    /// `rolconfig` entries, e.g. `statement_timeout=5s`.
+    pub config: Vec<String>,
+    pub comment: Option<String>,
+    /// The stored verifier, when readable and set.
+    pub password: Option<String>,
+    /// Roles this role is a member of.
+    pub member_of: BTreeSet<String>,
+}
+
+impl ObservedRole {
+    /// The value of a per-role setting, if set.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.config.iter().find_map(|entry| {
+            let (k, v) = entry.split_once('=')?;
+            (k == name).then_some(v)
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ObservedDatabase {
+    pub name: String,
+    pub owner: String,
+    pub allow_connections: bool,
+    pub comment: Option<String>,
+    /// Effective ACL (the default ACL when none was ever granted).
+    pub acl: Acl,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ObservedContents {
+    pub schema_owner: String,
+    pub schema_acl: Acl,
+    pub relations: Vec<ObservedRelation>,
+    /// Default privileges `FOR ROLE <db>_owner IN SCHEMA public`, by object
+    /// type: `r` tables, `S` sequences.
+    pub default_acl: BTreeMap<char, Acl>,
+    /// Highest applied migration version (None: no migration history).
+    pub migration_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelKind {
+    Table,
+    Sequence,
+}
+
+#[derive(Debug, Clone)]
+pub struct ObservedRelation {
+    pub name: String,
+    pub kind: RelKind,
+    pub owner: String,
+    pub acl: Acl,
+}

@@ -1,0 +1,185 @@
+//! The plan: what apply will do, tenant by tenant, as plain serialisable data.
+
+use serde::Serialize;
+use tenantry_manifest::Group;
+
+use crate::sql::Kind;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Plan {
+    pub fleet: String,
+    /// Tenants with something to do, sorted by name.
+    pub tenants: Vec<TenantPlan>,
+    /// Objects that carry a tenant's name but are not ours: apply refuses to run.
+    pub conflicts: Vec<Conflict>,
+    /// Things worth knowing that apply will not change.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Destroy,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantPlan {
+    pub tenant: String,
+    pub action: Action,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Conflict {
+    pub tenant: String,
+    /// `database` or `role`.
+    pub object: &'static str,
+    pub name: String,
+    pub reason: String,
+}
+
+/// One attribute going from `old` to `new` (display text; never a password).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    pub what: String,
+    pub old: String,
+    pub new: String,
+}
+
+impl Diff {
+    pub fn new(what: impl Into<String>, old: impl ToString, new: impl ToString) -> Diff {
+        Diff {
+            what: what.into(),
+            old: old.to_string(),
+            new: new.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    CreateRole {
+        role: String,
+        kind: Kind,
+    },
+    UpdateRole {
+        role: String,
+        kind: Kind,
+        diffs: Vec<Diff>,
+        /// Memberships to take away.
+        revoke: Vec<String>,
+    },
+    CreateDatabase {
+        database: String,
+        owner: String,
+    },
+    UpdateDatabase {
+        database: String,
+        diffs: Vec<Diff>,
+        /// Roles other than the tenant's holding privileges on the database.
+        foreign_grantees: Vec<String>,
+    },
+    Migrate {
+        database: String,
+        from: Option<i64>,
+        to: i64,
+    },
+    /// Grants inside the tenant database (schema, tables, sequences, default
+    /// privileges); `diffs` is empty on creation.
+    Privileges {
+        database: String,
+        diffs: Vec<Diff>,
+        foreign_grantees: Vec<String>,
+    },
+    CreateUser {
+        user: String,
+        group: Group,
+        login: bool,
+        connection_limit: i32,
+        statement_timeout: String,
+        password_source: String,
+    },
+    UpdateUser {
+        user: String,
+        group: Group,
+        diffs: Vec<Diff>,
+        /// Send a new verifier (the password changed or is unknown to the server).
+        set_password: bool,
+        revoke: Vec<String>,
+    },
+    DropUser {
+        user: String,
+    },
+    DropDatabase {
+        database: String,
+        /// Deletion protection as last applied (kept in the database's marker).
+        protected: bool,
+    },
+    DropRole {
+        role: String,
+        kind: Kind,
+    },
+}
+
+/// `+`, `~` or `-`: how a change counts in the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    Add,
+    Change,
+    Destroy,
+}
+
+impl Change {
+    pub fn sign(&self) -> Sign {
+        match self {
+            Change::CreateRole { .. } | Change::CreateDatabase { .. } | Change::CreateUser { .. } => {
+                Sign::Add
+            }
+            Change::DropUser { .. } | Change::DropDatabase { .. } | Change::DropRole { .. } => {
+                Sign::Destroy
+            }
+            Change::Privileges { diffs, .. } if diffs.is_empty() => Sign::Add,
+            Change::Migrate { from: None, .. } => Sign::Add,
+            _ => Sign::Change,
+        }
+    }
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    /// (to add, to change, to destroy), counted per change.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        for c in self.tenants.iter().flat_map(|t| &t.changes) {
+            match c.sign() {
+                Sign::Add => n.0 += 1,
+                Sign::Change => n.1 += 1,
+                Sign::Destroy => n.2 += 1,
+            }
+        }
+        n
+    }
+
+    /// Tenants to destroy that are still deletion-protected.
+    pub fn protected_destroys(&self) -> Vec<&str> {
+        self.tenants
+            .iter()
+            .filter(|t| {
+                t.changes
+                    .iter()
+                    .any(|c| matches!(c, Change::DropDatabase { protected: true, .. }))
+            })
+            .map(|t| t.tenant.as_str())
+            .collect()
+    }
+
+    pub fn has_destroys(&self) -> bool {
+        self.tenants.iter().any(|t| t.action == Action::Destroy)
+    }
+}

@@ -1,0 +1,162 @@
+//! SQL text helpers: identifier and literal quoting, and the ownership marker.
+//!
+//! Every identifier tenantry writes into SQL goes through [`ident`], every
+//! string value through [`literal`]; nothing else builds SQL from strings.
+//! The marker is the COMMENT tenantry puts on each database and role it manages,
+//! so the catalog alone tells managed objects from others (no state file).
+
+use serde::Serialize;
+
+/// A double-quoted identifier, inner quotes doubled: always safe in SQL.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A comma-separated list of quoted identifiers.
+pub fn idents<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    names
+        .into_iter()
+        .map(|n| ident(n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A single-quoted string literal (standard_conforming_strings), quotes doubled.
+/// Backslashes are safe as-is; NUL cannot occur in Rust strings sent to Postgres.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// What kind of object a marker labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Database,
+    Owner,
+    Admin,
+    Developer,
+    Customer,
+    User,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Database => "database",
+            Kind::Owner => "owner",
+            Kind::Admin => "admin",
+            Kind::Developer => "developer",
+            Kind::Customer => "customer",
+            Kind::User => "user",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "database" => Kind::Database,
+            "owner" => Kind::Owner,
+            "admin" => Kind::Admin,
+            "developer" => Kind::Developer,
+            "customer" => Kind::Customer,
+            "user" => Kind::User,
+            _ => return None,
+        })
+    }
+}
+
+/// The ownership tag kept in an object's COMMENT:
+/// `tenantry:v1 fleet=<fleet> tenant=<db> kind=<kind> [protected=<bool>]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Marker {
+    pub fleet: String,
+    pub tenant: String,
+    pub kind: Kind,
+    /// Only on databases: deletion protection as last applied.
+    pub protected: Option<bool>,
+}
+
+const PREFIX: &str = "tenantry:v1";
+
+impl Marker {
+    pub fn new(fleet: &str, tenant: &str, kind: Kind) -> Marker {
+        Marker {
+            fleet: fleet.to_owned(),
+            tenant: tenant.to_owned(),
+            kind,
+            protected: None,
+        }
+    }
+
+    /// Parses a comment; `None` when it is not a tenantry marker.
+    pub fn parse(comment: &str) -> Option<Marker> {
+        let mut words = comment.split_whitespace();
+        if words.next()? != PREFIX {
+            return None;
+        }
+        let (mut fleet, mut tenant, mut kind, mut protected) = (None, None, None, None);
+        for word in words {
+            let (key, value) = word.split_once('=')?;
+            match key {
+                "fleet" => fleet = Some(value.to_owned()),
+                "tenant" => tenant = Some(value.to_owned()),
+                "kind" => kind = Some(Kind::parse(value)?),
+                "protected" => protected = Some(value.parse().ok()?),
+                _ => {} // newer versions may add keys
+            }
+        }
+        Some(Marker {
+            fleet: fleet?,
+            tenant: tenant?,
+            kind: kind?,
+            protected,
+        })
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{PREFIX} fleet={} tenant={} kind={}",
+            self.fleet,
+            self.tenant,
+            self.kind.as_str()
+        );
+        if let Some(p) = self.protected {
+            s.push_str(&format!(" protected={p}"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_neutralises_injection() {
+        assert_eq!(ident("shop"), "\"shop\"");
+        assert_eq!(
+            ident("shop\"; DROP DATABASE x; --"),
+            "\"shop\"\"; DROP DATABASE x; --\""
+        );
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(idents(["a", "b"]), "\"a\", \"b\"");
+    }
+
+    #[test]
+    fn marker_round_trips() {
+        let mut m = Marker::new("prod", "building_shop", Kind::Database);
+        m.protected = Some(true);
+        let text = m.render();
+        assert_eq!(
+            text,
+            "tenantry:v1 fleet=prod tenant=building_shop kind=database protected=true"
+        );
+        assert_eq!(Marker::parse(&text), Some(m));
+    }
+
+    #[test]
+    fn foreign_comments_are_not_markers() {
+        for c in ["", "created by terraform", "tenantry:v1 fleet=x", "tenantry:v1 fleet=x tenant=y kind=table"] {
+            assert_eq!(Marker::parse(c), None, "{c}");
+        }
+    }
+}

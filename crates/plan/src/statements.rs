@@ -1,0 +1,270 @@
+//! The SQL each change runs, built only from validated names through
+//! [`ident`]/[`literal`]. Every block is idempotent: re-running it after a crash
+//! converges. Execution (connections, transactions, order) lives in `tenantry-pg`.
+
+use tenantry_manifest::Group;
+
+use crate::diff::{sequence_privileges, table_privileges, DATABASE_PRIVILEGES, HISTORY_TABLE};
+use crate::model::{role_name, DesiredTenant};
+use crate::plan::Diff;
+use crate::sql::{ident, idents, literal, Kind, Marker};
+
+fn member_roles(db: &str) -> Vec<String> {
+    Group::MEMBERS.iter().map(|&g| role_name(db, g)).collect()
+}
+
+/// `NOSUPERUSER NOCREATEDB ...` for the forbidden attributes a diff found set.
+/// Only the attributes that drifted are named: a non-superuser admin may not
+/// even mention SUPERUSER, REPLICATION or BYPASSRLS.
+fn attribute_fixes(diffs: &[Diff]) -> String {
+    let mut out = String::new();
+    for d in diffs {
+        let clause = match d.what.as_str() {
+            "superuser" => " NOSUPERUSER",
+            "createdb" => " NOCREATEDB",
+            "createrole" => " NOCREATEROLE",
+            "replication" => " NOREPLICATION",
+            "bypassrls" => " NOBYPASSRLS",
+            _ => continue,
+        };
+        out.push_str(clause);
+    }
+    out
+}
+
+/// A group role (NOLOGIN) with its marker. One transaction.
+pub fn group_role(fleet: &str, tenant: &str, kind: Kind, create: bool, diffs: &[Diff], revoke: &[String]) -> Vec<String> {
+    let role = format!("{tenant}_{}", kind.as_str());
+    let mut sql = Vec::new();
+    if create {
+        sql.push(format!("CREATE ROLE {} NOLOGIN", ident(&role)));
+    } else {
+        sql.push(format!("ALTER ROLE {} NOLOGIN{}", ident(&role), attribute_fixes(diffs)));
+    }
+    for m in revoke {
+        sql.push(format!("REVOKE {} FROM {}", ident(m), ident(&role)));
+    }
+    let marker = Marker::new(fleet, tenant, kind).render();
+    sql.push(format!("COMMENT ON ROLE {} IS {}", ident(&role), literal(&marker)));
+    sql
+}
+
+/// Lets a non-superuser admin (CREATEROLE, as on managed clouds) act as the
+/// tenant's owner: create the database for it, run migrations, grant.
+pub fn admin_membership(role: &str) -> String {
+    format!("GRANT {} TO CURRENT_USER", ident(role))
+}
+
+/// `CREATE DATABASE`: cannot run inside a transaction.
+pub fn create_database(t: &DesiredTenant) -> String {
+    format!(
+        "CREATE DATABASE {} OWNER {}",
+        ident(&t.name),
+        ident(&t.role(Group::Owner))
+    )
+}
+
+/// Owner, marker and database-level isolation. One transaction.
+pub fn database(fleet: &str, t: &DesiredTenant, allow_connections: bool, foreign: &[String]) -> Vec<String> {
+    let db = ident(&t.name);
+    let mut marker = Marker::new(fleet, &t.name, Kind::Database);
+    marker.protected = Some(t.deletion_protection);
+    let mut sql = vec![
+        format!("ALTER DATABASE {db} OWNER TO {}", ident(&t.role(Group::Owner))),
+        format!("COMMENT ON DATABASE {db} IS {}", literal(&marker.render())),
+        format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+    ];
+    for f in foreign.iter().filter(|f| *f != "PUBLIC") {
+        sql.push(format!("REVOKE ALL ON DATABASE {db} FROM {}", ident(f)));
+    }
+    sql.push(format!(
+        "GRANT {} ON DATABASE {db} TO {}",
+        DATABASE_PRIVILEGES.join(", "),
+        idents(member_roles(&t.name))
+    ));
+    if !allow_connections {
+        sql.push(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"));
+    }
+    sql
+}
+
+/// Run inside the tenant database, before migrations and grants: act as the owner.
+pub fn set_owner_role(t: &DesiredTenant) -> String {
+    format!("SET ROLE {}", ident(&t.role(Group::Owner)))
+}
+
+/// Schema, table, sequence and default privileges inside the tenant database,
+/// run as the owner role. One transaction. `has_history`: the migration
+/// history table exists (no group may touch it).
+pub fn privileges(t: &DesiredTenant, foreign: &[String], has_history: bool) -> Vec<String> {
+    let owner = ident(&t.role(Group::Owner));
+    let groups = idents(member_roles(&t.name));
+    let mut revoke_from = vec!["PUBLIC".to_owned()];
+    revoke_from.extend(
+        foreign
+            .iter()
+            .filter(|f| *f != "PUBLIC" && **f != t.role(Group::Owner))
+            .map(|f| ident(f)),
+    );
+    revoke_from.push(groups.clone());
+    let revoke_from = revoke_from.join(", ");
+
+    let mut sql = vec![
+        format!("ALTER SCHEMA public OWNER TO {owner}"),
+        format!("REVOKE ALL ON SCHEMA public FROM {revoke_from}"),
+        format!("GRANT USAGE ON SCHEMA public TO {groups}"),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {revoke_from}"),
+        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {revoke_from}"),
+        format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public REVOKE ALL ON TABLES FROM {revoke_from}"),
+        format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {revoke_from}"),
+    ];
+    for g in Group::MEMBERS {
+        let role = ident(&t.role(g));
+        let tables = table_privileges(g).join(", ");
+        sql.push(format!("GRANT {tables} ON ALL TABLES IN SCHEMA public TO {role}"));
+        sql.push(format!(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT {tables} ON TABLES TO {role}"
+        ));
+        let seqs = sequence_privileges(g);
+        if !seqs.is_empty() {
+            let seqs = seqs.join(", ");
+            sql.push(format!("GRANT {seqs} ON ALL SEQUENCES IN SCHEMA public TO {role}"));
+            sql.push(format!(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT {seqs} ON SEQUENCES TO {role}"
+            ));
+        }
+    }
+    if has_history {
+        sql.push(format!("REVOKE ALL ON TABLE public.{} FROM {groups}", ident(HISTORY_TABLE)));
+    }
+    sql
+}
+
+/// What a login user should look like.
+pub struct UserSpec<'a> {
+    pub fleet: &'a str,
+    pub tenant: &'a DesiredTenant,
+    pub user: &'a str,
+    pub group: Group,
+    pub login: bool,
+    /// A SCRAM verifier to set, if any (never a clear password).
+    pub verifier: Option<&'a str>,
+}
+
+/// Creates (`create`) or repairs a login user. One transaction.
+pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]) -> Vec<String> {
+    let t = spec.tenant;
+    let role = ident(spec.user);
+    let group = ident(&t.role(spec.group));
+    let login = if spec.login { "LOGIN" } else { "NOLOGIN" };
+    let password = spec
+        .verifier
+        .map(|v| format!(" PASSWORD {}", literal(v)))
+        .unwrap_or_default();
+    let mut sql = Vec::new();
+    if create {
+        sql.push(format!(
+            "CREATE ROLE {role} {login} CONNECTION LIMIT {}{password} IN ROLE {group}",
+            t.connection_limit
+        ));
+    } else {
+        sql.push(format!(
+            "ALTER ROLE {role} {login} CONNECTION LIMIT {}{password}{}",
+            t.connection_limit,
+            attribute_fixes(diffs)
+        ));
+        sql.push(format!("GRANT {group} TO {role}"));
+    }
+    for m in revoke {
+        sql.push(format!("REVOKE {} FROM {role}", ident(m)));
+    }
+    sql.push(format!(
+        "ALTER ROLE {role} SET statement_timeout = {}",
+        literal(&t.statement_timeout)
+    ));
+    let marker = Marker::new(spec.fleet, &t.name, Kind::User).render();
+    sql.push(format!("COMMENT ON ROLE {role} IS {}", literal(&marker)));
+    sql
+}
+
+/// Inside the tenant database: hand what a removed user owns to the owner role.
+pub fn disown(user: &str, owner: &str) -> Vec<String> {
+    vec![
+        format!("REASSIGN OWNED BY {} TO {}", ident(user), ident(owner)),
+        format!("DROP OWNED BY {}", ident(user)),
+    ]
+}
+
+pub fn drop_role(role: &str) -> String {
+    format!("DROP ROLE IF EXISTS {}", ident(role))
+}
+
+/// Stops new connections by the tenant's groups before a backup and drop.
+pub fn revoke_connect(db: &str) -> String {
+    format!(
+        "REVOKE CONNECT ON DATABASE {} FROM PUBLIC, {}",
+        ident(db),
+        idents(member_roles(db))
+    )
+}
+
+pub fn drop_database(db: &str) -> String {
+    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_manifest::Status;
+
+    fn tenant() -> DesiredTenant {
+        DesiredTenant {
+            name: "shop".into(),
+            plan: "starter".into(),
+            status: Status::Active,
+            deletion_protection: true,
+            connection_limit: 5,
+            statement_timeout_ms: 5000,
+            statement_timeout: "5s".into(),
+            users: vec![],
+        }
+    }
+
+    #[test]
+    fn privileges_follow_the_tiers() {
+        let sql = privileges(&tenant(), &["intruder".into()], true).join(";\n");
+        assert!(sql.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"shop_admin\""));
+        assert!(sql.contains("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO \"shop_developer\""));
+        assert!(sql.contains("GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"shop_customer\""));
+        assert!(!sql.contains("ON ALL SEQUENCES IN SCHEMA public TO \"shop_customer\""));
+        assert!(sql.contains("FROM PUBLIC, \"intruder\", \"shop_admin\""));
+        assert!(sql.contains("REVOKE ALL ON TABLE public.\"refinery_schema_history\""));
+    }
+
+    #[test]
+    fn user_sql_carries_a_verifier_never_a_password() {
+        let t = tenant();
+        let spec = UserSpec {
+            fleet: "default",
+            tenant: &t,
+            user: "bob",
+            group: Group::Developer,
+            login: true,
+            verifier: Some("SCRAM-SHA-256$4096:c2FsdA==$a:b"),
+        };
+        let sql = user(&spec, true, &[], &[]);
+        assert_eq!(
+            sql[0],
+            "CREATE ROLE \"bob\" LOGIN CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a:b' IN ROLE \"shop_developer\""
+        );
+        assert_eq!(sql[1], "ALTER ROLE \"bob\" SET statement_timeout = '5s'");
+        assert!(sql[2].starts_with("COMMENT ON ROLE \"bob\" IS 'tenantry:v1 fleet=default tenant=shop kind=user'"));
+    }
+
+    #[test]
+    fn only_drifted_attributes_are_named() {
+        let d = [Diff::new("createdb", true, false), Diff::new("login", true, false)];
+        let sql = group_role("f", "shop", Kind::Admin, false, &d, &[]);
+        assert_eq!(sql[0], "ALTER ROLE \"shop_admin\" NOLOGIN NOCREATEDB");
+    }
+}
