@@ -1,1 +1,53 @@
-//! placeholder
+//! `tenants.toml` -> a validated [`Inventory`].
+//!
+//! This crate reads the inventory of a Tenantry fleet: the plans ([`Tier`]),
+//! the tenants (one PostgreSQL database each, with group roles
+//! `<db>_owner/_admin/_developer/_customer`) and their users. It does no
+//! network I/O and needs no async runtime.
+//!
+//! Loading happens in two steps, as ripgrep does for its flags:
+//!
+//! 1. *raw*: serde structs mirroring the file, with `deny_unknown_fields`
+//!    and [`toml::Spanned`] positions on everything validation may reject;
+//! 2. *validated*: domain types such as [`Ident`] that cannot hold an
+//!    invalid value. Validation collects **every** problem as a
+//!    [`Diagnostic`] (`tenants.toml:12:5: what\n  help: how to fix it`)
+//!    before returning [`ManifestError::Invalid`].
+//!
+//! Passwords never leave [`SecretString`]: a [`User`]'s [`PasswordSource`]
+//! says where the password lives (environment, file, or a file generated once
+//! under `[paths] secrets`), and `Debug` output redacts the admin URL.
+//!
+//! ```no_run
+//! use tenantry_manifest::{Group, Inventory};
+//!
+//! let inv = Inventory::load("tenants.toml".as_ref())?;
+//! for tenant in &inv.tenants {
+//!     let tier = inv.tier(tenant);
+//!     println!("{} ({}) owner {}", tenant.name, tier.name, tenant.role(Group::Owner).quoted());
+//! }
+//! # Ok::<(), tenantry_manifest::ManifestError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod duration;
+mod error;
+mod ident;
+mod model;
+mod password;
+mod raw;
+mod validate;
+
+pub use secrecy::{ExposeSecret, SecretString};
+
+pub use duration::{format_duration_ms, parse_duration_ms};
+pub use error::{line_col, render, Diagnostic, ManifestError};
+pub use ident::{Ident, MAX_IDENT_BYTES};
+pub use model::{Group, Inventory, Paths, Routing, Server, Status, Tenant, Tier, User};
+pub use password::{PasswordSource, GENERATED_PASSWORD_LEN};
+pub use validate::{
+    ADMIN_URL_ENV, DEFAULT_BACKUPS_DIR, DEFAULT_FLEET, DEFAULT_SCHEMA_DIR, DEFAULT_SECRETS_DIR,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+//! The validated domain types of an inventory: [`Inventory`], its plans
+//! ([`Tier`]), [`Tenant`]s and their [`User`]s. Values of these types come
+//! out of validation (see `validate.rs`) and cannot hold invalid names.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+use crate::duration::format_duration_ms;
+use crate::{Ident, ManifestError, PasswordSource};
+
+/// A validated `tenants.toml`.
+#[derive(Clone, Debug)]
+pub struct Inventory {
+    /// The `tenants.toml` path as given.
+    pub path: PathBuf,
+    /// The directory holding the file (absolute).
+    pub base_dir: PathBuf,
+    /// Tags every object this file manages: `[a-z0-9_-]{1,32}`.
+    pub fleet: String,
+    pub server: Server,
+    pub routing: Routing,
+    pub paths: Paths,
+    /// Plans by name.
+    pub plans: BTreeMap<String, Tier>,
+    /// Tenants, sorted by name.
+    pub tenants: Vec<Tenant>,
+}
+
+impl Inventory {
+    /// Reads the file and validates it against the process environment.
+    pub fn load(path: &Path) -> Result<Inventory, ManifestError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Inventory::from_str_with(&source, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates `source` as if read from `path`, looking environment
+    /// variables up with `env` (tests inject their own).
+    pub fn from_str_with(
+        source: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Inventory, ManifestError> {
+        crate::validate::validate(source, path, env)
+    }
+
+    /// The tenant whose database is `name`.
+    pub fn tenant(&self, name: &str) -> Option<&Tenant> {
+        self.tenants
+            .binary_search_by(|t| t.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.tenants[i])
+    }
+
+    /// The plan of a tenant of this inventory (validated to exist).
+    ///
+    /// # Panics
+    /// If `tenant` names a plan this inventory does not have, which only
+    /// happens for a tenant taken from another inventory.
+    pub fn tier(&self, tenant: &Tenant) -> &Tier {
+        self.plans.get(&tenant.plan).unwrap_or_else(|| {
+            panic!(
+                "tenant {} has plan {:?}, unknown to this inventory",
+                tenant.name, tenant.plan
+            )
+        })
+    }
+}
+
+/// How to reach the cluster as an administrator.
+#[derive(Clone, Debug, Default)]
+pub struct Server {
+    /// `TENANTRY_ADMIN_URL` if set, else `[server] admin_url`. Never printed:
+    /// `Debug` shows it redacted.
+    pub admin_url: Option<SecretString>,
+}
+
+/// Directories the tool works with, all absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    /// Migrations applied to every tenant database.
+    pub schema: PathBuf,
+    /// Where dumps are written before a database is dropped.
+    pub backups: PathBuf,
+    /// Where generated passwords live.
+    pub secrets: PathBuf,
+}
+
+/// Host-based routing of the gateway.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// `<subdomain>.<base>` routes to the tenant with that subdomain.
+    pub base_domains: Vec<String>,
+    /// Subdomains no tenant may use.
+    pub reserved_subdomains: Vec<String>,
+}
+
+/// A validated plan (`[plans.<name>]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tier {
+    pub name: String,
+    /// `CONNECTION LIMIT` of the database, >= 1.
+    pub connection_limit: i32,
+    /// `statement_timeout` in milliseconds; 0 means none.
+    pub statement_timeout_ms: u64,
+    /// Gateway pool size per tenant, >= 1.
+    pub pool_size: u32,
+    /// Gateway rate limit per tenant, >= 1.
+    pub requests_per_second: u32,
+}
+
+impl Tier {
+    /// Canonical Postgres GUC text: `"0"`, `"500ms"`, `"5s"`, `"2min"`, ...
+    /// (the largest unit among ms, s, min, h, d that divides exactly).
+    pub fn statement_timeout_pg(&self) -> String {
+        format_duration_ms(self.statement_timeout_ms)
+    }
+}
+
+/// The groups of a tenant database; each is a role `<db>_<group>`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    Owner,
+    Admin,
+    Developer,
+    Customer,
+}
+
+impl Group {
+    /// Every group, owner first.
+    pub const ALL: [Group; 4] = [
+        Group::Owner,
+        Group::Admin,
+        Group::Developer,
+        Group::Customer,
+    ];
+    /// The groups users can be members of (all but the owner).
+    pub const MEMBERS: [Group; 3] = [Group::Admin, Group::Developer, Group::Customer];
+
+    /// `"owner"`, `"admin"`, `"developer"` or `"customer"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Owner => "owner",
+            Group::Admin => "admin",
+            Group::Developer => "developer",
+            Group::Customer => "customer",
+        }
+    }
+
+    /// The inverse of [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<Group> {
+        Group::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a tenant is served.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Active,
+    Suspended,
+}
+
+impl Status {
+    /// `"active"` or `"suspended"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Suspended => "suspended",
+        }
+    }
+}
+
+/// One tenant: a database, its group roles and its users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// The database name.
+    pub name: Ident,
+    pub display_name: Option<String>,
+    /// Names a key of [`Inventory::plans`].
+    pub plan: String,
+    /// A DNS label, unique across tenants.
+    pub subdomain: String,
+    /// Extra host names routed to this tenant, unique across tenants.
+    pub domains: Vec<String>,
+    pub status: Status,
+    pub deletion_protection: bool,
+    /// Admins, then developers, then customers, each in file order.
+    pub users: Vec<User>,
+}
+
+/// Longest suffix a tenant name gets in a derived role (`_developer`).
+pub(crate) const LONGEST_ROLE_SUFFIX: usize = "_developer".len();
+
+impl Tenant {
+    /// The group role of this tenant: `<db>_owner`, `<db>_admin`,
+    /// `<db>_developer` or `<db>_customer`.
+    pub fn role(&self, group: Group) -> Ident {
+        Ident::new_unchecked(format!("{}_{}", self.name, group.as_str()))
+    }
+
+    /// The users of one group, in file order.
+    pub fn users_in(&self, group: Group) -> impl Iterator<Item = &User> {
+        self.users.iter().filter(move |u| u.group == group)
+    }
+}
+
+/// A login role, member of one group of one tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: Ident,
+    /// Never [`Group::Owner`].
+    pub group: Group,
+    pub email: Option<String>,
+    pub password: PasswordSource,
+}
+
+impl User {
+    /// [`PasswordSource::load`], with errors naming this user.
+    pub fn load_password(&self) -> Result<Option<SecretString>, ManifestError> {
+        self.password.load().map_err(|e| e.for_user(&self.name))
+    }
+
+    /// [`PasswordSource::ensure`], with errors naming this user.
+    pub fn ensure_password(&self) -> Result<SecretString, ManifestError> {
+        self.password.ensure().map_err(|e| e.for_user(&self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_round_trip() {
+        for g in Group::ALL {
+            assert_eq!(Group::parse(g.as_str()), Some(g));
+        }
+        assert_eq!(Group::parse("root"), None);
+        assert!(!Group::MEMBERS.contains(&Group::Owner));
+    }
+
+    #[test]
+    fn tenant_roles() {
+        let t = Tenant {
+            name: Ident::parse("building_shop").unwrap(),
+            display_name: None,
+            plan: "starter".into(),
+            subdomain: "building-shop".into(),
+            domains: vec![],
+            status: Status::Active,
+            deletion_protection: true,
+            users: vec![],
+        };
+        let roles: Vec<String> = Group::ALL.iter().map(|g| t.role(*g).to_string()).collect();
+        assert_eq!(
+            roles,
+            [
+                "building_shop_owner",
+                "building_shop_admin",
+                "building_shop_developer",
+                "building_shop_customer"
+            ]
+        );
+    }
+
+    #[test]
+    fn statement_timeout_text() {
+        let mut t = Tier {
+            name: "x".into(),
+            connection_limit: 1,
+            statement_timeout_ms: 0,
+            pool_size: 1,
+            requests_per_second: 1,
+        };
+        for (ms, text) in [(0, "0"), (500, "500ms"), (5000, "5s"), (120_000, "2min")] {
+            t.statement_timeout_ms = ms;
+            assert_eq!(t.statement_timeout_pg(), text);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! [`PasswordSource`]: where a user's password comes from (an environment
+//! variable, a file, or a file generated once under the secrets directory),
+//! and how to read or create it. Values only ever travel as [`SecretString`].
+
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use secrecy::SecretString;
+
+use crate::ManifestError;
+
+/// Length of a generated password, in characters of `[A-Za-z0-9]`.
+pub const GENERATED_PASSWORD_LEN: usize = 32;
+
+/// Where a user's password comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// The value of an environment variable.
+    Env { var: String },
+    /// The contents of a file (absolute path), trailing newlines trimmed.
+    File { path: PathBuf },
+    /// A random password generated once and saved (0600) at `path`,
+    /// `<secrets>/<username>`.
+    Generated { path: PathBuf },
+}
+
+impl PasswordSource {
+    /// The password if available now: the variable's value, the file's
+    /// contents (trailing newlines trimmed), or the generated file if it
+    /// exists (`None` if not generated yet).
+    ///
+    /// A missing or empty variable or password file is an error.
+    pub fn load(&self) -> Result<Option<SecretString>, ManifestError> {
+        match self {
+            PasswordSource::Env { var } => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(SecretString::from(v))),
+                Ok(_) => Err(self.error("the variable is empty")),
+                Err(std::env::VarError::NotPresent) => Err(self.error("the variable is not set")),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(self.error("the variable is not valid UTF-8"))
+                }
+            },
+            PasswordSource::File { path } => match read_secret_file(path) {
+                Ok(Some(s)) => Ok(Some(s)),
+                Ok(None) => Err(self.error("the file is empty")),
+                Err(e) => Err(self.error(format!("cannot read the file: {e}"))),
+            },
+            PasswordSource::Generated { path } => match read_secret_file(path) {
+                Ok(Some(s)) => Ok(Some(s)),
+                Ok(None) => Err(self.error(
+                    "the generated password file is empty; delete it to generate a new password",
+                )),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(self.error(format!("cannot read the file: {e}"))),
+            },
+        }
+    }
+
+    /// Like [`load`](Self::load), but a `Generated` source with no file yet
+    /// gets a new random password, written with mode 0600 (directories created
+    /// 0700). The file is created with `create_new`, so two racing processes
+    /// never overwrite each other: the loser reads the winner's password.
+    pub fn ensure(&self) -> Result<SecretString, ManifestError> {
+        if let Some(s) = self.load()? {
+            return Ok(s);
+        }
+        let PasswordSource::Generated { path } = self else {
+            unreachable!("load returns a value or an error for env and file sources");
+        };
+        if let Some(dir) = path.parent() {
+            create_private_dir(dir)
+                .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let password: String = rand::rngs::OsRng
+            .sample_iter(&Alphanumeric)
+            .take(GENERATED_PASSWORD_LEN)
+            .map(char::from)
+            .collect();
+        match create_new_private(path) {
+            Ok(mut file) => {
+                let written = file
+                    .write_all(password.as_bytes())
+                    .and_then(|()| file.write_all(b"\n"))
+                    .and_then(|()| file.sync_all());
+                if let Err(e) = written {
+                    // Leave no empty or partial file behind for the next run.
+                    let _ = std::fs::remove_file(path);
+                    return Err(self.error(format!("cannot write the file: {e}")));
+                }
+                Ok(SecretString::from(password))
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => self.read_winner(path),
+            Err(e) => Err(self.error(format!("cannot create the file: {e}"))),
+        }
+    }
+
+    /// Reads a generated file another process just created, giving it a
+    /// moment to finish writing.
+    fn read_winner(&self, path: &Path) -> Result<SecretString, ManifestError> {
+        for _ in 0..50 {
+            match read_secret_file(path) {
+                Ok(Some(s)) => return Ok(s),
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => return Err(self.error(format!("cannot read the file: {e}"))),
+            }
+        }
+        Err(self
+            .error("the generated password file is empty; delete it to generate a new password"))
+    }
+
+    /// Human text naming the source without the secret:
+    /// `env BUILDING_ADMIN_PASSWORD`, `file secrets/building_dev`,
+    /// `generated (.tenantry/secrets/building_customer)`. Paths are shown
+    /// relative to the current directory when they are under it.
+    pub fn describe(&self) -> String {
+        match self {
+            PasswordSource::Env { var } => format!("env {var}"),
+            PasswordSource::File { path } => format!("file {}", display_path(path)),
+            PasswordSource::Generated { path } => format!("generated ({})", display_path(path)),
+        }
+    }
+
+    fn error(&self, reason: impl Into<String>) -> ManifestError {
+        let user = match self {
+            PasswordSource::Generated { path } => {
+                path.file_name().map(|n| n.to_string_lossy().into_owned())
+            }
+            _ => None,
+        };
+        ManifestError::Secret {
+            user,
+            origin: self.describe(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads a password file: `Ok(None)` if it is empty after trimming trailing
+/// newlines.
+pub(crate) fn read_secret_file(path: &Path) -> std::io::Result<Option<SecretString>> {
+    let mut text = std::fs::read_to_string(path)?;
+    let keep = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(keep);
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(SecretString::from(text)))
+    }
+}
+
+fn display_path(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn file_source_trims_trailing_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret \n\r\n").unwrap();
+        let src = PasswordSource::File { path: path.clone() };
+        assert_eq!(src.load().unwrap().unwrap().expose_secret(), "s3cret ");
+        assert_eq!(src.ensure().unwrap().expose_secret(), "s3cret ");
+
+        std::fs::write(&path, "\n").unwrap();
+        let err = src.load().unwrap_err().to_string();
+        assert!(err.contains("empty") && err.contains("file "), "{err}");
+        assert!(!err.contains("s3cret"));
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = PasswordSource::File {
+            path: dir.path().join("nope"),
+        };
+        let err = src.load().unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn env_source_reads_the_process_environment() {
+        // A variable name no other test or tool uses.
+        let var = "TENANTRY_MANIFEST_TEST_PASSWORD_SOURCE_UNSET_9F3A";
+        let src = PasswordSource::Env { var: var.into() };
+        let err = src.load().unwrap_err().to_string();
+        assert!(err.contains(var) && err.contains("not set"), "{err}");
+        assert_eq!(src.describe(), format!("env {var}"));
+        // PATH is set in any sane test environment.
+        let path = PasswordSource::Env { var: "PATH".into() };
+        assert!(path.load().unwrap().is_some());
+    }
+
+    #[test]
+    fn generated_source_is_written_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets/nested/shop_customer");
+        let src = PasswordSource::Generated { path: path.clone() };
+        assert!(src.load().unwrap().is_none());
+
+        let first = src.ensure().unwrap();
+        let first = first.expose_secret();
+        assert_eq!(first.len(), GENERATED_PASSWORD_LEN);
+        assert!(first.chars().all(|c| c.is_ascii_alphanumeric()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let dmode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(dmode & 0o777, 0o700);
+        }
+
+        let second = src.ensure().unwrap();
+        assert_eq!(second.expose_secret(), first);
+        assert_eq!(src.load().unwrap().unwrap().expose_secret(), first);
+    }
+
+    #[test]
+    fn racing_ensures_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = PasswordSource::Generated {
+            path: dir.path().join("racer"),
+        };
+        let values: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| src.ensure().unwrap().expose_secret().to_owned()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(values.iter().all(|v| v == &values[0]));
+    }
+
+    #[test]
+    fn describe_names_the_source() {
+        let cwd = std::env::current_dir().unwrap();
+        let f = PasswordSource::File {
+            path: cwd.join("secrets/building_dev"),
+        };
+        assert_eq!(f.describe(), "file secrets/building_dev");
+        let g = PasswordSource::Generated {
+            path: cwd.join(".tenantry/secrets/building_customer"),
+        };
+        assert_eq!(
+            g.describe(),
+            "generated (.tenantry/secrets/building_customer)"
+        );
+        let abs = PasswordSource::File {
+            path: "/elsewhere/pw".into(),
+        };
+        assert_eq!(abs.describe(), "file /elsewhere/pw");
+    }
+}

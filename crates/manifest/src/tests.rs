@@ -1,0 +1,876 @@
+//! Validation specs: one test per rule of `tenants.toml`, each asserting the
+//! message and the line it points at, plus a full example that must load
+//! into the expected [`Inventory`].
+
+use std::path::{Path, PathBuf};
+
+use crate::*;
+
+/// The environment the tests run against.
+fn env(name: &str) -> Option<String> {
+    match name {
+        "BUILDING_ADMIN_PASSWORD" | "OTHER_PASSWORD" => Some("hunter2-from-env".into()),
+        "EMPTY_PASSWORD" => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn load(src: &str) -> Result<Inventory, ManifestError> {
+    Inventory::from_str_with(src, Path::new("tenants.toml"), &env)
+}
+
+fn load_in(dir: &Path, src: &str) -> Result<Inventory, ManifestError> {
+    Inventory::from_str_with(src, &dir.join("tenants.toml"), &env)
+}
+
+/// 1-based line of the first line of `src` containing `needle`.
+fn line_of(src: &str, needle: &str) -> usize {
+    src.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in source"))
+        + 1
+}
+
+/// 1-based line of the first line of `src` starting with `prefix`.
+fn line_starting(src: &str, prefix: &str) -> usize {
+    src.lines()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starts with {prefix:?}"))
+        + 1
+}
+
+/// Asserts `src` fails with exactly one diagnostic, containing `needle`, on
+/// `line`; returns it.
+#[track_caller]
+fn one_error(result: Result<Inventory, ManifestError>, line: usize, needle: &str) -> Diagnostic {
+    let err = match result {
+        Ok(inv) => panic!("expected an error containing {needle:?}, got {inv:#?}"),
+        Err(e) => e,
+    };
+    let diags = err.diagnostics();
+    assert_eq!(diags.len(), 1, "expected one diagnostic, got:\n{err}");
+    let d = diags[0].clone();
+    assert!(d.message.contains(needle), "{needle:?} not in:\n{d}");
+    assert_eq!(d.line, line, "wrong line in:\n{d}");
+    assert!(d.column >= 1, "no column in:\n{d}");
+    d
+}
+
+const PLANS: &str = r#"
+[plans.starter]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = 2
+requests_per_second = 20
+
+[plans.professional]
+connection_limit = 50
+statement_timeout = "30s"
+pool_size = 10
+requests_per_second = 200
+"#;
+
+/// The plans plus `rest`.
+fn with_plans(rest: &str) -> String {
+    format!("{PLANS}\n{rest}")
+}
+
+// ---------------------------------------------------------------- full example
+
+#[test]
+fn full_example_loads_into_the_expected_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/building_dev"), "dev-pass\n").unwrap();
+    let src = with_plans(
+        r#"
+[server]
+admin_url = "postgres://postgres:topsecret@localhost:5432/postgres"
+
+[paths]
+schema = "schema"
+backups = ".tenantry/backups"
+secrets = ".tenantry/secrets"
+
+[routing]
+base_domains = ["usualstore.com", "localhost"]
+reserved_subdomains = ["www", "api", "admin"]
+
+[tenants.building_shop]
+display_name = "Building Shop Inc."
+plan = "professional"
+subdomain = "building"
+domains = ["shop.building.example"]
+status = "active"
+deletion_protection = true
+admins     = [{ username = "building_admin", password_env = "BUILDING_ADMIN_PASSWORD", email = "ops@building.example" }]
+developers = [{ username = "building_dev", password_file = "secrets/building_dev" }]
+customers  = [{ username = "building_customer" }]
+
+[tenants.acme]
+plan = "starter"
+status = "suspended"
+deletion_protection = false
+"#,
+    );
+    let inv = load_in(dir.path(), &src).unwrap_or_else(|e| panic!("{e}"));
+    let base = std::path::absolute(dir.path()).unwrap();
+
+    assert_eq!(inv.path, dir.path().join("tenants.toml"));
+    assert_eq!(inv.base_dir, base);
+    assert_eq!(inv.fleet, "default");
+    assert_eq!(
+        inv.server.admin_url.as_ref().unwrap().expose_secret(),
+        "postgres://postgres:topsecret@localhost:5432/postgres"
+    );
+    assert_eq!(
+        inv.paths,
+        Paths {
+            schema: base.join("schema"),
+            backups: base.join(".tenantry/backups"),
+            secrets: base.join(".tenantry/secrets"),
+        }
+    );
+    assert_eq!(
+        inv.routing,
+        Routing {
+            base_domains: vec!["usualstore.com".into(), "localhost".into()],
+            reserved_subdomains: vec!["www".into(), "api".into(), "admin".into()],
+        }
+    );
+    assert_eq!(inv.plans.len(), 2);
+    assert_eq!(
+        inv.plans["starter"],
+        Tier {
+            name: "starter".into(),
+            connection_limit: 5,
+            statement_timeout_ms: 5000,
+            pool_size: 2,
+            requests_per_second: 20,
+        }
+    );
+    assert_eq!(inv.plans["professional"].statement_timeout_pg(), "30s");
+
+    let names: Vec<&str> = inv.tenants.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["acme", "building_shop"], "sorted by name");
+
+    let acme = inv.tenant("acme").unwrap();
+    assert_eq!(
+        *acme,
+        Tenant {
+            name: Ident::parse("acme").unwrap(),
+            display_name: None,
+            plan: "starter".into(),
+            subdomain: "acme".into(),
+            domains: vec![],
+            status: Status::Suspended,
+            deletion_protection: false,
+            users: vec![],
+        }
+    );
+    assert_eq!(inv.tier(acme).name, "starter");
+
+    let shop = inv.tenant("building_shop").unwrap();
+    assert_eq!(
+        *shop,
+        Tenant {
+            name: Ident::parse("building_shop").unwrap(),
+            display_name: Some("Building Shop Inc.".into()),
+            plan: "professional".into(),
+            subdomain: "building".into(),
+            domains: vec!["shop.building.example".into()],
+            status: Status::Active,
+            deletion_protection: true,
+            users: vec![
+                User {
+                    name: Ident::parse("building_admin").unwrap(),
+                    group: Group::Admin,
+                    email: Some("ops@building.example".into()),
+                    password: PasswordSource::Env {
+                        var: "BUILDING_ADMIN_PASSWORD".into()
+                    },
+                },
+                User {
+                    name: Ident::parse("building_dev").unwrap(),
+                    group: Group::Developer,
+                    email: None,
+                    password: PasswordSource::File {
+                        path: base.join("secrets/building_dev")
+                    },
+                },
+                User {
+                    name: Ident::parse("building_customer").unwrap(),
+                    group: Group::Customer,
+                    email: None,
+                    password: PasswordSource::Generated {
+                        path: base.join(".tenantry/secrets/building_customer")
+                    },
+                },
+            ],
+        }
+    );
+    assert_eq!(inv.tier(shop).name, "professional");
+    assert_eq!(shop.role(Group::Developer), "building_shop_developer");
+    assert!(inv.tenant("nope").is_none());
+
+    let dev = &shop.users[1];
+    assert_eq!(
+        dev.load_password().unwrap().unwrap().expose_secret(),
+        "dev-pass"
+    );
+
+    // Debug never shows the admin URL's password or any user password.
+    let debug = format!("{inv:?}");
+    assert!(!debug.contains("topsecret"), "{debug}");
+    assert!(!debug.contains("dev-pass"), "{debug}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+}
+
+#[test]
+fn minimal_file_uses_defaults() {
+    let inv = load("").unwrap();
+    assert_eq!(inv.fleet, "default");
+    assert!(inv.server.admin_url.is_none());
+    assert!(inv.tenants.is_empty() && inv.plans.is_empty());
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(inv.base_dir, cwd);
+    assert_eq!(inv.paths.schema, cwd.join("schema"));
+    assert_eq!(inv.paths.backups, cwd.join(".tenantry/backups"));
+    assert_eq!(inv.paths.secrets, cwd.join(".tenantry/secrets"));
+
+    let src = with_plans("[tenants.building_shop]\nplan = \"starter\"\n");
+    let inv = load(&src).unwrap();
+    let t = &inv.tenants[0];
+    assert_eq!(t.subdomain, "building-shop");
+    assert_eq!(t.status, Status::Active);
+    assert!(t.deletion_protection);
+    assert!(t.domains.is_empty() && t.users.is_empty());
+}
+
+#[test]
+fn admin_url_env_wins_over_the_file() {
+    let src = "[server]\nadmin_url = \"postgres://from-file\"\n";
+    let env = |name: &str| (name == ADMIN_URL_ENV).then(|| "postgres://from-env".to_string());
+    let inv = Inventory::from_str_with(src, Path::new("t.toml"), &env).unwrap();
+    assert_eq!(
+        inv.server.admin_url.unwrap().expose_secret(),
+        "postgres://from-env"
+    );
+    let inv = Inventory::from_str_with("", Path::new("t.toml"), &env).unwrap();
+    assert_eq!(
+        inv.server.admin_url.unwrap().expose_secret(),
+        "postgres://from-env"
+    );
+    let inv = load(src).unwrap();
+    assert_eq!(
+        inv.server.admin_url.unwrap().expose_secret(),
+        "postgres://from-file"
+    );
+}
+
+#[test]
+fn load_reads_the_file_and_reports_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tenants.toml");
+    std::fs::write(&path, "fleet = \"blue\"\n").unwrap();
+    let inv = Inventory::load(&path).unwrap();
+    assert_eq!(inv.fleet, "blue");
+    assert_eq!(inv.path, path);
+
+    let missing = dir.path().join("missing.toml");
+    let err = Inventory::load(&missing).unwrap_err();
+    assert!(matches!(err, ManifestError::Read { .. }));
+    assert!(err.to_string().contains("missing.toml"), "{err}");
+}
+
+// ---------------------------------------------------------------- toml level
+
+#[test]
+fn toml_syntax_error_has_a_position() {
+    let src = "fleet = \"a\"\n\n[routing\nbase_domains = []\n";
+    let d = one_error(load(src), 3, "");
+    assert_eq!(d.file, PathBuf::from("tenants.toml"));
+    assert!(d.to_string().starts_with("tenants.toml:3:"), "{d}");
+}
+
+#[test]
+fn unknown_key_is_an_error() {
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\nsubdomian = \"x\"\n");
+    let d = one_error(
+        load(&src),
+        line_of(&src, "subdomian"),
+        "unknown field `subdomian`",
+    );
+    assert_eq!(d.column, 1);
+    assert!(d.help.is_some());
+}
+
+#[test]
+fn unknown_top_level_table_is_an_error() {
+    let src = "fleet = \"a\"\n[serverr]\nadmin_url = \"x\"\n";
+    one_error(load(src), 2, "unknown field `serverr`");
+}
+
+#[test]
+fn wrong_type_is_an_error() {
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\ndeletion_protection = \"yes\"\n");
+    one_error(
+        load(&src),
+        line_of(&src, "deletion_protection"),
+        "invalid type",
+    );
+}
+
+#[test]
+fn unknown_status_is_an_error() {
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\nstatus = \"paused\"\n");
+    one_error(load(&src), line_of(&src, "paused"), "paused");
+}
+
+#[test]
+fn unknown_user_key_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", pasword_env = \"X\" }]\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "pasword_env"),
+        "unknown field `pasword_env`",
+    );
+}
+
+// ---------------------------------------------------------------- names
+
+#[test]
+fn invalid_database_name_is_an_error() {
+    let src = with_plans("[tenants.Shop]\nplan = \"starter\"\n");
+    let d = one_error(
+        load(&src),
+        line_of(&src, "[tenants.Shop]"),
+        "invalid database name \"Shop\"",
+    );
+    assert!(d.message.contains("lower-case"), "{d}");
+}
+
+#[test]
+fn sql_injection_in_a_tenant_name_is_an_error() {
+    let src = with_plans("[tenants.'shop\"; DROP DATABASE x; --']\nplan = \"starter\"\n");
+    let d = one_error(
+        load(&src),
+        line_of(&src, "DROP DATABASE"),
+        "invalid database name",
+    );
+    assert!(d.message.contains("only a-z, 0-9 and '_'"), "{d}");
+}
+
+#[test]
+fn sql_injection_in_a_username_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\ncustomers = [{ username = \"bob'; DROP ROLE x; --\" }]\n",
+    );
+    one_error(load(&src), line_of(&src, "DROP ROLE"), "invalid username");
+}
+
+#[test]
+fn reserved_database_name_is_an_error() {
+    let src = with_plans("[tenants.pg_shop]\nplan = \"starter\"\n");
+    one_error(
+        load(&src),
+        line_of(&src, "pg_shop"),
+        "reserved by PostgreSQL",
+    );
+    let src = with_plans("[tenants.template1]\nplan = \"starter\"\nsubdomain = \"t\"\n");
+    one_error(
+        load(&src),
+        line_of(&src, "template1"),
+        "reserved by PostgreSQL",
+    );
+}
+
+#[test]
+fn database_name_must_leave_room_for_its_roles() {
+    let name = "a".repeat(54);
+    let src = with_plans(&format!(
+        "[tenants.{name}]\nplan = \"starter\"\nsubdomain = \"long\"\n"
+    ));
+    let d = one_error(load(&src), line_of(&src, &name), "too long");
+    assert!(d.message.contains(&format!("{name}_developer")), "{d}");
+    assert!(d.message.contains("64 bytes"), "{d}");
+    assert!(d.help.unwrap().contains("at most 53 bytes"));
+
+    let ok = "a".repeat(53);
+    let src = with_plans(&format!(
+        "[tenants.{ok}]\nplan = \"starter\"\nsubdomain = \"long\"\n"
+    ));
+    load(&src).unwrap();
+}
+
+#[test]
+fn username_over_63_bytes_is_an_error() {
+    let user = "u".repeat(64);
+    let src = with_plans(&format!(
+        "[tenants.shop]\nplan = \"starter\"\ncustomers = [{{ username = \"{user}\" }}]\n"
+    ));
+    one_error(load(&src), line_of(&src, &user), "64 bytes");
+}
+
+#[test]
+fn reserved_role_name_is_an_error() {
+    let src =
+        with_plans("[tenants.shop]\nplan = \"starter\"\ncustomers = [{ username = \"public\" }]\n");
+    one_error(
+        load(&src),
+        line_of(&src, "public"),
+        "reserved by PostgreSQL",
+    );
+}
+
+#[test]
+fn duplicate_username_names_the_first_occurrence() {
+    let src = with_plans(
+        r#"[tenants.alpha]
+plan = "starter"
+admins = [{ username = "sam" }]
+
+[tenants.beta]
+plan = "starter"
+customers = [{ username = "sam" }]
+"#,
+    );
+    let first = line_of(&src, "admins = [{ username = \"sam\"");
+    let second = line_of(&src, "customers = [{ username = \"sam\"");
+    let d = one_error(load(&src), second, "username `sam` is already used at");
+    assert!(d.message.contains(&format!("tenants.toml:{first}:")), "{d}");
+    assert!(d.help.unwrap().contains("cluster"));
+}
+
+#[test]
+fn username_equal_to_a_group_role_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\n\n[tenants.other]\nplan = \"starter\"\nadmins = [{ username = \"shop_owner\" }]\n",
+    );
+    let d = one_error(
+        load(&src),
+        line_of(&src, "shop_owner"),
+        "owner group role of tenant `shop`",
+    );
+    assert!(d.message.contains("username `shop_owner`"), "{d}");
+}
+
+#[test]
+fn username_equal_to_a_database_name_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\n\n[tenants.other]\nplan = \"starter\"\ndevelopers = [{ username = \"shop\" }]\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "username = \"shop\""),
+        "is also the name of a tenant database",
+    );
+}
+
+// ---------------------------------------------------------------- plans
+
+#[test]
+fn unknown_plan_lists_the_known_ones() {
+    let src = with_plans("[tenants.shop]\nplan = \"enterprise\"\n");
+    let d = one_error(
+        load(&src),
+        line_of(&src, "enterprise"),
+        "unknown plan \"enterprise\"",
+    );
+    assert_eq!(d.help.unwrap(), "known plans: professional, starter");
+}
+
+#[test]
+fn plan_values_out_of_range() {
+    let src = r#"
+[plans.tiny]
+connection_limit = 0
+statement_timeout = "5s"
+pool_size = 1
+requests_per_second = 1
+"#;
+    one_error(
+        load(src),
+        3,
+        "plans.tiny.connection_limit is 0, out of range",
+    );
+    let src = r#"
+[plans.tiny]
+connection_limit = 1
+statement_timeout = "5s"
+pool_size = -1
+requests_per_second = 1
+"#;
+    one_error(load(src), 5, "plans.tiny.pool_size is -1, out of range");
+    let src = r#"
+[plans.tiny]
+connection_limit = 3000000000
+statement_timeout = "5s"
+pool_size = 1
+requests_per_second = 0
+"#;
+    let err = load(src).unwrap_err();
+    let lines: Vec<usize> = err.diagnostics().iter().map(|d| d.line).collect();
+    assert_eq!(lines, [3, 6], "all problems, in file order:\n{err}");
+}
+
+#[test]
+fn bad_duration_is_an_error() {
+    let src = r#"
+[plans.tiny]
+connection_limit = 1
+statement_timeout = "5 seconds"
+pool_size = 1
+requests_per_second = 1
+"#;
+    let d = one_error(
+        load(src),
+        4,
+        "plans.tiny.statement_timeout \"5 seconds\" is not a duration",
+    );
+    assert!(d.help.unwrap().contains("\"0\" means no timeout"));
+    let src = src.replace("5 seconds", "30d");
+    one_error(load(&src), 4, "too long");
+    let src = src.replace("30d", "0");
+    assert_eq!(
+        load(&src).unwrap().plans["tiny"].statement_timeout_pg(),
+        "0"
+    );
+}
+
+#[test]
+fn missing_plan_key_is_an_error() {
+    let src = "[plans.tiny]\nconnection_limit = 1\npool_size = 1\nrequests_per_second = 1\n";
+    one_error(load(src), 1, "missing field `statement_timeout`");
+}
+
+// ---------------------------------------------------------------- routing
+
+#[test]
+fn invalid_subdomain_is_an_error() {
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\nsubdomain = \"-shop\"\n");
+    one_error(
+        load(&src),
+        line_of(&src, "-shop"),
+        "invalid subdomain \"-shop\"",
+    );
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\nsubdomain = \"Shop\"\n");
+    one_error(load(&src), line_of(&src, "\"Shop\""), "use lower case");
+}
+
+#[test]
+fn derived_subdomain_must_be_a_label() {
+    let src = with_plans("[tenants.shop_]\nplan = \"starter\"\n");
+    let d = one_error(
+        load(&src),
+        line_of(&src, "shop_"),
+        "derived from its name, \"shop-\"",
+    );
+    assert!(d.help.unwrap().contains("subdomain ="));
+}
+
+#[test]
+fn duplicate_subdomain_is_an_error() {
+    let src = with_plans(
+        "[tenants.alpha]\nplan = \"starter\"\nsubdomain = \"shop\"\n\n[tenants.beta]\nplan = \"starter\"\nsubdomain = \"shop\"\n",
+    );
+    let second = src.match_indices("subdomain = \"shop\"").nth(1).unwrap().0;
+    let line = crate::line_col(&src, second).0;
+    one_error(load(&src), line, "already used by tenant `alpha`");
+}
+
+#[test]
+fn reserved_subdomain_is_an_error() {
+    let src = with_plans(
+        "[routing]\nreserved_subdomains = [\"www\", \"api\"]\n\n[tenants.api]\nplan = \"starter\"\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "[tenants.api]"),
+        "subdomain \"api\" is reserved",
+    );
+}
+
+#[test]
+fn invalid_domain_is_an_error() {
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\ndomains = [\"shop_x.example\"]\n");
+    one_error(
+        load(&src),
+        line_of(&src, "domains"),
+        "invalid domain \"shop_x.example\"",
+    );
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\ndomains = [\"intranet\"]\n");
+    one_error(load(&src), line_of(&src, "domains"), "has no dot");
+}
+
+#[test]
+fn duplicate_domain_is_an_error() {
+    let src = with_plans(
+        "[tenants.alpha]\nplan = \"starter\"\ndomains = [\"shop.example\"]\n\n[tenants.beta]\nplan = \"starter\"\ndomains = [\"x.example\", \"shop.example\"]\n",
+    );
+    let d = one_error(
+        load(&src),
+        line_of(&src, "\"x.example\""),
+        "domain \"shop.example\" is already used at",
+    );
+    assert!(d
+        .message
+        .contains(&format!("tenants.toml:{}:", line_of(&src, "alpha") + 2)));
+    assert!(d.column > 20, "points at the second element: {d}");
+}
+
+#[test]
+fn domain_equal_to_a_base_domain_is_an_error() {
+    let src = with_plans(
+        "[routing]\nbase_domains = [\"usualstore.com\"]\n\n[tenants.shop]\nplan = \"starter\"\ndomains = [\"usualstore.com\"]\n",
+    );
+    one_error(
+        load(&src),
+        line_starting(&src, "domains = "),
+        "is a base domain",
+    );
+}
+
+#[test]
+fn domain_under_a_reserved_subdomain_is_an_error() {
+    let src = with_plans(
+        "[routing]\nbase_domains = [\"usualstore.com\"]\nreserved_subdomains = [\"www\"]\n\n[tenants.shop]\nplan = \"starter\"\ndomains = [\"www.usualstore.com\"]\n",
+    );
+    one_error(
+        load(&src),
+        line_starting(&src, "domains = "),
+        "reserved subdomain \"www\"",
+    );
+}
+
+#[test]
+fn domain_of_another_tenants_subdomain_is_an_error() {
+    let src = with_plans(
+        "[routing]\nbase_domains = [\"usualstore.com\"]\n\n[tenants.alpha]\nplan = \"starter\"\ndomains = [\"beta.usualstore.com\"]\n\n[tenants.beta]\nplan = \"starter\"\n",
+    );
+    one_error(
+        load(&src),
+        line_starting(&src, "domains = "),
+        "tenant `beta` is reached",
+    );
+}
+
+#[test]
+fn invalid_base_domain_and_reserved_label_are_errors() {
+    let src = "[routing]\nbase_domains = [\"usual store.com\"]\n";
+    one_error(load(src), 2, "invalid base domain");
+    let src = "[routing]\nreserved_subdomains = [\"w.w\"]\n";
+    one_error(load(src), 2, "invalid reserved subdomain");
+}
+
+// ---------------------------------------------------------------- users
+
+#[test]
+fn invalid_email_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", email = \"ops@@x\" }]\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "ops@@x"),
+        "invalid email \"ops@@x\"",
+    );
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", email = \"@x\" }]\n",
+    );
+    one_error(load(&src), line_of(&src, "\"@x\""), "invalid email");
+}
+
+#[test]
+fn missing_password_env_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", password_env = \"NOT_SET_ANYWHERE\" }]\n",
+    );
+    let d = one_error(load(&src), line_of(&src, "NOT_SET_ANYWHERE"), "is not set");
+    assert!(
+        d.message.contains("NOT_SET_ANYWHERE") && d.message.contains("user `a1`"),
+        "{d}"
+    );
+}
+
+#[test]
+fn empty_password_env_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", password_env = \"EMPTY_PASSWORD\" }]\n",
+    );
+    let d = one_error(
+        load(&src),
+        line_of(&src, "EMPTY_PASSWORD"),
+        "EMPTY_PASSWORD",
+    );
+    assert!(
+        d.message.contains("is empty") && d.message.contains("user `a1`"),
+        "{d}"
+    );
+}
+
+#[test]
+fn missing_password_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\ndevelopers = [{ username = \"d1\", password_file = \"secrets/d1\" }]\n",
+    );
+    let d = one_error(
+        load_in(dir.path(), &src),
+        line_of(&src, "secrets/d1"),
+        "does not exist",
+    );
+    assert!(
+        d.message.contains("secrets/d1") && d.message.contains("user `d1`"),
+        "{d}"
+    );
+}
+
+#[test]
+fn empty_password_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d1.pw"), "\n\n").unwrap();
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\ndevelopers = [{ username = \"d1\", password_file = \"d1.pw\" }]\n",
+    );
+    let d = one_error(
+        load_in(dir.path(), &src),
+        line_of(&src, "d1.pw"),
+        "is empty",
+    );
+    assert!(
+        d.message.contains("d1.pw") && d.message.contains("user `d1`"),
+        "{d}"
+    );
+}
+
+#[test]
+fn both_password_sources_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", password_env = \"OTHER_PASSWORD\", password_file = \"x\" }]\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "password_file"),
+        "both password_env and password_file",
+    );
+}
+
+#[test]
+fn password_sources_load_and_never_leak() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d1.pw"), "file-secret\n").unwrap();
+    let src = with_plans(
+        r#"[paths]
+secrets = "generated"
+
+[tenants.shop]
+plan = "starter"
+admins = [{ username = "a1", password_env = "OTHER_PASSWORD" }]
+developers = [{ username = "d1", password_file = "d1.pw" }]
+customers = [{ username = "c1" }]
+"#,
+    );
+    let inv = load_in(dir.path(), &src).unwrap();
+    let users = &inv.tenants[0].users;
+    assert_eq!(users[0].password.describe(), "env OTHER_PASSWORD");
+    let file = users[1].ensure_password().unwrap();
+    assert_eq!(file.expose_secret(), "file-secret");
+
+    let generated = &users[2];
+    let expected_path = std::path::absolute(dir.path())
+        .unwrap()
+        .join("generated/c1");
+    assert_eq!(
+        generated.password,
+        PasswordSource::Generated {
+            path: expected_path.clone()
+        }
+    );
+    assert!(generated.load_password().unwrap().is_none());
+    let first = generated.ensure_password().unwrap();
+    let second = generated.ensure_password().unwrap();
+    assert_eq!(first.expose_secret(), second.expose_secret());
+    assert_eq!(
+        std::fs::read_to_string(&expected_path).unwrap().trim_end(),
+        first.expose_secret()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&expected_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let debug = format!("{users:?}");
+    assert!(!debug.contains("file-secret") && !debug.contains(first.expose_secret()));
+
+    // Errors name the user and the source, not the value.
+    std::fs::write(dir.path().join("d1.pw"), "").unwrap();
+    let err = users[1].load_password().unwrap_err().to_string();
+    assert!(err.contains("user `d1`") && err.contains("d1.pw"), "{err}");
+}
+
+// ---------------------------------------------------------------- fleet & paths
+
+#[test]
+fn invalid_fleet_is_an_error() {
+    let d = one_error(
+        load("\n\nfleet = \"Blue Fleet\"\n"),
+        3,
+        "invalid fleet name \"Blue Fleet\"",
+    );
+    assert_eq!(d.column, 9);
+    one_error(
+        load(&format!("fleet = \"{}\"\n", "a".repeat(33))),
+        1,
+        "invalid fleet",
+    );
+    assert_eq!(load("fleet = \"blue-2_x\"").unwrap().fleet, "blue-2_x");
+}
+
+#[test]
+fn absolute_paths_stay_absolute() {
+    let src = "[paths]\nbackups = \"/var/backups/tenantry\"\nschema = \"./db/schema\"\n";
+    let inv = load(src).unwrap();
+    assert_eq!(inv.paths.backups, PathBuf::from("/var/backups/tenantry"));
+    assert_eq!(
+        inv.paths.schema,
+        std::env::current_dir().unwrap().join("db/schema")
+    );
+}
+
+// ---------------------------------------------------------------- all at once
+
+#[test]
+fn all_errors_are_reported_in_file_order() {
+    let src = format!(
+        r#"fleet = "BAD"
+{PLANS}
+[tenants.Bad]
+plan = "nope"
+customers = [{{ username = "c1", email = "no-at" }}, {{ username = "c1" }}]
+"#
+    );
+    let err = load(&src).unwrap_err();
+    let diags = err.diagnostics();
+    let text = err.to_string();
+    assert_eq!(diags.len(), 5, "{text}");
+    let mut sorted = diags.to_vec();
+    sorted.sort_by_key(|d| (d.line, d.column));
+    assert_eq!(sorted, diags);
+    for needle in [
+        "invalid fleet",
+        "invalid database name",
+        "unknown plan",
+        "invalid email",
+        "already used",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(text.contains("\n  help: "), "{text}");
+}

@@ -1,0 +1,852 @@
+//! Validation: `tenants.toml` text -> [`Inventory`], collecting every problem
+//! as a [`Diagnostic`] with file:line:column before giving up.
+//!
+//! The only I/O here is reading `password_file`s (to check they exist and are
+//! not empty) and resolving paths against the current directory; environment
+//! variables come through the injected lookup. Nothing touches a server.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use toml::Spanned;
+
+use crate::error::Reporter;
+use crate::ident::MAX_IDENT_BYTES;
+use crate::model::LONGEST_ROLE_SUFFIX;
+use crate::password::read_secret_file;
+use crate::raw::{RawManifest, RawPlan, RawTenant, RawUser};
+use crate::{
+    parse_duration_ms, Group, Ident, Inventory, ManifestError, PasswordSource, Paths, Routing,
+    Server, Tenant, Tier, User,
+};
+
+/// The environment variable that overrides `[server] admin_url`.
+pub const ADMIN_URL_ENV: &str = "TENANTRY_ADMIN_URL";
+/// Fleet used when the file names none.
+pub const DEFAULT_FLEET: &str = "default";
+/// Default `[paths] schema`.
+pub const DEFAULT_SCHEMA_DIR: &str = "schema";
+/// Default `[paths] backups`.
+pub const DEFAULT_BACKUPS_DIR: &str = ".tenantry/backups";
+/// Default `[paths] secrets`.
+pub const DEFAULT_SECRETS_DIR: &str = ".tenantry/secrets";
+
+/// Largest `statement_timeout` Postgres accepts, in milliseconds.
+const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
+
+/// Role names PostgreSQL refuses or treats specially, beyond [`Ident`]'s rules.
+const RESERVED_ROLE_NAMES: [&str; 5] = [
+    "public",
+    "none",
+    "current_user",
+    "current_role",
+    "session_user",
+];
+
+pub(crate) fn validate(
+    source: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Inventory, ManifestError> {
+    let mut r = Reporter::new(source, path);
+    let raw: RawManifest = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let d = r.diagnostic(e.span(), e.message().trim_end(), toml_help(e.message()));
+            return Err(ManifestError::Invalid(vec![d]));
+        }
+    };
+    let base_dir = base_dir_of(path)?;
+
+    let fleet = fleet(&mut r, raw.fleet);
+    let server = server(&mut r, raw.server.admin_url, env);
+    let paths = Paths {
+        schema: resolve_dir(&mut r, &base_dir, raw.paths.schema, DEFAULT_SCHEMA_DIR),
+        backups: resolve_dir(&mut r, &base_dir, raw.paths.backups, DEFAULT_BACKUPS_DIR),
+        secrets: resolve_dir(&mut r, &base_dir, raw.paths.secrets, DEFAULT_SECRETS_DIR),
+    };
+    let routing = routing(&mut r, raw.routing);
+
+    let plan_names: Vec<String> = raw.plans.keys().map(|k| k.get_ref().clone()).collect();
+    let mut plans = BTreeMap::new();
+    for (name, plan) in raw.plans {
+        if let Some(tier) = tier(&mut r, name, plan) {
+            plans.insert(tier.name.clone(), tier);
+        }
+    }
+
+    let mut tenants = Tenants::new(&raw.tenants);
+    let mut built = Vec::new();
+    for (key, tenant) in raw.tenants {
+        let t = tenants.tenant(
+            &mut r,
+            &Context {
+                base_dir: &base_dir,
+                secrets: &paths.secrets,
+                routing: &routing,
+                plan_names: &plan_names,
+                env,
+            },
+            key,
+            tenant,
+        );
+        built.push(t);
+    }
+    tenants.check_domains_against_subdomains(&mut r, &routing);
+
+    let mut diagnostics = r.diagnostics;
+    if !diagnostics.is_empty() {
+        diagnostics.sort_by_key(|d| (d.line, d.column));
+        return Err(ManifestError::Invalid(diagnostics));
+    }
+    let mut tenants: Vec<Tenant> = built.into_iter().flatten().collect();
+    tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Inventory {
+        path: path.to_path_buf(),
+        base_dir,
+        fleet,
+        server,
+        routing,
+        paths,
+        plans,
+        tenants,
+    })
+}
+
+/// A little extra advice for some of toml's own errors.
+fn toml_help(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some("remove the key or fix its spelling".into())
+    } else if message.starts_with("missing field") {
+        Some("add the key; see the example tenants.toml".into())
+    } else if message.starts_with("duplicate key") {
+        Some("each key may appear only once in a table".into())
+    } else {
+        None
+    }
+}
+
+fn base_dir_of(path: &Path) -> Result<PathBuf, ManifestError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    absolute(parent).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `std::path::absolute`, minus `.` components it may keep.
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    Ok(abs.components().collect())
+}
+
+fn fleet(r: &mut Reporter, fleet: Option<Spanned<String>>) -> String {
+    let Some(fleet) = fleet else {
+        return DEFAULT_FLEET.into();
+    };
+    let value = fleet.get_ref();
+    let ok = (1..=32).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        r.error_help(
+            fleet.span(),
+            format!("invalid fleet name {value:?}"),
+            "use 1 to 32 characters among a-z, 0-9, '_' and '-', e.g. fleet = \"default\"",
+        );
+    }
+    fleet.into_inner()
+}
+
+fn server(
+    r: &mut Reporter,
+    admin_url: Option<Spanned<String>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Server {
+    let from_file = admin_url.and_then(|url| {
+        if url.get_ref().trim().is_empty() {
+            r.error_help(
+                url.span(),
+                "server.admin_url is empty",
+                format!("remove the key, or give a URL like \"postgres://postgres@localhost:5432/postgres\" (or set {ADMIN_URL_ENV})"),
+            );
+            None
+        } else {
+            Some(url.into_inner())
+        }
+    });
+    let from_env = env(ADMIN_URL_ENV).filter(|v| !v.trim().is_empty());
+    Server {
+        admin_url: from_env.or(from_file).map(SecretString::from),
+    }
+}
+
+fn resolve_dir(
+    r: &mut Reporter,
+    base_dir: &Path,
+    given: Option<Spanned<String>>,
+    default: &str,
+) -> PathBuf {
+    let text = match &given {
+        Some(s) if s.get_ref().is_empty() => {
+            r.error_help(
+                s.span(),
+                "path is empty",
+                format!("remove the key to use the default \"{default}\""),
+            );
+            default
+        }
+        Some(s) => s.get_ref().as_str(),
+        None => default,
+    };
+    resolve(base_dir, text)
+}
+
+/// `text` as an absolute path, relative ones taken from `base_dir`.
+fn resolve(base_dir: &Path, text: &str) -> PathBuf {
+    let joined = base_dir.join(text);
+    absolute(&joined).unwrap_or(joined)
+}
+
+fn routing(r: &mut Reporter, raw: crate::raw::RawRouting) -> Routing {
+    let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+    for d in &raw.base_domains {
+        if let Err(why) = check_hostname(d.get_ref()) {
+            r.error_help(
+                d.span(),
+                format!("invalid base domain {:?}: {why}", d.get_ref()),
+                "base domains are host names like \"usualstore.com\" or \"localhost\"",
+            );
+        } else if let Some(first) = seen.get(d.get_ref()) {
+            let at = r.location(first);
+            r.error_help(
+                d.span(),
+                format!(
+                    "base domain {:?} is listed twice (first at {at})",
+                    d.get_ref()
+                ),
+                "remove one of them",
+            );
+        } else {
+            seen.insert(d.get_ref().clone(), d.span());
+        }
+    }
+    seen.clear();
+    for s in &raw.reserved_subdomains {
+        if let Err(why) = check_label(s.get_ref()) {
+            r.error_help(
+                s.span(),
+                format!("invalid reserved subdomain {:?}: {why}", s.get_ref()),
+                "reserved subdomains are single DNS labels like \"www\"",
+            );
+        } else if let Some(first) = seen.get(s.get_ref()) {
+            let at = r.location(first);
+            r.error_help(
+                s.span(),
+                format!(
+                    "reserved subdomain {:?} is listed twice (first at {at})",
+                    s.get_ref()
+                ),
+                "remove one of them",
+            );
+        } else {
+            seen.insert(s.get_ref().clone(), s.span());
+        }
+    }
+    Routing {
+        base_domains: raw
+            .base_domains
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
+        reserved_subdomains: raw
+            .reserved_subdomains
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
+    }
+}
+
+fn tier(r: &mut Reporter, name: Spanned<String>, plan: RawPlan) -> Option<Tier> {
+    let plan_name = name.get_ref();
+    let positive = |r: &mut Reporter, key: &str, v: &Spanned<i64>, max: i64| {
+        let value = *v.get_ref();
+        if (1..=max).contains(&value) {
+            Some(value)
+        } else {
+            r.error_help(
+                v.span(),
+                format!("plans.{plan_name}.{key} is {value}, out of range"),
+                format!("use an integer from 1 to {max}"),
+            );
+            None
+        }
+    };
+    let connection_limit = positive(
+        r,
+        "connection_limit",
+        &plan.connection_limit,
+        i64::from(i32::MAX),
+    );
+    let pool_size = positive(r, "pool_size", &plan.pool_size, i64::from(u32::MAX));
+    let requests_per_second = positive(
+        r,
+        "requests_per_second",
+        &plan.requests_per_second,
+        i64::from(u32::MAX),
+    );
+    let timeout_text = plan.statement_timeout.get_ref();
+    let statement_timeout_ms = match parse_duration_ms(timeout_text) {
+        Some(ms) if ms <= MAX_STATEMENT_TIMEOUT_MS => Some(ms),
+        Some(_) => {
+            r.error_help(
+                plan.statement_timeout.span(),
+                format!("plans.{plan_name}.statement_timeout {timeout_text:?} is too long"),
+                format!("PostgreSQL allows at most {MAX_STATEMENT_TIMEOUT_MS}ms (about 24 days)"),
+            );
+            None
+        }
+        None => {
+            r.error_help(
+                plan.statement_timeout.span(),
+                format!("plans.{plan_name}.statement_timeout {timeout_text:?} is not a duration"),
+                "write an integer and a unit among us, ms, s, min, h, d, e.g. \"500ms\", \"5s\" or \"2min\"; \"0\" means no timeout",
+            );
+            None
+        }
+    };
+    Some(Tier {
+        name: name.into_inner(),
+        connection_limit: i32::try_from(connection_limit?).ok()?,
+        statement_timeout_ms: statement_timeout_ms?,
+        pool_size: u32::try_from(pool_size?).ok()?,
+        requests_per_second: u32::try_from(requests_per_second?).ok()?,
+    })
+}
+
+/// What validating one tenant needs from the rest of the file.
+struct Context<'a> {
+    base_dir: &'a Path,
+    secrets: &'a Path,
+    routing: &'a Routing,
+    plan_names: &'a [String],
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Cross-tenant state: names seen so far, to catch clashes.
+struct Tenants {
+    /// Every tenant database name (valid or not).
+    databases: BTreeSet<String>,
+    /// Derived group role -> (tenant, group), for valid tenant names.
+    roles: HashMap<String, (String, Group)>,
+    /// Username -> where it first appeared.
+    usernames: HashMap<String, Range<usize>>,
+    /// Subdomain -> (tenant, where).
+    subdomains: HashMap<String, (String, Range<usize>)>,
+    /// Custom domain -> where it first appeared.
+    domains: HashMap<String, Range<usize>>,
+    /// Custom domains with their tenant, for the check against subdomains.
+    domain_list: Vec<(String, String, Range<usize>)>,
+}
+
+impl Tenants {
+    fn new(raw: &BTreeMap<Spanned<String>, RawTenant>) -> Self {
+        let mut roles = HashMap::new();
+        for key in raw.keys() {
+            if Ident::parse(key.get_ref()).is_ok() {
+                for g in Group::ALL {
+                    roles.insert(
+                        format!("{}_{}", key.get_ref(), g.as_str()),
+                        (key.get_ref().clone(), g),
+                    );
+                }
+            }
+        }
+        Tenants {
+            databases: raw.keys().map(|k| k.get_ref().clone()).collect(),
+            roles,
+            usernames: HashMap::new(),
+            subdomains: HashMap::new(),
+            domains: HashMap::new(),
+            domain_list: Vec::new(),
+        }
+    }
+
+    fn tenant(
+        &mut self,
+        r: &mut Reporter,
+        cx: &Context,
+        key: Spanned<String>,
+        raw: RawTenant,
+    ) -> Option<Tenant> {
+        let key_span = key.span();
+        let key = key.into_inner();
+        let name = match Ident::parse(&key) {
+            Ok(name) if name.len() + LONGEST_ROLE_SUFFIX > MAX_IDENT_BYTES => {
+                r.error_help(
+                    key_span.clone(),
+                    format!(
+                        "database name `{key}` is too long: its role `{key}_developer` would be {} bytes, over PostgreSQL's {MAX_IDENT_BYTES}-byte limit",
+                        key.len() + LONGEST_ROLE_SUFFIX
+                    ),
+                    format!(
+                        "use a database name of at most {} bytes",
+                        MAX_IDENT_BYTES - LONGEST_ROLE_SUFFIX
+                    ),
+                );
+                None
+            }
+            Ok(name) => Some(name),
+            Err(why) => {
+                r.error_help(
+                    key_span.clone(),
+                    format!("invalid database name {key:?}: {why}"),
+                    "tenant keys are database names: lower-case letters, digits and '_', starting with a letter, e.g. [tenants.building_shop]",
+                );
+                None
+            }
+        };
+
+        let display_name = raw.display_name.and_then(|d| {
+            if d.get_ref().trim().is_empty() {
+                r.error_help(
+                    d.span(),
+                    format!("tenant `{key}`: display_name is empty"),
+                    "remove the key or give a name",
+                );
+                None
+            } else {
+                Some(d.into_inner())
+            }
+        });
+
+        let plan_ok = cx.plan_names.contains(raw.plan.get_ref());
+        if !plan_ok {
+            let help = if cx.plan_names.is_empty() {
+                format!(
+                    "no plans are defined: add a [plans.{}] table",
+                    raw.plan.get_ref()
+                )
+            } else {
+                format!("known plans: {}", cx.plan_names.join(", "))
+            };
+            r.error_help(
+                raw.plan.span(),
+                format!("tenant `{key}`: unknown plan {:?}", raw.plan.get_ref()),
+                help,
+            );
+        }
+
+        let subdomain = self.subdomain(r, cx, &key, &key_span, name.is_some(), raw.subdomain);
+        self.domains(r, cx, &key, &raw.domains);
+
+        let mut users = Vec::new();
+        let mut users_ok = true;
+        for (group, list) in [
+            (Group::Admin, raw.admins),
+            (Group::Developer, raw.developers),
+            (Group::Customer, raw.customers),
+        ] {
+            for user in list {
+                match self.user(r, cx, &key, group, user) {
+                    Some(u) => users.push(u),
+                    None => users_ok = false,
+                }
+            }
+        }
+
+        if !(plan_ok && users_ok) {
+            return None;
+        }
+        Some(Tenant {
+            name: name?,
+            display_name,
+            plan: raw.plan.into_inner(),
+            subdomain: subdomain?,
+            domains: raw.domains.into_iter().map(Spanned::into_inner).collect(),
+            status: raw.status,
+            deletion_protection: raw.deletion_protection.unwrap_or(true),
+            users,
+        })
+    }
+
+    fn subdomain(
+        &mut self,
+        r: &mut Reporter,
+        cx: &Context,
+        tenant: &str,
+        key_span: &Range<usize>,
+        name_ok: bool,
+        given: Option<Spanned<String>>,
+    ) -> Option<String> {
+        let (sub, span) = match given {
+            Some(s) => {
+                if let Err(why) = check_label(s.get_ref()) {
+                    r.error_help(
+                        s.span(),
+                        format!("tenant `{tenant}`: invalid subdomain {:?}: {why}", s.get_ref()),
+                        "a subdomain is one DNS label: a-z, 0-9 and '-', 1 to 63 characters, not starting or ending with '-'",
+                    );
+                    return None;
+                }
+                (s.get_ref().clone(), s.span())
+            }
+            None => {
+                if !name_ok {
+                    // The name itself is already reported.
+                    return None;
+                }
+                let sub = tenant.replace('_', "-");
+                if let Err(why) = check_label(&sub) {
+                    r.error_help(
+                        key_span.clone(),
+                        format!("tenant `{tenant}`: the subdomain derived from its name, {sub:?}, is not a valid DNS label: {why}"),
+                        "set `subdomain = \"...\"` for this tenant",
+                    );
+                    return None;
+                }
+                (sub, key_span.clone())
+            }
+        };
+        if cx.routing.reserved_subdomains.contains(&sub) {
+            r.error_help(
+                span,
+                format!("tenant `{tenant}`: subdomain {sub:?} is reserved (routing.reserved_subdomains)"),
+                "choose another subdomain with `subdomain = \"...\"`",
+            );
+            return None;
+        }
+        if let Some((other, first)) = self.subdomains.get(&sub) {
+            let at = r.location(first);
+            r.error_help(
+                span,
+                format!("tenant `{tenant}`: subdomain {sub:?} is already used by tenant `{other}` (at {at})"),
+                "each tenant needs its own subdomain: set `subdomain = \"...\"` to a different label",
+            );
+            return None;
+        }
+        self.subdomains
+            .insert(sub.clone(), (tenant.to_owned(), span));
+        Some(sub)
+    }
+
+    fn domains(
+        &mut self,
+        r: &mut Reporter,
+        cx: &Context,
+        tenant: &str,
+        domains: &[Spanned<String>],
+    ) {
+        for d in domains {
+            let domain = d.get_ref();
+            if let Err(why) = check_hostname(domain) {
+                r.error_help(
+                    d.span(),
+                    format!("tenant `{tenant}`: invalid domain {domain:?}: {why}"),
+                    "domains are lower-case host names like \"shop.example.com\"",
+                );
+                continue;
+            }
+            if !domain.contains('.') {
+                r.error_help(
+                    d.span(),
+                    format!("tenant `{tenant}`: domain {domain:?} has no dot"),
+                    "give a fully qualified host name like \"shop.example.com\"; single labels belong in `subdomain`",
+                );
+                continue;
+            }
+            if let Some(first) = self.domains.get(domain) {
+                let at = r.location(first);
+                r.error_help(
+                    d.span(),
+                    format!("tenant `{tenant}`: domain {domain:?} is already used at {at}"),
+                    "a domain can route to one tenant only: remove one of them",
+                );
+                continue;
+            }
+            self.domains.insert(domain.clone(), d.span());
+            if cx.routing.base_domains.contains(domain) {
+                r.error_help(
+                    d.span(),
+                    format!("tenant `{tenant}`: domain {domain:?} is a base domain (routing.base_domains)"),
+                    "tenants are reached at <subdomain>.<base domain>; remove this domain",
+                );
+                continue;
+            }
+            let reserved = cx.routing.base_domains.iter().find_map(|base| {
+                let label = domain.strip_suffix(base.as_str())?.strip_suffix('.')?;
+                cx.routing
+                    .reserved_subdomains
+                    .iter()
+                    .any(|r| r == label)
+                    .then_some(label)
+            });
+            if let Some(label) = reserved {
+                r.error_help(
+                    d.span(),
+                    format!("tenant `{tenant}`: domain {domain:?} uses the reserved subdomain {label:?}"),
+                    "reserved subdomains (routing.reserved_subdomains) cannot route to a tenant; remove this domain",
+                );
+                continue;
+            }
+            self.domain_list
+                .push((domain.clone(), tenant.to_owned(), d.span()));
+        }
+    }
+
+    /// A custom domain must not be another tenant's `<subdomain>.<base>`.
+    fn check_domains_against_subdomains(&self, r: &mut Reporter, routing: &Routing) {
+        for (domain, tenant, span) in &self.domain_list {
+            for base in &routing.base_domains {
+                let Some(label) = domain
+                    .strip_suffix(base.as_str())
+                    .and_then(|rest| rest.strip_suffix('.'))
+                else {
+                    continue;
+                };
+                if let Some((other, _)) = self.subdomains.get(label) {
+                    if other != tenant {
+                        r.error_help(
+                            span.clone(),
+                            format!("tenant `{tenant}`: domain {domain:?} is where tenant `{other}` is reached (its subdomain {label:?} under {base:?})"),
+                            "remove this domain or change one of the subdomains",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn user(
+        &mut self,
+        r: &mut Reporter,
+        cx: &Context,
+        tenant: &str,
+        group: Group,
+        raw: RawUser,
+    ) -> Option<User> {
+        let uspan = raw.username.span();
+        let uname = raw.username.get_ref().as_str();
+        let mut ok = true;
+        let name = match Ident::parse(uname) {
+            Ok(name) => Some(name),
+            Err(why) => {
+                r.error_help(
+                    uspan.clone(),
+                    format!("tenant `{tenant}`: invalid username {uname:?}: {why}"),
+                    "usernames are PostgreSQL roles: lower-case letters, digits and '_', starting with a letter",
+                );
+                None
+            }
+        };
+        if name.is_some() && RESERVED_ROLE_NAMES.contains(&uname) {
+            r.error_help(
+                uspan.clone(),
+                format!("tenant `{tenant}`: username `{uname}` is reserved by PostgreSQL"),
+                "choose another username",
+            );
+            ok = false;
+        }
+        if name.is_some() {
+            if let Some(first) = self.usernames.get(uname) {
+                let at = r.location(first);
+                r.error_help(
+                    uspan.clone(),
+                    format!("tenant `{tenant}`: username `{uname}` is already used at {at}"),
+                    "roles are shared by the whole cluster: each username may appear only once in the file",
+                );
+                ok = false;
+            } else {
+                self.usernames.insert(uname.to_owned(), uspan.clone());
+            }
+            if let Some((owner, g)) = self.roles.get(uname) {
+                r.error_help(
+                    uspan.clone(),
+                    format!("tenant `{tenant}`: username `{uname}` is the {g} group role of tenant `{owner}`"),
+                    "tenantry creates <db>_owner, <db>_admin, <db>_developer and <db>_customer for every tenant: choose another username",
+                );
+                ok = false;
+            }
+            if self.databases.contains(uname) {
+                r.error_help(
+                    uspan.clone(),
+                    format!("tenant `{tenant}`: username `{uname}` is also the name of a tenant database"),
+                    "choose a username that is not a database name",
+                );
+                ok = false;
+            }
+        }
+
+        let email = raw.email.and_then(|e| {
+            let text = e.get_ref();
+            let valid = match text.split_once('@') {
+                Some((local, domain)) => {
+                    !local.trim().is_empty() && !domain.trim().is_empty() && !domain.contains('@')
+                }
+                None => false,
+            };
+            if valid {
+                Some(e.into_inner())
+            } else {
+                r.error_help(
+                    e.span(),
+                    format!("user `{uname}`: invalid email {text:?}"),
+                    "an email needs exactly one '@' with text on both sides, e.g. \"ops@example.com\"",
+                );
+                ok = false;
+                None
+            }
+        });
+
+        let password = password(r, cx, uname, raw.password_env, raw.password_file);
+        if !ok {
+            return None;
+        }
+        Some(User {
+            name: name?,
+            group,
+            email,
+            password: password?,
+        })
+    }
+}
+
+fn password(
+    r: &mut Reporter,
+    cx: &Context,
+    user: &str,
+    env: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+) -> Option<PasswordSource> {
+    match (env, file) {
+        (Some(_), Some(file)) => {
+            r.error_help(
+                file.span(),
+                format!("user `{user}`: both password_env and password_file are given"),
+                "keep one of them (or neither, to have tenantry generate a password)",
+            );
+            None
+        }
+        (Some(var), None) => {
+            let name = var.get_ref();
+            if name.is_empty() || name.contains(['=', '\0']) {
+                r.error_help(
+                    var.span(),
+                    format!("user `{user}`: invalid environment variable name {name:?}"),
+                    "give a variable name like \"BUILDING_ADMIN_PASSWORD\"",
+                );
+                return None;
+            }
+            match (cx.env)(name) {
+                Some(v) if !v.is_empty() => Some(PasswordSource::Env { var: name.clone() }),
+                found => {
+                    let what = if found.is_some() {
+                        "is empty"
+                    } else {
+                        "is not set"
+                    };
+                    r.error_help(
+                        var.span(),
+                        format!("user `{user}`: environment variable {name} (password_env) {what}"),
+                        format!("set {name} to the password before running tenantry, or remove password_env to have a password generated"),
+                    );
+                    None
+                }
+            }
+        }
+        (None, Some(file)) => {
+            let text = file.get_ref();
+            if text.is_empty() {
+                r.error_help(
+                    file.span(),
+                    format!("user `{user}`: password_file is empty"),
+                    "give the path of a file holding the password",
+                );
+                return None;
+            }
+            let path = resolve(cx.base_dir, text);
+            let problem = match read_secret_file(&path) {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(("is empty", "write the password into it")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((
+                    "does not exist",
+                    "create it holding the password, or remove password_file to have a password generated",
+                )),
+                Err(_) => Some(("cannot be read", "check the path and its permissions")),
+            };
+            match problem {
+                None => Some(PasswordSource::File { path }),
+                Some((what, help)) => {
+                    r.error_help(
+                        file.span(),
+                        format!("user `{user}`: password file {} {what}", path.display()),
+                        help,
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            // An invalid username is reported elsewhere; never build a path from it.
+            Ident::parse(user).ok().map(|_| PasswordSource::Generated {
+                path: cx.secrets.join(user),
+            })
+        }
+    }
+}
+
+/// A DNS label: a-z, 0-9 and '-', 1 to 63 characters, no leading or trailing '-'.
+fn check_label(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!(
+            "it is {} characters long; at most 63 are allowed",
+            s.len()
+        ));
+    }
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        let hint = if bad.is_ascii_uppercase() {
+            " (use lower case)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "it contains {bad:?}; only a-z, 0-9 and '-' are allowed{hint}"
+        ));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err("it starts or ends with '-'".into());
+    }
+    Ok(())
+}
+
+/// A lower-case host name: dot-separated DNS labels, at most 253 characters.
+fn check_hostname(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if s.len() > 253 {
+        return Err(format!(
+            "it is {} characters long; at most 253 are allowed",
+            s.len()
+        ));
+    }
+    if s.ends_with('.') {
+        return Err("it ends with '.'; remove the trailing dot".into());
+    }
+    for label in s.split('.') {
+        check_label(label).map_err(|why| format!("label {label:?}: {why}"))?;
+    }
+    Ok(())
+}
