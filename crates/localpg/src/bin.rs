@@ -1,0 +1,108 @@
+//! Finding the PostgreSQL server binaries: `TENANTRY_PG_BIN`, else the
+//! highest version under Debian's `/usr/lib/postgresql/<ver>/bin`, else
+//! `pg_config --bindir`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::Error;
+
+/// Where Debian installs one directory per major version.
+const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
+
+/// The directory holding `initdb`, `pg_ctl`, `postgres`, `psql`, `pg_dump`
+/// and `pg_restore` of one PostgreSQL version.
+///
+/// Looks at, in order: the `TENANTRY_PG_BIN` environment variable (used as
+/// is, an error if it lacks the programs), the highest version under
+/// `/usr/lib/postgresql/*/bin`, and `pg_config --bindir`.
+pub fn find_bin_dir() -> Result<PathBuf, Error> {
+    let mut searched = Vec::new();
+    if let Some(dir) = std::env::var_os("TENANTRY_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        if is_bin_dir(&dir) {
+            return Ok(dir);
+        }
+        return Err(Error::NotInstalled {
+            searched: format!(
+                "TENANTRY_PG_BIN={} (no initdb and pg_ctl there)",
+                dir.display()
+            ),
+        });
+    }
+    searched.push(format!("{DEBIAN_ROOT}/*/bin"));
+    if let Some(dir) = debian_versions().into_iter().next().map(|(_, d)| d) {
+        return Ok(dir);
+    }
+    searched.push("pg_config --bindir".to_owned());
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        if out.status.success() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if is_bin_dir(&dir) {
+                return Ok(dir);
+            }
+        }
+    }
+    Err(Error::NotInstalled {
+        searched: searched.join(", "),
+    })
+}
+
+/// The bin directory of major version `major` (as written in a data
+/// directory's `PG_VERSION`), if Debian has it installed and
+/// `TENANTRY_PG_BIN` does not pin another.
+pub(crate) fn bin_dir_for_version(major: &str) -> Option<PathBuf> {
+    if std::env::var_os("TENANTRY_PG_BIN").is_some() {
+        return None;
+    }
+    debian_versions()
+        .into_iter()
+        .find(|(v, _)| version_key(major) == *v)
+        .map(|(_, d)| d)
+}
+
+/// Installed Debian versions, highest first.
+fn debian_versions() -> Vec<(Vec<u32>, PathBuf)> {
+    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(DEBIAN_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dir = entry.path().join("bin");
+            is_bin_dir(&dir).then(|| (version_key(&name), dir))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+}
+
+/// "9.6" -> [9, 6], "15" -> [15]; non-numbers sort lowest.
+fn version_key(v: &str) -> Vec<u32> {
+    v.trim()
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+fn is_bin_dir(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_numerically() {
+        let mut v = [version_key("9.6"), version_key("15"), version_key("10")];
+        v.sort();
+        assert_eq!(v, [vec![9, 6], vec![10], vec![15]]);
+    }
+
+    #[test]
+    fn finds_binaries_on_this_machine() {
+        let dir = find_bin_dir().expect("PostgreSQL must be installed to run these tests");
+        assert!(dir.join("pg_ctl").is_file());
+    }
+}

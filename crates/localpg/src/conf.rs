@@ -1,0 +1,135 @@
+//! Pure text: the `pg_hba.conf` and settings file we write into a cluster,
+//! URL percent-encoding, and SQL quoting. No I/O here.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Who gets in how: the `postgres` superuser is trusted on the local socket
+/// and on loopback TCP (tests and the harness connect as it without a
+/// password); every other user must pass SCRAM-SHA-256.
+pub(crate) const PG_HBA: &str = "\
+# Written by tenantry-localpg.
+# TYPE  DATABASE     USER      ADDRESS        METHOD
+local   all          postgres                 trust
+host    all          postgres  127.0.0.1/32   trust
+host    all          postgres  ::1/128        trust
+local   replication  postgres                 trust
+host    replication  postgres  127.0.0.1/32   trust
+local   all          all                      scram-sha-256
+host    all          all       127.0.0.1/32   scram-sha-256
+host    all          all       ::1/128        scram-sha-256
+";
+
+/// The settings file name inside the data directory; `postgresql.conf`
+/// includes it, and it is rewritten on every start.
+pub(crate) const SETTINGS_FILE: &str = "tenantry.conf";
+
+/// The line appended to `postgresql.conf` after `initdb`.
+pub(crate) const INCLUDE_LINE: &str =
+    "\n# Added by tenantry-localpg: port, socket and tuning.\ninclude_if_exists = 'tenantry.conf'\n";
+
+/// Throwaway (tests, benches: fast, unsafe on crash) or persistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Profile {
+    Throwaway,
+    Persistent,
+}
+
+/// The contents of [`SETTINGS_FILE`].
+pub(crate) fn settings(profile: Profile, port: u16, socket_dir: &Path) -> String {
+    let mut s = String::from("# Written by tenantry-localpg on every start; edits are lost.\n");
+    let _ = writeln!(s, "listen_addresses = '127.0.0.1'");
+    let _ = writeln!(s, "port = {port}");
+    let _ = writeln!(
+        s,
+        "unix_socket_directories = {}",
+        conf_string(&socket_dir.to_string_lossy())
+    );
+    let _ = writeln!(s, "password_encryption = 'scram-sha-256'");
+    match profile {
+        Profile::Throwaway => s.push_str(
+            "max_connections = 300\n\
+             shared_buffers = '128MB'\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n",
+        ),
+        Profile::Persistent => s.push_str("max_connections = 200\n"),
+    }
+    s
+}
+
+/// A quoted postgresql.conf string value.
+fn conf_string(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A SQL string literal (standard_conforming_strings is on by default).
+pub(crate) fn sql_literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// A quoted SQL identifier.
+pub(crate) fn sql_ident(v: &str) -> String {
+    format!("\"{}\"", v.replace('"', "\"\""))
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters, so the
+/// value is safe in any URL component.
+pub(crate) fn percent_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
+        assert_eq!(percent_encode("p@ss:w/rd%"), "p%40ss%3Aw%2Frd%25");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn quoting_doubles_the_quote_character() {
+        assert_eq!(sql_literal("it's"), "'it''s'");
+        assert_eq!(sql_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(conf_string("/x/'y"), "'/x/''y'");
+    }
+
+    #[test]
+    fn throwaway_settings_trade_durability_for_speed() {
+        let s = settings(Profile::Throwaway, 5433, Path::new("/tmp/x/s"));
+        for line in [
+            "port = 5433",
+            "fsync = off",
+            "max_connections = 300",
+            "full_page_writes = off",
+        ] {
+            assert!(s.contains(line), "{line} missing from:\n{s}");
+        }
+        let p = settings(Profile::Persistent, 5433, Path::new("/tmp/x/s"));
+        assert!(p.contains("max_connections = 200") && !p.contains("fsync"));
+    }
+
+    #[test]
+    fn only_the_superuser_is_trusted() {
+        for line in PG_HBA.lines().filter(|l| !l.starts_with('#')) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.last() == Some(&"trust") {
+                assert_eq!(fields[2], "postgres", "{line}");
+            } else {
+                assert_eq!(fields.last(), Some(&"scram-sha-256"), "{line}");
+            }
+        }
+    }
+}
