@@ -205,9 +205,8 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
                 .iter()
                 .flat_map(|t| &t.users)
                 .find(|u| u.name.as_str() == user)
-                .map(|u| &u.password)
                 .expect("planned users come from the inventory");
-            Some(scram::verifier(source.ensure()?.expose_secret()))
+            Some(scram::verifier(source.ensure_password()?.expose_secret()))
         } else {
             None
         };

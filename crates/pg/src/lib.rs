@@ -11,6 +11,7 @@ pub mod error;
 pub mod introspect;
 pub mod lock;
 pub mod migrate;
+pub mod session;
 
 pub use connect::Admin;
 pub use error::Error;

@@ -1,0 +1,56 @@
+//! One planning session: connect, (optionally) take the apply lock, read the
+//! catalog, and plan. Shared by `plan`, `apply`, `list` and `show`.
+
+use std::time::Duration;
+
+use tenantry_manifest::{Group, Inventory};
+use tenantry_plan::model::{Desired, Observed};
+use tenantry_plan::Plan;
+use tokio_postgres::Client;
+
+use crate::connect::Admin;
+use crate::error::Error;
+use crate::migrate::Migrations;
+
+pub struct Session {
+    pub admin: Admin,
+    /// The admin connection; holds the apply lock when one was taken.
+    pub client: Client,
+    pub migrations: Migrations,
+    pub desired: Desired,
+    pub observed: Observed,
+    pub plan: Plan,
+}
+
+/// Every database and role name the inventory wants.
+pub fn wanted_names(inventory: &Inventory) -> Vec<String> {
+    let mut names = Vec::new();
+    for t in &inventory.tenants {
+        names.push(t.name.to_string());
+        names.extend(Group::ALL.iter().map(|&g| t.role(g).to_string()));
+        names.extend(t.users.iter().map(|u| u.name.to_string()));
+    }
+    names
+}
+
+/// Connects and plans. With `lock`, the fleet's apply lock is taken first
+/// (waiting up to the given time), so the plan is what apply will run.
+pub async fn open(inventory: &Inventory, jobs: usize, lock: Option<Duration>) -> Result<Session, Error> {
+    let migrations = Migrations::load(&inventory.paths.schema)?;
+    let admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let client = admin.connect(None).await?;
+    if let Some(timeout) = lock {
+        crate::lock::acquire(&client, &inventory.fleet, timeout).await?;
+    }
+    let desired = Desired::from_inventory(inventory, migrations.latest(), |u| u.load_password())?;
+    let observed = crate::introspect::observe(&admin, &client, &inventory.fleet, &wanted_names(inventory), jobs).await?;
+    let plan = tenantry_plan::plan(&desired, &observed);
+    Ok(Session {
+        admin,
+        client,
+        migrations,
+        desired,
+        observed,
+        plan,
+    })
+}

@@ -1,0 +1,93 @@
+//! Command-line flags (clap derive). Parsing only: no behaviour here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "tenantry", version, about = "Database-per-tenant provisioner for PostgreSQL", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// The inventory file.
+    #[arg(long, short = 'c', global = true, default_value = "tenants.toml")]
+    pub config: PathBuf,
+    /// Admin connection URL (overrides [server].admin_url; env TENANTRY_ADMIN_URL is read by the inventory).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub admin_url: Option<String>,
+    /// Tenant databases worked on at once.
+    #[arg(long, short = 'j', global = true, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check tenants.toml without touching any server.
+    Validate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show what apply would change.
+    Plan {
+        #[command(flatten)]
+        common: Common,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 when there is nothing to do, 2 when changes are pending, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make the cluster match tenants.toml.
+    Apply {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        apply: ApplyFlags,
+    },
+    /// List the tenants: plan, status, and whether they exist on the server.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show one tenant: its settings, users and what the server has.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant (its database name).
+        tenant: String,
+    },
+    /// Start a local PostgreSQL (under .tenantry/pg) and apply tenants.toml to it.
+    Up {
+        #[command(flatten)]
+        common: Common,
+        /// Where the local cluster lives (default: .tenantry/pg beside tenants.toml).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Stop the local PostgreSQL started by `up`.
+    Down {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ApplyFlags {
+    /// Apply without asking.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Allow destroying tenants removed from the file (never protected ones).
+    #[arg(long)]
+    pub allow_destroy: bool,
+    /// How long to wait for another apply of the same fleet ("0s": fail at once).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+}

@@ -1,0 +1,282 @@
+//! How each command is carried out: load the inventory, open a session,
+//! print, confirm, apply. Exit codes: 0 ok (or no changes), 1 error,
+//! 2 changes pending (`plan --detailed-exitcode`).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use secrecy::SecretString;
+use tenantry_manifest::{Group, Inventory};
+use tenantry_pg::apply::{self, Outcome};
+use tenantry_pg::session::{self, Session};
+use tenantry_plan::plan::Action;
+use tenantry_plan::render;
+
+use crate::cli::{ApplyFlags, Cli, Command, Common};
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Validate { common } => validate(&common),
+        Command::Plan {
+            common,
+            json,
+            detailed_exitcode,
+        } => plan(&common, json, detailed_exitcode).await,
+        Command::Apply { common, apply } => {
+            let inventory = load(&common)?;
+            apply_inventory(&inventory, &common, &apply).await
+        }
+        Command::List { common } => list(&common).await,
+        Command::Show { common, tenant } => show(&common, &tenant).await,
+        Command::Up { common, data_dir } => up(&common, data_dir).await,
+        Command::Down { common, data_dir } => down(&common, data_dir),
+    }
+}
+
+/// Loads and validates the inventory; `--admin-url` wins over file and env.
+fn load(common: &Common) -> Result<Inventory> {
+    let mut inventory = Inventory::load(&common.config)?;
+    if let Some(url) = &common.admin_url {
+        inventory.server.admin_url = Some(SecretString::from(url.clone()));
+    }
+    Ok(inventory)
+}
+
+fn validate(common: &Common) -> Result<u8> {
+    let inventory = load(common)?;
+    let users: usize = inventory.tenants.iter().map(|t| t.users.len()).sum();
+    println!(
+        "{} is valid: {} tenant(s), {} user(s), plans: {}.",
+        common.config.display(),
+        inventory.tenants.len(),
+        users,
+        inventory.plans.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    Ok(0)
+}
+
+async fn open(inventory: &Inventory, common: &Common, lock: Option<std::time::Duration>) -> Result<Session> {
+    Ok(session::open(inventory, usize::from(common.jobs) * 4, lock).await?)
+}
+
+async fn plan(common: &Common, json: bool, detailed: bool) -> Result<u8> {
+    let inventory = load(common)?;
+    let s = open(&inventory, common, None).await?;
+    if json {
+        println!("{}", render::json(&s.plan));
+    } else {
+        print!("{}", render::text(&s.plan));
+    }
+    if !s.plan.conflicts.is_empty() {
+        return Ok(1);
+    }
+    Ok(if detailed && !s.plan.is_empty() { 2 } else { 0 })
+}
+
+async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFlags) -> Result<u8> {
+    let s = open(inventory, common, Some(flags.lock_timeout)).await?;
+    print!("{}", render::text(&s.plan));
+    if !s.plan.conflicts.is_empty() {
+        bail!("{} conflict(s) above: nothing was changed", s.plan.conflicts.len());
+    }
+    if s.plan.is_empty() {
+        return Ok(0);
+    }
+    if s.plan.has_destroys() {
+        let protected = s.plan.protected_destroys();
+        if !protected.is_empty() {
+            bail!(
+                "refusing to destroy {}: deletion_protection is on. Put the tenant back, set deletion_protection = false, apply, then remove it and apply with --allow-destroy. Nothing was changed.",
+                protected.join(", ")
+            );
+        }
+        if !flags.allow_destroy {
+            bail!("this plan destroys tenants; re-run with --allow-destroy to back them up and drop them. Nothing was changed.");
+        }
+    }
+    if !flags.auto_approve && !confirm()? {
+        println!("Apply cancelled. Nothing was changed.");
+        return Ok(1);
+    }
+    let pg_dump = tenantry_localpg::find_bin_dir()
+        .map(|d| d.join("pg_dump"))
+        .unwrap_or_else(|_| PathBuf::from("pg_dump"));
+    let ctx = apply::Context {
+        admin: &s.admin,
+        inventory,
+        desired: &s.desired,
+        observed: &s.observed,
+        migrations: &s.migrations,
+        pg_dump: &pg_dump,
+        jobs: usize::from(common.jobs),
+    };
+    println!();
+    let outcomes = apply::apply(&ctx, &s.plan, report).await;
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let count = |a: Action| outcomes.iter().filter(|o| o.action == a && o.result.is_ok()).count();
+    println!(
+        "\nApply {}: {} created, {} updated, {} destroyed, {} failed.",
+        if failed.is_empty() { "complete" } else { "incomplete" },
+        count(Action::Create),
+        count(Action::Update),
+        count(Action::Destroy),
+        failed.len()
+    );
+    drop(s.client); // releases the apply lock
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        bail!(
+            "{} tenant(s) failed: {}. Fix the cause and run apply again: it resumes where it stopped.",
+            failed.len(),
+            failed.iter().map(|o| o.tenant.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+fn report(o: &Outcome) {
+    let verb = match o.action {
+        Action::Create => "created",
+        Action::Update => "updated",
+        Action::Destroy => "destroyed",
+    };
+    match &o.result {
+        Ok(notes) => {
+            println!("  {}: {verb} in {:.1?}", o.tenant, o.elapsed);
+            for n in notes {
+                println!("      {n}");
+            }
+        }
+        Err(e) => println!("  {}: FAILED after {:.1?}: {e}", o.tenant, o.elapsed),
+    }
+}
+
+/// Asks on the terminal; refuses when there is none.
+fn confirm() -> Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to apply without a terminal to confirm on: re-run with --auto-approve. Nothing was changed.");
+    }
+    print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+async fn list(common: &Common) -> Result<u8> {
+    let inventory = load(common)?;
+    let s = open(&inventory, common, None).await?;
+    println!("{:<32} {:<14} {:<10} {:<6} {:<8} SERVER", "TENANT", "PLAN", "STATUS", "USERS", "SCHEMA");
+    for t in &inventory.tenants {
+        let pending = s.plan.tenants.iter().find(|p| p.tenant == t.name.as_str());
+        let server = match (s.observed.databases.contains_key(t.name.as_str()), pending) {
+            (false, _) => "missing (apply creates it)",
+            (true, None) => "in sync",
+            (true, Some(_)) => "drift (see plan)",
+        };
+        let schema = s
+            .observed
+            .contents
+            .get(t.name.as_str())
+            .and_then(|c| c.migration_version)
+            .map_or("-".to_owned(), |v| format!("V{v}"));
+        println!(
+            "{:<32} {:<14} {:<10} {:<6} {:<8} {server}",
+            t.name.as_str(),
+            t.plan,
+            t.status.as_str(),
+            t.users.len(),
+            schema
+        );
+    }
+    for p in s.plan.tenants.iter().filter(|p| p.action == Action::Destroy) {
+        println!("{:<32} {:<14} {:<10} {:<6} {:<8} not in {} (apply --allow-destroy drops it)", p.tenant, "-", "-", "-", "-", common.config.display());
+    }
+    Ok(0)
+}
+
+async fn show(common: &Common, name: &str) -> Result<u8> {
+    let inventory = load(common)?;
+    let t = inventory
+        .tenant(name)
+        .with_context(|| format!("no tenant '{name}' in {}", common.config.display()))?;
+    let tier = inventory.tier(t);
+    let s = open(&inventory, common, None).await?;
+    println!("tenant       {}", t.name);
+    if let Some(d) = &t.display_name {
+        println!("display name {d}");
+    }
+    println!("plan         {} (connection limit {}, statement_timeout {}, pool {}, {} req/s)", tier.name, tier.connection_limit, tier.statement_timeout_pg(), tier.pool_size, tier.requests_per_second);
+    println!("status       {}", t.status.as_str());
+    println!("protected    {}", t.deletion_protection);
+    println!("subdomain    {}", t.subdomain);
+    if !t.domains.is_empty() {
+        println!("domains      {}", t.domains.join(", "));
+    }
+    match s.observed.databases.get(t.name.as_str()) {
+        Some(db) => {
+            let version = s.observed.contents.get(t.name.as_str()).and_then(|c| c.migration_version);
+            println!("database     present, owner {}, schema {}", db.owner, version.map_or("(none)".into(), |v| format!("V{v}")));
+        }
+        None => println!("database     not created yet"),
+    }
+    println!("groups       {}", Group::ALL.iter().map(|&g| t.role(g).to_string()).collect::<Vec<_>>().join(", "));
+    println!("users:");
+    for u in &t.users {
+        let server = match s.observed.roles.get(u.name.as_str()) {
+            Some(r) => format!("{}, connection limit {}", if r.login { "can log in" } else { "NOLOGIN" }, r.connection_limit),
+            None => "not created yet".to_owned(),
+        };
+        println!("  {:<24} {:<10} password from {:<40} {server}", u.name.as_str(), u.group.as_str(), u.password.describe());
+    }
+    match s.plan.tenants.iter().find(|p| p.tenant == name) {
+        Some(p) => println!("pending      {} change(s): run `tenantry plan` for details", p.changes.len()),
+        None => println!("pending      none"),
+    }
+    Ok(0)
+}
+
+fn data_dir(inventory_dir: &std::path::Path, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| inventory_dir.join(".tenantry").join("pg"))
+}
+
+async fn up(common: &Common, dir: Option<PathBuf>) -> Result<u8> {
+    let mut inventory = Inventory::load(&common.config)?;
+    let dir = data_dir(&inventory.base_dir, dir);
+    println!("Starting the local PostgreSQL in {} ...", dir.display());
+    let cluster = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || tenantry_localpg::Cluster::start_persistent(&dir)).await??
+    };
+    let url = cluster.url("postgres");
+    println!("PostgreSQL is running on 127.0.0.1:{} (socket {}).\n", cluster.port(), cluster.socket_dir().display());
+    inventory.server.admin_url = Some(SecretString::from(url.clone()));
+    let flags = ApplyFlags {
+        auto_approve: true,
+        allow_destroy: false,
+        lock_timeout: std::time::Duration::from_secs(30),
+    };
+    let code = apply_inventory(&inventory, common, &flags).await?;
+    println!("\nThe local cluster keeps running. To use it with other commands:");
+    println!("  export TENANTRY_ADMIN_URL={url}");
+    println!("  tenantry plan\nStop it with `tenantry down`.");
+    Ok(code)
+}
+
+fn down(common: &Common, dir: Option<PathBuf>) -> Result<u8> {
+    let base = common
+        .config
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(|p| p.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = data_dir(&base, dir);
+    if tenantry_localpg::Cluster::stop_persistent(&dir)? {
+        println!("Stopped the local PostgreSQL in {}.", dir.display());
+    } else {
+        println!("No local PostgreSQL is running in {}.", dir.display());
+    }
+    Ok(0)
+}
