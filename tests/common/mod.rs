@@ -1,0 +1,210 @@
+//! Test harness shared by the end-to-end tests: one throwaway cluster per test
+//! binary ([`tenantry_localpg::Cluster::shared`]), a fresh fleet per test (its
+//! own names, directory and tenants.toml, so tests run in parallel on one
+//! cluster), the real `tenantry` binary, and connections as tenant users.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tenantry_localpg::Cluster;
+
+static NEXT: AtomicUsize = AtomicUsize::new(1);
+
+/// How tenantry connects: as the superuser, or as a plain role with only
+/// CREATEDB and CREATEROLE (as on managed clouds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admin {
+    Superuser,
+    CreateRole,
+}
+
+pub struct Fleet {
+    pub cluster: &'static Cluster,
+    /// Unique prefix of every name in this fleet (e.g. `f3`).
+    pub p: String,
+    pub dir: tempfile::TempDir,
+    pub admin_url: String,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        &self.stdout
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl Fleet {
+    pub fn new(admin: Admin) -> Fleet {
+        let cluster = Cluster::shared();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let p = format!("f{n}");
+        let admin_url = match admin {
+            Admin::Superuser => cluster.url("postgres"),
+            Admin::CreateRole => cluster
+                .create_admin_role(&format!("{p}_tenantry"), "admin-pw")
+                .expect("create the CREATEROLE admin"),
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        Fleet {
+            cluster,
+            p,
+            dir,
+            admin_url,
+        }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("tenants.toml")
+    }
+
+    /// Writes tenants.toml: a header (fleet, schema, plans) and `tenants`.
+    /// `{p}` in `tenants` is replaced by the fleet's prefix.
+    pub fn write(&self, tenants: &str) {
+        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+        let text = format!(
+            r#"fleet = "{p}"
+
+[paths]
+schema = "{schema}"
+
+[routing]
+base_domains = ["usualstore.com", "localhost"]
+reserved_subdomains = ["www", "api", "admin"]
+
+[plans.starter]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = 2
+requests_per_second = 20
+
+[plans.professional]
+connection_limit = 20
+statement_timeout = "30s"
+pool_size = 8
+requests_per_second = 200
+
+{tenants}
+"#,
+            p = self.p,
+            schema = schema.display(),
+            tenants = tenants.replace("{p}", &self.p)
+        );
+        std::fs::write(self.config(), text).expect("write tenants.toml");
+    }
+
+    /// Runs the real binary against this fleet's file and server.
+    pub fn tenantry(&self, args: &[&str]) -> Run {
+        self.tenantry_env(args, &[])
+    }
+
+    pub fn tenantry_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run tenantry"))
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.config())
+            .env("TENANTRY_ADMIN_URL", &self.admin_url)
+            .env_remove("TENANTRY_LOG")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    pub fn apply(&self) -> Run {
+        self.tenantry(&["apply", "--auto-approve"])
+    }
+
+    /// A generated password, as saved by apply.
+    pub fn secret(&self, user: &str) -> String {
+        let path = self.dir.path().join(".tenantry/secrets").join(self.name(user));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim_end()
+            .to_owned()
+    }
+
+    /// A name of this fleet: `{p}` replaced by the prefix.
+    pub fn name(&self, name: &str) -> String {
+        name.replace("{p}", &self.p)
+    }
+
+    /// Connects as a tenant user with its generated password.
+    pub async fn connect_as(&self, user: &str, db: &str) -> Result<tokio_postgres::Client, String> {
+        let (user, db) = (self.name(user), self.name(db));
+        let url = self.cluster.user_url(&user, &self.secret(&user.replace(&self.p, "{p}")), &db);
+        connect(&url).await
+    }
+
+    /// Connects as the superuser to a database of this fleet.
+    pub async fn superuser(&self, db: &str) -> tokio_postgres::Client {
+        connect(&self.cluster.url(&self.name(db))).await.expect("superuser connects")
+    }
+
+    /// Runs SQL as the superuser (for setting up drift by hand).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.cluster
+            .psql(&self.name(db), &self.name(sql))
+            .unwrap_or_else(|e| panic!("psql: {e}"))
+    }
+}
+
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The SQLSTATE/message of a failed statement, or "ok".
+pub async fn try_sql(client: &tokio_postgres::Client, sql: &str) -> String {
+    match client.batch_execute(sql).await {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()),
+    }
+}
+
+/// Two tenants with one user per tier (generated passwords).
+pub const TWO_TENANTS: &str = r#"
+[tenants.{p}_shop]
+plan = "professional"
+subdomain = "{p}-shop"
+admins     = [{ username = "{p}_shop_a" }]
+developers = [{ username = "{p}_shop_d" }]
+customers  = [{ username = "{p}_shop_c" }]
+
+[tenants.{p}_cafe]
+plan = "starter"
+subdomain = "{p}-cafe"
+deletion_protection = false
+admins     = [{ username = "{p}_cafe_a" }]
+customers  = [{ username = "{p}_cafe_c" }]
+"#;

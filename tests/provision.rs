@@ -1,0 +1,190 @@
+//! Provisioning end to end: apply creates isolated tenant databases with the
+//! tiered roles and the schema; a second plan shows no changes. Each scenario
+//! runs both as a superuser and as a CREATEROLE/CREATEDB admin.
+
+mod common;
+
+use common::{try_sql, Admin, Fleet, TWO_TENANTS};
+
+async fn tiers_and_isolation(admin: Admin) {
+    let f = Fleet::new(admin);
+    f.write(TWO_TENANTS);
+    let out = f.apply();
+    let text = out.ok();
+    assert!(text.contains("Apply complete: 2 created"), "{text}");
+
+    // Admin: full DML.
+    let a = f.connect_as("{p}_shop_a", "{p}_shop").await.unwrap();
+    assert_eq!(try_sql(&a, "INSERT INTO widgets (name, price) VALUES ('w', 100)").await, "ok");
+    assert_eq!(try_sql(&a, "INSERT INTO customers (first_name, last_name, email) VALUES ('a', 'b', 'a@b.c')").await, "ok");
+    assert_eq!(try_sql(&a, "UPDATE widgets SET price = 200").await, "ok");
+    assert_eq!(try_sql(&a, "DELETE FROM customers").await, "ok");
+    // Developer: no DELETE.
+    let d = f.connect_as("{p}_shop_d", "{p}_shop").await.unwrap();
+    assert_eq!(try_sql(&d, "INSERT INTO widgets (name, price) VALUES ('v', 1)").await, "ok");
+    assert_eq!(try_sql(&d, "UPDATE widgets SET inventory_level = 3").await, "ok");
+    assert_eq!(try_sql(&d, "DELETE FROM widgets").await, "permission denied for table widgets");
+    // Customer: read only.
+    let c = f.connect_as("{p}_shop_c", "{p}_shop").await.unwrap();
+    let rows = c.query("SELECT name FROM widgets ORDER BY id", &[]).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(try_sql(&c, "INSERT INTO widgets (name, price) VALUES ('x', 1)").await, "permission denied for table widgets");
+    assert_eq!(try_sql(&c, "UPDATE widgets SET price = 0").await, "permission denied for table widgets");
+    // Nobody but the owner creates objects.
+    assert!(try_sql(&a, "CREATE TABLE evil (id int)").await.contains("permission denied for schema public"));
+    // Nobody touches the migration history.
+    assert!(try_sql(&a, "DELETE FROM refinery_schema_history").await.contains("permission denied"));
+    // updated_at is maintained by the trigger.
+    let moved = a
+        .query_one("UPDATE widgets SET name = 'z' WHERE name = 'w' RETURNING updated_at > created_at", &[])
+        .await
+        .unwrap();
+    assert!(moved.get::<_, bool>(0));
+
+    // Isolation: no user of one tenant connects to the other's database.
+    for (user, db) in [("{p}_shop_a", "{p}_cafe"), ("{p}_cafe_a", "{p}_shop"), ("{p}_cafe_c", "{p}_shop")] {
+        let err = f.connect_as(user, db).await.err().expect("cross-tenant connect must fail");
+        assert!(err.contains("permission denied for database"), "{user} -> {db}: {err}");
+    }
+    // Nor does any other login role of the cluster (CONNECT is revoked from PUBLIC).
+    f.psql("postgres", "CREATE ROLE {p}_outsider LOGIN PASSWORD 'outsider-pw'");
+    let url = f.cluster.user_url(&f.name("{p}_outsider"), "outsider-pw", &f.name("{p}_shop"));
+    let err = common::connect(&url).await.err().expect("outsider connect must fail");
+    assert!(err.contains("permission denied for database"), "{err}");
+
+    // Converged: a second plan has nothing to do, and says so with exit 0.
+    let plan = f.tenantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+    let again = f.apply();
+    assert!(again.ok().contains("No changes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_and_isolation_as_superuser() {
+    tiers_and_isolation(Admin::Superuser).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_and_isolation_as_createrole_admin() {
+    tiers_and_isolation(Admin::CreateRole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_roles_have_no_dangerous_attributes_and_users_do_not_own_databases() {
+    let f = Fleet::new(Admin::CreateRole);
+    f.write(TWO_TENANTS);
+    f.apply().ok();
+    let su = f.superuser("postgres").await;
+    let prefix = format!("{}\\_%", f.p);
+    let dangerous: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1
+               AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication)
+               AND rolname <> $2",
+            &[&prefix, &format!("{}_tenantry", f.p)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dangerous, 0);
+    let owners: Vec<String> = su
+        .query("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1", &[&prefix])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(owners, vec![f.name("{p}_cafe_owner"), f.name("{p}_shop_owner")]);
+    // Login users: plan's connection limit and statement_timeout.
+    let row = su
+        .query_one(
+            "SELECT rolconnlimit, rolconfig::text[], rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&f.name("{p}_shop_d")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 20);
+    assert_eq!(row.get::<_, Vec<String>>(1), vec!["statement_timeout=30s".to_owned()]);
+    assert!(row.get::<_, bool>(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_reach_the_server_only_as_scram_verifiers_and_never_the_output() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(&TWO_TENANTS.replace(
+        "admins     = [{ username = \"{p}_shop_a\" }]",
+        "admins     = [{ username = \"{p}_shop_a\", password_env = \"SHOP_ADMIN_PW\" }]",
+    ));
+    let pw = "env-Secret-123";
+    let out = f.tenantry_env(&["apply", "--auto-approve"], &[("SHOP_ADMIN_PW", pw)]);
+    out.ok();
+    assert!(!out.all().contains(pw), "password printed");
+    let su = f.superuser("postgres").await;
+    let stored: String = su
+        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&f.name("{p}_shop_a")])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored.starts_with("SCRAM-SHA-256$"), "{stored}");
+    let url = f.cluster.user_url(&f.name("{p}_shop_a"), pw, &f.name("{p}_shop"));
+    common::connect(&url).await.expect("env password works");
+    // Generated secrets are private.
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(f.dir.path().join(".tenantry/secrets").join(f.name("{p}_shop_d"))).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // Re-planning with the same sources changes nothing (no random-salt churn).
+    let plan = f.tenantry_env(&["plan", "--detailed-exitcode"], &[("SHOP_ADMIN_PW", pw)]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_json_and_detailed_exitcode() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let plan = f.tenantry(&["plan", "--json", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    let json: serde_json::Value = serde_json::from_str(&plan.stdout).expect("plan --json is JSON");
+    assert_eq!(json["summary"]["destroy"], 0);
+    assert!(json["summary"]["add"].as_u64().unwrap() >= 10);
+    assert_eq!(json["tenants"].as_array().unwrap().len(), 2);
+    assert_eq!(json["tenants"][0]["action"], "create");
+    // Nothing was created by planning.
+    let su = f.superuser("postgres").await;
+    let n: i64 = su
+        .query_one("SELECT count(*) FROM pg_database WHERE datname LIKE $1", &[&format!("{}\\_%", f.p)])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_without_a_terminal_needs_auto_approve() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let out = f.tenantry(&["apply"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("--auto-approve"), "{}", out.stderr);
+    let plan = f.tenantry(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "nothing was applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmanaged_database_with_a_tenant_name_is_a_conflict_not_a_takeover() {
+    let f = Fleet::new(Admin::Superuser);
+    f.psql("postgres", "CREATE DATABASE {p}_shop");
+    f.write(TWO_TENANTS);
+    let out = f.apply();
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains(&format!("database {}_shop exists but is not managed by tenantry", f.p)), "{}", out.stdout);
+    assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    // Not even the other tenant was touched.
+    let su = f.superuser("postgres").await;
+    let n: i64 = su
+        .query_one("SELECT count(*) FROM pg_roles WHERE rolname LIKE $1", &[&format!("{}\\_%", f.p)])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
