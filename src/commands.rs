@@ -51,12 +51,21 @@ fn validate(common: &Common) -> Result<u8> {
         common.config.display(),
         inventory.tenants.len(),
         users,
-        inventory.plans.keys().cloned().collect::<Vec<_>>().join(", ")
+        inventory
+            .plans
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(0)
 }
 
-async fn open(inventory: &Inventory, common: &Common, lock: Option<std::time::Duration>) -> Result<Session> {
+async fn open(
+    inventory: &Inventory,
+    common: &Common,
+    lock: Option<std::time::Duration>,
+) -> Result<Session> {
     Ok(session::open(inventory, usize::from(common.jobs) * 4, lock).await?)
 }
 
@@ -78,7 +87,10 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
     let s = open(inventory, common, Some(flags.lock_timeout)).await?;
     print!("{}", render::text(&s.plan));
     if !s.plan.conflicts.is_empty() {
-        bail!("{} conflict(s) above: nothing was changed", s.plan.conflicts.len());
+        bail!(
+            "{} conflict(s) above: nothing was changed",
+            s.plan.conflicts.len()
+        );
     }
     if s.plan.is_empty() {
         return Ok(0);
@@ -114,10 +126,19 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
     println!();
     let outcomes = apply::apply(&ctx, &s.plan, report).await;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    let count = |a: Action| outcomes.iter().filter(|o| o.action == a && o.result.is_ok()).count();
+    let count = |a: Action| {
+        outcomes
+            .iter()
+            .filter(|o| o.action == a && o.result.is_ok())
+            .count()
+    };
     println!(
         "\nApply {}: {} created, {} updated, {} destroyed, {} failed.",
-        if failed.is_empty() { "complete" } else { "incomplete" },
+        if failed.is_empty() {
+            "complete"
+        } else {
+            "incomplete"
+        },
         count(Action::Create),
         count(Action::Update),
         count(Action::Destroy),
@@ -168,7 +189,10 @@ fn confirm() -> Result<bool> {
 async fn list(common: &Common) -> Result<u8> {
     let inventory = load(common)?;
     let s = open(&inventory, common, None).await?;
-    println!("{:<32} {:<14} {:<10} {:<6} {:<8} SERVER", "TENANT", "PLAN", "STATUS", "USERS", "SCHEMA");
+    println!(
+        "{:<32} {:<14} {:<10} {:<6} {:<8} SERVER",
+        "TENANT", "PLAN", "STATUS", "USERS", "SCHEMA"
+    );
     for t in &inventory.tenants {
         let pending = s.plan.tenants.iter().find(|p| p.tenant == t.name.as_str());
         let server = match (s.observed.databases.contains_key(t.name.as_str()), pending) {
@@ -191,8 +215,21 @@ async fn list(common: &Common) -> Result<u8> {
             schema
         );
     }
-    for p in s.plan.tenants.iter().filter(|p| p.action == Action::Destroy) {
-        println!("{:<32} {:<14} {:<10} {:<6} {:<8} not in {} (apply --allow-destroy drops it)", p.tenant, "-", "-", "-", "-", common.config.display());
+    for p in s
+        .plan
+        .tenants
+        .iter()
+        .filter(|p| p.action == Action::Destroy)
+    {
+        println!(
+            "{:<32} {:<14} {:<10} {:<6} {:<8} not in {} (apply --allow-destroy drops it)",
+            p.tenant,
+            "-",
+            "-",
+            "-",
+            "-",
+            common.config.display()
+        );
     }
     Ok(0)
 }
@@ -208,7 +245,14 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
     if let Some(d) = &t.display_name {
         println!("display name {d}");
     }
-    println!("plan         {} (connection limit {}, statement_timeout {}, pool {}, {} req/s)", tier.name, tier.connection_limit, tier.statement_timeout_pg(), tier.pool_size, tier.requests_per_second);
+    println!(
+        "plan         {} (connection limit {}, statement_timeout {}, pool {}, {} req/s)",
+        tier.name,
+        tier.connection_limit,
+        tier.statement_timeout_pg(),
+        tier.pool_size,
+        tier.requests_per_second
+    );
     println!("status       {}", t.status.as_str());
     println!("protected    {}", t.deletion_protection);
     println!("subdomain    {}", t.subdomain);
@@ -217,22 +261,49 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
     }
     match s.observed.databases.get(t.name.as_str()) {
         Some(db) => {
-            let version = s.observed.contents.get(t.name.as_str()).and_then(|c| c.migration_version);
-            println!("database     present, owner {}, schema {}", db.owner, version.map_or("(none)".into(), |v| format!("V{v}")));
+            let version = s
+                .observed
+                .contents
+                .get(t.name.as_str())
+                .and_then(|c| c.migration_version);
+            println!(
+                "database     present, owner {}, schema {}",
+                db.owner,
+                version.map_or("(none)".into(), |v| format!("V{v}"))
+            );
         }
         None => println!("database     not created yet"),
     }
-    println!("groups       {}", Group::ALL.iter().map(|&g| t.role(g).to_string()).collect::<Vec<_>>().join(", "));
+    println!(
+        "groups       {}",
+        Group::ALL
+            .iter()
+            .map(|&g| t.role(g).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("users:");
     for u in &t.users {
         let server = match s.observed.roles.get(u.name.as_str()) {
-            Some(r) => format!("{}, connection limit {}", if r.login { "can log in" } else { "NOLOGIN" }, r.connection_limit),
+            Some(r) => format!(
+                "{}, connection limit {}",
+                if r.login { "can log in" } else { "NOLOGIN" },
+                r.connection_limit
+            ),
             None => "not created yet".to_owned(),
         };
-        println!("  {:<24} {:<10} password from {:<40} {server}", u.name.as_str(), u.group.as_str(), u.password.describe());
+        println!(
+            "  {:<24} {:<10} password from {:<40} {server}",
+            u.name.as_str(),
+            u.group.as_str(),
+            u.password.describe()
+        );
     }
     match s.plan.tenants.iter().find(|p| p.tenant == name) {
-        Some(p) => println!("pending      {} change(s): run `tenantry plan` for details", p.changes.len()),
+        Some(p) => println!(
+            "pending      {} change(s): run `tenantry plan` for details",
+            p.changes.len()
+        ),
         None => println!("pending      none"),
     }
     Ok(0)
@@ -248,10 +319,15 @@ async fn up(common: &Common, dir: Option<PathBuf>) -> Result<u8> {
     println!("Starting the local PostgreSQL in {} ...", dir.display());
     let cluster = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || tenantry_localpg::Cluster::start_persistent(&dir)).await??
+        tokio::task::spawn_blocking(move || tenantry_localpg::Cluster::start_persistent(&dir))
+            .await??
     };
     let url = cluster.url("postgres");
-    println!("PostgreSQL is running on 127.0.0.1:{} (socket {}).\n", cluster.port(), cluster.socket_dir().display());
+    println!(
+        "PostgreSQL is running on 127.0.0.1:{} (socket {}).\n",
+        cluster.port(),
+        cluster.socket_dir().display()
+    );
     inventory.server.admin_url = Some(SecretString::from(url.clone()));
     let flags = ApplyFlags {
         auto_approve: true,

@@ -10,13 +10,27 @@ use common::{try_sql, Admin, Fleet, TWO_TENANTS};
 /// that the next plan is clean.
 fn repaired(f: &Fleet, expect_in_plan: &[&str]) {
     let plan = f.tenantry(&["plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 2, "drift must show as pending changes\n{}", plan.all());
+    assert_eq!(
+        plan.code,
+        2,
+        "drift must show as pending changes\n{}",
+        plan.all()
+    );
     for e in expect_in_plan {
-        assert!(plan.stdout.contains(&f.name(e)), "plan should mention {e:?}:\n{}", plan.stdout);
+        assert!(
+            plan.stdout.contains(&f.name(e)),
+            "plan should mention {e:?}:\n{}",
+            plan.stdout
+        );
     }
     f.apply().ok();
     let after = f.tenantry(&["plan", "--detailed-exitcode"]);
-    assert_eq!(after.code, 0, "apply must repair the drift\n{}", after.all());
+    assert_eq!(
+        after.code,
+        0,
+        "apply must repair the drift\n{}",
+        after.all()
+    );
 }
 
 async fn drift_repaired(admin: Admin) {
@@ -28,7 +42,10 @@ async fn drift_repaired(admin: Admin) {
     f.psql("{p}_shop", "GRANT DELETE ON widgets TO {p}_shop_developer");
     repaired(&f, &["table widgets: {p}_shop_developer: SELECT, INSERT, UPDATE, DELETE -> SELECT, INSERT, UPDATE"]);
     let d = f.connect_as("{p}_shop_d", "{p}_shop").await.unwrap();
-    assert_eq!(try_sql(&d, "DELETE FROM widgets").await, "permission denied for table widgets");
+    assert_eq!(
+        try_sql(&d, "DELETE FROM widgets").await,
+        "permission denied for table widgets"
+    );
 
     // A grant revoked by hand: customers lose SELECT.
     f.psql("{p}_shop", "REVOKE SELECT ON orders FROM {p}_shop_customer");
@@ -37,33 +54,72 @@ async fn drift_repaired(admin: Admin) {
     assert_eq!(try_sql(&c, "SELECT * FROM orders").await, "ok");
 
     // A foreign role granted access, to tables and to the database.
-    f.psql("postgres", "CREATE ROLE {p}_intruder LOGIN PASSWORD 'intruder-pw'");
+    f.psql(
+        "postgres",
+        "CREATE ROLE {p}_intruder LOGIN PASSWORD 'intruder-pw'",
+    );
     f.psql("{p}_shop", "GRANT SELECT ON customers TO {p}_intruder");
-    f.psql("postgres", "GRANT CONNECT ON DATABASE {p}_shop TO {p}_intruder");
-    repaired(&f, &["table customers: {p}_intruder: SELECT -> (none)", "database: {p}_intruder: CONNECT -> (none)"]);
-    let url = f.cluster.user_url(&f.name("{p}_intruder"), "intruder-pw", &f.name("{p}_shop"));
-    assert!(common::connect(&url).await.is_err(), "intruder's CONNECT was revoked");
+    f.psql(
+        "postgres",
+        "GRANT CONNECT ON DATABASE {p}_shop TO {p}_intruder",
+    );
+    repaired(
+        &f,
+        &[
+            "table customers: {p}_intruder: SELECT -> (none)",
+            "database: {p}_intruder: CONNECT -> (none)",
+        ],
+    );
+    let url = f
+        .cluster
+        .user_url(&f.name("{p}_intruder"), "intruder-pw", &f.name("{p}_shop"));
+    assert!(
+        common::connect(&url).await.is_err(),
+        "intruder's CONNECT was revoked"
+    );
 
     // A default privilege changed: future tables would let customers INSERT.
     f.psql(
         "{p}_shop",
         "ALTER DEFAULT PRIVILEGES FOR ROLE {p}_shop_owner IN SCHEMA public GRANT INSERT ON TABLES TO {p}_shop_customer",
     );
-    repaired(&f, &["default privileges on tables: {p}_shop_customer: SELECT, INSERT -> SELECT"]);
+    repaired(
+        &f,
+        &["default privileges on tables: {p}_shop_customer: SELECT, INSERT -> SELECT"],
+    );
 
     // A membership removed, a membership added (into another tenant's group).
     f.psql("postgres", "REVOKE {p}_shop_admin FROM {p}_shop_a");
     f.psql("postgres", "GRANT {p}_cafe_admin TO {p}_shop_d");
-    repaired(&f, &["member of {p}_shop_admin: no -> yes", "member of {p}_cafe_admin: yes -> no"]);
+    repaired(
+        &f,
+        &[
+            "member of {p}_shop_admin: no -> yes",
+            "member of {p}_cafe_admin: yes -> no",
+        ],
+    );
     let a = f.connect_as("{p}_shop_a", "{p}_shop").await.unwrap();
     assert_eq!(try_sql(&a, "DELETE FROM widgets").await, "ok");
-    assert!(f.connect_as("{p}_shop_d", "{p}_cafe").await.is_err(), "developer lost the foreign membership");
+    assert!(
+        f.connect_as("{p}_shop_d", "{p}_cafe").await.is_err(),
+        "developer lost the foreign membership"
+    );
 
     // Connection limit, statement_timeout and an attribute changed by hand.
     f.psql("postgres", "ALTER ROLE {p}_shop_c CONNECTION LIMIT 99");
-    f.psql("postgres", "ALTER ROLE {p}_shop_c SET statement_timeout = '1h'");
+    f.psql(
+        "postgres",
+        "ALTER ROLE {p}_shop_c SET statement_timeout = '1h'",
+    );
     f.psql("postgres", "ALTER ROLE {p}_shop_c CREATEDB");
-    repaired(&f, &["connection limit: 99 -> 20", "statement_timeout: 1h -> 30s", "createdb: true -> false"]);
+    repaired(
+        &f,
+        &[
+            "connection limit: 99 -> 20",
+            "statement_timeout: 1h -> 30s",
+            "createdb: true -> false",
+        ],
+    );
 
     // Everything repaired: nothing left to do.
     let plan = f.tenantry(&["plan", "--detailed-exitcode"]);
@@ -87,24 +143,39 @@ async fn a_password_that_no_longer_matches_its_source_is_reset() {
     f.apply().ok();
     f.psql("postgres", "ALTER ROLE {p}_shop_a PASSWORD 'set-by-hand'");
     let plan = f.tenantry(&["plan"]);
-    assert!(plan.ok().contains("password: (hidden) -> (changed)"), "{}", plan.stdout);
+    assert!(
+        plan.ok().contains("password: (hidden) -> (changed)"),
+        "{}",
+        plan.stdout
+    );
     assert!(!plan.stdout.contains(&f.secret("{p}_shop_a")));
     f.apply().ok();
-    f.connect_as("{p}_shop_a", "{p}_shop").await.expect("source password works again");
+    f.connect_as("{p}_shop_a", "{p}_shop")
+        .await
+        .expect("source password works again");
     // And the password is not re-sent when it matches.
     let su = f.superuser("postgres").await;
     let before: String = su
-        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&f.name("{p}_shop_a")])
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&f.name("{p}_shop_a")],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(f.apply().ok().contains("No changes"));
     let after: String = su
-        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&f.name("{p}_shop_a")])
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&f.name("{p}_shop_a")],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(before, after, "a matching password is left alone (same salt)");
+    assert_eq!(
+        before, after,
+        "a matching password is left alone (same salt)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,12 +185,21 @@ async fn tables_created_later_by_the_owner_follow_default_privileges() {
     let f = Fleet::new(Admin::Superuser);
     f.write(TWO_TENANTS);
     f.apply().ok();
-    f.psql("{p}_shop", "SET ROLE {p}_shop_owner; CREATE TABLE coupons (id int PRIMARY KEY)");
+    f.psql(
+        "{p}_shop",
+        "SET ROLE {p}_shop_owner; CREATE TABLE coupons (id int PRIMARY KEY)",
+    );
     let d = f.connect_as("{p}_shop_d", "{p}_shop").await.unwrap();
     assert_eq!(try_sql(&d, "INSERT INTO coupons VALUES (1)").await, "ok");
-    assert_eq!(try_sql(&d, "DELETE FROM coupons").await, "permission denied for table coupons");
+    assert_eq!(
+        try_sql(&d, "DELETE FROM coupons").await,
+        "permission denied for table coupons"
+    );
     let c = f.connect_as("{p}_shop_c", "{p}_shop").await.unwrap();
-    assert_eq!(try_sql(&c, "INSERT INTO coupons VALUES (2)").await, "permission denied for table coupons");
+    assert_eq!(
+        try_sql(&c, "INSERT INTO coupons VALUES (2)").await,
+        "permission denied for table coupons"
+    );
     let plan = f.tenantry(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
 }

@@ -15,41 +15,93 @@ async fn tiers_and_isolation(admin: Admin) {
 
     // Admin: full DML.
     let a = f.connect_as("{p}_shop_a", "{p}_shop").await.unwrap();
-    assert_eq!(try_sql(&a, "INSERT INTO widgets (name, price) VALUES ('w', 100)").await, "ok");
-    assert_eq!(try_sql(&a, "INSERT INTO customers (first_name, last_name, email) VALUES ('a', 'b', 'a@b.c')").await, "ok");
+    assert_eq!(
+        try_sql(&a, "INSERT INTO widgets (name, price) VALUES ('w', 100)").await,
+        "ok"
+    );
+    assert_eq!(
+        try_sql(
+            &a,
+            "INSERT INTO customers (first_name, last_name, email) VALUES ('a', 'b', 'a@b.c')"
+        )
+        .await,
+        "ok"
+    );
     assert_eq!(try_sql(&a, "UPDATE widgets SET price = 200").await, "ok");
     assert_eq!(try_sql(&a, "DELETE FROM customers").await, "ok");
     // Developer: no DELETE.
     let d = f.connect_as("{p}_shop_d", "{p}_shop").await.unwrap();
-    assert_eq!(try_sql(&d, "INSERT INTO widgets (name, price) VALUES ('v', 1)").await, "ok");
-    assert_eq!(try_sql(&d, "UPDATE widgets SET inventory_level = 3").await, "ok");
-    assert_eq!(try_sql(&d, "DELETE FROM widgets").await, "permission denied for table widgets");
+    assert_eq!(
+        try_sql(&d, "INSERT INTO widgets (name, price) VALUES ('v', 1)").await,
+        "ok"
+    );
+    assert_eq!(
+        try_sql(&d, "UPDATE widgets SET inventory_level = 3").await,
+        "ok"
+    );
+    assert_eq!(
+        try_sql(&d, "DELETE FROM widgets").await,
+        "permission denied for table widgets"
+    );
     // Customer: read only.
     let c = f.connect_as("{p}_shop_c", "{p}_shop").await.unwrap();
-    let rows = c.query("SELECT name FROM widgets ORDER BY id", &[]).await.unwrap();
+    let rows = c
+        .query("SELECT name FROM widgets ORDER BY id", &[])
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!(try_sql(&c, "INSERT INTO widgets (name, price) VALUES ('x', 1)").await, "permission denied for table widgets");
-    assert_eq!(try_sql(&c, "UPDATE widgets SET price = 0").await, "permission denied for table widgets");
+    assert_eq!(
+        try_sql(&c, "INSERT INTO widgets (name, price) VALUES ('x', 1)").await,
+        "permission denied for table widgets"
+    );
+    assert_eq!(
+        try_sql(&c, "UPDATE widgets SET price = 0").await,
+        "permission denied for table widgets"
+    );
     // Nobody but the owner creates objects.
-    assert!(try_sql(&a, "CREATE TABLE evil (id int)").await.contains("permission denied for schema public"));
+    assert!(try_sql(&a, "CREATE TABLE evil (id int)")
+        .await
+        .contains("permission denied for schema public"));
     // Nobody touches the migration history.
-    assert!(try_sql(&a, "DELETE FROM refinery_schema_history").await.contains("permission denied"));
+    assert!(try_sql(&a, "DELETE FROM refinery_schema_history")
+        .await
+        .contains("permission denied"));
     // updated_at is maintained by the trigger.
     let moved = a
-        .query_one("UPDATE widgets SET name = 'z' WHERE name = 'w' RETURNING updated_at > created_at", &[])
+        .query_one(
+            "UPDATE widgets SET name = 'z' WHERE name = 'w' RETURNING updated_at > created_at",
+            &[],
+        )
         .await
         .unwrap();
     assert!(moved.get::<_, bool>(0));
 
     // Isolation: no user of one tenant connects to the other's database.
-    for (user, db) in [("{p}_shop_a", "{p}_cafe"), ("{p}_cafe_a", "{p}_shop"), ("{p}_cafe_c", "{p}_shop")] {
-        let err = f.connect_as(user, db).await.err().expect("cross-tenant connect must fail");
-        assert!(err.contains("permission denied for database"), "{user} -> {db}: {err}");
+    for (user, db) in [
+        ("{p}_shop_a", "{p}_cafe"),
+        ("{p}_cafe_a", "{p}_shop"),
+        ("{p}_cafe_c", "{p}_shop"),
+    ] {
+        let err = f
+            .connect_as(user, db)
+            .await
+            .expect_err("cross-tenant connect must fail");
+        assert!(
+            err.contains("permission denied for database"),
+            "{user} -> {db}: {err}"
+        );
     }
     // Nor does any other login role of the cluster (CONNECT is revoked from PUBLIC).
-    f.psql("postgres", "CREATE ROLE {p}_outsider LOGIN PASSWORD 'outsider-pw'");
-    let url = f.cluster.user_url(&f.name("{p}_outsider"), "outsider-pw", &f.name("{p}_shop"));
-    let err = common::connect(&url).await.err().expect("outsider connect must fail");
+    f.psql(
+        "postgres",
+        "CREATE ROLE {p}_outsider LOGIN PASSWORD 'outsider-pw'",
+    );
+    let url = f
+        .cluster
+        .user_url(&f.name("{p}_outsider"), "outsider-pw", &f.name("{p}_shop"));
+    let err = common::connect(&url)
+        .await
+        .expect_err("outsider connect must fail");
     assert!(err.contains("permission denied for database"), "{err}");
 
     // Converged: a second plan has nothing to do, and says so with exit 0.
@@ -95,7 +147,10 @@ async fn tenant_roles_have_no_dangerous_attributes_and_users_do_not_own_database
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(owners, vec![f.name("{p}_cafe_owner"), f.name("{p}_shop_owner")]);
+    assert_eq!(
+        owners,
+        vec![f.name("{p}_cafe_owner"), f.name("{p}_shop_owner")]
+    );
     // Login users: plan's connection limit and statement_timeout.
     let row = su
         .query_one(
@@ -105,7 +160,10 @@ async fn tenant_roles_have_no_dangerous_attributes_and_users_do_not_own_database
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 20);
-    assert_eq!(row.get::<_, Vec<String>>(1), vec!["statement_timeout=30s".to_owned()]);
+    assert_eq!(
+        row.get::<_, Vec<String>>(1),
+        vec!["statement_timeout=30s".to_owned()]
+    );
     assert!(row.get::<_, bool>(2));
 }
 
@@ -122,16 +180,27 @@ async fn passwords_reach_the_server_only_as_scram_verifiers_and_never_the_output
     assert!(!out.all().contains(pw), "password printed");
     let su = f.superuser("postgres").await;
     let stored: String = su
-        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&f.name("{p}_shop_a")])
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&f.name("{p}_shop_a")],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(stored.starts_with("SCRAM-SHA-256$"), "{stored}");
-    let url = f.cluster.user_url(&f.name("{p}_shop_a"), pw, &f.name("{p}_shop"));
+    let url = f
+        .cluster
+        .user_url(&f.name("{p}_shop_a"), pw, &f.name("{p}_shop"));
     common::connect(&url).await.expect("env password works");
     // Generated secrets are private.
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(f.dir.path().join(".tenantry/secrets").join(f.name("{p}_shop_d"))).unwrap();
+    let meta = std::fs::metadata(
+        f.dir
+            .path()
+            .join(".tenantry/secrets")
+            .join(f.name("{p}_shop_d")),
+    )
+    .unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     // Re-planning with the same sources changes nothing (no random-salt churn).
     let plan = f.tenantry_env(&["plan", "--detailed-exitcode"], &[("SHOP_ADMIN_PW", pw)]);
@@ -152,7 +221,10 @@ async fn plan_json_and_detailed_exitcode() {
     // Nothing was created by planning.
     let su = f.superuser("postgres").await;
     let n: i64 = su
-        .query_one("SELECT count(*) FROM pg_database WHERE datname LIKE $1", &[&format!("{}\\_%", f.p)])
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{}\\_%", f.p)],
+        )
         .await
         .unwrap()
         .get(0);
@@ -177,12 +249,22 @@ async fn an_unmanaged_database_with_a_tenant_name_is_a_conflict_not_a_takeover()
     f.write(TWO_TENANTS);
     let out = f.apply();
     assert_eq!(out.code, 1, "{}", out.all());
-    assert!(out.stdout.contains(&format!("database {}_shop exists but is not managed by tenantry", f.p)), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!(
+            "database {}_shop exists but is not managed by tenantry",
+            f.p
+        )),
+        "{}",
+        out.stdout
+    );
     assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
     // Not even the other tenant was touched.
     let su = f.superuser("postgres").await;
     let n: i64 = su
-        .query_one("SELECT count(*) FROM pg_roles WHERE rolname LIKE $1", &[&format!("{}\\_%", f.p)])
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",
+            &[&format!("{}\\_%", f.p)],
+        )
         .await
         .unwrap()
         .get(0);

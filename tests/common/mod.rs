@@ -46,7 +46,11 @@ impl Run {
     /// Asserts success and returns stdout.
     #[track_caller]
     pub fn ok(&self) -> &str {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         &self.stdout
     }
 
@@ -144,7 +148,11 @@ requests_per_second = 200
 
     /// A generated password, as saved by apply.
     pub fn secret(&self, user: &str) -> String {
-        let path = self.dir.path().join(".tenantry/secrets").join(self.name(user));
+        let path = self
+            .dir
+            .path()
+            .join(".tenantry/secrets")
+            .join(self.name(user));
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
             .trim_end()
@@ -159,13 +167,17 @@ requests_per_second = 200
     /// Connects as a tenant user with its generated password.
     pub async fn connect_as(&self, user: &str, db: &str) -> Result<tokio_postgres::Client, String> {
         let (user, db) = (self.name(user), self.name(db));
-        let url = self.cluster.user_url(&user, &self.secret(&user.replace(&self.p, "{p}")), &db);
+        let url = self
+            .cluster
+            .user_url(&user, &self.secret(&user.replace(&self.p, "{p}")), &db);
         connect(&url).await
     }
 
     /// Connects as the superuser to a database of this fleet.
     pub async fn superuser(&self, db: &str) -> tokio_postgres::Client {
-        connect(&self.cluster.url(&self.name(db))).await.expect("superuser connects")
+        connect(&self.cluster.url(&self.name(db)))
+            .await
+            .expect("superuser connects")
     }
 
     /// Runs SQL as the superuser (for setting up drift by hand).
@@ -179,7 +191,11 @@ requests_per_second = 200
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|e| e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()))?;
+        .map_err(|e| {
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| e.to_string())
+        })?;
     tokio::spawn(conn);
     Ok(client)
 }
@@ -188,7 +204,10 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
 pub async fn try_sql(client: &tokio_postgres::Client, sql: &str) -> String {
     match client.batch_execute(sql).await {
         Ok(()) => "ok".to_owned(),
-        Err(e) => e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()),
+        Err(e) => e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_else(|| e.to_string()),
     }
 }
 

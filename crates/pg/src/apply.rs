@@ -67,9 +67,16 @@ pub async fn apply(ctx: &Context<'_>, plan: &Plan, mut done: impl FnMut(&Outcome
     outcomes
 }
 
-async fn tx(client: &mut Client, statements: &[String], context: impl Into<String>) -> Result<(), Error> {
+async fn tx(
+    client: &mut Client,
+    statements: &[String],
+    context: impl Into<String>,
+) -> Result<(), Error> {
     let context = context.into();
-    let tx = client.transaction().await.map_err(|e| Error::sql(&context, e))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::sql(&context, e))?;
     tx.batch_execute(&statements.join(";\n"))
         .await
         .map_err(|e| Error::sql(&context, e))?;
@@ -77,19 +84,32 @@ async fn tx(client: &mut Client, statements: &[String], context: impl Into<Strin
 }
 
 async fn exec(client: &Client, sql: &str, context: impl Into<String>) -> Result<(), Error> {
-    client.batch_execute(sql).await.map_err(|e| Error::sql(context, e))
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|e| Error::sql(context, e))
 }
 
-/// Ends every session of a role (suspension, removal).
-async fn terminate_user(client: &Client, user: &str) -> Result<(), Error> {
-    client
+/// Ends every session of a role (suspension, removal). Best effort: an admin
+/// that may not signal other backends (a CREATEROLE admin without
+/// pg_signal_backend) gets a note instead, and the sessions end on their own.
+async fn terminate_user(client: &Client, user: &str, notes: &mut Vec<String>) -> Result<(), Error> {
+    let result = client
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
             &[&user],
         )
-        .await
-        .map_err(|e| Error::sql(format!("ending the sessions of {user}"), e))?;
-    Ok(())
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            notes.push(format!(
+                "open sessions of {user} were not ended (the admin role needs pg_signal_backend); they end when they disconnect"
+            ));
+            Ok(())
+        }
+        Err(e) => Err(Error::sql(format!("ending the sessions of {user}"), e)),
+    }
 }
 
 fn desired_tenant<'a>(ctx: &'a Context<'_>, name: &str) -> &'a DesiredTenant {
@@ -106,13 +126,18 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
     let superuser = ctx.observed.current_user_is_superuser;
     let owner = t.role(Group::Owner);
     let mut client = ctx.admin.connect(None).await?;
-    let notes = Vec::new();
+    let mut notes = Vec::new();
 
     // 1. Group roles, each with its marker in the same transaction.
     for c in &tp.changes {
         let (role, kind, create, diffs, revoke) = match c {
             Change::CreateRole { role, kind } => (role, *kind, true, &[][..], &[][..]),
-            Change::UpdateRole { role, kind, diffs, revoke } => (role, *kind, false, &diffs[..], &revoke[..]),
+            Change::UpdateRole {
+                role,
+                kind,
+                diffs,
+                revoke,
+            } => (role, *kind, false, &diffs[..], &revoke[..]),
             _ => continue,
         };
         let mut sql = statements::group_role(fleet, &t.name, kind, create, diffs, revoke);
@@ -123,7 +148,12 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
     }
     if !superuser {
         // A CREATEROLE admin acts through the owner role (idempotent).
-        exec(&client, &statements::admin_membership(&owner), format!("tenant {}: joining {owner}", t.name)).await?;
+        exec(
+            &client,
+            &statements::admin_membership(&owner),
+            format!("tenant {}: joining {owner}", t.name),
+        )
+        .await?;
     }
 
     // 2. The database, its marker and database-level isolation.
@@ -131,24 +161,50 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
     for c in &tp.changes {
         match c {
             Change::CreateDatabase { .. } => {
-                exec(&client, &statements::create_database(t), format!("tenant {}: creating the database", t.name)).await?;
+                exec(
+                    &client,
+                    &statements::create_database(t),
+                    format!("tenant {}: creating the database", t.name),
+                )
+                .await?;
                 created = true;
                 let sql = statements::database(fleet, t, true, &[]);
-                tx(&mut client, &sql, format!("tenant {}: database settings", t.name)).await?;
+                tx(
+                    &mut client,
+                    &sql,
+                    format!("tenant {}: database settings", t.name),
+                )
+                .await?;
             }
-            Change::UpdateDatabase { foreign_grantees, .. } => {
-                let allow = ctx.observed.databases.get(&t.name).is_none_or(|d| d.allow_connections);
+            Change::UpdateDatabase {
+                foreign_grantees, ..
+            } => {
+                let allow = ctx
+                    .observed
+                    .databases
+                    .get(&t.name)
+                    .is_none_or(|d| d.allow_connections);
                 let sql = statements::database(fleet, t, allow, foreign_grantees);
-                tx(&mut client, &sql, format!("tenant {}: database settings", t.name)).await?;
+                tx(
+                    &mut client,
+                    &sql,
+                    format!("tenant {}: database settings", t.name),
+                )
+                .await?;
             }
             _ => {}
         }
     }
 
     // 3. Inside the database, as the owner: migrations, then privileges.
-    let migrate = tp.changes.iter().any(|c| matches!(c, Change::Migrate { .. }));
+    let migrate = tp
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Migrate { .. }));
     let privileges = tp.changes.iter().find_map(|c| match c {
-        Change::Privileges { foreign_grantees, .. } => Some(foreign_grantees.clone()),
+        Change::Privileges {
+            foreign_grantees, ..
+        } => Some(foreign_grantees.clone()),
         _ => None,
     });
     let drops: Vec<&str> = tp
@@ -162,12 +218,20 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
     if created || migrate || privileges.is_some() || !drops.is_empty() {
         let mut db = ctx.admin.connect(Some(&t.name)).await?;
         if created || migrate || privileges.is_some() {
-            exec(&db, &statements::set_owner_role(t), format!("tenant {}: acting as {owner}", t.name)).await?;
+            exec(
+                &db,
+                &statements::set_owner_role(t),
+                format!("tenant {}: acting as {owner}", t.name),
+            )
+            .await?;
             if migrate {
                 ctx.migrations.run(&mut db, &t.name).await?;
             }
             let has_history = db
-                .query_one("SELECT to_regclass('public.refinery_schema_history') IS NOT NULL", &[])
+                .query_one(
+                    "SELECT to_regclass('public.refinery_schema_history') IS NOT NULL",
+                    &[],
+                )
                 .await
                 .map_err(|e| Error::sql(format!("tenant {}: reading the schema", t.name), e))?
                 .get::<_, bool>(0);
@@ -178,10 +242,20 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
         // Login users the file no longer lists: hand their objects to the owner.
         for user in &drops {
             if !superuser {
-                exec(&client, &statements::admin_membership(user), format!("tenant {}: joining {user}", t.name)).await?;
+                exec(
+                    &client,
+                    &statements::admin_membership(user),
+                    format!("tenant {}: joining {user}", t.name),
+                )
+                .await?;
             }
-            terminate_user(&client, user).await?;
-            tx(&mut db, &statements::disown(user, &owner), format!("tenant {}: disowning {user}", t.name)).await?;
+            terminate_user(&client, user, &mut notes).await?;
+            tx(
+                &mut db,
+                &statements::disown(user, &owner),
+                format!("tenant {}: disowning {user}", t.name),
+            )
+            .await?;
         }
     }
 
@@ -222,13 +296,18 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
         let sql = statements::user(&spec, create, diffs, revoke);
         tx(&mut client, &sql, format!("tenant {}: user {user}", t.name)).await?;
         if !login && diffs.iter().any(|d| d.what == "login") {
-            terminate_user(&client, user).await?;
+            terminate_user(&client, user, &mut notes).await?;
         }
     }
 
     // 5. Drop removed users last (nothing refers to them any more).
     for user in drops {
-        exec(&client, &statements::drop_role(user), format!("tenant {}: dropping {user}", t.name)).await?;
+        exec(
+            &client,
+            &statements::drop_role(user),
+            format!("tenant {}: dropping {user}", t.name),
+        )
+        .await?;
     }
     Ok(notes)
 }
@@ -243,9 +322,19 @@ async fn destroy(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Erro
             Change::DropDatabase { database, .. } => {
                 let owner = format!("{database}_owner");
                 if !superuser {
-                    exec(&client, &statements::admin_membership(&owner), format!("tenant {name}: joining {owner}")).await?;
+                    exec(
+                        &client,
+                        &statements::admin_membership(&owner),
+                        format!("tenant {name}: joining {owner}"),
+                    )
+                    .await?;
                 }
-                exec(&client, &statements::revoke_connect(database), format!("tenant {name}: closing the database")).await?;
+                exec(
+                    &client,
+                    &statements::revoke_connect(database),
+                    format!("tenant {name}: closing the database"),
+                )
+                .await?;
                 client
                     .execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -253,19 +342,46 @@ async fn destroy(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Erro
                     )
                     .await
                     .map_err(|e| Error::sql(format!("tenant {name}: ending sessions"), e))?;
-                let path = crate::backup::dump(ctx.admin, ctx.pg_dump, database, &owner, &ctx.inventory.paths.backups).await?;
+                let path = crate::backup::dump(
+                    ctx.admin,
+                    ctx.pg_dump,
+                    database,
+                    &owner,
+                    &ctx.inventory.paths.backups,
+                )
+                .await?;
                 notes.push(format!("backup of {database}: {}", path.display()));
-                exec(&client, &statements::drop_database(database), format!("tenant {name}: dropping the database")).await?;
+                exec(
+                    &client,
+                    &statements::drop_database(database),
+                    format!("tenant {name}: dropping the database"),
+                )
+                .await?;
             }
             Change::DropUser { user } => {
                 if !superuser {
-                    exec(&client, &statements::admin_membership(user), format!("tenant {name}: joining {user}")).await?;
+                    exec(
+                        &client,
+                        &statements::admin_membership(user),
+                        format!("tenant {name}: joining {user}"),
+                    )
+                    .await?;
                 }
-                terminate_user(&client, user).await?;
-                exec(&client, &statements::drop_role(user), format!("tenant {name}: dropping {user}")).await?;
+                terminate_user(&client, user, &mut notes).await?;
+                exec(
+                    &client,
+                    &statements::drop_role(user),
+                    format!("tenant {name}: dropping {user}"),
+                )
+                .await?;
             }
             Change::DropRole { role, .. } => {
-                exec(&client, &statements::drop_role(role), format!("tenant {name}: dropping {role}")).await?;
+                exec(
+                    &client,
+                    &statements::drop_role(role),
+                    format!("tenant {name}: dropping {role}"),
+                )
+                .await?;
             }
             _ => {}
         }

@@ -12,12 +12,19 @@ use crate::error::Error;
 
 /// Dumps `database` with `pg_dump` (acting as `role`, so a non-superuser admin
 /// can read every table) and returns the backup's path.
-pub async fn dump(admin: &Admin, pg_dump: &Path, database: &str, role: &str, dir: &Path) -> Result<PathBuf, Error> {
+pub async fn dump(
+    admin: &Admin,
+    pg_dump: &Path,
+    database: &str,
+    role: &str,
+    dir: &Path,
+) -> Result<PathBuf, Error> {
     let fail = |message: String| Error::Backup {
         database: database.to_owned(),
         message,
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace(':', "");

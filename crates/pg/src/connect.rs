@@ -15,7 +15,9 @@ pub struct Admin {
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // tokio-postgres redacts the password in its Debug.
-        f.debug_struct("Admin").field("config", &self.config).finish()
+        f.debug_struct("Admin")
+            .field("config", &self.config)
+            .finish()
     }
 }
 

@@ -19,14 +19,17 @@ use crate::error::Error;
 const MARKER_LIKE: &str = "tenantry:v1 %";
 
 /// Grantee/privilege pairs as `grantee=PRIVILEGE` text (grantee 0 is PUBLIC).
-const ACL_AGG: &str = "coalesce(array_agg(coalesce(g.rolname, 'PUBLIC') || '=' || a.privilege_type) \
+const ACL_AGG: &str =
+    "coalesce(array_agg(coalesce(g.rolname, 'PUBLIC') || '=' || a.privilege_type) \
      FILTER (WHERE a.privilege_type IS NOT NULL), '{}')";
 
 fn acl(entries: Vec<String>) -> Acl {
     let mut acl = Acl::new();
     for e in entries {
         if let Some((grantee, privilege)) = e.rsplit_once('=') {
-            acl.entry(grantee.to_owned()).or_default().insert(privilege.to_owned());
+            acl.entry(grantee.to_owned())
+                .or_default()
+                .insert(privilege.to_owned());
         }
     }
     acl
@@ -44,7 +47,10 @@ pub async fn observe(
 ) -> Result<Observed, Error> {
     let ctx = "reading the catalog";
     let me = client
-        .query_one("SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .query_one(
+            "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .await
         .map_err(|e| Error::sql(ctx, e))?;
     let mut observed = Observed {
@@ -138,10 +144,10 @@ pub async fn observe(
             };
             ours(d.comment.as_ref(), Kind::Database)
                 || (d.comment.is_none()
-                    && observed
-                        .roles
-                        .get(&d.owner)
-                        .is_some_and(|r| d.owner == format!("{}_owner", d.name) && ours(r.comment.as_ref(), Kind::Owner)))
+                    && observed.roles.get(&d.owner).is_some_and(|r| {
+                        d.owner == format!("{}_owner", d.name)
+                            && ours(r.comment.as_ref(), Kind::Owner)
+                    }))
         })
         .map(|d| d.name.clone())
         .collect();
@@ -177,7 +183,8 @@ pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error
          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
          GROUP BY c.oid"
     );
-    let default_sql = "SELECT d.defaclobjtype::text, coalesce(g.rolname, 'PUBLIC') || '=' || a.privilege_type
+    let default_sql =
+        "SELECT d.defaclobjtype::text, coalesce(g.rolname, 'PUBLIC') || '=' || a.privilege_type
          FROM pg_default_acl d
          JOIN pg_namespace n ON n.oid = d.defaclnamespace AND n.nspname = 'public'
          CROSS JOIN LATERAL aclexplode(d.defaclacl) a
@@ -203,7 +210,11 @@ pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error
         .into_iter()
         .map(|row| ObservedRelation {
             name: row.get(0),
-            kind: if row.get(1) { RelKind::Sequence } else { RelKind::Table },
+            kind: if row.get(1) {
+                RelKind::Sequence
+            } else {
+                RelKind::Table
+            },
             owner: row.get(2),
             acl: acl(row.get(3)),
         })
@@ -211,15 +222,22 @@ pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error
     for row in defaults {
         let objtype: String = row.get(0);
         let entry: String = row.get(1);
-        let Some(objtype) = objtype.chars().next() else { continue };
+        let Some(objtype) = objtype.chars().next() else {
+            continue;
+        };
         let map = c.default_acl.entry(objtype).or_default();
         if let Some((grantee, privilege)) = entry.rsplit_once('=') {
-            map.entry(grantee.to_owned()).or_default().insert(privilege.to_owned());
+            map.entry(grantee.to_owned())
+                .or_default()
+                .insert(privilege.to_owned());
         }
     }
     if history.get::<_, bool>(0) {
         let row = client
-            .query_one(&format!("SELECT max(version) FROM public.{HISTORY_TABLE}"), &[])
+            .query_one(
+                &format!("SELECT max(version) FROM public.{HISTORY_TABLE}"),
+                &[],
+            )
             .await
             .map_err(|e| Error::sql(&ctx, e))?;
         c.migration_version = row.get::<_, Option<i32>>(0).map(i64::from);

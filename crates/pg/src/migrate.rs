@@ -60,7 +60,11 @@ impl Migrations {
                 database: database.to_owned(),
                 message: e.to_string(),
             })?;
-        tracing::debug!(database, applied = report.applied_migrations().len(), "migrated");
+        tracing::debug!(
+            database,
+            applied = report.applied_migrations().len(),
+            "migrated"
+        );
         Ok(self.latest())
     }
 }

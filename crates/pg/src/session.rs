@@ -35,7 +35,11 @@ pub fn wanted_names(inventory: &Inventory) -> Vec<String> {
 
 /// Connects and plans. With `lock`, the fleet's apply lock is taken first
 /// (waiting up to the given time), so the plan is what apply will run.
-pub async fn open(inventory: &Inventory, jobs: usize, lock: Option<Duration>) -> Result<Session, Error> {
+pub async fn open(
+    inventory: &Inventory,
+    jobs: usize,
+    lock: Option<Duration>,
+) -> Result<Session, Error> {
     let migrations = Migrations::load(&inventory.paths.schema)?;
     let admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
     let client = admin.connect(None).await?;
@@ -43,7 +47,14 @@ pub async fn open(inventory: &Inventory, jobs: usize, lock: Option<Duration>) ->
         crate::lock::acquire(&client, &inventory.fleet, timeout).await?;
     }
     let desired = Desired::from_inventory(inventory, migrations.latest(), |u| u.load_password())?;
-    let observed = crate::introspect::observe(&admin, &client, &inventory.fleet, &wanted_names(inventory), jobs).await?;
+    let observed = crate::introspect::observe(
+        &admin,
+        &client,
+        &inventory.fleet,
+        &wanted_names(inventory),
+        jobs,
+    )
+    .await?;
     let plan = tenantry_plan::plan(&desired, &observed);
     Ok(Session {
         admin,

@@ -141,7 +141,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         // Login users of this tenant that the file no longer lists.
         for (name, role) in &observed.roles {
             if let Some(m) = ours(role.comment.as_deref()) {
-                if m.kind == Kind::User && m.tenant == t.name && !wanted_users.contains(name.as_str()) {
+                if m.kind == Kind::User
+                    && m.tenant == t.name
+                    && !wanted_users.contains(name.as_str())
+                {
                     changes.push(Change::DropUser { user: name.clone() });
                 }
             }
@@ -149,7 +152,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         if !changes.is_empty() {
             plan.tenants.push(TenantPlan {
                 tenant: t.name.clone(),
-                action: if db.is_none() { Action::Create } else { Action::Update },
+                action: if db.is_none() {
+                    Action::Create
+                } else {
+                    Action::Update
+                },
                 changes,
             });
         }
@@ -159,14 +166,28 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let wanted: BTreeSet<&str> = desired.tenants.iter().map(|t| t.name.as_str()).collect();
     let mut gone: BTreeMap<String, Vec<Change>> = BTreeMap::new();
     for db in observed.databases.values() {
-        if let Some(m) = ours(db.comment.as_deref()) {
-            if m.kind == Kind::Database && m.tenant == db.name && !wanted.contains(m.tenant.as_str()) {
-                gone.entry(m.tenant.clone()).or_default().push(Change::DropDatabase {
-                    database: db.name.clone(),
-                    protected: m.protected.unwrap_or(true),
-                });
-            }
+        if wanted.contains(db.name.as_str()) {
+            continue;
         }
+        let protected = match ours(db.comment.as_deref()) {
+            Some(m) if m.kind == Kind::Database && m.tenant == db.name => {
+                m.protected.unwrap_or(true)
+            }
+            // A crash between CREATE DATABASE and its COMMENT: ours through
+            // its owner role; protection unknown, so protected.
+            None if db.comment.is_none()
+                && owned_by_our_owner(observed, fleet, &db.name, &db.owner) =>
+            {
+                true
+            }
+            _ => continue,
+        };
+        gone.entry(db.name.clone())
+            .or_default()
+            .push(Change::DropDatabase {
+                database: db.name.clone(),
+                protected,
+            });
     }
     // Roles first users, then groups, the owner last (it owns the database).
     let mut roles: Vec<(&String, Marker)> = observed
@@ -204,26 +225,35 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     plan
 }
 
+/// Whether database `db` is owned by this fleet's marked `<db>_owner` role.
+fn owned_by_our_owner(o: &Observed, fleet: &str, db: &str, owner: &str) -> bool {
+    owner == crate::model::role_name(db, Group::Owner)
+        && o.roles
+            .get(owner)
+            .and_then(|r| marker_of(r.comment.as_deref()))
+            .is_some_and(|m| m.fleet == fleet && m.kind == Kind::Owner && m.tenant == db)
+}
+
 /// Objects that carry the tenant's names but are not this fleet's.
 fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
     let mut out = Vec::new();
-    let owner = t.role(Group::Owner);
     let describe = |m: Option<Marker>| match m {
         None => "exists but is not managed by tenantry".to_owned(),
-        Some(m) if m.fleet != fleet => format!("is managed by tenantry fleet '{}', not '{fleet}'", m.fleet),
-        Some(m) => format!("is managed by tenantry as {} of tenant '{}'", m.kind.as_str(), m.tenant),
+        Some(m) if m.fleet != fleet => {
+            format!("is managed by tenantry fleet '{}', not '{fleet}'", m.fleet)
+        }
+        Some(m) => format!(
+            "is managed by tenantry as {} of tenant '{}'",
+            m.kind.as_str(),
+            m.tenant
+        ),
     };
     if let Some(db) = o.databases.get(&t.name) {
         let m = marker_of(db.comment.as_deref());
         let ok = match &m {
             Some(m) => m.fleet == fleet && m.kind == Kind::Database && m.tenant == t.name,
             // Crash between CREATE DATABASE and its COMMENT: owned by our owner role.
-            None => {
-                db.owner == owner
-                    && o.roles.get(&owner).and_then(|r| marker_of(r.comment.as_deref())).is_some_and(|m| {
-                        m.fleet == fleet && m.kind == Kind::Owner && m.tenant == t.name
-                    })
-            }
+            None => owned_by_our_owner(o, fleet, &t.name, &db.owner),
         };
         if !ok {
             out.push(Conflict {
@@ -255,7 +285,9 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
         if let Some(r) = o.roles.get(&u.name) {
             let m = marker_of(r.comment.as_deref());
             // A user may move between tenants of the same fleet.
-            let ok = m.as_ref().is_some_and(|m| m.fleet == fleet && m.kind == Kind::User);
+            let ok = m
+                .as_ref()
+                .is_some_and(|m| m.fleet == fleet && m.kind == Kind::User);
             if !ok {
                 out.push(Conflict {
                     tenant: t.name.clone(),
@@ -296,7 +328,11 @@ fn group_role(t: &DesiredTenant, group: Group, fleet: &str, o: &Observed) -> Opt
     }
     let marker = Marker::new(fleet, &t.name, kind).render();
     if r.comment.as_deref() != Some(marker.as_str()) {
-        diffs.push(Diff::new("marker", r.comment.as_deref().unwrap_or("(none)"), &marker));
+        diffs.push(Diff::new(
+            "marker",
+            r.comment.as_deref().unwrap_or("(none)"),
+            &marker,
+        ));
     }
     // Group roles are members of nothing (the admin connection's own
     // membership in the owner role is the other direction).
@@ -312,7 +348,11 @@ fn group_role(t: &DesiredTenant, group: Group, fleet: &str, o: &Observed) -> Opt
     })
 }
 
-fn database_diffs(t: &DesiredTenant, fleet: &str, db: &crate::model::ObservedDatabase) -> (Vec<Diff>, Vec<String>) {
+fn database_diffs(
+    t: &DesiredTenant,
+    fleet: &str,
+    db: &crate::model::ObservedDatabase,
+) -> (Vec<Diff>, Vec<String>) {
     let mut diffs = Vec::new();
     let owner = t.role(Group::Owner);
     if db.owner != owner {
@@ -323,11 +363,12 @@ fn database_diffs(t: &DesiredTenant, fleet: &str, db: &crate::model::ObservedDat
     let old = marker_of(db.comment.as_deref());
     if old.as_ref() != Some(&marker) {
         match old {
-            Some(old) if old.protected != marker.protected => diffs.push(Diff::new(
-                "deletion_protection",
-                old.protected.unwrap_or(true),
-                t.deletion_protection,
-            )),
+            Some(old) if old.protected.is_some() && old.protected != marker.protected => diffs
+                .push(Diff::new(
+                    "deletion_protection",
+                    old.protected.unwrap_or(true),
+                    t.deletion_protection,
+                )),
             _ => diffs.push(Diff::new(
                 "marker",
                 db.comment.as_deref().unwrap_or("(none)"),
@@ -366,7 +407,11 @@ fn acl_diffs(
         let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
         let have = acl.get(grantee).cloned().unwrap_or_default();
         if have != want {
-            diffs.push(Diff::new(format!("{object}: {grantee}"), show(&have), show(&want)));
+            diffs.push(Diff::new(
+                format!("{object}: {grantee}"),
+                show(&have),
+                show(&want),
+            ));
         }
     }
     let mut foreign = Vec::new();
@@ -374,7 +419,11 @@ fn acl_diffs(
         if expect.contains_key(grantee) || ignore.contains(&grantee.as_str()) || have.is_empty() {
             continue;
         }
-        diffs.push(Diff::new(format!("{object}: {grantee}"), show(have), "(none)"));
+        diffs.push(Diff::new(
+            format!("{object}: {grantee}"),
+            show(have),
+            "(none)",
+        ));
         foreign.push(grantee.clone());
     }
     foreign
@@ -383,8 +432,18 @@ fn acl_diffs(
 /// Privileges in the order people write them.
 fn ordered(set: &BTreeSet<String>) -> Vec<&str> {
     const ORDER: &[&str] = &[
-        "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "USAGE",
-        "CREATE", "CONNECT", "TEMPORARY", "EXECUTE",
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+        "USAGE",
+        "CREATE",
+        "CONNECT",
+        "TEMPORARY",
+        "EXECUTE",
     ];
     let mut v: Vec<&str> = set.iter().map(String::as_str).collect();
     v.sort_by_key(|p| ORDER.iter().position(|o| o == p).unwrap_or(usize::MAX));
@@ -399,8 +458,15 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
         diffs.push(Diff::new("schema public: owner", &c.schema_owner, &owner));
     }
     let usage: &[&str] = &["USAGE"];
-    let expect: BTreeMap<String, &[&str]> = Group::MEMBERS.iter().map(|&g| (t.role(g), usage)).collect();
-    foreign.extend(acl_diffs("schema public", &c.schema_acl, &expect, &[owner.as_str(), "pg_database_owner"], &mut diffs));
+    let expect: BTreeMap<String, &[&str]> =
+        Group::MEMBERS.iter().map(|&g| (t.role(g), usage)).collect();
+    foreign.extend(acl_diffs(
+        "schema public",
+        &c.schema_acl,
+        &expect,
+        &[owner.as_str(), "pg_database_owner"],
+        &mut diffs,
+    ));
 
     for rel in &c.relations {
         let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
@@ -418,24 +484,47 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
             RelKind::Table => format!("table {}", rel.name),
             RelKind::Sequence => format!("sequence {}", rel.name),
         };
-        foreign.extend(acl_diffs(&what, &rel.acl, &expect, &[rel.owner.as_str()], &mut diffs));
+        foreign.extend(acl_diffs(
+            &what,
+            &rel.acl,
+            &expect,
+            &[rel.owner.as_str()],
+            &mut diffs,
+        ));
     }
     for (objtype, label, privs) in [
-        ('r', "default privileges on tables", table_privileges as fn(Group) -> &'static [&'static str]),
+        (
+            'r',
+            "default privileges on tables",
+            table_privileges as fn(Group) -> &'static [&'static str],
+        ),
         ('S', "default privileges on sequences", sequence_privileges),
     ] {
-        let expect: BTreeMap<String, &[&str]> =
-            Group::MEMBERS.iter().map(|&g| (t.role(g), privs(g))).collect();
+        let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
+            .iter()
+            .map(|&g| (t.role(g), privs(g)))
+            .collect();
         let empty = Acl::new();
         let acl = c.default_acl.get(&objtype).unwrap_or(&empty);
-        foreign.extend(acl_diffs(label, acl, &expect, &[owner.as_str()], &mut diffs));
+        foreign.extend(acl_diffs(
+            label,
+            acl,
+            &expect,
+            &[owner.as_str()],
+            &mut diffs,
+        ));
     }
     // Expected-empty grantees show as "(none) -> (none)" never: drop no-op lines.
     diffs.retain(|d| d.old != d.new);
     (diffs, foreign.into_iter().collect())
 }
 
-fn user(t: &DesiredTenant, u: &crate::model::DesiredUser, fleet: &str, o: &Observed) -> Option<Change> {
+fn user(
+    t: &DesiredTenant,
+    u: &crate::model::DesiredUser,
+    fleet: &str,
+    o: &Observed,
+) -> Option<Change> {
     let group_role = t.role(u.group);
     let login = t.status == Status::Active;
     let Some(r) = o.roles.get(&u.name) else {
@@ -453,7 +542,11 @@ fn user(t: &DesiredTenant, u: &crate::model::DesiredUser, fleet: &str, o: &Obser
         diffs.push(Diff::new("login", r.login, login));
     }
     if r.connection_limit != t.connection_limit {
-        diffs.push(Diff::new("connection limit", r.connection_limit, t.connection_limit));
+        diffs.push(Diff::new(
+            "connection limit",
+            r.connection_limit,
+            t.connection_limit,
+        ));
     }
     let timeout = r.setting("statement_timeout");
     if timeout.and_then(parse_duration_ms) != Some(t.statement_timeout_ms) {
@@ -465,12 +558,21 @@ fn user(t: &DesiredTenant, u: &crate::model::DesiredUser, fleet: &str, o: &Obser
     }
     let marker = Marker::new(fleet, &t.name, Kind::User).render();
     if r.comment.as_deref() != Some(marker.as_str()) {
-        diffs.push(Diff::new("marker", r.comment.as_deref().unwrap_or("(none)"), &marker));
+        diffs.push(Diff::new(
+            "marker",
+            r.comment.as_deref().unwrap_or("(none)"),
+            &marker,
+        ));
     }
     if !r.member_of.contains(&group_role) {
         diffs.push(Diff::new(format!("member of {group_role}"), "no", "yes"));
     }
-    let revoke: Vec<String> = r.member_of.iter().filter(|m| **m != group_role).cloned().collect();
+    let revoke: Vec<String> = r
+        .member_of
+        .iter()
+        .filter(|m| **m != group_role)
+        .cloned()
+        .collect();
     for m in &revoke {
         diffs.push(Diff::new(format!("member of {m}"), "yes", "no"));
     }
@@ -495,3 +597,7 @@ fn user(t: &DesiredTenant, u: &crate::model::DesiredUser, fleet: &str, o: &Obser
         revoke,
     })
 }
+
+#[cfg(test)]
+#[path = "diff_tests.rs"]
+mod tests;

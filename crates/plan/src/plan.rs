@@ -135,9 +135,9 @@ pub enum Sign {
 impl Change {
     pub fn sign(&self) -> Sign {
         match self {
-            Change::CreateRole { .. } | Change::CreateDatabase { .. } | Change::CreateUser { .. } => {
-                Sign::Add
-            }
+            Change::CreateRole { .. }
+            | Change::CreateDatabase { .. }
+            | Change::CreateUser { .. } => Sign::Add,
             Change::DropUser { .. } | Change::DropDatabase { .. } | Change::DropRole { .. } => {
                 Sign::Destroy
             }
@@ -171,9 +171,15 @@ impl Plan {
         self.tenants
             .iter()
             .filter(|t| {
-                t.changes
-                    .iter()
-                    .any(|c| matches!(c, Change::DropDatabase { protected: true, .. }))
+                t.changes.iter().any(|c| {
+                    matches!(
+                        c,
+                        Change::DropDatabase {
+                            protected: true,
+                            ..
+                        }
+                    )
+                })
             })
             .map(|t| t.tenant.as_str())
             .collect()

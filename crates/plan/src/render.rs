@@ -51,7 +51,10 @@ pub fn text(plan: &Plan) -> String {
         out.push('\n');
     }
     let (add, change, destroy) = plan.counts();
-    let _ = writeln!(out, "Plan: {add} to add, {change} to change, {destroy} to destroy.");
+    let _ = writeln!(
+        out,
+        "Plan: {add} to add, {change} to change, {destroy} to destroy."
+    );
     let protected = plan.protected_destroys();
     if !protected.is_empty() {
         let _ = writeln!(

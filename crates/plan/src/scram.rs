@@ -123,7 +123,13 @@ mod tests {
 
     #[test]
     fn non_scram_values_never_match() {
-        for stored in ["md5abc", "pw", "", "SCRAM-SHA-256$x:y$z:w", "SCRAM-SHA-256$0:AA==$AA==:AA=="] {
+        for stored in [
+            "md5abc",
+            "pw",
+            "",
+            "SCRAM-SHA-256$x:y$z:w",
+            "SCRAM-SHA-256$0:AA==$AA==:AA==",
+        ] {
             assert!(!verify("pw", stored), "{stored}");
         }
     }

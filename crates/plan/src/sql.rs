@@ -155,7 +155,12 @@ mod tests {
 
     #[test]
     fn foreign_comments_are_not_markers() {
-        for c in ["", "created by terraform", "tenantry:v1 fleet=x", "tenantry:v1 fleet=x tenant=y kind=table"] {
+        for c in [
+            "",
+            "created by terraform",
+            "tenantry:v1 fleet=x",
+            "tenantry:v1 fleet=x tenant=y kind=table",
+        ] {
             assert_eq!(Marker::parse(c), None, "{c}");
         }
     }

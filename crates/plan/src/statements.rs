@@ -33,19 +33,34 @@ fn attribute_fixes(diffs: &[Diff]) -> String {
 }
 
 /// A group role (NOLOGIN) with its marker. One transaction.
-pub fn group_role(fleet: &str, tenant: &str, kind: Kind, create: bool, diffs: &[Diff], revoke: &[String]) -> Vec<String> {
+pub fn group_role(
+    fleet: &str,
+    tenant: &str,
+    kind: Kind,
+    create: bool,
+    diffs: &[Diff],
+    revoke: &[String],
+) -> Vec<String> {
     let role = format!("{tenant}_{}", kind.as_str());
     let mut sql = Vec::new();
     if create {
         sql.push(format!("CREATE ROLE {} NOLOGIN", ident(&role)));
     } else {
-        sql.push(format!("ALTER ROLE {} NOLOGIN{}", ident(&role), attribute_fixes(diffs)));
+        sql.push(format!(
+            "ALTER ROLE {} NOLOGIN{}",
+            ident(&role),
+            attribute_fixes(diffs)
+        ));
     }
     for m in revoke {
         sql.push(format!("REVOKE {} FROM {}", ident(m), ident(&role)));
     }
     let marker = Marker::new(fleet, tenant, kind).render();
-    sql.push(format!("COMMENT ON ROLE {} IS {}", ident(&role), literal(&marker)));
+    sql.push(format!(
+        "COMMENT ON ROLE {} IS {}",
+        ident(&role),
+        literal(&marker)
+    ));
     sql
 }
 
@@ -65,12 +80,20 @@ pub fn create_database(t: &DesiredTenant) -> String {
 }
 
 /// Owner, marker and database-level isolation. One transaction.
-pub fn database(fleet: &str, t: &DesiredTenant, allow_connections: bool, foreign: &[String]) -> Vec<String> {
+pub fn database(
+    fleet: &str,
+    t: &DesiredTenant,
+    allow_connections: bool,
+    foreign: &[String],
+) -> Vec<String> {
     let db = ident(&t.name);
     let mut marker = Marker::new(fleet, &t.name, Kind::Database);
     marker.protected = Some(t.deletion_protection);
     let mut sql = vec![
-        format!("ALTER DATABASE {db} OWNER TO {}", ident(&t.role(Group::Owner))),
+        format!(
+            "ALTER DATABASE {db} OWNER TO {}",
+            ident(&t.role(Group::Owner))
+        ),
         format!("COMMENT ON DATABASE {db} IS {}", literal(&marker.render())),
         format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
     ];
@@ -121,21 +144,28 @@ pub fn privileges(t: &DesiredTenant, foreign: &[String], has_history: bool) -> V
     for g in Group::MEMBERS {
         let role = ident(&t.role(g));
         let tables = table_privileges(g).join(", ");
-        sql.push(format!("GRANT {tables} ON ALL TABLES IN SCHEMA public TO {role}"));
+        sql.push(format!(
+            "GRANT {tables} ON ALL TABLES IN SCHEMA public TO {role}"
+        ));
         sql.push(format!(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT {tables} ON TABLES TO {role}"
         ));
         let seqs = sequence_privileges(g);
         if !seqs.is_empty() {
             let seqs = seqs.join(", ");
-            sql.push(format!("GRANT {seqs} ON ALL SEQUENCES IN SCHEMA public TO {role}"));
+            sql.push(format!(
+                "GRANT {seqs} ON ALL SEQUENCES IN SCHEMA public TO {role}"
+            ));
             sql.push(format!(
                 "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT {seqs} ON SEQUENCES TO {role}"
             ));
         }
     }
     if has_history {
-        sql.push(format!("REVOKE ALL ON TABLE public.{} FROM {groups}", ident(HISTORY_TABLE)));
+        sql.push(format!(
+            "REVOKE ALL ON TABLE public.{} FROM {groups}",
+            ident(HISTORY_TABLE)
+        ));
     }
     sql
 }
@@ -233,8 +263,12 @@ mod tests {
     #[test]
     fn privileges_follow_the_tiers() {
         let sql = privileges(&tenant(), &["intruder".into()], true).join(";\n");
-        assert!(sql.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"shop_admin\""));
-        assert!(sql.contains("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO \"shop_developer\""));
+        assert!(sql.contains(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"shop_admin\""
+        ));
+        assert!(sql.contains(
+            "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO \"shop_developer\""
+        ));
         assert!(sql.contains("GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"shop_customer\""));
         assert!(!sql.contains("ON ALL SEQUENCES IN SCHEMA public TO \"shop_customer\""));
         assert!(sql.contains("FROM PUBLIC, \"intruder\", \"shop_admin\""));
@@ -258,12 +292,17 @@ mod tests {
             "CREATE ROLE \"bob\" LOGIN CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a:b' IN ROLE \"shop_developer\""
         );
         assert_eq!(sql[1], "ALTER ROLE \"bob\" SET statement_timeout = '5s'");
-        assert!(sql[2].starts_with("COMMENT ON ROLE \"bob\" IS 'tenantry:v1 fleet=default tenant=shop kind=user'"));
+        assert!(sql[2].starts_with(
+            "COMMENT ON ROLE \"bob\" IS 'tenantry:v1 fleet=default tenant=shop kind=user'"
+        ));
     }
 
     #[test]
     fn only_drifted_attributes_are_named() {
-        let d = [Diff::new("createdb", true, false), Diff::new("login", true, false)];
+        let d = [
+            Diff::new("createdb", true, false),
+            Diff::new("login", true, false),
+        ];
         let sql = group_role("f", "shop", Kind::Admin, false, &d, &[]);
         assert_eq!(sql[0], "ALTER ROLE \"shop_admin\" NOLOGIN NOCREATEDB");
     }
