@@ -54,7 +54,29 @@ pub(crate) fn validate(
     let raw: RawManifest = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(e) => {
-            let d = r.diagnostic(e.span(), e.message().trim_end(), toml_help(e.message()));
+            // Quote the offending line: serde's message names the type, not the key.
+            let line = e
+                .span()
+                .and_then(|span| {
+                    source[..span.start.min(source.len())]
+                        .rsplit('\n')
+                        .next()
+                        .map(|head| {
+                            let start = span.start.min(source.len()) - head.len();
+                            source[start..]
+                                .lines()
+                                .next()
+                                .unwrap_or("")
+                                .trim()
+                                .to_owned()
+                        })
+                })
+                .filter(|l| !l.is_empty());
+            let message = match line {
+                Some(line) => format!("{} (in `{line}`)", e.message().trim_end()),
+                None => e.message().trim_end().to_owned(),
+            };
+            let d = r.diagnostic(e.span(), message, toml_help(e.message()));
             return Err(ManifestError::Invalid(vec![d]));
         }
     };

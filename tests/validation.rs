@@ -1,0 +1,145 @@
+//! Bad inventories are rejected before any server is touched: each case names
+//! the problem and its place (file:line:column), and nothing is created.
+
+mod common;
+
+use common::{Admin, Fleet};
+
+/// (what is wrong, tenants section, text the error must contain, line it must name)
+const CASES: &[(&str, &str, &str, usize)] = &[
+    (
+        "unknown key",
+        "[tenants.{p}_a]\nplan = \"starter\"\ncolour = \"red\"\n",
+        "colour",
+        3,
+    ),
+    (
+        "wrong type",
+        "[tenants.{p}_a]\nplan = \"starter\"\ndeletion_protection = \"yes\"\n",
+        "deletion_protection",
+        3,
+    ),
+    (
+        "SQL in a database name",
+        "[tenants.'shop\"; DROP DATABASE x; --']\nplan = \"starter\"\n",
+        "invalid database name",
+        1,
+    ),
+    (
+        "upper-case database name",
+        "[tenants.{p}_Shop]\nplan = \"starter\"\n",
+        "lower-case",
+        1,
+    ),
+    (
+        "reserved database name",
+        "[tenants.pg_{p}]\nplan = \"starter\"\n",
+        "reserved",
+        1,
+    ),
+    (
+        "name too long for its roles",
+        "[tenants.{p}_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\nplan = \"starter\"\n",
+        "_developer",
+        1,
+    ),
+    (
+        "unknown plan",
+        "[tenants.{p}_a]\nplan = \"enterprise\"\n",
+        "enterprise",
+        2,
+    ),
+    (
+        "same username twice",
+        "[tenants.{p}_a]\nplan = \"starter\"\nadmins = [{ username = \"{p}_u\" }]\n\n[tenants.{p}_b]\nplan = \"starter\"\ncustomers = [{ username = \"{p}_u\" }]\n",
+        "{p}_u",
+        7,
+    ),
+    (
+        "username equal to a derived group role",
+        "[tenants.{p}_a]\nplan = \"starter\"\nadmins = [{ username = \"{p}_a_owner\" }]\n",
+        "{p}_a_owner",
+        3,
+    ),
+    (
+        "subdomain used twice",
+        "[tenants.{p}_a]\nplan = \"starter\"\nsubdomain = \"same\"\n\n[tenants.{p}_b]\nplan = \"starter\"\nsubdomain = \"same\"\n",
+        "same",
+        7,
+    ),
+    (
+        "reserved subdomain",
+        "[tenants.{p}_a]\nplan = \"starter\"\nsubdomain = \"www\"\n",
+        "www",
+        3,
+    ),
+    (
+        "password env variable missing",
+        "[tenants.{p}_a]\nplan = \"starter\"\nadmins = [{ username = \"{p}_u\", password_env = \"TENANTRY_TEST_NOT_SET\" }]\n",
+        "TENANTRY_TEST_NOT_SET",
+        3,
+    ),
+    (
+        "password file missing",
+        "[tenants.{p}_a]\nplan = \"starter\"\nadmins = [{ username = \"{p}_u\", password_file = \"nope/secret\" }]\n",
+        "nope/secret",
+        3,
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inventories_are_rejected_with_a_place_and_nothing_is_created() {
+    for (what, tenants, needle, line) in CASES {
+        let f = Fleet::new(Admin::Superuser);
+        f.write(tenants);
+        // Header lines written by Fleet::write before the tenants section.
+        let header = std::fs::read_to_string(f.config())
+            .unwrap()
+            .lines()
+            .position(|l| l.starts_with("[tenants.") || l == "colour = \"red\"")
+            .expect("tenants section");
+        let expected_line = header + line;
+        for cmd in [&["validate"][..], &["plan"], &["apply", "--auto-approve"]] {
+            let out = f.tenantry(cmd);
+            assert_eq!(out.code, 1, "{what}: {cmd:?} must fail\n{}", out.all());
+            let needle = f.name(needle);
+            assert!(
+                out.stderr.contains(&needle),
+                "{what}: error should name {needle:?}:\n{}",
+                out.stderr
+            );
+            let place = format!("tenants.toml:{expected_line}:");
+            assert!(
+                out.stderr.contains(&place),
+                "{what}: error should point at {place}:\n{}",
+                out.stderr
+            );
+        }
+        let su = f.superuser("postgres").await;
+        let n: i64 = su
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_roles WHERE rolname LIKE $1) + (SELECT count(*) FROM pg_database WHERE datname LIKE $1)",
+                &[&format!("%{}%", f.p)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{what}: nothing may be created");
+    }
+}
+
+#[test]
+fn the_checked_in_example_is_valid_with_no_variables_set() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["validate", "--config"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tenants.toml"))
+        .env_remove("TENANTRY_ADMIN_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 tenant(s)"));
+}
