@@ -1,0 +1,89 @@
+//! The read-only commands (`list`, `show`) and the embedded default
+//! (`up` starts a local PostgreSQL, applies the inventory; `down` stops it).
+
+mod common;
+
+use common::{Admin, Fleet, TWO_TENANTS};
+
+#[test]
+fn list_and_show_report_file_and_server() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let before = f.tenantry(&["list"]);
+    assert!(
+        before.ok().contains("missing (apply creates it)"),
+        "{}",
+        before.stdout
+    );
+    f.apply().ok();
+    f.psql("postgres", "ALTER ROLE {p}_cafe_c CONNECTION LIMIT 1");
+    let list = f.tenantry(&["list"]);
+    let text = list.ok();
+    let line = |t: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&f.name(t)))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("{p}_shop ").contains("professional") && line("{p}_shop ").contains("in sync"),
+        "{text}"
+    );
+    assert!(
+        line("{p}_cafe ").contains("V1") && line("{p}_cafe ").contains("drift"),
+        "{text}"
+    );
+
+    let show = f.tenantry(&["show", &f.name("{p}_shop")]);
+    let text = show.ok();
+    assert!(text.contains("connection limit 20"), "{text}");
+    assert!(
+        text.contains(&f.name("{p}_shop_d")) && text.contains("developer"),
+        "{text}"
+    );
+    assert!(text.contains("schema V1"), "{text}");
+    assert!(
+        !text.contains(&f.secret("{p}_shop_d")),
+        "show never prints a password"
+    );
+    let missing = f.tenantry(&["show", "nope"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("no tenant 'nope'"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_starts_a_local_server_applies_and_down_stops_it() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let data = f.dir.path().join("pg");
+    let data_arg = data.to_str().unwrap();
+    let out = f.tenantry(&["up", "--data-dir", data_arg]);
+    let text = out.ok();
+    assert!(text.contains("Apply complete: 2 created"), "{text}");
+    let url = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export TENANTRY_ADMIN_URL="))
+        .expect("up prints the admin URL")
+        .to_owned();
+    let client = common::connect(&url).await.expect("local server answers");
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{}\\_%", f.p)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    drop(client);
+    // Running up again converges to no changes on the same server.
+    let again = f.tenantry(&["up", "--data-dir", data_arg]);
+    assert!(again.ok().contains("No changes"), "{}", again.stdout);
+    let down = f.tenantry(&["down", "--data-dir", data_arg]);
+    assert!(down.ok().contains("Stopped"), "{}", down.stdout);
+    assert!(common::connect(&url).await.is_err(), "stopped");
+}
