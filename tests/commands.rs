@@ -70,14 +70,12 @@ async fn up_starts_a_local_server_applies_and_down_stops_it() {
         .expect("up prints the admin URL")
         .to_owned();
     let client = common::connect(&url).await.expect("local server answers");
-    let n: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
-            &[&format!("{}\\_%", f.p)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(
+        &client,
+        "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+        &f.like(),
+    )
+    .await;
     assert_eq!(n, 2);
     drop(client);
     // Running up again converges to no changes on the same server.

@@ -76,16 +76,14 @@ async fn a_user_removed_from_the_file_is_dropped_and_its_objects_kept() {
     );
     f.apply().ok();
     let su = f.superuser("postgres").await;
-    let n: i64 = su
-        .query_one(
-            "SELECT count(*) FROM pg_roles WHERE rolname = $1",
-            &[&f.name("{p}_shop_c2")],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(
+        &su,
+        "SELECT count(*) FROM pg_roles WHERE rolname = $1",
+        &f.name("{p}_shop_c2"),
+    )
+    .await;
     assert_eq!(n, 0);
-    assert_eq!(f.tenantry(&["plan", "--detailed-exitcode"]).code, 0);
+    f.assert_converged();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,13 +129,12 @@ async fn destroy_needs_the_flag_respects_protection_and_backs_up_first() {
     let exists = |db: String| {
         let su = &su;
         async move {
-            su.query_one(
+            common::count(
+                su,
                 "SELECT count(*) FROM pg_database WHERE datname = $1",
-                &[&db],
+                &db,
             )
             .await
-            .unwrap()
-            .get::<_, i64>(0)
                 == 1
         }
     };
@@ -147,14 +144,12 @@ async fn destroy_needs_the_flag_respects_protection_and_backs_up_first() {
     let text = out.ok();
     assert!(!exists(f.name("{p}_cafe")).await, "dropped");
     assert!(exists(f.name("{p}_shop")).await, "protected tenant kept");
-    let roles: i64 = su
-        .query_one(
-            "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",
-            &[&f.name("{p}\\_cafe%")],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let roles: i64 = common::count(
+        &su,
+        "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",
+        &f.name("{p}\\_cafe%"),
+    )
+    .await;
     assert_eq!(roles, 0, "the tenant's roles are gone");
 
     // The backup restores, with the data.
@@ -246,8 +241,7 @@ async fn an_apply_killed_midway_converges_when_run_again() {
         let _ = child.wait();
     }
     f.apply().ok();
-    let plan = f.tenantry(&["plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "{}", plan.all());
+    f.assert_converged();
     for i in 0..6 {
         let a = f
             .connect_as(&format!("{{p}}_k{i}_a"), &format!("{{p}}_k{i}"))

@@ -105,9 +105,7 @@ async fn tiers_and_isolation(admin: Admin) {
     assert!(err.contains("permission denied for database"), "{err}");
 
     // Converged: a second plan has nothing to do, and says so with exit 0.
-    let plan = f.tenantry(&["plan", "--detailed-exitcode"]);
-    assert_eq!(plan.code, 0, "{}", plan.all());
-    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+    f.assert_converged();
     let again = f.apply();
     assert!(again.ok().contains("No changes"));
 }
@@ -129,16 +127,15 @@ async fn tenant_roles_have_no_dangerous_attributes_and_users_do_not_own_database
     f.apply().ok();
     let su = f.superuser("postgres").await;
     let prefix = format!("{}\\_%", f.p);
-    let dangerous: i64 = su
-        .query_one(
-            "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1
+    // Every role of the fleet but the admin tenantry connects as.
+    let dangerous = common::count(
+        &su,
+        "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1
                AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication)
-               AND rolname <> $2",
-            &[&prefix, &format!("{}_tenantry", f.p)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+               AND rolname NOT LIKE '%\\_tenantry'",
+        &prefix,
+    )
+    .await;
     assert_eq!(dangerous, 0);
     let owners: Vec<String> = su
         .query("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1", &[&prefix])
@@ -220,14 +217,12 @@ async fn plan_json_and_detailed_exitcode() {
     assert_eq!(json["tenants"][0]["action"], "create");
     // Nothing was created by planning.
     let su = f.superuser("postgres").await;
-    let n: i64 = su
-        .query_one(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
-            &[&format!("{}\\_%", f.p)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(
+        &su,
+        "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+        &f.like(),
+    )
+    .await;
     assert_eq!(n, 0);
 }
 
@@ -260,13 +255,11 @@ async fn an_unmanaged_database_with_a_tenant_name_is_a_conflict_not_a_takeover()
     assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
     // Not even the other tenant was touched.
     let su = f.superuser("postgres").await;
-    let n: i64 = su
-        .query_one(
-            "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",
-            &[&format!("{}\\_%", f.p)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = common::count(
+        &su,
+        "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",
+        &f.like(),
+    )
+    .await;
     assert_eq!(n, 0);
 }

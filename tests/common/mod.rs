@@ -227,3 +227,26 @@ deletion_protection = false
 admins     = [{ username = "{p}_cafe_a" }]
 customers  = [{ username = "{p}_cafe_c" }]
 "#;
+
+/// Runs a `SELECT count(*) ...` with one text parameter.
+pub async fn count(client: &tokio_postgres::Client, sql: &str, arg: &str) -> i64 {
+    client
+        .query_one(sql, &[&arg])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+impl Fleet {
+    /// A LIKE pattern matching every database and role name of this fleet.
+    pub fn like(&self) -> String {
+        format!("{}\\_%", self.p)
+    }
+
+    /// The next plan has nothing to do (`--detailed-exitcode` exits 0).
+    #[track_caller]
+    pub fn assert_converged(&self) {
+        let plan = self.tenantry(&["plan", "--detailed-exitcode"]);
+        assert_eq!(plan.code, 0, "expected no changes\n{}", plan.all());
+    }
+}
