@@ -1,0 +1,226 @@
+//! The baselines tenantry is compared with, measured in the same run on the
+//! same cluster:
+//!
+//! - **provisioning**: what a shell script around generated SQL would do:
+//!   one `psql` per tenant, sequentially, fed the very statements tenantry
+//!   runs (built with `tenantry_plan::statements`), each block in its own
+//!   transaction as tenantry does, plus the schema migration and a minimal
+//!   migration-history row;
+//! - **checking**: `psql -c 'select 1'` once per tenant database, sequentially
+//!   (what "look at each database" costs naively).
+//!
+//! What does not live here: running tenantry, or reporting.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use rand::distributions::Alphanumeric;
+use rand::Rng as _;
+use tenantry_manifest::Status;
+use tenantry_plan::model::DesiredTenant;
+use tenantry_plan::scram;
+use tenantry_plan::sql::Kind;
+use tenantry_plan::statements::{self, UserSpec};
+
+use crate::inventory;
+
+/// The fleet named in the baseline's ownership markers (not the tenantry
+/// fleets', so no tenantry run ever plans to touch these tenants).
+const FLEET: &str = "baseline";
+
+/// A `psql` command (`-X -q -v ON_ERROR_STOP=1`) connecting to `url`, with
+/// the environment that could redirect it removed.
+pub fn psql(bin_dir: &Path, url: &str) -> Command {
+    let mut cmd = Command::new(bin_dir.join("psql"));
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url]);
+    for var in [
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn desired(name: String) -> DesiredTenant {
+    DesiredTenant {
+        name,
+        plan: "starter".into(),
+        status: Status::Active,
+        deletion_protection: true,
+        connection_limit: inventory::CONNECTION_LIMIT,
+        statement_timeout_ms: inventory::STATEMENT_TIMEOUT_MS,
+        statement_timeout: inventory::STATEMENT_TIMEOUT.into(),
+        users: vec![],
+    }
+}
+
+/// One block as a transaction, as tenantry's `tx` runs it.
+fn push_tx(script: &mut String, sql: &[String]) {
+    script.push_str("BEGIN;\n");
+    push(script, sql);
+    script.push_str("COMMIT;\n");
+}
+
+fn push(script: &mut String, sql: &[String]) {
+    for s in sql {
+        script.push_str(s);
+        script.push_str(";\n");
+    }
+}
+
+/// The whole `psql` script that provisions tenant `db` from scratch: the
+/// statements tenantry's apply runs for a new tenant, in the same order
+/// (group roles, database, migration as the owner, privileges, users).
+/// Passwords are generated and turned into SCRAM verifiers here, as
+/// tenantry does.
+pub fn script(db: &str, migration: &str) -> String {
+    let t = desired(db.to_owned());
+    let mut s = String::new();
+    for kind in [Kind::Owner, Kind::Admin, Kind::Developer, Kind::Customer] {
+        push_tx(
+            &mut s,
+            &statements::group_role(FLEET, db, kind, true, &[], &[]),
+        );
+    }
+    push(&mut s, &[statements::create_database(&t)]);
+    push_tx(&mut s, &statements::database(FLEET, &t, true, &[]));
+    s.push_str(&format!("\\c {db}\n"));
+    push(&mut s, &[statements::set_owner_role(&t)]);
+    push(
+        &mut s,
+        &[
+            "CREATE TABLE refinery_schema_history(version int4 PRIMARY KEY, name varchar(255), \
+           applied_on varchar(255), checksum varchar(255))"
+                .to_owned(),
+        ],
+    );
+    s.push_str("BEGIN;\n");
+    s.push_str(migration);
+    s.push_str(
+        "\n;\nINSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES (1, 'init', now()::text, '0');\nCOMMIT;\n",
+    );
+    push_tx(&mut s, &statements::privileges(&t, &[], true));
+    push(&mut s, &["RESET ROLE".to_owned()]);
+    for (user, group) in inventory::users(db) {
+        let verifier = scram::verifier(&password());
+        let spec = UserSpec {
+            fleet: FLEET,
+            tenant: &t,
+            user: &user,
+            group,
+            login: true,
+            verifier: Some(&verifier),
+        };
+        push_tx(&mut s, &statements::user(&spec, true, &[], &[]));
+    }
+    s
+}
+
+/// A fresh 24-character password.
+fn password() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+/// Runs `script` through one `psql` process connected to `url`.
+fn run_script(bin_dir: &Path, url: &str, script: &str) -> Result<()> {
+    let mut child = psql(bin_dir, url)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run psql")?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // The script is a few KiB and psql -q prints nearly nothing, so writing
+    // all of it before reading any output cannot deadlock.
+    stdin.write_all(script.as_bytes())?;
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "psql failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Provisions tenants `<prefix>0001..=n` one `psql` per tenant, in
+/// sequence; returns the total wall time (script generation, including the
+/// SCRAM verifiers, is inside it, as it is inside tenantry's).
+pub fn provision(
+    bin_dir: &Path,
+    admin_url: &str,
+    prefix: &str,
+    n: usize,
+    migration: &str,
+) -> Result<Duration> {
+    let start = Instant::now();
+    for i in 1..=n {
+        let db = inventory::tenant_name(prefix, i);
+        let sql = script(&db, migration);
+        run_script(bin_dir, admin_url, &sql).with_context(|| format!("baseline tenant {db}"))?;
+    }
+    Ok(start.elapsed())
+}
+
+/// `psql -c 'select 1'` against each database in turn; returns the total.
+pub fn check_each(bin_dir: &Path, urls: &[String]) -> Result<Duration> {
+    let start = Instant::now();
+    for url in urls {
+        let out = psql(bin_dir, url)
+            .args(["-c", "select 1"])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run psql")?;
+        if !out.status.success() {
+            bail!(
+                "psql -c 'select 1' on {url} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(start.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_has_every_step_in_tenantry_order() {
+        let s = script("b0001", "CREATE TABLE x ()");
+        let at = |needle: &str| {
+            s.find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing from:\n{s}"))
+        };
+        assert!(at("CREATE ROLE \"b0001_owner\" NOLOGIN") < at("CREATE DATABASE \"b0001\""));
+        assert!(at("CREATE DATABASE") < at("\\c b0001\n"));
+        assert!(at("\\c b0001") < at("SET ROLE \"b0001_owner\""));
+        assert!(at("CREATE TABLE x ()") < at("GRANT USAGE ON SCHEMA public"));
+        assert!(
+            at("REVOKE ALL ON TABLE public.\"refinery_schema_history\"")
+                < at("CREATE ROLE \"b0001_c\" LOGIN")
+        );
+        assert!(s.contains("PASSWORD 'SCRAM-SHA-256$4096:"));
+        assert_eq!(s.matches("BEGIN;").count(), s.matches("COMMIT;").count());
+    }
+}
