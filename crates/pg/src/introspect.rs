@@ -1,7 +1,8 @@
 //! Reads the catalog into an [`Observed`]: three set-based queries on the
 //! admin database for roles, memberships and databases, then one pipelined
 //! round of queries inside each managed tenant database (schema, relation and
-//! default ACLs, migration version), many databases at a time.
+//! default ACLs, migration version) in one round trip per tenant database,
+//! many databases at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -162,85 +163,114 @@ pub async fn observe(
     Ok(observed)
 }
 
-/// One tenant database's schema, relation and default ACLs and migration version.
+/// `[grantee, privilege]` pairs of an ACL as a JSON array (grantee 0 is PUBLIC).
+fn acl_json(acl: &str) -> String {
+    format!(
+        "coalesce((SELECT json_agg(json_build_array(CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+         ELSE pg_get_userbyid(a.grantee)::text END, a.privilege_type)) FROM aclexplode({acl}) a), '[]')"
+    )
+}
+
+/// One tenant database's schema, relation and default ACLs and migration
+/// version: one connection, one simple query (one round trip) returning JSON.
 pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error> {
     let client = admin.connect(Some(db)).await?;
     let ctx = format!("reading database {db}");
-    let schema_sql = format!(
-        "SELECT pg_get_userbyid(n.nspowner)::text, {ACL_AGG}
-         FROM pg_namespace n
-         LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a ON true
-         LEFT JOIN pg_roles g ON g.oid = a.grantee
-         WHERE n.nspname = 'public' GROUP BY n.oid"
+    let owner = tenantry_plan::sql::literal(&format!("{db}_owner"));
+    let schema_acl = acl_json("coalesce(n.nspacl, acldefault('n', n.nspowner))");
+    let rel_acl = acl_json(
+        "coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's'::\"char\" ELSE 'r'::\"char\" END, c.relowner))",
     );
-    let relations_sql = format!(
-        "SELECT c.relname::text, c.relkind = 'S', pg_get_userbyid(c.relowner)::text, {ACL_AGG}
-         FROM pg_class c
-         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
-         LEFT JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(
-             CASE WHEN c.relkind = 'S' THEN 's'::\"char\" ELSE 'r'::\"char\" END, c.relowner))) a ON true
-         LEFT JOIN pg_roles g ON g.oid = a.grantee
-         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-         GROUP BY c.oid"
+    // The history table may not exist: query_to_xml runs its query only when
+    // the CASE reaches it, so a missing table is never referenced.
+    let sql = format!(
+        "SELECT json_build_object(
+           'schema_owner', (SELECT pg_get_userbyid(n.nspowner)::text FROM pg_namespace n WHERE n.nspname = 'public'),
+           'schema_acl', (SELECT {schema_acl} FROM pg_namespace n WHERE n.nspname = 'public'),
+           'relations', coalesce((SELECT json_agg(json_build_array(c.relname::text, c.relkind = 'S',
+                                   pg_get_userbyid(c.relowner)::text, {rel_acl}))
+                                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+                                 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')), '[]'),
+           'defaults', coalesce((SELECT json_agg(json_build_array(d.defaclobjtype::text,
+                                   CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END,
+                                   a.privilege_type))
+                                 FROM pg_default_acl d
+                                 JOIN pg_namespace n ON n.oid = d.defaclnamespace AND n.nspname = 'public'
+                                 CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+                                 WHERE pg_get_userbyid(d.defaclrole) = {owner}), '[]'),
+           'version', CASE WHEN to_regclass('public.{HISTORY_TABLE}') IS NOT NULL THEN
+                        ((xpath('/row/v/text()', query_to_xml('SELECT max(version) AS v FROM public.{HISTORY_TABLE}',
+                                                               false, true, '')))[1])::text::int END
+         )::text"
     );
-    let default_sql =
-        "SELECT d.defaclobjtype::text, coalesce(g.rolname, 'PUBLIC') || '=' || a.privilege_type
-         FROM pg_default_acl d
-         JOIN pg_namespace n ON n.oid = d.defaclnamespace AND n.nspname = 'public'
-         CROSS JOIN LATERAL aclexplode(d.defaclacl) a
-         LEFT JOIN pg_roles g ON g.oid = a.grantee
-         WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = $1)";
-    let history_sql = format!("SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL");
-    let owner = format!("{db}_owner");
-    let owner_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&owner];
-    let (schema, relations, defaults, history) = futures_util::try_join!(
-        client.query_opt(&schema_sql, &[]),
-        client.query(&relations_sql, &[]),
-        client.query(default_sql, &owner_param),
-        client.query_one(&history_sql, &[]),
-    )
-    .map_err(|e| Error::sql(&ctx, e))?;
-
-    let mut c = ObservedContents::default();
-    if let Some(row) = schema {
-        c.schema_owner = row.get(0);
-        c.schema_acl = acl(row.get(1));
-    }
-    c.relations = relations
-        .into_iter()
-        .map(|row| ObservedRelation {
-            name: row.get(0),
-            kind: if row.get(1) {
-                RelKind::Sequence
-            } else {
-                RelKind::Table
-            },
-            owner: row.get(2),
-            acl: acl(row.get(3)),
+    let rows = client
+        .simple_query(&sql)
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?;
+    let text = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
         })
-        .collect();
-    for row in defaults {
-        let objtype: String = row.get(0);
-        let entry: String = row.get(1);
-        let Some(objtype) = objtype.chars().next() else {
-            continue;
-        };
-        let map = c.default_acl.entry(objtype).or_default();
-        if let Some((grantee, privilege)) = entry.rsplit_once('=') {
-            map.entry(grantee.to_owned())
+        .ok_or_else(|| Error::Sql {
+            context: ctx.clone(),
+            message: "the catalog query returned no row".to_owned(),
+        })?;
+    parse_contents(&text).map_err(|message| Error::Sql {
+        context: ctx,
+        message,
+    })
+}
+
+fn pairs(v: &serde_json::Value) -> Acl {
+    let mut acl = Acl::new();
+    for pair in v.as_array().into_iter().flatten() {
+        if let (Some(grantee), Some(privilege)) = (pair[0].as_str(), pair[1].as_str()) {
+            acl.entry(grantee.to_owned())
                 .or_default()
                 .insert(privilege.to_owned());
         }
     }
-    if history.get::<_, bool>(0) {
-        let row = client
-            .query_one(
-                &format!("SELECT max(version) FROM public.{HISTORY_TABLE}"),
-                &[],
-            )
-            .await
-            .map_err(|e| Error::sql(&ctx, e))?;
-        c.migration_version = row.get::<_, Option<i32>>(0).map(i64::from);
+    acl
+}
+
+/// Parses the JSON built by [`contents`]'s query.
+fn parse_contents(text: &str) -> Result<ObservedContents, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("unexpected catalog answer: {e}"))?;
+    let mut c = ObservedContents {
+        schema_owner: v["schema_owner"].as_str().unwrap_or_default().to_owned(),
+        schema_acl: pairs(&v["schema_acl"]),
+        migration_version: v["version"].as_i64(),
+        ..ObservedContents::default()
+    };
+    for r in v["relations"].as_array().into_iter().flatten() {
+        c.relations.push(ObservedRelation {
+            name: r[0].as_str().unwrap_or_default().to_owned(),
+            kind: if r[1].as_bool() == Some(true) {
+                RelKind::Sequence
+            } else {
+                RelKind::Table
+            },
+            owner: r[2].as_str().unwrap_or_default().to_owned(),
+            acl: pairs(&r[3]),
+        });
+    }
+    for d in v["defaults"].as_array().into_iter().flatten() {
+        let (Some(objtype), Some(grantee), Some(privilege)) = (
+            d[0].as_str().and_then(|s| s.chars().next()),
+            d[1].as_str(),
+            d[2].as_str(),
+        ) else {
+            continue;
+        };
+        c.default_acl
+            .entry(objtype)
+            .or_default()
+            .entry(grantee.to_owned())
+            .or_default()
+            .insert(privilege.to_owned());
     }
     Ok(c)
 }

@@ -67,6 +67,16 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         .flat_map(|t| t.users.iter().map(|u| u.name.as_str()))
         .collect();
 
+    let matching = matching_passwords(desired, observed);
+    // This fleet's login users that no tenant lists any more, by tenant.
+    let mut unwanted_users: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (name, role) in &observed.roles {
+        if let Some(m) = ours(role.comment.as_deref()) {
+            if m.kind == Kind::User && !wanted_users.contains(name.as_str()) {
+                unwanted_users.entry(m.tenant).or_default().push(name);
+            }
+        }
+    }
     for t in &desired.tenants {
         let conflicts = conflicts(t, fleet, observed);
         if !conflicts.is_empty() {
@@ -136,18 +146,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             }
         }
         for u in &t.users {
-            changes.extend(user(t, u, fleet, observed));
+            changes.extend(user(t, u, fleet, observed, &matching));
         }
         // Login users of this tenant that the file no longer lists.
-        for (name, role) in &observed.roles {
-            if let Some(m) = ours(role.comment.as_deref()) {
-                if m.kind == Kind::User
-                    && m.tenant == t.name
-                    && !wanted_users.contains(name.as_str())
-                {
-                    changes.push(Change::DropUser { user: name.clone() });
-                }
-            }
+        for name in unwanted_users.get(t.name.as_str()).into_iter().flatten() {
+            changes.push(Change::DropUser {
+                user: (*name).to_owned(),
+            });
         }
         if !changes.is_empty() {
             plan.tenants.push(TenantPlan {
@@ -519,11 +524,49 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
     (diffs, foreign.into_iter().collect())
 }
 
+/// The users whose stored verifier matches their source password. PBKDF2 is
+/// slow on purpose (4096 rounds a check), so a fleet's worth is checked on
+/// every core at once.
+fn matching_passwords<'a>(desired: &'a Desired, o: &Observed) -> BTreeSet<&'a str> {
+    if !o.can_read_passwords {
+        return BTreeSet::new();
+    }
+    let work: Vec<(&str, &secrecy::SecretString, &str)> = desired
+        .tenants
+        .iter()
+        .flat_map(|t| &t.users)
+        .filter_map(|u| {
+            let stored = o.roles.get(&u.name)?.password.as_deref()?;
+            Some((u.name.as_str(), u.password.as_ref()?, stored))
+        })
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = work.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter(|(_, pw, stored)| scram::verify(pw.expose_secret(), stored))
+                        .map(|(name, _, _)| *name)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("verifier threads do not panic"))
+            .collect()
+    })
+}
+
 fn user(
     t: &DesiredTenant,
     u: &crate::model::DesiredUser,
     fleet: &str,
     o: &Observed,
+    matching: &BTreeSet<&str>,
 ) -> Option<Change> {
     let group_role = t.role(u.group);
     let login = t.status == Status::Active;
@@ -579,10 +622,7 @@ fn user(
     let set_password = match (&u.password, o.can_read_passwords) {
         // Not generated yet (the file is gone): a new one replaces whatever is set.
         (None, _) => true,
-        (Some(pw), true) => !r
-            .password
-            .as_deref()
-            .is_some_and(|stored| scram::verify(pw.expose_secret(), stored)),
+        (Some(_), true) => !matching.contains(u.name.as_str()),
         // The verifier cannot be read: never reset blindly on every run.
         (Some(_), false) => false,
     };
