@@ -87,8 +87,17 @@ async fn a_user_removed_from_the_file_is_dropped_and_its_objects_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn destroy_needs_the_flag_respects_protection_and_backs_up_first() {
-    let f = Fleet::new(Admin::Superuser);
+async fn destroy_needs_the_flag_respects_protection_and_backs_up_first_as_superuser() {
+    destroy(Admin::Superuser).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_needs_the_flag_respects_protection_and_backs_up_first_as_createrole_admin() {
+    destroy(Admin::CreateRole).await;
+}
+
+async fn destroy(admin: Admin) {
+    let f = Fleet::new(admin);
     f.write(TWO_TENANTS);
     f.apply().ok();
     let a = f.connect_as("{p}_cafe_a", "{p}_cafe").await.unwrap();
