@@ -20,9 +20,9 @@ pub struct Common {
     /// Admin connection URL (overrides [server].admin_url; env TENANTRY_ADMIN_URL is read by the inventory).
     #[arg(long, global = true, hide_env_values = true)]
     pub admin_url: Option<String>,
-    /// Tenant databases worked on at once.
-    #[arg(long, short = 'j', global = true, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
+    /// Tenant databases worked on at once (apply: 4; migrate: from the server's free connections).
+    #[arg(long, short = 'j', global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,6 +49,21 @@ pub enum Command {
         common: Common,
         #[command(flatten)]
         apply: ApplyFlags,
+    },
+    /// Bring every tenant database to the schema directory's latest migration.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        flags: MigrateFlags,
+    },
+    /// Each tenant's schema version, pending migrations, and any divergent or unknown one.
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List the tenants: plan, status, and whether they exist on the server.
     List {
@@ -89,5 +104,24 @@ pub struct ApplyFlags {
     pub allow_destroy: bool,
     /// How long to wait for another apply of the same fleet ("0s": fail at once).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateFlags {
+    /// Stop scheduling new tenants after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Migrate this tenant first and stop if it fails (repeatable).
+    #[arg(long = "canary", value_name = "TENANT")]
+    pub canaries: Vec<String>,
+    /// Print the per-tenant report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only report versions (same as `tenantry status`).
+    #[arg(long)]
+    pub status: bool,
+    /// How long to wait for another run migrating the same database.
+    #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
 }

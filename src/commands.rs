@@ -13,7 +13,7 @@ use tenantry_pg::session::{self, Session};
 use tenantry_plan::plan::Action;
 use tenantry_plan::render;
 
-use crate::cli::{ApplyFlags, Cli, Command, Common};
+use crate::cli::{ApplyFlags, Cli, Command, Common, MigrateFlags};
 
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
@@ -27,11 +27,24 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let inventory = load(&common)?;
             apply_inventory(&inventory, &common, &apply).await
         }
+        Command::Migrate { common, flags } => {
+            if flags.status {
+                status(&common, flags.json).await
+            } else {
+                migrate(&common, &flags).await
+            }
+        }
+        Command::Status { common, json } => status(&common, json).await,
         Command::List { common } => list(&common).await,
         Command::Show { common, tenant } => show(&common, &tenant).await,
         Command::Up { common, data_dir } => up(&common, data_dir).await,
         Command::Down { common, data_dir } => down(&common, data_dir),
     }
+}
+
+/// `--jobs`, or 4.
+fn jobs(common: &Common) -> usize {
+    common.jobs.map_or(4, usize::from)
 }
 
 /// Loads and validates the inventory; `--admin-url` wins over file and env.
@@ -66,7 +79,7 @@ async fn open(
     common: &Common,
     lock: Option<std::time::Duration>,
 ) -> Result<Session> {
-    Ok(session::open(inventory, usize::from(common.jobs) * 4, lock).await?)
+    Ok(session::open(inventory, jobs(common) * 4, lock).await?)
 }
 
 async fn plan(common: &Common, json: bool, detailed: bool) -> Result<u8> {
@@ -121,7 +134,8 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
         observed: &s.observed,
         migrations: &s.migrations,
         pg_dump: &pg_dump,
-        jobs: usize::from(common.jobs),
+        jobs: jobs(common),
+        lock_wait: flags.lock_timeout,
     };
     println!();
     let outcomes = apply::apply(&ctx, &s.plan, report).await;
@@ -355,4 +369,228 @@ fn down(common: &Common, dir: Option<PathBuf>) -> Result<u8> {
         println!("No local PostgreSQL is running in {}.", dir.display());
     }
     Ok(0)
+}
+
+/// The inventory's tenants, each with whether its managed database exists.
+async fn fleet_tenants(
+    inventory: &Inventory,
+    admin: &tenantry_pg::Admin,
+) -> Result<(tokio_postgres::Client, Vec<(String, bool)>)> {
+    let client = admin.connect(None).await?;
+    let names: Vec<String> = inventory
+        .tenants
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    let existing =
+        tenantry_pg::introspect::managed_databases(&client, &inventory.fleet, &names).await?;
+    let tenants = names.into_iter().map(|n| {
+        let exists = existing.contains(&n);
+        (n, exists)
+    });
+    Ok((client, tenants.collect()))
+}
+
+fn version(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("V{v}"))
+}
+
+async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
+    let inventory = load(common)?;
+    for c in &flags.canaries {
+        if inventory.tenant(c).is_none() {
+            bail!(
+                "--canary {c}: no such tenant in {}",
+                common.config.display()
+            );
+        }
+    }
+    let migrations = tenantry_pg::Migrations::load(&inventory.paths.schema)?;
+    let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let (client, tenants) = fleet_tenants(&inventory, &admin).await?;
+    let jobs = match common.jobs {
+        Some(j) => usize::from(j),
+        None => tenantry_pg::fleet::default_jobs(&client).await?,
+    };
+    let options = tenantry_pg::fleet::Options {
+        jobs,
+        fail_fast: flags.fail_fast,
+        canaries: flags.canaries.clone(),
+        lock_wait: flags.lock_timeout,
+    };
+    if !flags.json {
+        println!(
+            "Migrating {} tenant(s) to {} ({} migration(s) in {}), {jobs} at a time{}.",
+            tenants.len(),
+            version(migrations.latest()),
+            migrations.len(),
+            migrations.dir.display(),
+            if flags.canaries.is_empty() {
+                String::new()
+            } else {
+                format!(", canaries first: {}", flags.canaries.join(", "))
+            }
+        );
+    }
+    let progress = Progress::new(tenants.len() as u64, flags.json);
+    let reports = tenantry_pg::fleet::migrate(&admin, &migrations, &tenants, &options, &|r| {
+        progress.done(r)
+    })
+    .await;
+    progress.finish();
+    drop(client);
+    let failed = reports
+        .iter()
+        .filter(|r| r.result == tenantry_pg::fleet::Result::Failed)
+        .count();
+    if flags.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!(
+            "\n{:<32} {:>6} {:>6} {:>10}  {:<11} ERROR",
+            "TENANT", "FROM", "TO", "DURATION", "RESULT"
+        );
+        for r in &reports {
+            let mut result = r.result.as_str().to_owned();
+            if let Some(w) = r.waited_ms {
+                result.push_str(&format!(" (waited {w} ms for another run)"));
+            }
+            println!(
+                "{:<32} {:>6} {:>6} {:>8}ms  {:<11} {}",
+                r.tenant,
+                version(r.from),
+                version(r.to),
+                r.duration_ms,
+                result,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+        let count = |k| reports.iter().filter(|r| r.result == k).count();
+        use tenantry_pg::fleet::Result as R;
+        println!(
+            "\n{} migrated, {} up to date, {} failed, {} skipped, {} not created.",
+            count(R::Migrated),
+            count(R::UpToDate),
+            failed,
+            count(R::Skipped),
+            count(R::NotCreated)
+        );
+    }
+    if failed > 0 {
+        bail!("{failed} tenant(s) failed; each stays at its last good version. Fix the cause and run migrate again: only what is pending runs.");
+    }
+    Ok(0)
+}
+
+async fn status(common: &Common, json: bool) -> Result<u8> {
+    let inventory = load(common)?;
+    let migrations = tenantry_pg::Migrations::load(&inventory.paths.schema)?;
+    let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let (_client, tenants) = fleet_tenants(&inventory, &admin).await?;
+    let rows = tenantry_pg::fleet::status(&admin, &migrations, &tenants, jobs(common) * 4).await;
+    let bad: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| r.tenant.as_str())
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "Schema directory {}: {} migration(s), latest {}.\n",
+            migrations.dir.display(),
+            migrations.len(),
+            version(migrations.latest())
+        );
+        println!(
+            "{:<32} {:>7}  {:<20} PROBLEM",
+            "TENANT", "VERSION", "PENDING"
+        );
+        for r in &rows {
+            let pending = if !r.exists {
+                "(not created)".to_owned()
+            } else if r.history.pending.is_empty() {
+                "-".to_owned()
+            } else {
+                r.history
+                    .pending
+                    .iter()
+                    .map(|v| format!("V{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "{:<32} {:>7}  {:<20} {}",
+                r.tenant,
+                version(r.history.version),
+                pending,
+                r.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if !bad.is_empty() {
+        bail!(
+            "{} tenant(s) have a schema problem: {}",
+            bad.len(),
+            bad.join(", ")
+        );
+    }
+    Ok(0)
+}
+
+/// A progress bar on a terminal; one plain line per tenant otherwise (CI logs).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(len: u64, quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} tenants, {elapsed} elapsed, eta {eta} {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+        Progress { bar, quiet }
+    }
+
+    fn done(&self, r: &tenantry_pg::fleet::Report) {
+        match &self.bar {
+            Some(bar) => {
+                if r.result == tenantry_pg::fleet::Result::Failed {
+                    bar.println(format!(
+                        "{}: FAILED: {}",
+                        r.tenant,
+                        r.error.as_deref().unwrap_or("")
+                    ));
+                }
+                bar.set_message(r.tenant.clone());
+                bar.inc(1);
+            }
+            None if !self.quiet => eprintln!(
+                "  {}: {} {} -> {} in {} ms{}",
+                r.tenant,
+                r.result.as_str(),
+                version(r.from),
+                version(r.to),
+                r.duration_ms,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

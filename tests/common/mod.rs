@@ -86,7 +86,13 @@ impl Fleet {
     /// Writes tenants.toml: a header (fleet, schema, plans) and `tenants`.
     /// `{p}` in `tenants` is replaced by the fleet's prefix.
     pub fn write(&self, tenants: &str) {
-        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+        // A test that made its own schema directory (see `own_schema`) uses it.
+        let own = self.dir.path().join("schema");
+        let schema = if own.is_dir() {
+            own
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
+        };
         let text = format!(
             r#"fleet = "{p}"
 
@@ -116,6 +122,25 @@ requests_per_second = 200
             tenants = tenants.replace("{p}", &self.p)
         );
         std::fs::write(self.config(), text).expect("write tenants.toml");
+    }
+
+    /// Gives this fleet a schema directory of its own, starting with the
+    /// repository's migrations; returns it (call before `write`).
+    pub fn own_schema(&self) -> PathBuf {
+        let dir = self.dir.path().join("schema");
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in
+            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")).unwrap()
+        {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        dir
+    }
+
+    /// Adds a migration file to this fleet's own schema directory.
+    pub fn add_migration(&self, file: &str, sql: &str) {
+        std::fs::write(self.dir.path().join("schema").join(file), sql).unwrap();
     }
 
     /// Runs the real binary against this fleet's file and server.

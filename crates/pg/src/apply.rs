@@ -31,6 +31,8 @@ pub struct Context<'a> {
     pub pg_dump: &'a Path,
     /// Tenants worked on at once.
     pub jobs: usize,
+    /// How long a migration waits for another run on the same database.
+    pub lock_wait: Duration,
 }
 
 /// How one tenant went.
@@ -218,15 +220,17 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
     if created || migrate || privileges.is_some() || !drops.is_empty() {
         let mut db = ctx.admin.connect(Some(&t.name)).await?;
         if created || migrate || privileges.is_some() {
+            if migrate {
+                ctx.migrations
+                    .run(&mut db, &t.name, &owner, ctx.lock_wait)
+                    .await?;
+            }
             exec(
                 &db,
                 &statements::set_owner_role(t),
                 format!("tenant {}: acting as {owner}", t.name),
             )
             .await?;
-            if migrate {
-                ctx.migrations.run(&mut db, &t.name).await?;
-            }
             let has_history = db
                 .query_one(
                     "SELECT to_regclass('public.refinery_schema_history') IS NOT NULL",

@@ -274,3 +274,29 @@ fn parse_contents(text: &str) -> Result<ObservedContents, String> {
     }
     Ok(c)
 }
+
+/// Which of `names` are databases this fleet manages (one query).
+pub async fn managed_databases(
+    client: &Client,
+    fleet: &str,
+    names: &[String],
+) -> Result<BTreeSet<String>, Error> {
+    let rows = client
+        .query(
+            "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = ANY($1)",
+            &[&names],
+        )
+        .await
+        .map_err(|e| Error::sql("listing tenant databases", e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let name: String = r.get(0);
+            let marker = r
+                .get::<_, Option<String>>(1)
+                .and_then(|c| Marker::parse(&c))?;
+            (marker.fleet == fleet && marker.kind == Kind::Database && marker.tenant == name)
+                .then_some(name)
+        })
+        .collect())
+}

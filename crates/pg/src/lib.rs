@@ -1,6 +1,6 @@
 //! Everything tenantry does to a PostgreSQL cluster: read the catalog into an
 //! `Observed` ([`introspect`]), carry out a plan ([`apply`]), run schema
-//! migrations ([`migrate`]), serialise applies ([`lock`]) and back up before a
+//! migrations ([`migrate`]) across the fleet ([`fleet`]), serialise applies ([`lock`]) and back up before a
 //! drop ([`backup`]). Deciding what to do is `tenantry-plan`'s job, not ours.
 #![forbid(unsafe_code)]
 
@@ -8,6 +8,7 @@ pub mod apply;
 pub mod backup;
 pub mod connect;
 pub mod error;
+pub mod fleet;
 pub mod introspect;
 pub mod lock;
 pub mod migrate;
