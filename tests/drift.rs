@@ -154,23 +154,19 @@ async fn a_password_that_no_longer_matches_its_source_is_reset() {
         .expect("source password works again");
     // And the password is not re-sent when it matches.
     let su = f.superuser("postgres").await;
-    let before: String = su
-        .query_one(
+    let user = f.name("{p}_shop_a");
+    let stored = || async {
+        su.query_one(
             "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
-            &[&f.name("{p}_shop_a")],
+            &[&user],
         )
         .await
         .unwrap()
-        .get(0);
+        .get::<_, String>(0)
+    };
+    let before = stored().await;
     assert!(f.apply().ok().contains("No changes"));
-    let after: String = su
-        .query_one(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
-            &[&f.name("{p}_shop_a")],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let after = stored().await;
     assert_eq!(
         before, after,
         "a matching password is left alone (same salt)"
