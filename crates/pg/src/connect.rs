@@ -36,6 +36,15 @@ impl Admin {
         Ok(Admin { config })
     }
 
+    /// Names this process's sessions in `pg_stat_activity` (e.g. `tenantry apply prod`).
+    pub fn set_application_name(&mut self, name: &str) {
+        self.config.application_name(name);
+    }
+
+    pub fn application_name(&self) -> &str {
+        self.config.get_application_name().unwrap_or("tenantry")
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

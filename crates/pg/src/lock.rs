@@ -45,6 +45,41 @@ pub async fn acquire(client: &Client, fleet: &str, timeout: Duration) -> Result<
     }
 }
 
+/// Waits (up to `timeout`) for statements still running on behalf of an
+/// apply of this fleet that died: the server finishes a statement such as
+/// `CREATE DATABASE` even after its client is gone. With the lock held, any
+/// other busy session under our application name is such an orphan; planning
+/// before it ends would race with it.
+pub async fn await_orphans(
+    client: &Client,
+    application_name: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let start = Instant::now();
+    loop {
+        let busy: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = $1 AND pid <> pg_backend_pid() AND state NOT IN ('idle')",
+                &[&application_name],
+            )
+            .await
+            .map_err(|e| Error::sql("looking for sessions of an interrupted apply", e))?
+            .get(0);
+        if busy == 0 {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            tracing::warn!(
+                busy,
+                "sessions of an interrupted apply are still running; planning anyway"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Who holds the lock, for the error message.
 async fn holder(client: &Client, key: i32) -> String {
     let row = client

@@ -41,10 +41,14 @@ pub async fn open(
     lock: Option<Duration>,
 ) -> Result<Session, Error> {
     let migrations = Migrations::load(&inventory.paths.schema)?;
-    let admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let mut admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
+    if lock.is_some() {
+        admin.set_application_name(&format!("tenantry apply {}", inventory.fleet));
+    }
     let client = admin.connect(None).await?;
     if let Some(timeout) = lock {
         crate::lock::acquire(&client, &inventory.fleet, timeout).await?;
+        crate::lock::await_orphans(&client, admin.application_name(), timeout).await?;
     }
     let desired = Desired::from_inventory(inventory, migrations.latest(), |u| u.load_password())?;
     let observed = crate::introspect::observe(
