@@ -13,13 +13,22 @@
 //! cargo run --release -p tenantry-bench -- [--tenants 100] [--plan-tenants 1000] [--jobs 4] [--quick]
 //! ```
 //!
+//! The `migrate` subcommand benchmarks `tenantry migrate` (V1 -> V2 over a
+//! fleet) against one `psql -1 -f V2.sql` per database; see [`migrate`]:
+//!
+//! ```text
+//! cargo run --release -p tenantry-bench -- migrate [--tenants 1000] [--scaling 100,1000] [--jobs 4] [--quick]
+//! ```
+//!
 //! Modules: [`inventory`] writes the `tenants.toml` files, [`baseline`] runs
-//! the psql baselines, [`measure`] runs a child and reads its peak RSS.
+//! the psql baselines, [`measure`] runs a child and reads its peak RSS,
+//! [`migrate`] is the migrate benchmark.
 #![deny(unsafe_code)]
 
 mod baseline;
 mod inventory;
 mod measure;
+mod migrate;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,9 +50,13 @@ const APPLY_RATIO_TARGET: f64 = 1.0;
 #[derive(Parser, Debug)]
 #[command(
     name = "tenantry-bench",
-    about = "Benchmarks tenantry against psql baselines on one throwaway cluster"
+    about = "Benchmarks tenantry against psql baselines on one throwaway cluster",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    /// Without a subcommand: the apply and plan benchmarks.
+    #[command(subcommand)]
+    command: Option<Bench>,
     /// Tenants created by the cold apply (and, separately, by the baseline).
     #[arg(long, default_value_t = 100)]
     tenants: usize,
@@ -61,13 +74,31 @@ struct Args {
     quick: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Bench {
+    /// `tenantry migrate` (V1 -> V2) against one `psql -1 -f` per database.
+    Migrate(migrate::Args),
+}
+
 fn main() {
     let mut args = Args::parse();
-    if args.quick {
-        args.tenants = 10;
-        args.plan_tenants = 50;
-    }
-    if let Err(e) = run(&args) {
+    let result = match args.command.take() {
+        Some(Bench::Migrate(mut m)) => {
+            if m.quick {
+                m.tenants = 20;
+                m.scaling = vec![10, 20];
+            }
+            migrate::run(&m)
+        }
+        None => {
+            if args.quick {
+                args.tenants = 10;
+                args.plan_tenants = 50;
+            }
+            run(&args)
+        }
+    };
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

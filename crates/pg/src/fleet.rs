@@ -80,8 +80,9 @@ impl Report {
     }
 }
 
-/// A default worker count from the server's free connections: half of what
-/// is free (leaving room for the applications), at most 8, at least 1.
+/// A default worker count: half of the server's free connections (leaving
+/// room for the applications), at most twice this machine's cores (more
+/// workers only contend: measured in bench/), at most 8, at least 1.
 pub async fn default_jobs(client: &Client) -> std::result::Result<usize, Error> {
     let row = client
         .query_one(
@@ -93,7 +94,8 @@ pub async fn default_jobs(client: &Client) -> std::result::Result<usize, Error> 
         .await
         .map_err(|e| Error::sql("reading the connection budget", e))?;
     let free = row.get::<_, i32>(0).max(0) as usize;
-    Ok((free / 2).clamp(1, 8))
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok((free / 2).min(cores * 2).clamp(1, 8))
 }
 
 /// Migrates `tenants` (database names; `exists` says which have a database).
