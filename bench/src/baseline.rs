@@ -36,20 +36,7 @@ const FLEET: &str = "baseline";
 pub fn psql(bin_dir: &Path, url: &str) -> Command {
     let mut cmd = Command::new(bin_dir.join("psql"));
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url]);
-    for var in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGDATABASE",
-        "PGPASSWORD",
-        "PGPASSFILE",
-        "PGSERVICE",
-        "PGSERVICEFILE",
-        "PGOPTIONS",
-    ] {
-        cmd.env_remove(var);
-    }
+    tenantry_localpg::without_libpq_env(&mut cmd);
     cmd
 }
 

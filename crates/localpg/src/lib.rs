@@ -45,6 +45,26 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 pub use bin::find_bin_dir;
+
+/// Removes the libpq environment variables (`PGHOST`, `PGPASSWORD`, ...) that
+/// could redirect a client program away from the cluster it was pointed at.
+pub fn without_libpq_env(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 pub use error::Error;
 
 use conf::Profile;
@@ -284,20 +304,7 @@ impl Cluster {
             .arg(self.port.to_string())
             .args(["-U", "postgres", "-d", db, "-f", "-"])
             .current_dir("/");
-        for var in [
-            "PGHOST",
-            "PGHOSTADDR",
-            "PGPORT",
-            "PGUSER",
-            "PGDATABASE",
-            "PGPASSWORD",
-            "PGPASSFILE",
-            "PGSERVICE",
-            "PGSERVICEFILE",
-            "PGOPTIONS",
-        ] {
-            cmd.env_remove(var);
-        }
+        without_libpq_env(&mut cmd);
         os::run(cmd, Some(sql), "the SQL above was rejected")
     }
 
