@@ -97,6 +97,9 @@ pub struct Routing {
     pub base_domains: Vec<String>,
     /// Subdomains no tenant may use.
     pub reserved_subdomains: Vec<String>,
+    /// Whether the gateway may pick the tenant from an `X-Tenant` header
+    /// (off by default: anyone can set a header on a public edge).
+    pub trust_tenant_header: bool,
 }
 
 /// A validated plan (`[plans.<name>]`).

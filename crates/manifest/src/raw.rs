@@ -47,6 +47,8 @@ pub(crate) struct RawRouting {
     pub base_domains: Vec<Spanned<String>>,
     #[serde(default)]
     pub reserved_subdomains: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub trust_tenant_header: bool,
 }
 
 #[derive(Debug, Deserialize)]

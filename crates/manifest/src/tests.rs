@@ -136,6 +136,7 @@ deletion_protection = false
         Routing {
             base_domains: vec!["usualstore.com".into(), "localhost".into()],
             reserved_subdomains: vec!["www".into(), "api".into(), "admin".into()],
+            trust_tenant_header: false,
         }
     );
     assert_eq!(inv.plans.len(), 2);

@@ -292,6 +292,7 @@ fn routing(r: &mut Reporter, raw: crate::raw::RawRouting) -> Routing {
             .into_iter()
             .map(Spanned::into_inner)
             .collect(),
+        trust_tenant_header: raw.trust_tenant_header,
     }
 }
 
