@@ -77,14 +77,29 @@ pub enum Command {
         /// The tenant (its database name).
         tenant: String,
     },
-    /// Start a local PostgreSQL (under .tenantry/pg) and apply tenants.toml to it.
+    /// Start a local PostgreSQL (under .tenantry/pg), apply tenants.toml to it, and serve the gateway.
     Up {
         #[command(flatten)]
         common: Common,
         /// Where the local cluster lives (default: .tenantry/pg beside tenants.toml).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Stop after applying; do not start the gateway.
+        #[arg(long)]
+        no_serve: bool,
+        #[command(flatten)]
+        serve: ServeFlags,
     },
+    /// Serve the store API: Host -> tenant -> per-tenant pools (or one database from DATABASE_DSN).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        serve: ServeFlags,
+    },
+    /// Bearer tokens of a tenant's API (stored hashed in the tenant's database).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Stop the local PostgreSQL started by `up`.
     Down {
         #[command(flatten)]
@@ -124,4 +139,75 @@ pub struct MigrateFlags {
     /// How long to wait for another run migrating the same database.
     #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token for one role of a tenant; it is printed once.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        tenant: String,
+        /// admin, developer or customer.
+        #[arg(long)]
+        role: String,
+        /// A note to recognise the token by.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List a tenant's tokens (never the tokens themselves).
+    List {
+        #[command(flatten)]
+        common: Common,
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        tenant: String,
+        id: i64,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeFlags {
+    /// Address of the API.
+    #[arg(long, default_value = "0.0.0.0:4001")]
+    pub listen: std::net::SocketAddr,
+    /// Address of the admin listener (/healthz, /readyz, /metrics, /tenants/<name>/health).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: std::net::SocketAddr,
+    /// Connections all tenant pools together may hold.
+    #[arg(long, default_value_t = 50)]
+    pub max_connections: usize,
+    /// How long a request waits for a connection before a 503.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub checkout_timeout: Duration,
+    /// Close a pool unused this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// How long connecting to a tenant database may take.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// How often tenants.toml is checked for changes (SIGHUP reloads at once).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+    /// How long a checked token is trusted before it is checked again (revocation delay).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+    /// Single-tenant mode (DATABASE_DSN): pool size.
+    #[arg(long, default_value_t = 8)]
+    pub pool_size: usize,
+    /// Single-tenant mode (DATABASE_DSN): requests per second.
+    #[arg(long, default_value_t = 1000)]
+    pub requests_per_second: u32,
 }

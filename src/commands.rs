@@ -13,7 +13,7 @@ use tenantry_pg::session::{self, Session};
 use tenantry_plan::plan::Action;
 use tenantry_plan::render;
 
-use crate::cli::{ApplyFlags, Cli, Command, Common, MigrateFlags};
+use crate::cli::{ApplyFlags, Cli, Command, Common, MigrateFlags, ServeFlags, TokenCommand};
 
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
@@ -37,7 +37,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status { common, json } => status(&common, json).await,
         Command::List { common } => list(&common).await,
         Command::Show { common, tenant } => show(&common, &tenant).await,
-        Command::Up { common, data_dir } => up(&common, data_dir).await,
+        Command::Up {
+            common,
+            data_dir,
+            no_serve,
+            serve,
+        } => up(&common, data_dir, (!no_serve).then_some(serve)).await,
+        Command::Serve { common, serve } => crate::serve::serve(&common, &serve, None).await,
+        Command::Token(cmd) => token(cmd).await,
         Command::Down { common, data_dir } => down(&common, data_dir),
     }
 }
@@ -327,7 +334,7 @@ fn data_dir(inventory_dir: &std::path::Path, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| inventory_dir.join(".tenantry").join("pg"))
 }
 
-async fn up(common: &Common, dir: Option<PathBuf>) -> Result<u8> {
+async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) -> Result<u8> {
     let mut inventory = Inventory::load(&common.config)?;
     let dir = data_dir(&inventory.base_dir, dir);
     println!("Starting the local PostgreSQL in {} ...", dir.display());
@@ -352,7 +359,63 @@ async fn up(common: &Common, dir: Option<PathBuf>) -> Result<u8> {
     println!("\nThe local cluster keeps running. To use it with other commands:");
     println!("  export TENANTRY_ADMIN_URL={url}");
     println!("  tenantry plan\nStop it with `tenantry down`.");
-    Ok(code)
+    let Some(serve) = serve else {
+        return Ok(code);
+    };
+    // Serve, with a developer token of the first tenant for the curl line.
+    if let Some(first) = inventory.tenants.first() {
+        let token = crate::serve::demo_token(&inventory, first.name.as_str()).await?;
+        let host = match inventory
+            .routing
+            .base_domains
+            .iter()
+            .find(|d| *d == "localhost")
+        {
+            Some(_) => format!("{}.localhost", first.subdomain),
+            None => first.subdomain.clone(),
+        };
+        println!(
+            "\nTry the store API of {} (a developer token, kept in {}):",
+            first.name,
+            inventory
+                .paths
+                .secrets
+                .join(format!("{}.token", first.name))
+                .display()
+        );
+        println!(
+            "  curl -H 'Authorization: Bearer {}' http://{host}:{}/api/widgets\n",
+            secrecy::ExposeSecret::expose_secret(&token),
+            serve.listen.port()
+        );
+    }
+    crate::serve::serve(common, &serve, Some(inventory)).await
+}
+
+async fn token(cmd: TokenCommand) -> Result<u8> {
+    match cmd {
+        TokenCommand::Create {
+            common,
+            tenant,
+            role,
+            label,
+        } => {
+            let inventory = load(&common)?;
+            let (id, token) =
+                crate::serve::create_token(&inventory, &tenant, &role, &label).await?;
+            eprintln!("Token {id} for {tenant} ({role}); it is shown only this once:");
+            println!("{}", secrecy::ExposeSecret::expose_secret(&token));
+            Ok(0)
+        }
+        TokenCommand::List {
+            common,
+            tenant,
+            json,
+        } => crate::serve::list_tokens(&load(&common)?, &tenant, json).await,
+        TokenCommand::Revoke { common, tenant, id } => {
+            crate::serve::revoke_token(&load(&common)?, &tenant, id).await
+        }
+    }
 }
 
 fn down(common: &Common, dir: Option<PathBuf>) -> Result<u8> {

@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -61,7 +61,7 @@ async fn up_starts_a_local_server_applies_and_down_stops_it() {
     f.write(TWO_TENANTS);
     let data = f.dir.path().join("pg");
     let data_arg = data.to_str().unwrap();
-    let out = f.tenantry(&["up", "--data-dir", data_arg]);
+    let out = f.tenantry(&["up", "--no-serve", "--data-dir", data_arg]);
     let text = out.ok();
     assert!(text.contains("Apply complete: 2 created"), "{text}");
     let url = text
@@ -79,7 +79,7 @@ async fn up_starts_a_local_server_applies_and_down_stops_it() {
     assert_eq!(n, 2);
     drop(client);
     // Running up again converges to no changes on the same server.
-    let again = f.tenantry(&["up", "--data-dir", data_arg]);
+    let again = f.tenantry(&["up", "--no-serve", "--data-dir", data_arg]);
     assert!(again.ok().contains("No changes"), "{}", again.stdout);
     let down = f.tenantry(&["down", "--data-dir", data_arg]);
     assert!(down.ok().contains("Stopped"), "{}", down.stdout);

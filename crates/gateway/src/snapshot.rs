@@ -1,0 +1,181 @@
+//! The configuration in force: which hosts route where, each tenant's status,
+//! plan limits and the login each role's pool uses. Built from tenants.toml
+//! (or a `DATABASE_DSN` in single-tenant mode), swapped whole on reload, so a
+//! request sees one consistent snapshot from start to end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use tenantry_manifest::{Group, Inventory, Status};
+
+use crate::api::TenantInfo;
+use crate::resolve::HostIndex;
+
+/// Everything the gateway knows, at one point in time.
+pub struct Snapshot {
+    pub index: HostIndex,
+    pub tenants: HashMap<String, Arc<TenantEntry>>,
+    pub trust_tenant_header: bool,
+    /// Single-tenant mode: every request goes to this tenant, Host ignored.
+    pub single: Option<Arc<TenantEntry>>,
+}
+
+/// One tenant as the gateway serves it.
+pub struct TenantEntry {
+    pub info: TenantInfo,
+    pub suspended: bool,
+    pub pool_size: usize,
+    pub requests_per_second: u32,
+    /// Per role (`admin`, `developer`, `customer`, or `dsn`): how its pool logs in.
+    pub logins: BTreeMap<String, Login>,
+    /// Changes when sizes or credentials change: pools must be rebuilt.
+    pub fingerprint: String,
+}
+
+/// How a role's pool connects, or why it cannot.
+pub enum Login {
+    Ready {
+        user: String,
+        config: Box<tokio_postgres::Config>,
+    },
+    /// The password cannot be read (not generated yet, variable unset, ...).
+    Unavailable(String),
+}
+
+impl TenantEntry {
+    /// The pool that checks tokens: any role that can log in, the least
+    /// privileged first.
+    pub fn verifier_role(&self) -> Option<&str> {
+        ["dsn", "customer", "developer", "admin"]
+            .into_iter()
+            .find(|r| matches!(self.logins.get(*r), Some(Login::Ready { .. })))
+    }
+}
+
+impl Snapshot {
+    /// From a validated inventory: reads every user's password now (from its
+    /// env variable or file), so requests never touch the filesystem.
+    pub fn from_inventory(inventory: &Inventory) -> Result<Snapshot, String> {
+        let url = inventory.server.admin_url.as_ref().ok_or(
+            "the gateway needs [server].admin_url (or TENANTRY_ADMIN_URL) for the server's host and port",
+        )?;
+        let base: tokio_postgres::Config = url
+            .expose_secret()
+            .parse()
+            .map_err(|e| format!("admin_url is not a valid connection string: {e}"))?;
+        let mut tenants = HashMap::with_capacity(inventory.tenants.len());
+        for t in &inventory.tenants {
+            let tier = inventory.tier(t);
+            let mut logins = BTreeMap::new();
+            let mut fingerprint = Sha256::new();
+            fingerprint.update(tier.pool_size.to_le_bytes());
+            for group in Group::MEMBERS {
+                // The tenant's first user of each role.
+                let Some(user) = t.users.iter().find(|u| u.group == group) else {
+                    continue;
+                };
+                let login = match user.load_password() {
+                    Ok(Some(pw)) => {
+                        fingerprint.update(format!("{}:{}:", group.as_str(), user.name));
+                        fingerprint.update(pw.expose_secret().as_bytes());
+                        let mut config = base.clone();
+                        config
+                            .user(user.name.as_str())
+                            .password(pw.expose_secret())
+                            .dbname(t.name.as_str())
+                            .application_name("tenantry gateway");
+                        Login::Ready {
+                            user: user.name.to_string(),
+                            config: Box::new(config),
+                        }
+                    }
+                    Ok(None) => Login::Unavailable(format!(
+                        "the password of {} has not been generated yet: run `tenantry apply`",
+                        user.name
+                    )),
+                    Err(e) => Login::Unavailable(e.to_string()),
+                };
+                logins.insert(group.as_str().to_owned(), login);
+            }
+            let entry = TenantEntry {
+                info: TenantInfo {
+                    name: t.name.to_string(),
+                    display_name: t.display_name.clone(),
+                    plan: t.plan.clone(),
+                },
+                suspended: t.status == Status::Suspended,
+                pool_size: tier.pool_size as usize,
+                requests_per_second: tier.requests_per_second,
+                logins,
+                fingerprint: format!("{:x}", fingerprint.finalize()),
+            };
+            tenants.insert(t.name.to_string(), Arc::new(entry));
+        }
+        Ok(Snapshot {
+            index: HostIndex::build(inventory),
+            tenants,
+            trust_tenant_header: inventory.routing.trust_tenant_header,
+            single: None,
+        })
+    }
+
+    /// Single-tenant mode from a `DATABASE_DSN`: the database in the DSN is the
+    /// tenant, the DSN's user its only login.
+    pub fn single_tenant(
+        dsn: &SecretString,
+        pool_size: usize,
+        requests_per_second: u32,
+    ) -> Result<Snapshot, String> {
+        let mut config: tokio_postgres::Config = dsn
+            .expose_secret()
+            .parse()
+            .map_err(|e| format!("DATABASE_DSN is not a valid connection string: {e}"))?;
+        let db = config
+            .get_dbname()
+            .ok_or("DATABASE_DSN names no database")?
+            .to_owned();
+        let user = config.get_user().unwrap_or("postgres").to_owned();
+        config.application_name("tenantry gateway");
+        let mut logins = BTreeMap::new();
+        logins.insert(
+            "dsn".to_owned(),
+            Login::Ready {
+                user,
+                config: Box::new(config),
+            },
+        );
+        let entry = Arc::new(TenantEntry {
+            info: TenantInfo {
+                name: db.clone(),
+                display_name: None,
+                plan: "single-tenant".to_owned(),
+            },
+            suspended: false,
+            pool_size,
+            requests_per_second,
+            logins,
+            fingerprint: String::new(),
+        });
+        Ok(Snapshot {
+            index: HostIndex::default(),
+            tenants: HashMap::from([(db, entry.clone())]),
+            trust_tenant_header: false,
+            single: Some(entry),
+        })
+    }
+
+    /// The tenant a request is for: the single tenant, or by Host, or by a
+    /// trusted `X-Tenant` header.
+    pub fn route(&self, host: Option<&str>, x_tenant: Option<&str>) -> Option<&Arc<TenantEntry>> {
+        if let Some(single) = &self.single {
+            return Some(single);
+        }
+        let name = match (self.trust_tenant_header, x_tenant) {
+            (true, Some(value)) => self.index.by_name(value),
+            _ => host.and_then(|h| self.index.resolve(h)),
+        }?;
+        self.tenants.get(name)
+    }
+}

@@ -1,0 +1,222 @@
+//! How `serve` and `token` are carried out: build the gateway's snapshot from
+//! tenants.toml (or `DATABASE_DSN`), listen, reload, shut down on a signal;
+//! create, list and revoke tokens in a tenant's database.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use secrecy::{ExposeSecret, SecretString};
+use tenantry_gateway::server::{self, Gateway, Listen};
+use tenantry_gateway::snapshot::Snapshot;
+use tenantry_gateway::{pools, tokens};
+use tenantry_manifest::{Group, Inventory};
+
+use crate::cli::{Common, ServeFlags};
+
+/// The gateway's settings from the flags.
+fn settings(flags: &ServeFlags) -> pools::Settings {
+    pools::Settings {
+        budget: flags.max_connections,
+        checkout_timeout: flags.checkout_timeout,
+        idle_timeout: flags.idle_timeout,
+        connect_timeout: flags.connect_timeout,
+        backoff_min: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(30),
+    }
+}
+
+fn listen(flags: &ServeFlags) -> Result<Listen> {
+    let tls = match (&flags.tls_cert, &flags.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    Ok(Listen {
+        api: flags.listen,
+        admin: flags.admin_listen,
+        tls,
+        drain_timeout: Duration::from_secs(30),
+    })
+}
+
+/// Serves until SIGTERM or Ctrl-C. With `DATABASE_DSN` set and no
+/// tenants.toml, serves that one database (single-tenant mode).
+pub async fn serve(
+    common: &Common,
+    flags: &ServeFlags,
+    inventory: Option<Inventory>,
+) -> Result<u8> {
+    let dsn = std::env::var("DATABASE_DSN").ok().filter(|v| !v.is_empty());
+    let (snapshot, file) = match (inventory, dsn) {
+        (Some(inv), _) => (
+            Snapshot::from_inventory(&inv).map_err(anyhow::Error::msg)?,
+            Some(common.config.clone()),
+        ),
+        (None, Some(dsn)) if !common.config.exists() => (
+            Snapshot::single_tenant(
+                &SecretString::from(dsn),
+                flags.pool_size,
+                flags.requests_per_second,
+            )
+            .map_err(anyhow::Error::msg)?,
+            None,
+        ),
+        (None, _) => (
+            Snapshot::from_inventory(&Inventory::load(&common.config)?)
+                .map_err(anyhow::Error::msg)?,
+            Some(common.config.clone()),
+        ),
+    };
+    let mode = match &snapshot.single {
+        Some(t) => format!("single-tenant mode: database {}", t.info.name),
+        None => format!(
+            "{} tenant(s) from {}",
+            snapshot.tenants.len(),
+            common.config.display()
+        ),
+    };
+    let gateway = Gateway::new(snapshot, settings(flags), flags.token_ttl);
+    let listen = listen(flags)?;
+    let listeners = server::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {} / {}", listen.api, listen.admin))?;
+    let scheme = if listen.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!(
+        "Gateway serving {mode} on {scheme}://{} (admin: http://{}); Ctrl-C or SIGTERM stops it.",
+        listeners.0.local_addr()?,
+        listeners.1.local_addr()?
+    );
+    let reloader =
+        file.map(|path| server::spawn_reloader(gateway.clone(), path, flags.reload_interval));
+    server::serve(gateway, listeners, &listen, shutdown_signal()).await?;
+    if let Some(r) = reloader {
+        r.abort();
+    }
+    println!("Gateway stopped.");
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+    }
+}
+
+/// A connection to the tenant's database acting as its owner, with the token
+/// store in place.
+async fn token_store(inventory: &Inventory, tenant: &str) -> Result<tokio_postgres::Client> {
+    let t = inventory
+        .tenant(tenant)
+        .with_context(|| format!("no tenant '{tenant}' in {}", inventory.path.display()))?;
+    let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let client = admin.connect(Some(tenant)).await?;
+    let groups = tenantry_plan::sql::idents(Group::MEMBERS.iter().map(|&g| t.role(g).to_string()));
+    client
+        .batch_execute(&format!(
+            "SET ROLE {};\n{}",
+            tenantry_plan::sql::ident(t.role(Group::Owner).as_str()),
+            tokens::schema_sql(&groups)
+        ))
+        .await
+        .with_context(|| {
+            format!("preparing the token store of {tenant} (has `tenantry apply` created it?)")
+        })?;
+    Ok(client)
+}
+
+/// Creates a token and returns it (shown once, stored hashed).
+pub async fn create_token(
+    inventory: &Inventory,
+    tenant: &str,
+    role: &str,
+    label: &str,
+) -> Result<(i64, SecretString)> {
+    if !tokens::ROLES.contains(&role) {
+        bail!("--role must be one of admin, developer, customer");
+    }
+    let client = token_store(inventory, tenant).await?;
+    let token = tokens::generate();
+    let id = tokens::insert(&client, role, label, &tokens::hash(token.expose_secret())).await?;
+    Ok((id, token))
+}
+
+pub async fn list_tokens(inventory: &Inventory, tenant: &str, json: bool) -> Result<u8> {
+    let client = token_store(inventory, tenant).await?;
+    let list = tokens::list(&client).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    println!(
+        "{:>6}  {:<10} {:<24} {:<32} REVOKED",
+        "ID", "ROLE", "LABEL", "CREATED"
+    );
+    for t in list {
+        println!(
+            "{:>6}  {:<10} {:<24} {:<32} {}",
+            t.id,
+            t.role,
+            t.label,
+            t.created_at,
+            t.revoked_at.unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(0)
+}
+
+pub async fn revoke_token(inventory: &Inventory, tenant: &str, id: i64) -> Result<u8> {
+    let client = token_store(inventory, tenant).await?;
+    if tokens::revoke(&client, id).await? {
+        println!("Token {id} of {tenant} revoked (gateways stop accepting it within their token cache time).");
+        Ok(0)
+    } else {
+        bail!("tenant {tenant} has no live token {id}")
+    }
+}
+
+/// A developer token for the demo curl line of `tenantry up`, kept (0600)
+/// beside the generated passwords and reused while it is still valid.
+pub async fn demo_token(inventory: &Inventory, tenant: &str) -> Result<SecretString> {
+    let path = inventory.paths.secrets.join(format!("{tenant}.token"));
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        let client = token_store(inventory, tenant).await?;
+        let live: bool = client
+            .query_one(
+                "SELECT count(*) > 0 FROM tenantry.tokens WHERE hash = $1 AND revoked_at IS NULL",
+                &[&tokens::hash(&existing)],
+            )
+            .await?
+            .get(0);
+        if live {
+            return Ok(SecretString::from(existing));
+        }
+    }
+    let (_, token) = create_token(inventory, tenant, "developer", "tenantry up").await?;
+    write_private(&path, token.expose_secret())?;
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{text}")?;
+    Ok(())
+}

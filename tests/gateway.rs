@@ -1,0 +1,480 @@
+//! The gateway end to end: the real binary serving real HTTP over real
+//! PostgreSQL. Routing by Host and custom domain, tokens per tenant and role,
+//! tiers enforced by the database, suspension, reload while serving, a
+//! connection budget smaller than the fleet, a tenant whose database is down,
+//! rate limits, single-tenant DSN mode, and metrics.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+
+use common::{Admin, Fleet};
+
+/// A running `tenantry serve`, stopped on drop.
+struct Gateway {
+    child: Child,
+    api: String,
+    admin: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(f: &Fleet, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--reload-interval",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = f.command(&args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "Gateway serving ... on http://127.0.0.1:PORT (admin: http://127.0.0.1:PORT); ..."
+    let addr = |after: &str| {
+        let rest = &line[line
+            .find(after)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            + after.len()..];
+        rest.split([' ', ')', ';']).next().unwrap().to_owned()
+    };
+    Gateway {
+        api: addr(" on http://"),
+        admin: addr("(admin: http://"),
+        child,
+    }
+}
+
+/// A minimal HTTP/1.1 client: (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn token(f: &Fleet, tenant: &str, role: &str) -> String {
+    let out = f.tenantry(&["token", "create", &f.name(tenant), "--role", role]);
+    out.ok().trim().to_owned()
+}
+
+const TENANTS: &str = r#"
+[tenants.{p}_shop]
+plan = "professional"
+subdomain = "{p}-shop"
+domains = ["shop.{p}.example"]
+admins     = [{ username = "{p}_shop_a" }]
+developers = [{ username = "{p}_shop_d" }]
+customers  = [{ username = "{p}_shop_c" }]
+
+[tenants.{p}_cafe]
+plan = "starter"
+subdomain = "{p}-cafe"
+deletion_protection = false
+admins     = [{ username = "{p}_cafe_a" }]
+customers  = [{ username = "{p}_cafe_c" }]
+"#;
+
+#[test]
+fn routing_tokens_and_tiers() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TENANTS);
+    f.apply().ok();
+    let shop_dev = token(&f, "{p}_shop", "developer");
+    let shop_cust = token(&f, "{p}_shop", "customer");
+    let shop_admin = token(&f, "{p}_shop", "admin");
+    let cafe_admin = token(&f, "{p}_cafe", "admin");
+    let g = serve(&f, &[], &[]);
+    let shop = f.name("{p}-shop.localhost");
+    let cafe = f.name("{p}-cafe.usualstore.com:4001");
+
+    // Each Host sees its own rows.
+    let (s, b) = http(
+        &g.api,
+        "POST",
+        &shop,
+        "/api/widgets",
+        Some(&shop_dev),
+        Some(r#"{"name":"hammer","price":1299,"inventory_level":5}"#),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = http(
+        &g.api,
+        "POST",
+        &cafe,
+        "/api/widgets",
+        Some(&cafe_admin),
+        Some(r#"{"name":"latte","price":450}"#),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = http(&g.api, "GET", &shop, "/api/widgets", Some(&shop_cust), None);
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("hammer") && !b.contains("latte"), "{b}");
+    let (s, b) = http(
+        &g.api,
+        "GET",
+        &cafe,
+        "/api/widgets",
+        Some(&cafe_admin),
+        None,
+    );
+    assert!(
+        s == 200 && b.contains("latte") && !b.contains("hammer"),
+        "{s} {b}"
+    );
+    // Custom domain.
+    let (s, b) = http(
+        &g.api,
+        "GET",
+        &f.name("shop.{p}.example"),
+        "/api/tenant",
+        Some(&shop_cust),
+        None,
+    );
+    assert!(s == 200 && b.contains(&f.name("{p}_shop")), "{s} {b}");
+    // Reserved, bare and unknown hosts.
+    for host in [
+        "www.localhost",
+        "localhost",
+        "nobody.localhost",
+        "127.0.0.1",
+    ] {
+        let (s, b) = http(&g.api, "GET", host, "/api/widgets", Some(&shop_cust), None);
+        assert_eq!(s, 404, "{host}: {b}");
+        assert!(b.contains("unknown_tenant"), "{b}");
+    }
+    // A token of one tenant means nothing to another; none at all is 401 too.
+    let (s, b) = http(
+        &g.api,
+        "GET",
+        &cafe,
+        "/api/widgets",
+        Some(&shop_admin),
+        None,
+    );
+    assert_eq!(s, 401, "{b}");
+    assert_eq!(
+        http(&g.api, "GET", &shop, "/api/widgets", None, None).0,
+        401
+    );
+    // The database enforces the tiers: customer POST, developer DELETE -> 403.
+    let (s, b) = http(
+        &g.api,
+        "POST",
+        &shop,
+        "/api/widgets",
+        Some(&shop_cust),
+        Some(r#"{"name":"x","price":1}"#),
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("permission_denied"), "{b}");
+    let (s, b) = http(
+        &g.api,
+        "DELETE",
+        &shop,
+        "/api/widgets/1",
+        Some(&shop_dev),
+        None,
+    );
+    assert_eq!(s, 403, "{b}");
+    let (s, b) = http(
+        &g.api,
+        "DELETE",
+        &shop,
+        "/api/widgets/1",
+        Some(&shop_admin),
+        None,
+    );
+    assert_eq!(s, 204, "{b}");
+    // Revoked tokens stop working (after the cache time; a fresh gateway has none).
+    let list = f.tenantry(&["token", "list", &f.name("{p}_shop"), "--json"]);
+    let ids: serde_json::Value = serde_json::from_str(list.ok()).unwrap();
+    assert_eq!(ids.as_array().unwrap().len(), 3);
+    assert!(
+        !list.stdout.contains(&shop_dev),
+        "token list never shows tokens"
+    );
+}
+
+#[test]
+fn suspension_and_reload_while_serving() {
+    let f = Fleet::new(Admin::Superuser);
+    let one = TENANTS
+        .split("[tenants.{p}_cafe]")
+        .next()
+        .unwrap()
+        .to_owned();
+    f.write(&one);
+    f.apply().ok();
+    let shop_cust = token(&f, "{p}_shop", "customer");
+    let g = serve(&f, &[], &[]);
+    let shop = f.name("{p}-shop.localhost");
+    let cafe = f.name("{p}-cafe.localhost");
+    assert_eq!(
+        http(&g.api, "GET", &shop, "/api/widgets", Some(&shop_cust), None).0,
+        200
+    );
+    assert_eq!(
+        http(&g.api, "GET", &cafe, "/api/widgets", Some(&shop_cust), None).0,
+        404
+    );
+
+    // Add a tenant: routable without a restart.
+    f.write(TENANTS);
+    f.apply().ok();
+    let cafe_admin = token(&f, "{p}_cafe", "admin");
+    let wait_for = |host: &str, tok: &str, want: u16| {
+        for _ in 0..100 {
+            if http(&g.api, "GET", host, "/api/widgets", Some(tok), None).0 == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("{host} never answered {want}");
+    };
+    wait_for(&cafe, &cafe_admin, 200);
+    // Suspend it: 403.
+    f.write(&TENANTS.replace(
+        "plan = \"starter\"",
+        "plan = \"starter\"\nstatus = \"suspended\"",
+    ));
+    wait_for(&cafe, &cafe_admin, 403);
+    // An invalid file keeps the running configuration.
+    std::fs::write(f.config(), "this is not toml [").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(
+        http(&g.api, "GET", &shop, "/api/widgets", Some(&shop_cust), None).0,
+        200
+    );
+    // Remove it: 404, the other keeps serving.
+    f.write(&one);
+    wait_for(&cafe, &cafe_admin, 404);
+    assert_eq!(
+        http(&g.api, "GET", &shop, "/api/widgets", Some(&shop_cust), None).0,
+        200
+    );
+}
+
+#[test]
+fn a_budget_smaller_than_the_fleet_serves_everyone_and_a_down_tenant_fails_alone() {
+    let f = Fleet::new(Admin::Superuser);
+    let mut t = String::new();
+    for i in 0..12 {
+        t.push_str(&format!(
+            "[tenants.{{p}}_b{i:02}]\nplan = \"starter\"\nsubdomain = \"{{p}}-b{i:02}\"\ncustomers = [{{ username = \"{{p}}_b{i:02}_c\" }}]\n\n"
+        ));
+    }
+    f.write(&t);
+    f.apply().ok();
+    let tokens: Vec<String> = (0..12)
+        .map(|i| token(&f, &format!("{{p}}_b{i:02}"), "customer"))
+        .collect();
+    let g = serve(&f, &["--max-connections", "4"], &[]);
+    for round in 0..2 {
+        for (i, tok) in tokens.iter().enumerate() {
+            let host = f.name(&format!("{{p}}-b{i:02}.localhost"));
+            let (s, b) = http(&g.api, "GET", &host, "/api/widgets", Some(tok), None);
+            assert_eq!(s, 200, "round {round}, tenant {i}: {b}");
+        }
+    }
+    let metrics = http(&g.admin, "GET", "admin", "/metrics", None, None).1;
+    let open: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tenantry_connections_open"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .expect("tenantry_connections_open");
+    assert!(open <= 4.0, "budget held: {open}\n{metrics}");
+    assert!(
+        metrics.contains(&format!("tenant=\"{}\"", f.name("{p}_b07"))),
+        "per-tenant metrics"
+    );
+
+    // Tenant 3's database goes away: it gets 503s, the others keep answering.
+    f.psql("postgres", "ALTER DATABASE {p}_b03 ALLOW_CONNECTIONS false");
+    f.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{p}_b03'",
+    );
+    let down = f.name("{p}-b03.localhost");
+    let mut saw_503 = false;
+    for _ in 0..3 {
+        let (s, b) = http(
+            &g.api,
+            "GET",
+            &down,
+            "/api/widgets/1",
+            Some(&tokens[3]),
+            None,
+        );
+        if s == 503 {
+            saw_503 = true;
+            assert!(b.contains("unavailable"), "{b}");
+        }
+    }
+    assert!(
+        saw_503,
+        "a tenant whose database refuses connections gets 503"
+    );
+    for (i, tok) in tokens.iter().enumerate().filter(|(i, _)| *i != 3) {
+        let host = f.name(&format!("{{p}}-b{i:02}.localhost"));
+        assert_eq!(
+            http(&g.api, "GET", &host, "/api/widgets", Some(tok), None).0,
+            200,
+            "tenant {i}"
+        );
+    }
+    let health = http(
+        &g.admin,
+        "GET",
+        "admin",
+        &format!("/tenants/{}/health", f.name("{p}_b03")),
+        None,
+        None,
+    );
+    assert_eq!(health.0, 503, "{}", health.1);
+    // It comes back by itself.
+    f.psql("postgres", "ALTER DATABASE {p}_b03 ALLOW_CONNECTIONS true");
+    let mut back = false;
+    for _ in 0..80 {
+        if http(&g.api, "GET", &down, "/api/widgets", Some(&tokens[3]), None).0 == 200 {
+            back = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(back, "the tenant recovered without a restart");
+    let health = http(
+        &g.admin,
+        "GET",
+        "admin",
+        &format!("/tenants/{}/health", f.name("{p}_b03")),
+        None,
+        None,
+    );
+    assert_eq!(health.0, 200, "{}", health.1);
+}
+
+#[test]
+fn rate_limit_and_metrics() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(&TENANTS.replace("requests_per_second = 20", "requests_per_second = 5"));
+    f.apply().ok();
+    let cafe_admin = token(&f, "{p}_cafe", "admin");
+    let g = serve(&f, &[], &[]);
+    let cafe = f.name("{p}-cafe.localhost");
+    let statuses: Vec<u16> = (0..30)
+        .map(|_| http(&g.api, "GET", &cafe, "/api/tenant", Some(&cafe_admin), None).0)
+        .collect();
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let metrics = http(&g.admin, "GET", "admin", "/metrics", None, None).1;
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("tenantry_requests_total")
+                && l.contains(&f.name("{p}_cafe"))
+                && l.contains("\"429\"")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let n: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
+    assert_eq!(
+        n as usize,
+        statuses.iter().filter(|s| **s == 429).count(),
+        "{line}"
+    );
+    assert_eq!(
+        http(&g.admin, "GET", "admin", "/healthz", None, None).0,
+        200
+    );
+    assert_eq!(http(&g.admin, "GET", "admin", "/readyz", None, None).0, 200);
+}
+
+#[test]
+fn single_tenant_mode_from_database_dsn() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TENANTS);
+    f.apply().ok();
+    let tok = token(&f, "{p}_shop", "admin");
+    let dsn = f.cluster.user_url(
+        &f.name("{p}_shop_a"),
+        &f.secret("{p}_shop_a"),
+        &f.name("{p}_shop"),
+    );
+    // No tenants.toml where the gateway runs: the DSN is the whole configuration.
+    std::fs::remove_file(f.config()).unwrap();
+    let g = serve(&f, &[], &[("DATABASE_DSN", &dsn)]);
+    let (s, b) = http(
+        &g.api,
+        "POST",
+        "anything.example",
+        "/api/widgets",
+        Some(&tok),
+        Some(r#"{"name":"solo","price":1}"#),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = http(&g.api, "GET", "whatever", "/api/widgets", Some(&tok), None);
+    assert!(s == 200 && b.contains("solo"), "{s} {b}");
+    assert_eq!(
+        http(
+            &g.api,
+            "GET",
+            "whatever",
+            "/api/widgets",
+            Some("tnt_wrong"),
+            None
+        )
+        .0,
+        401
+    );
+}
