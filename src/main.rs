@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TENANTRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,refinery_core=error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,refinery_core=error,tenantry_gateway=info")),
         )
         .with_writer(std::io::stderr)
         .init();
