@@ -59,7 +59,11 @@ fn serve(f: &Fleet, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
         rest.split([' ', ')', ';']).next().unwrap().to_owned()
     };
     Gateway {
-        api: addr(" on http://"),
+        api: if line.contains(" on https://") {
+            addr(" on https://")
+        } else {
+            addr(" on http://")
+        },
         admin: addr("(admin: http://"),
         child,
     }
@@ -477,4 +481,63 @@ fn single_tenant_mode_from_database_dsn() {
         .0,
         401
     );
+}
+
+#[test]
+fn https_with_a_pem_certificate() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TENANTS);
+    f.apply().ok();
+    let tok = token(&f, "{p}_cafe", "customer");
+    let (cert, key) = (f.dir.path().join("cert.pem"), f.dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let g = serve(
+        &f,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let port = g.api.rsplit(':').next().unwrap();
+    let host = f.name("{p}-cafe.localhost");
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args(["-H", &format!("Authorization: Bearer {tok}")])
+        .arg(format!("https://{host}:{port}/api/tenant"))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains(&f.name("{p}_cafe")),
+        "HTTPS answered: {body:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP on the TLS port is not served.
+    let (status, _) = http(&g.api, "GET", &host, "/api/tenant", Some(&tok), None);
+    assert_ne!(status, 200);
 }
