@@ -541,3 +541,112 @@ fn https_with_a_pem_certificate() {
     let (status, _) = http(&g.api, "GET", &host, "/api/tenant", Some(&tok), None);
     assert_ne!(status, 200);
 }
+
+#[test]
+fn tls_to_postgres_when_the_dsn_requires_it() {
+    // A cluster of its own, with TLS switched on.
+    let cluster = tenantry_localpg::Cluster::start_temp().expect("a TLS cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let is_root = String::from_utf8_lossy(
+        &std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+        == "0";
+    for f in [&cert, &key] {
+        if is_root {
+            assert!(std::process::Command::new("chown")
+                .arg("postgres")
+                .arg(f)
+                .status()
+                .unwrap()
+                .success());
+        }
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    cluster
+        .psql(
+            "postgres",
+            &format!(
+                "ALTER SYSTEM SET ssl = on; ALTER SYSTEM SET ssl_cert_file = '{}'; ALTER SYSTEM SET ssl_key_file = '{}'; SELECT pg_reload_conf();
+                 CREATE ROLE tls_app LOGIN PASSWORD 'tls-pw'; CREATE ROLE tls_group NOLOGIN; CREATE DATABASE tls_shop OWNER tls_app;",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+    let schema = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/V1__init.sql"),
+    )
+    .unwrap();
+    let token = tenantry_gateway::tokens::generate();
+    let hash = tenantry_gateway::tokens::hash(secrecy::ExposeSecret::expose_secret(&token));
+    cluster
+        .psql(
+            "tls_shop",
+            &format!(
+                "SET ROLE tls_app;\n{schema}\n{}\nINSERT INTO tenantry.tokens (role, hash) VALUES ('admin', '{hash}');",
+                tenantry_gateway::tokens::schema_sql("tls_group")
+            ),
+        )
+        .unwrap();
+    let dsn = format!(
+        "{}?sslmode=require",
+        cluster.user_url("tls_app", "tls-pw", "tls_shop")
+    );
+
+    let f = Fleet::new(Admin::Superuser); // only for running the binary (no tenants.toml)
+    let g = serve(&f, &[], &[("DATABASE_DSN", &dsn)]);
+    let tok = secrecy::ExposeSecret::expose_secret(&token).to_owned();
+    let (s, b) = http(
+        &g.api,
+        "POST",
+        "any",
+        "/api/widgets",
+        Some(&tok),
+        Some(r#"{"name":"sealed","price":1}"#),
+    );
+    assert_eq!(s, 201, "{b}");
+    let encrypted = cluster
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = 'tenantry gateway'",
+        )
+        .unwrap();
+    assert_ne!(encrypted.trim(), "0", "the gateway's connections use TLS");
+    let plain = cluster
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE NOT s.ssl AND a.application_name = 'tenantry gateway'",
+        )
+        .unwrap();
+    assert_eq!(plain.trim(), "0");
+}

@@ -748,10 +748,9 @@ fn set_phase(phase: u8) {
     let _ = CHECKOUT.try_with(|p| p.store(phase, Ordering::Release));
 }
 
-/// The TLS connector every connection uses: the one place to swap when TLS to
-/// the database arrives.
-fn tls() -> tokio_postgres::NoTls {
-    tokio_postgres::NoTls
+/// The TLS connector every connection uses (see [`crate::pgtls`]).
+fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+    crate::pgtls::connector()
 }
 
 /// deadpool's [`Connect`] for our pools: takes a budget permit (evicting idle
