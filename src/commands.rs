@@ -43,7 +43,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
             no_serve,
             serve,
         } => up(&common, data_dir, (!no_serve).then_some(serve)).await,
-        Command::Serve { common, serve } => crate::serve::serve(&common, &serve, None).await,
+        Command::Serve { common, serve } => {
+            // Without tenants.toml but with DATABASE_DSN: single-tenant mode.
+            let single = !common.config.exists() && std::env::var_os("DATABASE_DSN").is_some();
+            let inventory = if single { None } else { Some(load(&common)?) };
+            crate::serve::serve(&common, &serve, inventory).await
+        }
         Command::Token(cmd) => token(cmd).await,
         Command::Down { common, data_dir } => down(&common, data_dir),
     }

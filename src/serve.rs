@@ -40,33 +40,38 @@ fn listen(flags: &ServeFlags) -> Result<Listen> {
     })
 }
 
-/// Serves until SIGTERM or Ctrl-C. With `DATABASE_DSN` set and no
-/// tenants.toml, serves that one database (single-tenant mode).
+/// Serves until SIGTERM or Ctrl-C: the tenants of `inventory`, or without
+/// one, the single database of `DATABASE_DSN` (single-tenant mode).
 pub async fn serve(
     common: &Common,
     flags: &ServeFlags,
     inventory: Option<Inventory>,
 ) -> Result<u8> {
-    let dsn = std::env::var("DATABASE_DSN").ok().filter(|v| !v.is_empty());
-    let (snapshot, file) = match (inventory, dsn) {
-        (Some(inv), _) => (
+    let (snapshot, file) = match inventory {
+        Some(inv) => (
             Snapshot::from_inventory(&inv).map_err(anyhow::Error::msg)?,
             Some(common.config.clone()),
         ),
-        (None, Some(dsn)) if !common.config.exists() => (
-            Snapshot::single_tenant(
-                &SecretString::from(dsn),
-                flags.pool_size,
-                flags.requests_per_second,
-            )
-            .map_err(anyhow::Error::msg)?,
-            None,
-        ),
-        (None, _) => (
-            Snapshot::from_inventory(&Inventory::load(&common.config)?)
+        None => {
+            let dsn = std::env::var("DATABASE_DSN")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .with_context(|| {
+                    format!(
+                        "no {} and no DATABASE_DSN: nothing to serve",
+                        common.config.display()
+                    )
+                })?;
+            (
+                Snapshot::single_tenant(
+                    &SecretString::from(dsn),
+                    flags.pool_size,
+                    flags.requests_per_second,
+                )
                 .map_err(anyhow::Error::msg)?,
-            Some(common.config.clone()),
-        ),
+                None,
+            )
+        }
     };
     let mode = match &snapshot.single {
         Some(t) => format!("single-tenant mode: database {}", t.info.name),
@@ -91,8 +96,10 @@ pub async fn serve(
         listeners.0.local_addr()?,
         listeners.1.local_addr()?
     );
-    let reloader =
-        file.map(|path| server::spawn_reloader(gateway.clone(), path, flags.reload_interval));
+    let reloader = file.map(|path| {
+        let admin_url = common.admin_url.clone().map(SecretString::from);
+        server::spawn_reloader(gateway.clone(), path, admin_url, flags.reload_interval)
+    });
     server::serve(gateway, listeners, &listen, shutdown_signal()).await?;
     if let Some(r) = reloader {
         r.abort();

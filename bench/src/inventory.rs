@@ -64,7 +64,7 @@ fn render_with(fleet: &str, prefix: &str, n: usize, schema: &Path, all_users: bo
 }
 
 /// A TOML basic string.
-fn toml_string(v: &str) -> String {
+pub fn toml_string(v: &str) -> String {
     let mut out = String::with_capacity(v.len() + 2);
     out.push('"');
     for ch in v.chars() {

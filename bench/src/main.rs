@@ -20,12 +20,22 @@
 //! cargo run --release -p tenantry-bench -- migrate [--tenants 1000] [--scaling 100,1000] [--jobs 4] [--quick]
 //! ```
 //!
+//! The `gateway` subcommand benchmarks `tenantry serve` under `wrk` load
+//! (Host and token rotating over the tenants) against a minimal hyper server
+//! with one static pool, plus 1,000 tenants under a 90-connection budget and
+//! the idle memory of 10,000 configured tenants; see [`gateway`]:
+//!
+//! ```text
+//! cargo run --release -p tenantry-bench -- gateway [--tenants 100] [--duration 10s] [--connections 32] [--quick]
+//! ```
+//!
 //! Modules: [`inventory`] writes the `tenants.toml` files, [`baseline`] runs
 //! the psql baselines, [`measure`] runs a child and reads its peak RSS,
-//! [`migrate`] is the migrate benchmark.
+//! [`migrate`] is the migrate benchmark, [`gateway`] the gateway benchmark.
 #![deny(unsafe_code)]
 
 mod baseline;
+mod gateway;
 mod inventory;
 mod measure;
 mod migrate;
@@ -78,6 +88,8 @@ struct Args {
 enum Bench {
     /// `tenantry migrate` (V1 -> V2) against one `psql -1 -f` per database.
     Migrate(migrate::Args),
+    /// `tenantry serve` under wrk load against a hyper + one-pool baseline.
+    Gateway(gateway::Args),
 }
 
 fn main() {
@@ -89,6 +101,10 @@ fn main() {
                 m.scaling = vec![10, 20];
             }
             migrate::run(&m)
+        }
+        Some(Bench::Gateway(mut g)) => {
+            g.apply_quick();
+            gateway::run(&g)
         }
         None => {
             if args.quick {

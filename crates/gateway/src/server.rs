@@ -506,9 +506,11 @@ pub async fn serve(
 /// Reloads tenants.toml on SIGHUP and whenever it, or a file in its secrets
 /// directory (generated or rotated passwords), changes; checked every
 /// `interval`. An invalid file is logged and the running configuration kept.
+/// `admin_url` overrides the file's (as `--admin-url` does at start).
 pub fn spawn_reloader(
     gateway: Arc<Gateway>,
     path: PathBuf,
+    admin_url: Option<secrecy::SecretString>,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -527,7 +529,14 @@ pub fn spawn_reloader(
                 continue;
             }
             last = now;
-            let loaded = tenantry_manifest::Inventory::load(&path).map_err(|e| e.to_string());
+            let loaded = tenantry_manifest::Inventory::load(&path)
+                .map(|mut inv| {
+                    if let Some(url) = &admin_url {
+                        inv.server.admin_url = Some(url.clone());
+                    }
+                    inv
+                })
+                .map_err(|e| e.to_string());
             match loaded.and_then(|inv| {
                 secrets = Some(inv.paths.secrets.clone());
                 Snapshot::from_inventory(&inv)
