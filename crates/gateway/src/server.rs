@@ -171,7 +171,7 @@ impl Gateway {
             role
         };
         let config = match t.logins.get(&pool_role) {
-            Some(Login::Ready { config, .. }) => (**config).clone(),
+            Some(Login::Ready { .. }) => t.config(&pool_role).expect("a ready login has a config"),
             Some(Login::Unavailable(why)) => return Err(ApiError::unavailable(why.clone(), 30)),
             None => {
                 return Err(ApiError::permission_denied(format!(
@@ -228,9 +228,7 @@ impl Gateway {
                 let vrole = t.verifier_role().ok_or_else(|| {
                     ApiError::unavailable("no login of this tenant is usable to check tokens", 30)
                 })?;
-                let Some(Login::Ready { config, .. }) = t.logins.get(vrole) else {
-                    unreachable!("verifier_role returns ready logins")
-                };
+                let config = t.config(vrole).expect("verifier_role returns ready logins");
                 let key = PoolKey {
                     tenant: t.info.name.clone(),
                     role: vrole.to_owned(),
@@ -238,7 +236,7 @@ impl Gateway {
                 let conn = self
                     .pools
                     .get(&key, &|| Target {
-                        config: (**config).clone(),
+                        config: config.clone(),
                         size: t.pool_size,
                     })
                     .await
@@ -295,9 +293,7 @@ impl Gateway {
         let Some(role) = t.verifier_role() else {
             return error_response(&ApiError::unavailable("no usable login", 30));
         };
-        let Some(Login::Ready { config, .. }) = t.logins.get(role) else {
-            unreachable!("verifier_role returns ready logins")
-        };
+        let config = t.config(role).expect("verifier_role returns ready logins");
         let key = PoolKey {
             tenant: name.to_owned(),
             role: role.to_owned(),
@@ -306,7 +302,7 @@ impl Gateway {
         match self
             .pools
             .health(&key, &|| Target {
-                config: (**config).clone(),
+                config: config.clone(),
                 size,
             })
             .await
@@ -514,9 +510,7 @@ pub fn spawn_reloader(
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut secrets = tenantry_manifest::Inventory::load(&path)
-            .ok()
-            .map(|inv| inv.paths.secrets);
+        let mut secrets = gateway.snapshot().secrets_dir.clone();
         let mut last = fingerprint(&path, secrets.as_deref());
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {

@@ -15,6 +15,8 @@ use crate::resolve::HostIndex;
 
 /// Everything the gateway knows, at one point in time.
 pub struct Snapshot {
+    /// Where the inventory keeps generated passwords (reload watches it).
+    pub secrets_dir: Option<std::path::PathBuf>,
     pub index: HostIndex,
     pub tenants: HashMap<String, Arc<TenantEntry>>,
     pub trust_tenant_header: bool,
@@ -32,19 +34,36 @@ pub struct TenantEntry {
     pub logins: BTreeMap<String, Login>,
     /// Changes when sizes or credentials change: pools must be rebuilt.
     pub fingerprint: String,
+    /// Server address and options shared by all tenants (one allocation).
+    base: Arc<tokio_postgres::Config>,
 }
 
 /// How a role's pool connects, or why it cannot.
 pub enum Login {
     Ready {
         user: String,
-        config: Box<tokio_postgres::Config>,
+        password: SecretString,
     },
     /// The password cannot be read (not generated yet, variable unset, ...).
     Unavailable(String),
 }
 
 impl TenantEntry {
+    /// The connection settings of a role's pool, built when a pool is made
+    /// (a snapshot keeps only the user and password per role).
+    pub fn config(&self, role: &str) -> Option<tokio_postgres::Config> {
+        let Some(Login::Ready { user, password }) = self.logins.get(role) else {
+            return None;
+        };
+        let mut config = (*self.base).clone();
+        config
+            .user(user)
+            .password(password.expose_secret())
+            .dbname(&self.info.name)
+            .application_name("tenantry gateway");
+        Some(config)
+    }
+
     /// The pool that checks tokens: any role that can log in, the least
     /// privileged first.
     pub fn verifier_role(&self) -> Option<&str> {
@@ -61,10 +80,11 @@ impl Snapshot {
         let url = inventory.server.admin_url.as_ref().ok_or(
             "the gateway needs [server].admin_url (or TENANTRY_ADMIN_URL) for the server's host and port",
         )?;
-        let base: tokio_postgres::Config = url
-            .expose_secret()
-            .parse()
-            .map_err(|e| format!("admin_url is not a valid connection string: {e}"))?;
+        let base: Arc<tokio_postgres::Config> = Arc::new(
+            url.expose_secret()
+                .parse()
+                .map_err(|e| format!("admin_url is not a valid connection string: {e}"))?,
+        );
         let mut tenants = HashMap::with_capacity(inventory.tenants.len());
         for t in &inventory.tenants {
             let tier = inventory.tier(t);
@@ -80,15 +100,9 @@ impl Snapshot {
                     Ok(Some(pw)) => {
                         fingerprint.update(format!("{}:{}:", group.as_str(), user.name));
                         fingerprint.update(pw.expose_secret().as_bytes());
-                        let mut config = base.clone();
-                        config
-                            .user(user.name.as_str())
-                            .password(pw.expose_secret())
-                            .dbname(t.name.as_str())
-                            .application_name("tenantry gateway");
                         Login::Ready {
                             user: user.name.to_string(),
-                            config: Box::new(config),
+                            password: pw,
                         }
                     }
                     Ok(None) => Login::Unavailable(format!(
@@ -110,10 +124,12 @@ impl Snapshot {
                 requests_per_second: tier.requests_per_second,
                 logins,
                 fingerprint: format!("{:x}", fingerprint.finalize()),
+                base: base.clone(),
             };
             tenants.insert(t.name.to_string(), Arc::new(entry));
         }
         Ok(Snapshot {
+            secrets_dir: Some(inventory.paths.secrets.clone()),
             index: HostIndex::build(inventory),
             tenants,
             trust_tenant_header: inventory.routing.trust_tenant_header,
@@ -128,7 +144,7 @@ impl Snapshot {
         pool_size: usize,
         requests_per_second: u32,
     ) -> Result<Snapshot, String> {
-        let mut config: tokio_postgres::Config = dsn
+        let config: tokio_postgres::Config = dsn
             .expose_secret()
             .parse()
             .map_err(|e| format!("DATABASE_DSN is not a valid connection string: {e}"))?;
@@ -137,15 +153,11 @@ impl Snapshot {
             .ok_or("DATABASE_DSN names no database")?
             .to_owned();
         let user = config.get_user().unwrap_or("postgres").to_owned();
-        config.application_name("tenantry gateway");
-        let mut logins = BTreeMap::new();
-        logins.insert(
-            "dsn".to_owned(),
-            Login::Ready {
-                user,
-                config: Box::new(config),
-            },
+        let password = SecretString::from(
+            String::from_utf8_lossy(config.get_password().unwrap_or_default()).into_owned(),
         );
+        let mut logins = BTreeMap::new();
+        logins.insert("dsn".to_owned(), Login::Ready { user, password });
         let entry = Arc::new(TenantEntry {
             info: TenantInfo {
                 name: db.clone(),
@@ -157,8 +169,10 @@ impl Snapshot {
             requests_per_second,
             logins,
             fingerprint: String::new(),
+            base: Arc::new(config),
         });
         Ok(Snapshot {
+            secrets_dir: None,
             index: HostIndex::default(),
             tenants: HashMap::from([(db, entry.clone())]),
             trust_tenant_header: false,
