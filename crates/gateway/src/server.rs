@@ -114,7 +114,7 @@ impl Gateway {
         if status == 429 {
             self.metrics.rate_limited(&tenant);
         }
-        tracing::info!(
+        tracing::debug!(
             tenant = %tenant,
             role = %role,
             method = %method,
