@@ -107,6 +107,33 @@ fn http(
     (status, body)
 }
 
+/// A self-signed certificate for localhost (PEM), made with openssl.
+fn self_signed(cert: &std::path::Path, key: &std::path::Path) {
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
 fn token(f: &Fleet, tenant: &str, role: &str) -> String {
     let out = f.tenantry(&["token", "create", &f.name(tenant), "--role", role]);
     out.ok().trim().to_owned()
@@ -490,29 +517,7 @@ fn https_with_a_pem_certificate() {
     f.apply().ok();
     let tok = token(&f, "{p}_cafe", "customer");
     let (cert, key) = (f.dir.path().join("cert.pem"), f.dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    self_signed(&cert, &key);
     let g = serve(
         &f,
         &[
@@ -548,25 +553,7 @@ fn tls_to_postgres_when_the_dsn_requires_it() {
     let cluster = tenantry_localpg::Cluster::start_temp().expect("a TLS cluster");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    self_signed(&cert, &key);
     let is_root = String::from_utf8_lossy(
         &std::process::Command::new("id")
             .arg("-u")
