@@ -139,27 +139,18 @@ fn token(f: &Fleet, tenant: &str, role: &str) -> String {
     out.ok().trim().to_owned()
 }
 
-const TENANTS: &str = r#"
-[tenants.{p}_shop]
-plan = "professional"
-subdomain = "{p}-shop"
-domains = ["shop.{p}.example"]
-admins     = [{ username = "{p}_shop_a" }]
-developers = [{ username = "{p}_shop_d" }]
-customers  = [{ username = "{p}_shop_c" }]
-
-[tenants.{p}_cafe]
-plan = "starter"
-subdomain = "{p}-cafe"
-deletion_protection = false
-admins     = [{ username = "{p}_cafe_a" }]
-customers  = [{ username = "{p}_cafe_c" }]
-"#;
+/// The two tenants of the other tests, the shop with a custom domain too.
+fn tenants() -> String {
+    common::TWO_TENANTS.replace(
+        "subdomain = \"{p}-shop\"",
+        "subdomain = \"{p}-shop\"\ndomains = [\"shop.{p}.example\"]",
+    )
+}
 
 #[test]
 fn routing_tokens_and_tiers() {
     let f = Fleet::new(Admin::Superuser);
-    f.write(TENANTS);
+    f.write(&tenants());
     f.apply().ok();
     let shop_dev = token(&f, "{p}_shop", "developer");
     let shop_cust = token(&f, "{p}_shop", "customer");
@@ -280,7 +271,7 @@ fn routing_tokens_and_tiers() {
 #[test]
 fn suspension_and_reload_while_serving() {
     let f = Fleet::new(Admin::Superuser);
-    let one = TENANTS
+    let one = tenants()
         .split("[tenants.{p}_cafe]")
         .next()
         .unwrap()
@@ -301,7 +292,7 @@ fn suspension_and_reload_while_serving() {
     );
 
     // Add a tenant: routable without a restart.
-    f.write(TENANTS);
+    f.write(&tenants());
     f.apply().ok();
     let cafe_admin = token(&f, "{p}_cafe", "admin");
     let wait_for = |host: &str, tok: &str, want: u16| {
@@ -315,7 +306,7 @@ fn suspension_and_reload_while_serving() {
     };
     wait_for(&cafe, &cafe_admin, 200);
     // Suspend it: 403.
-    f.write(&TENANTS.replace(
+    f.write(&tenants().replace(
         "plan = \"starter\"",
         "plan = \"starter\"\nstatus = \"suspended\"",
     ));
@@ -439,7 +430,7 @@ fn a_budget_smaller_than_the_fleet_serves_everyone_and_a_down_tenant_fails_alone
 #[test]
 fn rate_limit_and_metrics() {
     let f = Fleet::new(Admin::Superuser);
-    f.write(&TENANTS.replace("requests_per_second = 20", "requests_per_second = 5"));
+    f.write(&tenants().replace("requests_per_second = 20", "requests_per_second = 5"));
     f.apply().ok();
     let cafe_admin = token(&f, "{p}_cafe", "admin");
     let g = serve(&f, &[], &[]);
@@ -474,7 +465,7 @@ fn rate_limit_and_metrics() {
 #[test]
 fn single_tenant_mode_from_database_dsn() {
     let f = Fleet::new(Admin::Superuser);
-    f.write(TENANTS);
+    f.write(&tenants());
     f.apply().ok();
     let tok = token(&f, "{p}_shop", "admin");
     let dsn = f.cluster.user_url(
@@ -513,7 +504,7 @@ fn single_tenant_mode_from_database_dsn() {
 #[test]
 fn https_with_a_pem_certificate() {
     let f = Fleet::new(Admin::Superuser);
-    f.write(TENANTS);
+    f.write(&tenants());
     f.apply().ok();
     let tok = token(&f, "{p}_cafe", "customer");
     let (cert, key) = (f.dir.path().join("cert.pem"), f.dir.path().join("key.pem"));

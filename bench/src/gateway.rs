@@ -46,7 +46,7 @@ use hyper_util::rt::TokioIo;
 use tenantry_localpg::Cluster;
 
 use crate::inventory::toml_string;
-use crate::{inventory, progress, secs, tail, Tenantry, RSS_TARGET_MIB};
+use crate::{inventory, progress, report_targets, secs, tail, Tenantry, RSS_TARGET_MIB};
 
 /// gateway/baseline throughput the gateway should reach at least.
 const THROUGHPUT_RATIO_TARGET: f64 = 0.9;
@@ -489,14 +489,7 @@ fn report(args: &Args, r: &Report<'_>) {
             r.idle.rss_mib
         ));
     }
-    if missed.is_empty() {
-        println!("\nAll targets met.");
-    } else {
-        println!(
-            "\nTargets missed (reported, not asserted): {}.",
-            missed.join("; ")
-        );
-    }
+    report_targets(&missed);
 }
 
 fn ms(us: f64) -> String {

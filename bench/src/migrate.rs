@@ -26,7 +26,9 @@ use anyhow::{bail, Context as _, Result};
 use tenantry_localpg::Cluster;
 
 use crate::measure::{self, Finished};
-use crate::{baseline, inventory, progress, ratio, secs, tail, Tenantry, RSS_TARGET_MIB};
+use crate::{
+    baseline, inventory, progress, ratio, report_targets, secs, tail, Tenantry, RSS_TARGET_MIB,
+};
 
 /// tenantry/baseline ratio the migration should stay under.
 const MIGRATE_RATIO_TARGET: f64 = 0.6;
@@ -331,14 +333,7 @@ pub fn run(args: &Args) -> Result<()> {
             ));
         }
     }
-    if missed.is_empty() {
-        println!("\nAll targets met.");
-    } else {
-        println!(
-            "\nTargets missed (reported, not asserted): {}.",
-            missed.join("; ")
-        );
-    }
+    report_targets(&missed);
     Ok(())
 }
 
