@@ -539,7 +539,7 @@ fn https_with_a_pem_certificate() {
 }
 
 #[test]
-fn tls_to_postgres_when_the_dsn_requires_it() {
+fn tls_to_postgres_for_the_gateway_and_the_provisioner() {
     // A cluster of its own, with TLS switched on.
     let cluster = tenantry_localpg::Cluster::start_temp().expect("a TLS cluster");
     let dir = tempfile::tempdir().unwrap();
@@ -627,4 +627,41 @@ fn tls_to_postgres_when_the_dsn_requires_it() {
         )
         .unwrap();
     assert_eq!(plain.trim(), "0");
+
+    // The provisioner speaks TLS too when its admin URL requires it.
+    let inv = dir.path().join("tenants.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "fleet = \"tls\"\n[paths]\nschema = \"{}\"\n[plans.p]\nconnection_limit = 2\nstatement_timeout = \"1s\"\npool_size = 1\nrequests_per_second = 1\n[tenants.tls_cafe]\nplan = \"p\"\nadmins = [{{ username = \"tls_cafe_a\" }}]\n",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").display()
+        ),
+    )
+    .unwrap();
+    let admin_url = format!("{}?sslmode=require", cluster.url("postgres"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args([
+            "apply",
+            "--auto-approve",
+            "--admin-url",
+            &admin_url,
+            "--config",
+        ])
+        .arg(&inv)
+        .env_remove("TENANTRY_ADMIN_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "apply over TLS: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cluster
+            .psql("tls_cafe", "SELECT count(*) FROM widgets")
+            .unwrap()
+            .trim(),
+        "0"
+    );
 }

@@ -6,7 +6,6 @@
 //! - [`snapshot`]: the configuration in force (tenants, tiers, users), swapped on reload;
 //! - [`tokens`]: bearer tokens, stored hashed in each tenant's own database;
 //! - [`pools`]: one pool per (tenant, role) under a global connection budget;
-//! - [`pgtls`]: TLS to PostgreSQL (rustls), as `sslmode` asks;
 //! - [`limit`]: per-tenant request rate limits;
 //! - [`api`]: the reference store API (customers, widgets, orders);
 //! - [`error`]: JSON errors with stable codes;
@@ -18,7 +17,6 @@ pub mod api;
 pub mod error;
 pub mod limit;
 pub mod metrics;
-pub mod pgtls;
 pub mod pools;
 pub mod resolve;
 pub mod server;

@@ -748,9 +748,9 @@ fn set_phase(phase: u8) {
     let _ = CHECKOUT.try_with(|p| p.store(phase, Ordering::Release));
 }
 
-/// The TLS connector every connection uses (see [`crate::pgtls`]).
+/// The TLS connector every connection uses (see `tenantry_pgtls`).
 fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
-    crate::pgtls::connector()
+    tenantry_pgtls::connector()
 }
 
 /// deadpool's [`Connect`] for our pools: takes a budget permit (evicting idle

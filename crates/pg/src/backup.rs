@@ -53,6 +53,13 @@ pub async fn dump(
     if let Some(user) = config.get_user() {
         cmd.arg(format!("--username={user}"));
     }
+    // TLS as the admin connection asks (libpq reads PGSSLMODE).
+    let sslmode = match config.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => "disable",
+        tokio_postgres::config::SslMode::Require => "require",
+        _ => "prefer",
+    };
+    cmd.env("PGSSLMODE", sslmode);
     // The password goes through the environment, never the command line.
     if let Some(pw) = config.get_password() {
         cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());

@@ -2,7 +2,7 @@
 //! credentials pointed at one tenant database.
 
 use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use crate::error::{describe, Error};
 
@@ -71,10 +71,14 @@ impl Admin {
         let mut config = self.config.clone();
         let db = db.unwrap_or(self.admin_db()).to_owned();
         config.dbname(&db);
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| Error::Connect {
-            target: self.target(&db),
-            message: describe(&e),
-        })?;
+        let (client, connection) =
+            config
+                .connect(tenantry_pgtls::connector())
+                .await
+                .map_err(|e| Error::Connect {
+                    target: self.target(&db),
+                    message: describe(&e),
+                })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed");

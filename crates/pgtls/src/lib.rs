@@ -1,9 +1,12 @@
-//! TLS to PostgreSQL. Every gateway connection offers TLS through rustls;
+//! TLS to PostgreSQL, shared by the provisioner and the gateway. Every
+//! connection offers TLS through rustls;
 //! with libpq's default `sslmode=prefer` a server without TLS is still
 //! reached in clear, and `sslmode=require` in a URL or DSN makes TLS
 //! mandatory. As with libpq's `require`, the server certificate is not
 //! checked against a CA (tokio-postgres has no `verify-full`): the link is
 //! encrypted, and the server is trusted to be the one the URL names.
+
+#![forbid(unsafe_code)]
 
 use std::sync::{Arc, OnceLock};
 
@@ -13,7 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// The connector all pools share (built once).
+/// The connector every connection uses (built once).
 pub fn connector() -> MakeRustlsConnect {
     static CONNECTOR: OnceLock<MakeRustlsConnect> = OnceLock::new();
     CONNECTOR
