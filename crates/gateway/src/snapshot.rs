@@ -93,7 +93,7 @@ impl Snapshot {
             fingerprint.update(tier.pool_size.to_le_bytes());
             for group in Group::MEMBERS {
                 // The tenant's first user of each role.
-                let Some(user) = t.users.iter().find(|u| u.group == group) else {
+                let Some(user) = t.users_in(group).next() else {
                     continue;
                 };
                 let login = match user.load_password() {

@@ -134,14 +134,6 @@ impl Migrations {
         self.list.is_empty()
     }
 
-    /// `V1__init`, ... for display.
-    pub fn names(&self) -> Vec<String> {
-        self.list
-            .iter()
-            .map(|m| format!("V{}__{}", m.version(), m.name()))
-            .collect()
-    }
-
     /// Compares a database's applied history with the files. The session
     /// may be any role that can read the history table.
     pub async fn history(&self, client: &Client) -> Result<History, tokio_postgres::Error> {
