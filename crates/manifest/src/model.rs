@@ -77,6 +77,13 @@ pub struct Server {
     /// `TENANTRY_ADMIN_URL` if set, else `[server] admin_url`. Never printed:
     /// `Debug` shows it redacted.
     pub admin_url: Option<SecretString>,
+    /// Where applications reach the cluster, when not where the admin does
+    /// (`[server] app_host`, e.g. a service name or a pooler in front).
+    pub app_host: Option<String>,
+    /// `[server] app_port`.
+    pub app_port: Option<u16>,
+    /// `sslmode` in the DSNs given to applications (`[server] app_sslmode`).
+    pub app_sslmode: Option<String>,
 }
 
 /// Directories the tool works with, all absolute.

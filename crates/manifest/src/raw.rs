@@ -30,6 +30,9 @@ pub(crate) struct RawManifest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawServer {
     pub admin_url: Option<Spanned<String>>,
+    pub app_host: Option<Spanned<String>>,
+    pub app_port: Option<Spanned<i64>>,
+    pub app_sslmode: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -270,6 +270,28 @@ fn admin_url_env_wins_over_the_file() {
 }
 
 #[test]
+fn app_endpoint_is_read_and_checked() {
+    let src = "[server]\napp_host = \"pgbouncer.internal\"\napp_port = 6432\napp_sslmode = \"require\"\n";
+    let inv = load(src).unwrap();
+    assert_eq!(inv.server.app_host.as_deref(), Some("pgbouncer.internal"));
+    assert_eq!(inv.server.app_port, Some(6432));
+    assert_eq!(inv.server.app_sslmode.as_deref(), Some("require"));
+    let defaults = load("").unwrap().server;
+    assert_eq!(
+        (defaults.app_host, defaults.app_port, defaults.app_sslmode),
+        (None, None, None)
+    );
+
+    let src = "[server]\napp_host = \"db/x\"\n";
+    one_error(load(src), 2, "invalid server.app_host");
+    let src = "[server]\n\napp_port = 70000\n";
+    one_error(load(src), 3, "is not a TCP port");
+    let src = "[server]\napp_sslmode = \"sometimes\"\n";
+    let d = one_error(load(src), 2, "unknown server.app_sslmode");
+    assert!(d.to_string().contains("verify-full"), "{d}");
+}
+
+#[test]
 fn load_reads_the_file_and_reports_missing_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tenants.toml");

@@ -16,7 +16,7 @@ use crate::error::Reporter;
 use crate::ident::MAX_IDENT_BYTES;
 use crate::model::LONGEST_ROLE_SUFFIX;
 use crate::password::read_secret_file;
-use crate::raw::{RawManifest, RawPlan, RawTenant, RawUser};
+use crate::raw::{RawManifest, RawPlan, RawServer, RawTenant, RawUser};
 use crate::{
     parse_duration_ms, Group, Ident, Inventory, ManifestError, PasswordSource, Paths, Routing,
     Server, Tenant, Tier, User,
@@ -83,7 +83,7 @@ pub(crate) fn validate(
     let base_dir = base_dir_of(path)?;
 
     let fleet = fleet(&mut r, raw.fleet);
-    let server = server(&mut r, raw.server.admin_url, env);
+    let server = server(&mut r, raw.server, env);
     let paths = Paths {
         schema: resolve_dir(&mut r, &base_dir, raw.paths.schema, DEFAULT_SCHEMA_DIR),
         backups: resolve_dir(&mut r, &base_dir, raw.paths.backups, DEFAULT_BACKUPS_DIR),
@@ -186,12 +186,59 @@ fn fleet(r: &mut Reporter, fleet: Option<Spanned<String>>) -> String {
     fleet.into_inner()
 }
 
-fn server(
-    r: &mut Reporter,
-    admin_url: Option<Spanned<String>>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Server {
-    let from_file = admin_url.and_then(|url| {
+/// The sslmode values libpq knows.
+const SSLMODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+fn server(r: &mut Reporter, raw: RawServer, env: &dyn Fn(&str) -> Option<String>) -> Server {
+    let app_host = raw.app_host.and_then(|host| {
+        let value = host.get_ref();
+        let ok = !value.is_empty()
+            && value.len() <= 253
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        if ok {
+            Some(host.into_inner())
+        } else {
+            r.error_help(
+                host.span(),
+                format!("invalid server.app_host {value:?}"),
+                "give a host name or IP address, e.g. app_host = \"db.internal\"",
+            );
+            None
+        }
+    });
+    let app_port = raw.app_port.and_then(|port| match u16::try_from(*port.get_ref()) {
+        Ok(p) if p > 0 => Some(p),
+        _ => {
+            r.error_help(
+                port.span(),
+                format!("server.app_port {} is not a TCP port", port.get_ref()),
+                "use 1 to 65535, e.g. app_port = 6432",
+            );
+            None
+        }
+    });
+    let app_sslmode = raw.app_sslmode.and_then(|mode| {
+        if SSLMODES.contains(&mode.get_ref().as_str()) {
+            Some(mode.into_inner())
+        } else {
+            r.error_help(
+                mode.span(),
+                format!("unknown server.app_sslmode {:?}", mode.get_ref()),
+                format!("use one of {}", SSLMODES.join(", ")),
+            );
+            None
+        }
+    });
+    let from_file = raw.admin_url.and_then(|url| {
         if url.get_ref().trim().is_empty() {
             r.error_help(
                 url.span(),
@@ -206,6 +253,9 @@ fn server(
     let from_env = env(ADMIN_URL_ENV).filter(|v| !v.trim().is_empty());
     Server {
         admin_url: from_env.or(from_file).map(SecretString::from),
+        app_host,
+        app_port,
+        app_sslmode,
     }
 }
 
