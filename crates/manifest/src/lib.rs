@@ -36,6 +36,7 @@ mod ident;
 mod model;
 mod password;
 mod raw;
+pub mod tfvars;
 mod validate;
 
 pub use secrecy::{ExposeSecret, SecretString};
@@ -51,3 +52,5 @@ pub use validate::{
 
 #[cfg(test)]
 mod tests;
+
+pub mod schema;

@@ -271,7 +271,8 @@ fn admin_url_env_wins_over_the_file() {
 
 #[test]
 fn app_endpoint_is_read_and_checked() {
-    let src = "[server]\napp_host = \"pgbouncer.internal\"\napp_port = 6432\napp_sslmode = \"require\"\n";
+    let src =
+        "[server]\napp_host = \"pgbouncer.internal\"\napp_port = 6432\napp_sslmode = \"require\"\n";
     let inv = load(src).unwrap();
     assert_eq!(inv.server.app_host.as_deref(), Some("pgbouncer.internal"));
     assert_eq!(inv.server.app_port, Some(6432));

@@ -215,17 +215,19 @@ fn server(r: &mut Reporter, raw: RawServer, env: &dyn Fn(&str) -> Option<String>
             None
         }
     });
-    let app_port = raw.app_port.and_then(|port| match u16::try_from(*port.get_ref()) {
-        Ok(p) if p > 0 => Some(p),
-        _ => {
-            r.error_help(
-                port.span(),
-                format!("server.app_port {} is not a TCP port", port.get_ref()),
-                "use 1 to 65535, e.g. app_port = 6432",
-            );
-            None
-        }
-    });
+    let app_port = raw
+        .app_port
+        .and_then(|port| match u16::try_from(*port.get_ref()) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                r.error_help(
+                    port.span(),
+                    format!("server.app_port {} is not a TCP port", port.get_ref()),
+                    "use 1 to 65535, e.g. app_port = 6432",
+                );
+                None
+            }
+        });
     let app_sslmode = raw.app_sslmode.and_then(|mode| {
         if SSLMODES.contains(&mode.get_ref().as_str()) {
             Some(mode.into_inner())
