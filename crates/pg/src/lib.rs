@@ -4,6 +4,7 @@
 //! drop ([`backup`]). Deciding what to do is `tenantry-plan`'s job, not ours.
 #![forbid(unsafe_code)]
 
+pub mod adopt;
 pub mod apply;
 pub mod backup;
 pub mod connect;

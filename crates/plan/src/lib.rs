@@ -3,6 +3,7 @@
 //! catalog is read and the plan applied by `tenantry-pg`.
 //!
 //! - [`model`]: the desired and observed state as plain data;
+//! - [`adopt`]: taking over a tenant another tool made;
 //! - [`diff`]: the planner itself;
 //! - [`plan`]: the plan's types;
 //! - [`render`]: text and JSON output;
@@ -11,6 +12,7 @@
 //! - [`scram`]: SCRAM-SHA-256 verifiers, made and checked client-side.
 #![forbid(unsafe_code)]
 
+pub mod adopt;
 pub mod diff;
 pub mod model;
 pub mod plan;

@@ -23,6 +23,13 @@ pub fn text(plan: &Plan) -> String {
             "error: tenant {}: {} {} {}; tenantry will not take it over (rename the tenant, or drop or rename the existing {})",
             c.tenant, c.object, c.name, c.reason, c.object
         );
+        if c.reason.ends_with("not managed by tenantry") {
+            let _ = writeln!(
+                out,
+                "  help: if another tool (e.g. Terraform) made it for this tenant, `tenantry adopt {}` checks it and takes it over, keeping the data",
+                c.tenant
+            );
+        }
     }
     for w in &plan.warnings {
         let _ = writeln!(out, "warning: {w}");
