@@ -100,6 +100,86 @@ pub enum Command {
     /// Bearer tokens of a tenant's API (stored hashed in the tenant's database).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print what a per-tenant container needs: DATABASE_DSN (with the password), TENANT_NAME, TENANT_SUBDOMAIN.
+    Env {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant (its database name).
+        tenant: String,
+        /// Whose login the DSN carries: the tenant's first user of this role.
+        #[arg(long, default_value = "admin", value_parser = ["admin", "developer", "customer"])]
+        role: String,
+        /// A specific user of the tenant instead of the role's first.
+        #[arg(long, conflicts_with = "role")]
+        user: Option<String>,
+        /// env: KEY=value lines (docker --env-file); json; k8s-secret: a Kubernetes Secret manifest.
+        #[arg(long, default_value = "env", value_parser = ["env", "json", "k8s-secret"])]
+        format: String,
+    },
+    /// Write tenants.toml from a Terraform tenants.tfvars (passwords become password_env references).
+    ImportTfvars {
+        /// The tenants.tfvars to read.
+        tfvars: PathBuf,
+        /// Where to write the inventory ("-": standard output).
+        #[arg(long, short = 'o', default_value = "tenants.toml")]
+        output: PathBuf,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take over a tenant database and roles made by another tool (e.g. Terraform): check, mark as managed, keep the data.
+    Adopt {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant (its database name).
+        tenant: String,
+        /// Only report what adopt would check and do.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Give a tenant's users new passwords (generated ones) or re-read them (env, file), set as SCRAM verifiers.
+    Rotate {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant (its database name).
+        tenant: String,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Dump a tenant database (pg_dump custom format, mode 0600) into the backups directory.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant (its database name).
+        tenant: String,
+        /// Write here instead of the backups directory.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Restore a tenant database from a `tenantry backup` file (refuses a non-empty database without --force).
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant (its database name).
+        tenant: String,
+        /// The dump to restore.
+        file: PathBuf,
+        /// Replace the data of a database that has rows.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (tenantry.1 and one per command) into a directory.
+    Man {
+        /// The directory (created if missing).
+        #[arg(default_value = "man")]
+        dir: PathBuf,
+    },
     /// Stop the local PostgreSQL started by `up`.
     Down {
         #[command(flatten)]

@@ -51,6 +51,41 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Token(cmd) => token(cmd).await,
         Command::Down { common, data_dir } => down(&common, data_dir),
+        Command::Env {
+            common,
+            tenant,
+            role,
+            user,
+            format,
+        } => crate::env::env(&load(&common)?, &tenant, &role, user.as_deref(), &format),
+        Command::ImportTfvars {
+            tfvars,
+            output,
+            force,
+        } => crate::switch::import_tfvars(&tfvars, &output, force),
+        Command::Adopt {
+            common,
+            tenant,
+            dry_run,
+        } => crate::switch::adopt(&load(&common)?, &common, &tenant, dry_run).await,
+        Command::Rotate {
+            common,
+            tenant,
+            user,
+        } => crate::ops::rotate(&load(&common)?, &tenant, user.as_deref()).await,
+        Command::Backup {
+            common,
+            tenant,
+            output,
+        } => crate::ops::backup(&load(&common)?, &tenant, output.as_deref()).await,
+        Command::Restore {
+            common,
+            tenant,
+            file,
+            force,
+        } => crate::ops::restore(&load(&common)?, &tenant, &file, force).await,
+        Command::Completions { shell } => crate::docs::completions(shell),
+        Command::Man { dir } => crate::docs::man(&dir),
     }
 }
 
@@ -60,7 +95,7 @@ fn jobs(common: &Common) -> usize {
 }
 
 /// Loads and validates the inventory; `--admin-url` wins over file and env.
-fn load(common: &Common) -> Result<Inventory> {
+pub(crate) fn load(common: &Common) -> Result<Inventory> {
     let mut inventory = Inventory::load(&common.config)?;
     if let Some(url) = &common.admin_url {
         inventory.server.admin_url = Some(SecretString::from(url.clone()));

@@ -5,7 +5,11 @@
 
 mod cli;
 mod commands;
+mod docs;
+mod env;
+mod ops;
 mod serve;
+mod switch;
 
 use std::process::ExitCode;
 

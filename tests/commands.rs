@@ -85,3 +85,70 @@ async fn up_starts_a_local_server_applies_and_down_stops_it() {
     assert!(down.ok().contains("Stopped"), "{}", down.stdout);
     assert!(common::connect(&url).await.is_err(), "stopped");
 }
+
+/// Completions and man pages come from the clap definitions, so every
+/// command is in them.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let bin = env!("CARGO_BIN_EXE_tenantry");
+    let commands = [
+        "validate",
+        "plan",
+        "apply",
+        "migrate",
+        "status",
+        "list",
+        "show",
+        "up",
+        "serve",
+        "token",
+        "down",
+        "env",
+        "import-tfvars",
+        "adopt",
+        "rotate",
+        "backup",
+        "restore",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(bin)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for c in commands {
+            assert!(script.contains(c), "{shell} completion lacks {c}");
+        }
+    }
+    let bad = std::process::Command::new(bin)
+        .args(["completions", "cmd.exe"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.path().join("tenantry.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH tenantry"),
+        "{page}"
+    );
+    for c in commands {
+        let sub = dir.path().join(format!("tenantry-{c}.1"));
+        let text =
+            std::fs::read_to_string(&sub).unwrap_or_else(|e| panic!("{}: {e}", sub.display()));
+        assert!(text.contains(".SH"), "{c}: not a man page");
+    }
+    let restore = std::fs::read_to_string(dir.path().join("tenantry-restore.1")).unwrap();
+    assert!(restore.contains("force"), "{restore}");
+}

@@ -501,6 +501,67 @@ fn single_tenant_mode_from_database_dsn() {
     );
 }
 
+/// The per-tenant container of seed 002: `tenantry env` writes the env file,
+/// the gateway started with exactly that environment (and no tenants.toml)
+/// serves that tenant, as the login the file carries.
+#[test]
+fn the_env_file_of_a_tenant_runs_its_single_tenant_gateway() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(&tenants());
+    f.apply().ok();
+    let tok = token(&f, "{p}_shop", "admin");
+    let env_file = f.tenantry(&["env", &f.name("{p}_shop"), "--role", "developer"]);
+    let vars: Vec<(String, String)> = env_file
+        .ok()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["DATABASE_DSN", "TENANT_NAME", "TENANT_SUBDOMAIN"]);
+    std::fs::remove_file(f.config()).unwrap();
+    let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let g = serve(&f, &[], &env);
+    let (s, b) = http(
+        &g.api,
+        "POST",
+        "any.host",
+        "/api/widgets",
+        Some(&tok),
+        Some(r#"{"name":"from-env","price":5}"#),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = http(
+        &g.api,
+        "GET",
+        "other.host",
+        "/api/widgets",
+        Some(&tok),
+        None,
+    );
+    assert!(s == 200 && b.contains("from-env"), "{s} {b}");
+    // The container logs in as the developer: even an admin token cannot
+    // DELETE, because the database says no.
+    let id = b
+        .split("\"id\":")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .unwrap()
+        .to_owned();
+    let (s, b) = http(
+        &g.api,
+        "DELETE",
+        "h",
+        &format!("/api/widgets/{id}"),
+        Some(&tok),
+        None,
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("permission_denied"), "{b}");
+}
+
 #[test]
 fn https_with_a_pem_certificate() {
     let f = Fleet::new(Admin::Superuser);

@@ -76,10 +76,16 @@ impl Gateway {
                     self.tokens.forget_tenant(name);
                 }
                 Some(after) if after.fingerprint != before.fingerprint => {
-                    if after.pool_size != before.pool_size {
+                    if after.same_logins(before) {
+                        // Only the size changed: resize, keeping connections.
                         self.pools.resize_tenant(name, after.pool_size);
                     } else {
+                        // New credentials (and perhaps a new size): a resized
+                        // pool would keep dialing with the old password, so
+                        // the pools go (in-flight requests finish on them)
+                        // and new ones are built from this snapshot on next use.
                         self.pools.remove_tenant(name);
+                        tracing::info!(tenant = %name, "credentials changed: the tenant's pools are rebuilt with them");
                     }
                     self.tokens.forget_tenant(name);
                 }
@@ -499,10 +505,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// Reloads tenants.toml on SIGHUP and whenever it, or a file in its secrets
-/// directory (generated or rotated passwords), changes; checked every
-/// `interval`. An invalid file is logged and the running configuration kept.
-/// `admin_url` overrides the file's (as `--admin-url` does at start).
+/// Reloads tenants.toml on SIGHUP and whenever it, a file in its secrets
+/// directory (generated or rotated passwords) or a user's `password_file`
+/// changes; checked every `interval`. A change is acted on once it has held
+/// for one interval, so a rotation (new password saved, then set on the
+/// server) is complete before new pools dial with it. An invalid file is
+/// logged and the running configuration kept. `admin_url` overrides the
+/// file's (as `--admin-url` does at start).
 pub fn spawn_reloader(
     gateway: Arc<Gateway>,
     path: PathBuf,
@@ -510,19 +519,26 @@ pub fn spawn_reloader(
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut secrets = gateway.snapshot().secrets_dir.clone();
-        let mut last = fingerprint(&path, secrets.as_deref());
+        let snapshot = gateway.snapshot();
+        let mut secrets = snapshot.secrets_dir.clone();
+        let mut files = snapshot.password_files.clone();
+        drop(snapshot);
+        let mut loaded_at = fingerprint(&path, secrets.as_deref(), &files);
+        let mut seen = loaded_at.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             let forced = tokio::select! {
                 _ = tokio::time::sleep(interval) => false,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
-            let now = fingerprint(&path, secrets.as_deref());
-            if !forced && now == last {
+            let now = fingerprint(&path, secrets.as_deref(), &files);
+            // Unchanged since the last load, or still changing: wait.
+            let settled = now == seen;
+            seen = now.clone();
+            if !forced && (now == loaded_at || !settled) {
                 continue;
             }
-            last = now;
+            loaded_at = now;
             let loaded = tenantry_manifest::Inventory::load(&path)
                 .map(|mut inv| {
                     if let Some(url) = &admin_url {
@@ -536,6 +552,11 @@ pub fn spawn_reloader(
                 Snapshot::from_inventory(&inv)
             }) {
                 Ok(snapshot) => {
+                    if snapshot.password_files != files {
+                        files.clone_from(&snapshot.password_files);
+                        loaded_at = fingerprint(&path, secrets.as_deref(), &files);
+                        seen = loaded_at.clone();
+                    }
                     let n = snapshot.tenants.len();
                     gateway.replace(snapshot);
                     tracing::info!(tenants = n, path = %path.display(), "configuration reloaded");
@@ -548,10 +569,17 @@ pub fn spawn_reloader(
     })
 }
 
-/// What reload watches: the file's contents and the secrets directory's
-/// listing (names, sizes, modification times).
-fn fingerprint(path: &std::path::Path, secrets: Option<&std::path::Path>) -> Vec<u8> {
+/// What reload watches: the file's contents, the secrets directory's
+/// listing (names, sizes, modification times, inodes: a password replaced
+/// by rename is a new inode even with the same size and time) and the
+/// contents of the users' password files.
+fn fingerprint(
+    path: &std::path::Path,
+    secrets: Option<&std::path::Path>,
+    password_files: &[PathBuf],
+) -> Vec<u8> {
     use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
     let mut h = Sha256::new();
     h.update(std::fs::read(path).unwrap_or_default());
     if let Some(entries) = secrets.and_then(|d| std::fs::read_dir(d).ok()) {
@@ -560,15 +588,22 @@ fn fingerprint(path: &std::path::Path, secrets: Option<&std::path::Path>) -> Vec
             .filter_map(|e| {
                 let m = e.metadata().ok()?;
                 Some(format!(
-                    "{:?} {} {:?}",
+                    "{:?} {} {:?} {}",
                     e.file_name(),
                     m.len(),
-                    m.modified().ok()
+                    m.modified().ok(),
+                    m.ino()
                 ))
             })
             .collect();
         list.sort();
         h.update(list.join("\n"));
+    }
+    for file in password_files {
+        h.update(file.as_os_str().as_encoded_bytes());
+        // Hashed, never kept: the digest is all that stays in memory.
+        let contents = std::fs::read(file).unwrap_or_default();
+        h.update(Sha256::digest(&contents));
     }
     h.finalize().to_vec()
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use tenantry_manifest::{Group, Inventory, Status};
+use tenantry_manifest::{Group, Inventory, PasswordSource, Status};
 
 use crate::api::TenantInfo;
 use crate::resolve::HostIndex;
@@ -17,6 +17,8 @@ use crate::resolve::HostIndex;
 pub struct Snapshot {
     /// Where the inventory keeps generated passwords (reload watches it).
     pub secrets_dir: Option<std::path::PathBuf>,
+    /// The users' `password_file`s (reload watches them too).
+    pub password_files: Vec<std::path::PathBuf>,
     pub index: HostIndex,
     pub tenants: HashMap<String, Arc<TenantEntry>>,
     pub trust_tenant_header: bool,
@@ -62,6 +64,34 @@ impl TenantEntry {
             .dbname(&self.info.name)
             .application_name("tenantry gateway");
         Some(config)
+    }
+
+    /// Whether both log in the same way: same users, same passwords (or the
+    /// same reason not to). When they differ, pools must be rebuilt; when
+    /// only the pool size differs, they can be resized.
+    pub fn same_logins(&self, other: &TenantEntry) -> bool {
+        self.logins.len() == other.logins.len()
+            && self
+                .logins
+                .iter()
+                .zip(&other.logins)
+                .all(|((ra, a), (rb, b))| {
+                    ra == rb
+                        && match (a, b) {
+                            (
+                                Login::Ready {
+                                    user: ua,
+                                    password: pa,
+                                },
+                                Login::Ready {
+                                    user: ub,
+                                    password: pb,
+                                },
+                            ) => ua == ub && pa.expose_secret() == pb.expose_secret(),
+                            (Login::Unavailable(x), Login::Unavailable(y)) => x == y,
+                            _ => false,
+                        }
+                })
     }
 
     /// The pool that checks tokens: any role that can log in, the least
@@ -128,8 +158,20 @@ impl Snapshot {
             };
             tenants.insert(t.name.to_string(), Arc::new(entry));
         }
+        let mut password_files: Vec<std::path::PathBuf> = inventory
+            .tenants
+            .iter()
+            .flat_map(|t| &t.users)
+            .filter_map(|u| match &u.password {
+                PasswordSource::File { path } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        password_files.sort();
+        password_files.dedup();
         Ok(Snapshot {
             secrets_dir: Some(inventory.paths.secrets.clone()),
+            password_files,
             index: HostIndex::build(inventory),
             tenants,
             trust_tenant_header: inventory.routing.trust_tenant_header,
@@ -173,6 +215,7 @@ impl Snapshot {
         });
         Ok(Snapshot {
             secrets_dir: None,
+            password_files: Vec::new(),
             index: HostIndex::default(),
             tenants: HashMap::from([(db, entry.clone())]),
             trust_tenant_header: false,
@@ -191,5 +234,68 @@ impl Snapshot {
             _ => host.and_then(|h| self.index.resolve(h)),
         }?;
         self.tenants.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One tenant whose admin and developer read their passwords from files
+    /// (the gateway reads env passwords from its own environment).
+    fn snapshot(dir: &std::path::Path, admin_pw: &str, dev_pw: &str, pool_size: u32) -> Snapshot {
+        std::fs::write(dir.join("admin.pw"), admin_pw).unwrap();
+        std::fs::write(dir.join("dev.pw"), dev_pw).unwrap();
+        let text = format!(
+            r#"
+[server]
+admin_url = "postgres://admin@127.0.0.1:5432/postgres"
+
+[routing]
+base_domains = ["localhost"]
+
+[plans.p]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = {pool_size}
+requests_per_second = 20
+
+[tenants.shop]
+plan = "p"
+admins     = [{{ username = "shop_a", password_file = "admin.pw" }}]
+developers = [{{ username = "shop_d", password_file = "dev.pw" }}]
+"#
+        );
+        let inventory =
+            Inventory::from_str_with(&text, &dir.join("tenants.toml"), &|_| None).unwrap();
+        Snapshot::from_inventory(&inventory).unwrap()
+    }
+
+    #[test]
+    fn logins_tell_a_new_password_from_a_new_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let shop = |s: &Snapshot| s.tenants["shop"].clone();
+        let a = snapshot(dir.path(), "one", "dev-one", 2);
+        assert!(matches!(shop(&a).logins["admin"], Login::Ready { .. }));
+        assert_eq!(
+            a.password_files,
+            vec![dir.path().join("admin.pw"), dir.path().join("dev.pw")]
+        );
+
+        let same = snapshot(dir.path(), "one", "dev-one", 2);
+        assert_eq!(shop(&a).fingerprint, shop(&same).fingerprint);
+        assert!(shop(&a).same_logins(&shop(&same)));
+
+        // Only the size: same logins (the pools can be resized).
+        let bigger = snapshot(dir.path(), "one", "dev-one", 8);
+        assert_ne!(shop(&a).fingerprint, shop(&bigger).fingerprint);
+        assert!(shop(&a).same_logins(&shop(&bigger)));
+
+        // A new password, with or without a new size: new logins.
+        for (admin_pw, dev_pw, size) in [("two", "dev-one", 2), ("one", "dev-two", 8)] {
+            let rotated = snapshot(dir.path(), admin_pw, dev_pw, size);
+            assert_ne!(shop(&a).fingerprint, shop(&rotated).fingerprint);
+            assert!(!shop(&a).same_logins(&shop(&rotated)));
+        }
     }
 }

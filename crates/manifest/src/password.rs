@@ -73,11 +73,7 @@ impl PasswordSource {
             create_private_dir(dir)
                 .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let password: String = rand::rngs::OsRng
-            .sample_iter(&Alphanumeric)
-            .take(GENERATED_PASSWORD_LEN)
-            .map(char::from)
-            .collect();
+        let password = random_password();
         match create_new_private(path) {
             Ok(mut file) => {
                 let written = file
@@ -94,6 +90,53 @@ impl PasswordSource {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => self.read_winner(path),
             Err(e) => Err(self.error(format!("cannot create the file: {e}"))),
         }
+    }
+
+    /// A new random password, as [`ensure`](Self::ensure) generates them:
+    /// [`GENERATED_PASSWORD_LEN`] characters of `[A-Za-z0-9]` from the OS RNG.
+    pub fn generate() -> SecretString {
+        SecretString::from(random_password())
+    }
+
+    /// Replaces the file of a `Generated` source with `password` (rotation),
+    /// atomically: written to a temporary file (mode 0600) in the same
+    /// directory, synced, renamed over the old file, and the directory
+    /// synced. A reader sees the old password or the new one, never a mix;
+    /// a crash leaves the old file (and perhaps a stray `.<name>.tmp-*`).
+    /// Directories are created 0700 if missing. Env and file sources are
+    /// not tenantry's to write: an error.
+    pub fn store_generated(&self, password: &SecretString) -> Result<(), ManifestError> {
+        use secrecy::ExposeSecret;
+        let PasswordSource::Generated { path } = self else {
+            return Err(self.error(
+                "only a generated password can be replaced by tenantry; change the variable or file yourself",
+            ));
+        };
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(self.error("the path has no file name"));
+        };
+        create_private_dir(dir)
+            .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}-{:08x}",
+            name.to_string_lossy(),
+            std::process::id(),
+            rand::rngs::OsRng.gen::<u32>()
+        ));
+        let written = create_new_private(&tmp).and_then(|mut file| {
+            file.write_all(password.expose_secret().as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.error(format!("cannot write the new password: {e}")));
+        }
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     }
 
     /// Reads a generated file another process just created, giving it a
@@ -135,6 +178,14 @@ impl PasswordSource {
             reason: reason.into(),
         }
     }
+}
+
+fn random_password() -> String {
+    rand::rngs::OsRng
+        .sample_iter(&Alphanumeric)
+        .take(GENERATED_PASSWORD_LEN)
+        .map(char::from)
+        .collect()
 }
 
 /// Reads a password file: `Ok(None)` if it is empty after trimming trailing
@@ -261,6 +312,63 @@ mod tests {
         let second = src.ensure().unwrap();
         assert_eq!(second.expose_secret(), first);
         assert_eq!(src.load().unwrap().unwrap().expose_secret(), first);
+    }
+
+    #[test]
+    fn store_generated_replaces_the_file_atomically_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets/shop_admin");
+        let src = PasswordSource::Generated { path: path.clone() };
+        let first = src.ensure().unwrap().expose_secret().to_owned();
+        let next = PasswordSource::generate();
+        assert_eq!(next.expose_secret().len(), GENERATED_PASSWORD_LEN);
+        assert!(next
+            .expose_secret()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(next.expose_secret(), first);
+        src.store_generated(&next).unwrap();
+        assert_eq!(
+            src.load().unwrap().unwrap().expose_secret(),
+            next.expose_secret()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("shop_admin")]);
+        // Also works before any password was generated.
+        let fresh = PasswordSource::Generated {
+            path: dir.path().join("other/new_user"),
+        };
+        fresh.store_generated(&next).unwrap();
+        assert_eq!(
+            fresh.load().unwrap().unwrap().expose_secret(),
+            next.expose_secret()
+        );
+    }
+
+    #[test]
+    fn store_generated_refuses_env_and_file_sources() {
+        let env = PasswordSource::Env { var: "X".into() };
+        let err = env
+            .store_generated(&SecretString::from("pw".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only a generated password"), "{err}");
+        let file = PasswordSource::File {
+            path: "/nonexistent/pw".into(),
+        };
+        assert!(file
+            .store_generated(&SecretString::from("pw".to_owned()))
+            .is_err());
     }
 
     #[test]

@@ -1,43 +1,50 @@
-//! Backups before a database is dropped: `pg_dump --format=custom` into the
-//! backups directory, written under a temporary name and renamed only once
-//! complete, mode 0600. A failed backup stops the drop.
+//! Backups and restores of one tenant database with the PostgreSQL client
+//! tools, connected as the admin and acting as the tenant's owner role (so a
+//! CREATEROLE-only admin can do it too).
+//!
+//! - [`dump`] / [`dump_to`]: `pg_dump --format=custom`, written under a
+//!   temporary name (created 0600 before pg_dump writes a byte) and renamed
+//!   only once complete. Apply calls [`dump`] before a drop; a failed backup
+//!   stops the drop.
+//! - [`inspect`]: what an archive is (`pg_restore --list`): format, the
+//!   database it was dumped from, the tables whose data it holds.
+//! - [`tables_with_rows`]: the tables of schema `public` that hold any row,
+//!   to refuse overwriting data by accident.
+//! - [`restore`]: `pg_restore --single-transaction --clean --if-exists
+//!   --no-owner --no-acl --role=<db>_owner`, then tenantry's privileges
+//!   re-applied, so the result is what `tenantry plan` expects.
+//!
+//! The connection (host, port, user, `PGSSLMODE`) comes from the admin URL
+//! ([`command`]); the password goes through `PGPASSWORD`, never the command line.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use tenantry_plan::model::DesiredTenant;
+use tenantry_plan::sql::{ident, literal};
+use tenantry_plan::statements;
 use tokio_postgres::config::Host;
+use tokio_postgres::Client;
 
 use crate::connect::Admin;
 use crate::error::Error;
 
-/// Dumps `database` with `pg_dump` (acting as `role`, so a non-superuser admin
-/// can read every table) and returns the backup's path.
-pub async fn dump(
-    admin: &Admin,
-    pg_dump: &Path,
-    database: &str,
-    role: &str,
-    dir: &Path,
-) -> Result<PathBuf, Error> {
-    let fail = |message: String| Error::Backup {
-        database: database.to_owned(),
-        message,
-    };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .replace(':', "");
-    let path = dir.join(format!("{database}-{stamp}.dump"));
-    let partial = path.with_extension("dump.partial");
+/// The schema of the gateway's token store. Never restored: tokens are
+/// credentials, and a restore must neither revive tokens revoked since the
+/// backup nor bring another database's tokens along. The live store stays.
+pub const TOKEN_SCHEMA: &str = "tenantry";
 
+/// The migration history table: not tenant data (a database with only
+/// history rows is empty).
+const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// `program` (pg_dump, pg_restore, ...) set up to connect where and as whom
+/// the admin does: `--host`, `--port`, `--username`, `PGSSLMODE` as the
+/// admin URL asks, and the password in `PGPASSWORD` (never in argv).
+/// `--no-password`: never prompt.
+pub fn command(admin: &Admin, program: &Path) -> tokio::process::Command {
     let config = admin.config();
-    let mut cmd = tokio::process::Command::new(pg_dump);
-    cmd.arg("--format=custom")
-        .arg("--no-password")
-        .arg(format!("--role={role}"))
-        .arg(format!("--file={}", partial.display()))
-        .arg(format!("--dbname={database}"));
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg("--no-password");
     match config.get_hosts().first() {
         Some(Host::Tcp(h)) => {
             cmd.arg(format!("--host={h}"));
@@ -64,10 +71,76 @@ pub async fn dump(
     if let Some(pw) = config.get_password() {
         cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
     }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| fail(format!("cannot run {}: {e}", pg_dump.display())))?;
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// Dumps `database` with `pg_dump` (acting as `role`, so a non-superuser admin
+/// can read every table) into `dir` as `<database>-<timestamp>.dump` and
+/// returns the backup's path.
+pub async fn dump(
+    admin: &Admin,
+    pg_dump: &Path,
+    database: &str,
+    role: &str,
+    dir: &Path,
+) -> Result<PathBuf, Error> {
+    let path = dir.join(default_name(database));
+    dump_to(admin, pg_dump, database, role, &path).await?;
+    Ok(path)
+}
+
+/// `<database>-<UTC timestamp>.dump`, the name [`dump`] gives a backup.
+pub fn default_name(database: &str) -> String {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    format!("{database}-{stamp}.dump")
+}
+
+/// Dumps `database` (acting as `role`) into `path`, mode 0600: written as
+/// `<path>.partial` (created 0600 before pg_dump writes to it), synced, then
+/// renamed over `path`. Creates missing directories. Returns the size in bytes.
+pub async fn dump_to(
+    admin: &Admin,
+    pg_dump: &Path,
+    database: &str,
+    role: &str,
+    path: &Path,
+) -> Result<u64, Error> {
+    let fail = |message: String| Error::Backup {
+        database: database.to_owned(),
+        message,
+    };
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => (d, n.to_string_lossy()),
+        _ => return Err(fail(format!("{} is not a file path", path.display()))),
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    let partial = dir.join(format!("{name}.partial"));
+    // Private from the first byte: pg_dump truncates the file and keeps its mode.
+    create_private(&partial)
+        .map_err(|e| fail(format!("cannot create {}: {e}", partial.display())))?;
+
+    let mut cmd = command(admin, pg_dump);
+    cmd.arg("--format=custom")
+        .arg(format!("--role={role}"))
+        .arg(format!("--file={}", partial.display()))
+        .arg(format!("--dbname={database}"));
+    let out = cmd.output().await;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(fail(format!("cannot run {}: {e}", pg_dump.display())));
+        }
+    };
     if !out.status.success() {
         let _ = std::fs::remove_file(&partial);
         return Err(fail(format!(
@@ -77,14 +150,410 @@ pub async fn dump(
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let meta = std::fs::metadata(&partial).map_err(|e| fail(format!("no dump written: {e}")))?;
-    if meta.len() == 0 {
-        return Err(fail("pg_dump wrote an empty file".to_owned()));
+    let finish = || -> std::io::Result<u64> {
+        let file = std::fs::File::open(&partial)?;
+        let len = file.metadata()?.len();
+        if len == 0 {
+            return Err(std::io::Error::other("pg_dump wrote an empty file"));
+        }
+        file.sync_all()?;
+        std::fs::rename(&partial, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(len)
+    };
+    finish().map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        fail(e.to_string())
+    })
+}
+
+/// Creates (or truncates) `path` with mode 0600.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
+/// What `pg_restore --list` says about an archive.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// The database it was dumped from.
+    pub dbname: String,
+    /// `CUSTOM`, `TAR`, `DIRECTORY`.
+    pub format: String,
+    /// When it was made, as pg_dump wrote it.
+    pub created: String,
+    /// Tables whose rows it holds, `schema.table`, in archive order.
+    pub data: Vec<String>,
+}
+
+fn restore_error(database: &str, file: &Path, message: impl Into<String>) -> Error {
+    Error::Sql {
+        context: format!("cannot restore {database} from {}", file.display()),
+        message: message.into(),
     }
-    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail(format!("cannot restrict {}: {e}", partial.display())))?;
-    let file = std::fs::File::open(&partial).map_err(|e| fail(e.to_string()))?;
-    file.sync_all().map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&partial, &path).map_err(|e| fail(e.to_string()))?;
-    Ok(path)
+}
+
+/// Reads the table of contents of `file` with `pg_restore --list`: an error
+/// unless it is a pg_dump custom-format archive. Touches no database.
+pub async fn inspect(pg_restore: &Path, database: &str, file: &Path) -> Result<Archive, Error> {
+    let toc = list(pg_restore, database, file, &[]).await?;
+    let header = |key: &str| {
+        toc.lines()
+            .filter_map(|l| l.strip_prefix(';'))
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
+    };
+    let format = header("Format:").unwrap_or_default();
+    if format != "CUSTOM" {
+        return Err(restore_error(
+            database,
+            file,
+            format!(
+                "not a custom-format dump (format {}): make backups with `tenantry backup` or `pg_dump --format=custom`",
+                if format.is_empty() { "unknown" } else { &format }
+            ),
+        ));
+    }
+    let dbname = header("dbname:").ok_or_else(|| {
+        restore_error(
+            database,
+            file,
+            "the archive names no database in its header",
+        )
+    })?;
+    let data = entries(&toc)
+        .filter_map(|rest| {
+            let mut words = rest.split_whitespace();
+            match (words.next(), words.next(), words.next(), words.next()) {
+                (Some("TABLE"), Some("DATA"), Some(schema), Some(table)) => {
+                    Some(format!("{schema}.{table}"))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    Ok(Archive {
+        dbname,
+        format,
+        created: header("Archive created at").unwrap_or_default(),
+        data,
+    })
+}
+
+/// `pg_restore --list [extra] file`, stdout; a clear error for a file that
+/// is not an archive.
+async fn list(
+    pg_restore: &Path,
+    database: &str,
+    file: &Path,
+    extra: &[&str],
+) -> Result<String, Error> {
+    if file.is_dir() {
+        return Err(restore_error(
+            database,
+            file,
+            "a directory, not a custom-format dump file (make backups with `tenantry backup`)",
+        ));
+    }
+    if !file.is_file() {
+        return Err(restore_error(database, file, "no such file"));
+    }
+    let out = tokio::process::Command::new(pg_restore)
+        .arg("--list")
+        .args(extra)
+        .arg(file)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| {
+            restore_error(
+                database,
+                file,
+                format!("cannot run {}: {e}", pg_restore.display()),
+            )
+        })?;
+    if !out.status.success() {
+        return Err(restore_error(
+            database,
+            file,
+            format!(
+                "not a pg_dump archive ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The entries of a `--list` output, each without its `<id>; <tableoid> <oid> `
+/// prefix: `TABLE DATA public widgets shop_owner`.
+fn entries(toc: &str) -> impl Iterator<Item = &str> {
+    toc.lines().filter(|l| !l.starts_with(';')).filter_map(|l| {
+        let (_, rest) = l.split_once("; ")?;
+        let mut parts = rest.splitn(3, ' ');
+        let (_tableoid, _oid) = (parts.next()?, parts.next()?);
+        parts.next()
+    })
+}
+
+/// The `--use-list` of a restore: every entry but the token schema's (its
+/// objects are left out by `-N`; the schema itself and its ACL and comment
+/// by name, which `-N` keeps).
+fn without_token_schema(toc: &str) -> String {
+    let mut out = String::new();
+    for line in toc.lines() {
+        let drop = !line.starts_with(';')
+            && line.split_once("; ").is_some_and(|(_, rest)| {
+                let words: Vec<&str> = rest.split_whitespace().skip(2).collect();
+                (words.len() >= 3 && words[..3] == ["SCHEMA", "-", TOKEN_SCHEMA])
+                    || words.windows(3).any(|w| w == ["-", "SCHEMA", TOKEN_SCHEMA])
+            });
+        if !drop {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The tables of schema `public` (but the migration history) that hold at
+/// least one row, sorted. Reads as the owner role (`owner`), one
+/// `EXISTS (SELECT 1 FROM t)` per table: cheap whatever the table's size.
+pub async fn tables_with_rows(
+    admin: &Admin,
+    database: &str,
+    owner: &str,
+) -> Result<Vec<String>, Error> {
+    let client = admin.connect(Some(database)).await?;
+    let ctx = format!("looking for rows in {database}");
+    client
+        .batch_execute(&format!("SET ROLE {}", ident(owner)))
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND c.relname <> $1
+             ORDER BY 1",
+            &[&HISTORY_TABLE],
+        )
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT {} WHERE EXISTS (SELECT 1 FROM public.{})",
+                literal(t),
+                ident(t)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let mut full: Vec<String> = client
+        .query(&format!("SELECT t::text FROM ({sql}) AS x(t)"), &[])
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    full.sort();
+    Ok(full)
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Tables whose rows came from the archive, `schema.table`.
+    pub tables: Vec<String>,
+    /// The schema version the database is at now (from the restored history).
+    pub schema_version: Option<i64>,
+}
+
+/// Restores `file` into the tenant's database: `pg_restore` as the owner
+/// role (`--role`), in one transaction (`--single-transaction`: all or
+/// nothing), dropping the archive's objects first (`--clean --if-exists`).
+///
+/// Ownership and grants are not taken from the archive (`--no-owner
+/// --no-acl`): every object is created by, hence owned by, `<db>_owner`, the
+/// tenant's default privileges give the groups their tiers as it is
+/// created, and tenantry's privilege statements are re-applied right after
+/// (the history table, the schema), so `tenantry plan` finds nothing to do.
+/// That also makes a dump of another database safe to load: it never grants
+/// anything to that database's roles. The token store ([`TOKEN_SCHEMA`]) is
+/// left as it is. Objects the archive does not have are left alone.
+pub async fn restore(
+    admin: &Admin,
+    pg_restore: &Path,
+    tenant: &DesiredTenant,
+    archive: &Archive,
+    file: &Path,
+) -> Result<Restored, Error> {
+    let database = tenant.name.as_str();
+    let owner = tenant.role(tenantry_manifest::Group::Owner);
+    let toc = list(
+        pg_restore,
+        database,
+        file,
+        &[&format!("--exclude-schema={TOKEN_SCHEMA}")],
+    )
+    .await?;
+    let list_path = std::env::temp_dir().join(format!(
+        "tenantry-restore-{}-{}.list",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&list_path, without_token_schema(&toc)).map_err(|e| {
+        restore_error(
+            database,
+            file,
+            format!("cannot write {}: {e}", list_path.display()),
+        )
+    })?;
+    let mut cmd = command(admin, pg_restore);
+    cmd.arg("--single-transaction")
+        .arg("--clean")
+        .arg("--if-exists")
+        .arg("--no-owner")
+        .arg("--no-acl")
+        .arg(format!("--role={owner}"))
+        .arg(format!("--use-list={}", list_path.display()))
+        .arg(format!("--dbname={database}"))
+        .arg(file);
+    let out = cmd.output().await;
+    let _ = std::fs::remove_file(&list_path);
+    let out = out.map_err(|e| {
+        restore_error(
+            database,
+            file,
+            format!("cannot run {}: {e}", pg_restore.display()),
+        )
+    })?;
+    if !out.status.success() {
+        return Err(restore_error(
+            database,
+            file,
+            format!(
+                "{} exited with {}; the transaction was rolled back, the database is as it was: {}",
+                pg_restore.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+
+    // Tenantry's grants on what was just created (idempotent; as apply does).
+    let mut client = admin.connect(Some(database)).await?;
+    let ctx = format!("re-applying the privileges of {database} after the restore");
+    client
+        .batch_execute(&statements::set_owner_role(tenant))
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?;
+    let history = has_history(&client)
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?;
+    let sql = statements::privileges(tenant, &[], history);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?;
+    tx.batch_execute(&sql.join(";\n"))
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?;
+    tx.commit().await.map_err(|e| Error::sql(&ctx, e))?;
+    let schema_version = match history {
+        true => client
+            .query_one(
+                "SELECT max(version)::bigint FROM public.refinery_schema_history",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::sql(&ctx, e))?
+            .get(0),
+        false => None,
+    };
+    Ok(Restored {
+        tables: archive
+            .data
+            .iter()
+            .filter(|t| {
+                !t.starts_with(&format!("{TOKEN_SCHEMA}."))
+                    && t.as_str() != format!("public.{HISTORY_TABLE}")
+            })
+            .cloned()
+            .collect(),
+        schema_version,
+    })
+}
+
+async fn has_history(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass('public.refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOC: &str = ";
+; Archive created at 2026-11-23 17:50:35 UTC
+;     dbname: shop
+;     Format: CUSTOM
+;
+5; 2615 2200 SCHEMA - public shop_owner
+3425; 0 0 ACL - SCHEMA public shop_owner
+6; 2615 16464 SCHEMA - tenantry shop_owner
+3426; 0 0 ACL - SCHEMA tenantry shop_owner
+3427; 0 0 COMMENT - SCHEMA tenantry shop_owner
+217; 1259 16398 TABLE public customers shop_owner
+3410; 0 16398 TABLE DATA public customers shop_owner
+3408; 0 16389 TABLE DATA public refinery_schema_history shop_owner
+2058; 826 16459 DEFAULT ACL public DEFAULT PRIVILEGES FOR TABLES shop_owner
+";
+
+    #[test]
+    fn the_token_schema_is_left_out_of_the_use_list() {
+        let kept = without_token_schema(TOC);
+        assert!(!kept.contains("tenantry"), "{kept}");
+        for keep in [
+            "SCHEMA - public",
+            "ACL - SCHEMA public",
+            "TABLE public customers",
+            "TABLE DATA public customers",
+            "DEFAULT ACL public",
+            "dbname: shop",
+        ] {
+            assert!(kept.contains(keep), "{keep} missing from\n{kept}");
+        }
+    }
+
+    #[test]
+    fn entries_skip_the_numbers() {
+        let e: Vec<&str> = entries(TOC).collect();
+        assert_eq!(e[0], "SCHEMA - public shop_owner");
+        assert!(e.contains(&"TABLE DATA public customers shop_owner"));
+    }
 }

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod introspect;
 pub mod lock;
 pub mod migrate;
+pub mod rotate;
 pub mod session;
 
 pub use connect::Admin;
