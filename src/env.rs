@@ -6,18 +6,9 @@
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context as _, Result};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use secrecy::ExposeSecret;
-use tenantry_manifest::{Group, Inventory, Tenant, User};
+use tenantry_manifest::{percent_encode, Group, Inventory, Tenant, User};
 use tokio_postgres::config::{Host, SslMode};
-
-/// Everything but RFC 3986's unreserved characters is encoded, so the DSN is
-/// safe in a URL's user-info and in an unquoted env line.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// The variables, in output order.
 struct Vars {
@@ -100,9 +91,9 @@ fn vars(inventory: &Inventory, tenant: &str, role: &str, user: Option<&str>) -> 
     let (host, port, sslmode) = endpoint(inventory)?;
     let mut dsn = format!(
         "postgres://{}:{}@{host}:{port}/{}",
-        utf8_percent_encode(u.name.as_str(), COMPONENT),
-        utf8_percent_encode(password.expose_secret(), COMPONENT),
-        utf8_percent_encode(t.name.as_str(), COMPONENT),
+        percent_encode(u.name.as_str()),
+        percent_encode(password.expose_secret()),
+        percent_encode(t.name.as_str()),
     );
     if let Some(mode) = sslmode {
         let _ = write!(dsn, "?sslmode={mode}");
@@ -133,7 +124,7 @@ fn endpoint(inventory: &Inventory) -> Result<(String, u16, Option<String>)> {
         (Some(h), _) => url_host(h),
         (None, Some(c)) => match c.get_hosts().first() {
             Some(Host::Tcp(h)) => url_host(h),
-            Some(Host::Unix(p)) => utf8_percent_encode(&p.to_string_lossy(), COMPONENT).to_string(),
+            Some(Host::Unix(p)) => percent_encode(&p.to_string_lossy()),
             None => "localhost".to_owned(),
         },
         (None, None) => bail!(
@@ -226,7 +217,7 @@ mod tests {
     #[test]
     fn the_password_is_percent_encoded_to_unreserved_characters() {
         let pw = "p@ss:/w?rd#%& é'\"";
-        let enc = utf8_percent_encode(pw, COMPONENT).to_string();
+        let enc = percent_encode(pw);
         assert!(
             enc.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c)),

@@ -6,106 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Stdio};
-
+use common::gateway::{http, token, Gateway};
 use common::{Admin, Fleet};
-
-/// A running `tenantry serve`, stopped on drop.
-struct Gateway {
-    child: Child,
-    api: String,
-    admin: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(f: &Fleet, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--reload-interval",
-        "200ms",
-    ];
-    args.extend_from_slice(extra);
-    let mut cmd = f.command(&args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the gateway");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "Gateway serving ... on http://127.0.0.1:PORT (admin: http://127.0.0.1:PORT); ..."
-    let addr = |after: &str| {
-        let rest = &line[line
-            .find(after)
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            + after.len()..];
-        rest.split([' ', ')', ';']).next().unwrap().to_owned()
-    };
-    Gateway {
-        api: if line.contains(" on https://") {
-            addr(" on https://")
-        } else {
-            addr(" on http://")
-        },
-        admin: addr("(admin: http://"),
-        child,
-    }
-}
-
-/// A minimal HTTP/1.1 client: (status, body).
-fn http(
-    addr: &str,
-    method: &str,
-    host: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 /// A self-signed certificate for localhost (PEM), made with openssl.
 fn self_signed(cert: &std::path::Path, key: &std::path::Path) {
@@ -134,11 +36,6 @@ fn self_signed(cert: &std::path::Path, key: &std::path::Path) {
     );
 }
 
-fn token(f: &Fleet, tenant: &str, role: &str) -> String {
-    let out = f.tenantry(&["token", "create", &f.name(tenant), "--role", role]);
-    out.ok().trim().to_owned()
-}
-
 /// The two tenants of the other tests, the shop with a custom domain too.
 fn tenants() -> String {
     common::TWO_TENANTS.replace(
@@ -156,7 +53,7 @@ fn routing_tokens_and_tiers() {
     let shop_cust = token(&f, "{p}_shop", "customer");
     let shop_admin = token(&f, "{p}_shop", "admin");
     let cafe_admin = token(&f, "{p}_cafe", "admin");
-    let g = serve(&f, &[], &[]);
+    let g = Gateway::start(&f, &[], &[]);
     let shop = f.name("{p}-shop.localhost");
     let cafe = f.name("{p}-cafe.usualstore.com:4001");
 
@@ -279,7 +176,7 @@ fn suspension_and_reload_while_serving() {
     f.write(&one);
     f.apply().ok();
     let shop_cust = token(&f, "{p}_shop", "customer");
-    let g = serve(&f, &[], &[]);
+    let g = Gateway::start(&f, &[], &[]);
     let shop = f.name("{p}-shop.localhost");
     let cafe = f.name("{p}-cafe.localhost");
     assert_eq!(
@@ -341,7 +238,7 @@ fn a_budget_smaller_than_the_fleet_serves_everyone_and_a_down_tenant_fails_alone
     let tokens: Vec<String> = (0..12)
         .map(|i| token(&f, &format!("{{p}}_b{i:02}"), "customer"))
         .collect();
-    let g = serve(&f, &["--max-connections", "4"], &[]);
+    let g = Gateway::start(&f, &["--max-connections", "4"], &[]);
     for round in 0..2 {
         for (i, tok) in tokens.iter().enumerate() {
             let host = f.name(&format!("{{p}}-b{i:02}.localhost"));
@@ -433,7 +330,7 @@ fn rate_limit_and_metrics() {
     f.write(&tenants().replace("requests_per_second = 20", "requests_per_second = 5"));
     f.apply().ok();
     let cafe_admin = token(&f, "{p}_cafe", "admin");
-    let g = serve(&f, &[], &[]);
+    let g = Gateway::start(&f, &[], &[]);
     let cafe = f.name("{p}-cafe.localhost");
     let statuses: Vec<u16> = (0..30)
         .map(|_| http(&g.api, "GET", &cafe, "/api/tenant", Some(&cafe_admin), None).0)
@@ -475,7 +372,7 @@ fn single_tenant_mode_from_database_dsn() {
     );
     // No tenants.toml where the gateway runs: the DSN is the whole configuration.
     std::fs::remove_file(f.config()).unwrap();
-    let g = serve(&f, &[], &[("DATABASE_DSN", &dsn)]);
+    let g = Gateway::start(&f, &[], &[("DATABASE_DSN", &dsn)]);
     let (s, b) = http(
         &g.api,
         "POST",
@@ -523,7 +420,7 @@ fn the_env_file_of_a_tenant_runs_its_single_tenant_gateway() {
     assert_eq!(names, ["DATABASE_DSN", "TENANT_NAME", "TENANT_SUBDOMAIN"]);
     std::fs::remove_file(f.config()).unwrap();
     let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let g = serve(&f, &[], &env);
+    let g = Gateway::start(&f, &[], &env);
     let (s, b) = http(
         &g.api,
         "POST",
@@ -570,7 +467,7 @@ fn https_with_a_pem_certificate() {
     let tok = token(&f, "{p}_cafe", "customer");
     let (cert, key) = (f.dir.path().join("cert.pem"), f.dir.path().join("key.pem"));
     self_signed(&cert, &key);
-    let g = serve(
+    let g = Gateway::start(
         &f,
         &[
             "--tls-cert",
@@ -663,7 +560,7 @@ fn tls_to_postgres_for_the_gateway_and_the_provisioner() {
     );
 
     let f = Fleet::new(Admin::Superuser); // only for running the binary (no tenants.toml)
-    let g = serve(&f, &[], &[("DATABASE_DSN", &dsn)]);
+    let g = Gateway::start(&f, &[], &[("DATABASE_DSN", &dsn)]);
     let tok = secrecy::ExposeSecret::expose_secret(&token).to_owned();
     let (s, b) = http(
         &g.api,

@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use common::gateway::{token, Gateway};
 use common::{try_sql, Admin, Fleet, TWO_TENANTS};
 
 /// The rows of the store's tables, as psql prints them (ids and timestamps included).
@@ -399,137 +397,6 @@ customers  = [{{ username = "{{p}}_env_c" }}]
     assert_eq!(plan.code, 0, "{}", plan.all());
 }
 
-/// A running `tenantry serve` whose log lines are kept; stopped on drop.
-struct Gateway {
-    child: Child,
-    api: String,
-    admin: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Gateway {
-    fn start(f: &Fleet) -> Gateway {
-        let mut child = f
-            .command(&[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--reload-interval",
-                "200ms",
-                "--token-ttl",
-                "10min",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the gateway");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = |after: &str| {
-            let rest = &line[line
-                .find(after)
-                .unwrap_or_else(|| panic!("no address in {line:?}"))
-                + after.len()..];
-            rest.split([' ', ')', ';']).next().unwrap().to_owned()
-        };
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        Gateway {
-            api: addr(" on http://"),
-            admin: addr("(admin: http://"),
-            child,
-            log,
-        }
-    }
-
-    /// How many times the gateway reloaded its configuration (log lines).
-    fn reloads(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("configuration reloaded"))
-            .count()
-    }
-
-    fn wait_for_reload(&self, before: usize) {
-        for _ in 0..600 {
-            if self.reloads() > before {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "the gateway never reloaded; its log:\n{}",
-            self.log.lock().unwrap().join("\n")
-        );
-    }
-
-    fn get(&self, host: &str, token: &str) -> (u16, String) {
-        http(&self.api, "GET", host, "/api/widgets", Some(token))
-    }
-
-    /// Open connections of a (tenant, role) pool, from /metrics.
-    fn open(&self, tenant: &str, role: &str) -> usize {
-        let (_, metrics) = http(&self.admin, "GET", "localhost", "/metrics", None);
-        let prefix = format!(
-            "tenantry_pool_connections{{tenant=\"{tenant}\",role=\"{role}\",state=\"open\"}} "
-        );
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-/// A minimal HTTP/1.1 client: (status, body).
-fn http(addr: &str, method: &str, host: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn token(f: &Fleet, tenant: &str, role: &str) -> String {
-    f.tenantry(&["token", "create", &f.name(tenant), "--role", role])
-        .ok()
-        .trim()
-        .to_owned()
-}
-
 /// Backend pids of a tenant's login users.
 fn backends(f: &Fleet, tenant: &str) -> Vec<String> {
     f.psql(
@@ -595,7 +462,7 @@ fn rotate_keeps_the_gateway_serving_and_reload_uses_the_new_passwords() {
     let cafe_host = f.name("{p}-cafe.localhost");
     let dev = token(&f, "{p}_shop", "developer");
     let cafe_admin = token(&f, "{p}_cafe", "admin");
-    let g = Gateway::start(&f);
+    let g = Gateway::start(&f, &["--token-ttl", "10min"], &[]);
 
     // Warm up: the developer pool holds as many connections as the loops below use.
     const LOOPS: usize = 2;

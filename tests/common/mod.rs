@@ -4,6 +4,8 @@
 //! cluster), the real `tenantry` binary, and connections as tenant users.
 #![allow(dead_code)]
 
+pub mod gateway;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};

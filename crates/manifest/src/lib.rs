@@ -54,3 +54,16 @@ pub use validate::{
 mod tests;
 
 pub mod schema;
+
+/// Percent-encodes everything but RFC 3986's unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`), so the value is safe in any URL component (a
+/// DSN's user or password) and in an unquoted env line.
+pub fn percent_encode(value: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(value, COMPONENT).to_string()
+}

@@ -180,15 +180,7 @@ fn plan_limits(name: &str) -> PlanLimits {
     }
 }
 
-/// Role names PostgreSQL refuses or treats specially; the manifest
-/// validator (`validate.rs`) rejects the same list.
-const RESERVED_ROLE_NAMES: [&str; 5] = [
-    "public",
-    "none",
-    "current_user",
-    "current_role",
-    "session_user",
-];
+use crate::validate::RESERVED_ROLE_NAMES;
 
 /// The user lists of a tenant, in output order, with their group.
 const GROUP_KEYS: [(&str, Group); 3] = [
@@ -367,7 +359,7 @@ impl<'a> Importer<'a> {
                 );
                 return None;
             }
-            Some(percent_encode(u))
+            Some(crate::percent_encode(u))
         });
 
         let given: Vec<&Var> = [&host, &port, &user].into_iter().flatten().collect();
@@ -881,20 +873,6 @@ fn check_plan(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (for the
-/// user part of a URL).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 // ------------------------------------------------------------------ writing

@@ -1,0 +1,170 @@
+//! A running gateway for the end-to-end tests: `tenantry serve` on free
+//! ports (its log kept), a minimal HTTP/1.1 client, and API tokens.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Fleet;
+
+/// A running `tenantry serve` whose log lines are kept; stopped on drop.
+pub struct Gateway {
+    child: Child,
+    /// `host:port` of the API and of the admin listener.
+    pub api: String,
+    pub admin: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// Serves `f`'s inventory (or, with `DATABASE_DSN` in `env` and no
+    /// file, one database) on free loopback ports, reloading every 200 ms.
+    pub fn start(f: &Fleet, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--reload-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = f.command(&args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the gateway");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "Gateway serving ... on http://127.0.0.1:PORT (admin: http://127.0.0.1:PORT); ..."
+        let addr = |after: &str| {
+            let rest = &line[line
+                .find(after)
+                .unwrap_or_else(|| panic!("no address in {line:?}"))
+                + after.len()..];
+            rest.split([' ', ')', ';']).next().unwrap().to_owned()
+        };
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Gateway {
+            api: if line.contains(" on https://") {
+                addr(" on https://")
+            } else {
+                addr(" on http://")
+            },
+            admin: addr("(admin: http://"),
+            child,
+            log,
+        }
+    }
+
+    /// How many times the gateway reloaded its configuration (log lines).
+    pub fn reloads(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("configuration reloaded"))
+            .count()
+    }
+
+    /// Waits (up to 30 s) until more than `before` reloads happened.
+    pub fn wait_for_reload(&self, before: usize) {
+        for _ in 0..600 {
+            if self.reloads() > before {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the gateway never reloaded; its log:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+
+    /// `GET /api/widgets` as `token` on `host`.
+    pub fn get(&self, host: &str, token: &str) -> (u16, String) {
+        http(&self.api, "GET", host, "/api/widgets", Some(token), None)
+    }
+
+    /// Open connections of a (tenant, role) pool, from /metrics.
+    pub fn open(&self, tenant: &str, role: &str) -> usize {
+        let (_, metrics) = http(&self.admin, "GET", "localhost", "/metrics", None, None);
+        let prefix = format!(
+            "tenantry_pool_connections{{tenant=\"{tenant}\",role=\"{role}\",state=\"open\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A minimal HTTP/1.1 client: (status, body).
+pub fn http(
+    addr: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A new API token of `tenant` (`{p}` allowed) for `role`.
+pub fn token(f: &Fleet, tenant: &str, role: &str) -> String {
+    f.tenantry(&["token", "create", &f.name(tenant), "--role", role])
+        .ok()
+        .trim()
+        .to_owned()
+}
