@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use secrecy::SecretString;
-use tenantry_manifest::{Group, Inventory};
+use tenantry_manifest::{Group, Inventory, Tenant};
 use tenantry_pg::apply::{self, Outcome};
 use tenantry_pg::session::{self, Session};
 use tenantry_plan::plan::Action;
@@ -87,6 +87,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Completions { shell } => crate::docs::completions(shell),
         Command::Man { dir } => crate::docs::man(&dir),
     }
+}
+
+/// The tenant named on the command line, or an error listing the file's.
+pub(crate) fn tenant<'a>(inventory: &'a Inventory, name: &str) -> Result<&'a Tenant> {
+    inventory.tenant(name).with_context(|| {
+        let known: Vec<&str> = inventory.tenants.iter().map(|t| t.name.as_str()).collect();
+        format!(
+            "no tenant '{name}' in {} (tenants: {})",
+            inventory.path.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )
+    })
 }
 
 /// `--jobs`, or 4.
@@ -297,9 +313,7 @@ async fn list(common: &Common) -> Result<u8> {
 
 async fn show(common: &Common, name: &str) -> Result<u8> {
     let inventory = load(common)?;
-    let t = inventory
-        .tenant(name)
-        .with_context(|| format!("no tenant '{name}' in {}", common.config.display()))?;
+    let t = tenant(&inventory, name)?;
     let tier = inventory.tier(t);
     let s = open(&inventory, common, None).await?;
     println!("tenant       {}", t.name);

@@ -77,9 +77,7 @@ fn pick<'a>(t: &'a Tenant, role: &str, user: Option<&str>) -> Result<&'a User> {
 }
 
 fn vars(inventory: &Inventory, tenant: &str, role: &str, user: Option<&str>) -> Result<Vars> {
-    let t = inventory
-        .tenant(tenant)
-        .with_context(|| format!("no tenant '{tenant}' in {}", inventory.path.display()))?;
+    let t = crate::commands::tenant(inventory, tenant)?;
     let u = pick(t, role, user)?;
     let password = u.load_password()?.with_context(|| {
         format!(

@@ -5,28 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use tenantry_manifest::{Group, Inventory, Tenant};
 use tenantry_pg::{backup, rotate, Admin};
 
 /// How long rotate and restore wait for a running apply of the fleet.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
-
-/// The tenant named on the command line, or an error listing the file's.
-fn tenant<'a>(inventory: &'a Inventory, name: &str) -> Result<&'a Tenant> {
-    inventory.tenant(name).with_context(|| {
-        let known: Vec<&str> = inventory.tenants.iter().map(|t| t.name.as_str()).collect();
-        format!(
-            "no tenant '{name}' in {} (tenants: {})",
-            inventory.path.display(),
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        )
-    })
-}
 
 /// A PostgreSQL client tool (pg_dump, pg_restore), found as apply finds pg_dump.
 fn client_tool(name: &str) -> PathBuf {
@@ -54,7 +38,7 @@ async fn admin_and_database(
 }
 
 pub async fn rotate(inventory: &Inventory, tenant_name: &str, user: Option<&str>) -> Result<u8> {
-    let t = tenant(inventory, tenant_name)?;
+    let t = crate::commands::tenant(inventory, tenant_name)?;
     let users: Vec<&tenantry_manifest::User> = match user {
         None => t.users.iter().collect(),
         Some(u) => match t.users.iter().find(|x| x.name.as_str() == u) {
@@ -89,7 +73,7 @@ pub async fn rotate(inventory: &Inventory, tenant_name: &str, user: Option<&str>
 }
 
 pub async fn backup(inventory: &Inventory, tenant_name: &str, output: Option<&Path>) -> Result<u8> {
-    let t = tenant(inventory, tenant_name)?;
+    let t = crate::commands::tenant(inventory, tenant_name)?;
     let (admin, client, exists) = admin_and_database(inventory, t).await?;
     drop(client);
     if !exists {
@@ -140,7 +124,7 @@ pub async fn restore(
     file: &Path,
     force: bool,
 ) -> Result<u8> {
-    let t = tenant(inventory, tenant_name)?;
+    let t = crate::commands::tenant(inventory, tenant_name)?;
     let pg_restore = client_tool("pg_restore");
     // The file first: a bad one touches nothing.
     let archive = backup::inspect(&pg_restore, tenant_name, file).await?;

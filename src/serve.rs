@@ -119,9 +119,7 @@ async fn shutdown_signal() {
 /// A connection to the tenant's database acting as its owner, with the token
 /// store in place.
 async fn token_store(inventory: &Inventory, tenant: &str) -> Result<tokio_postgres::Client> {
-    let t = inventory
-        .tenant(tenant)
-        .with_context(|| format!("no tenant '{tenant}' in {}", inventory.path.display()))?;
+    let t = crate::commands::tenant(inventory, tenant)?;
     let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
     let client = admin.connect(Some(tenant)).await?;
     let groups = tenantry_plan::sql::idents(Group::MEMBERS.iter().map(|&g| t.role(g).to_string()));

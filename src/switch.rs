@@ -66,9 +66,7 @@ pub async fn adopt(
     tenant: &str,
     dry_run: bool,
 ) -> Result<u8> {
-    if inventory.tenant(tenant).is_none() {
-        bail!("no tenant '{tenant}' in {}", common.config.display());
-    }
+    crate::commands::tenant(inventory, tenant)?;
     let report = tenantry_pg::adopt::adopt(
         inventory,
         tenant,
