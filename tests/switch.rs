@@ -335,7 +335,7 @@ async fn adopt_reports_mismatches_and_changes_nothing() {
         count(
             &su,
             "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
-            "tenantry\\_adopt\\_scratch%"
+            &format!("tenantry\\_adopt\\_{}\\_%", f.p)
         )
         .await,
         0

@@ -109,7 +109,15 @@ pub async fn adopt(
 
     let mut rows = Vec::new();
     let survey = if observed.databases.contains_key(&t.name) {
-        survey(&admin, t, &migrations, lock_wait, &mut rows).await?
+        survey(
+            &admin,
+            &inventory.fleet,
+            t,
+            &migrations,
+            lock_wait,
+            &mut rows,
+        )
+        .await?
     } else {
         Survey::default()
     };
@@ -184,6 +192,7 @@ type HistoryRow = (i32, String, String, String);
 /// schema check. `rows` receives the history rows to record on a baseline.
 async fn survey(
     admin: &Admin,
+    fleet: &str,
     t: &DesiredTenant,
     migrations: &Migrations,
     lock_wait: Duration,
@@ -225,7 +234,7 @@ async fn survey(
         }
     } else if let Some(latest) = migrations.latest() {
         let have = shape(&client, &context).await?;
-        let (want, history) = scratch_shape(admin, migrations, lock_wait).await?;
+        let (want, history) = scratch_shape(admin, fleet, migrations, lock_wait).await?;
         let missing: Vec<String> = want.difference(&have).cloned().collect();
         if missing.is_empty() {
             *rows = history;
@@ -260,12 +269,13 @@ async fn shape(client: &Client, context: &str) -> Result<BTreeSet<String>, Error
 /// and history rows; the scratch database is dropped whatever happens.
 async fn scratch_shape(
     admin: &Admin,
+    fleet: &str,
     migrations: &Migrations,
     lock_wait: Duration,
 ) -> Result<(BTreeSet<String>, Vec<HistoryRow>), Error> {
+    // At most 15 + 32 + 1 + 10 bytes: within PostgreSQL's 63.
     let name = format!(
-        "tenantry_adopt_scratch_{}_{}",
-        std::process::id(),
+        "tenantry_adopt_{fleet}_{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
