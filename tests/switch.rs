@@ -268,7 +268,7 @@ async fn adopt_converges(admin: Admin) {
         .await
         .unwrap();
     assert_eq!(try_sql(&ada, "DELETE FROM orders WHERE id = 2").await, "ok");
-    // Isolation: the users of another tenant's database are not let in.
+    // The database now belongs to the tenant's owner role.
     let owner: String = su
         .query_one(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",

@@ -215,14 +215,9 @@ async fn survey(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let has_history: bool = client
-        .query_one(
-            &format!("SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL"),
-            &[],
-        )
+    let has_history = crate::migrate::has_history(&client)
         .await
-        .map_err(|e| Error::sql(&context, e))?
-        .get(0);
+        .map_err(|e| Error::sql(&context, e))?;
     let schema = if has_history {
         let h = migrations
             .history(&client)

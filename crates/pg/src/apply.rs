@@ -231,14 +231,9 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
                 format!("tenant {}: acting as {owner}", t.name),
             )
             .await?;
-            let has_history = db
-                .query_one(
-                    "SELECT to_regclass('public.refinery_schema_history') IS NOT NULL",
-                    &[],
-                )
+            let has_history = crate::migrate::has_history(&db)
                 .await
-                .map_err(|e| Error::sql(format!("tenant {}: reading the schema", t.name), e))?
-                .get::<_, bool>(0);
+                .map_err(|e| Error::sql(format!("tenant {}: reading the schema", t.name), e))?;
             let sql = statements::privileges(t, privileges.as_deref().unwrap_or(&[]), has_history);
             tx(&mut db, &sql, format!("tenant {}: privileges", t.name)).await?;
             exec(&db, "RESET ROLE", "resetting the role").await?;

@@ -23,7 +23,6 @@ use tenantry_plan::model::DesiredTenant;
 use tenantry_plan::sql::{ident, literal};
 use tenantry_plan::statements;
 use tokio_postgres::config::Host;
-use tokio_postgres::Client;
 
 use crate::connect::Admin;
 use crate::error::Error;
@@ -133,22 +132,9 @@ pub async fn dump_to(
         .arg(format!("--role={role}"))
         .arg(format!("--file={}", partial.display()))
         .arg(format!("--dbname={database}"));
-    let out = cmd.output().await;
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(fail(format!("cannot run {}: {e}", pg_dump.display())));
-        }
-    };
-    if !out.status.success() {
+    if let Err(why) = run(&mut cmd, pg_dump).await {
         let _ = std::fs::remove_file(&partial);
-        return Err(fail(format!(
-            "{} exited with {}: {}",
-            pg_dump.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(fail(why));
     }
     let finish = || -> std::io::Result<u64> {
         let file = std::fs::File::open(&partial)?;
@@ -167,6 +153,26 @@ pub async fn dump_to(
         let _ = std::fs::remove_file(&partial);
         fail(e.to_string())
     })
+}
+
+/// Runs a PostgreSQL client tool; its stdout on success, else why not (the
+/// tool's own stderr included).
+async fn run(cmd: &mut tokio::process::Command, tool: &Path) -> Result<Vec<u8>, String> {
+    let out = cmd
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!(
+            "{} exited with {}: {}",
+            tool.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// Creates (or truncates) `path` with mode 0600.
@@ -266,31 +272,12 @@ async fn list(
     if !file.is_file() {
         return Err(restore_error(database, file, "no such file"));
     }
-    let out = tokio::process::Command::new(pg_restore)
-        .arg("--list")
-        .args(extra)
-        .arg(file)
-        .kill_on_drop(true)
-        .output()
+    let mut cmd = tokio::process::Command::new(pg_restore);
+    cmd.arg("--list").args(extra).arg(file);
+    let toc = run(&mut cmd, pg_restore)
         .await
-        .map_err(|e| {
-            restore_error(
-                database,
-                file,
-                format!("cannot run {}: {e}", pg_restore.display()),
-            )
-        })?;
-    if !out.status.success() {
-        return Err(restore_error(
-            database,
-            file,
-            format!(
-                "not a pg_dump archive ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|why| restore_error(database, file, format!("not a pg_dump archive ({why})")))?;
+    Ok(String::from_utf8_lossy(&toc).into_owned())
 }
 
 /// The entries of a `--list` output, each without its `<id>; <tableoid> <oid> `
@@ -438,27 +425,15 @@ pub async fn restore(
         .arg(format!("--use-list={}", list_path.display()))
         .arg(format!("--dbname={database}"))
         .arg(file);
-    let out = cmd.output().await;
+    let ran = run(&mut cmd, pg_restore).await;
     let _ = std::fs::remove_file(&list_path);
-    let out = out.map_err(|e| {
+    ran.map_err(|why| {
         restore_error(
             database,
             file,
-            format!("cannot run {}: {e}", pg_restore.display()),
+            format!("{why}; the transaction was rolled back, the database is as it was"),
         )
     })?;
-    if !out.status.success() {
-        return Err(restore_error(
-            database,
-            file,
-            format!(
-                "{} exited with {}; the transaction was rolled back, the database is as it was: {}",
-                pg_restore.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
 
     // Tenantry's grants on what was just created (idempotent; as apply does).
     let mut client = admin.connect(Some(database)).await?;
@@ -467,7 +442,7 @@ pub async fn restore(
         .batch_execute(&statements::set_owner_role(tenant))
         .await
         .map_err(|e| Error::sql(&ctx, e))?;
-    let history = has_history(&client)
+    let history = crate::migrate::has_history(&client)
         .await
         .map_err(|e| Error::sql(&ctx, e))?;
     let sql = statements::privileges(tenant, &[], history);
@@ -502,16 +477,6 @@ pub async fn restore(
             .collect(),
         schema_version,
     })
-}
-
-async fn has_history(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
-        .query_one(
-            "SELECT to_regclass('public.refinery_schema_history') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0))
 }
 
 #[cfg(test)]

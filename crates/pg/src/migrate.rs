@@ -137,13 +137,7 @@ impl Migrations {
     /// Compares a database's applied history with the files. The session
     /// may be any role that can read the history table.
     pub async fn history(&self, client: &Client) -> Result<History, tokio_postgres::Error> {
-        let exists: bool = client
-            .query_one(
-                &format!("SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL"),
-                &[],
-            )
-            .await?
-            .get(0);
+        let exists = has_history(client).await?;
         let applied: Vec<(i64, String, String)> = if exists {
             client
                 .query(
@@ -346,6 +340,17 @@ async fn run_outside_transaction(
         )
         .await?;
     Ok(())
+}
+
+/// Whether the database has refinery's history table (migrations ran).
+pub async fn has_history(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            &format!("SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL"),
+            &[],
+        )
+        .await?
+        .get(0))
 }
 
 /// Splits SQL into statements at `;` outside quotes, dollar quotes and comments.

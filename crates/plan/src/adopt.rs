@@ -281,9 +281,9 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
     a
 }
 
-/// Records migrations as applied without running them: the history table in
-/// refinery's layout, created as the owner role, with the rows `rows`
-/// (version, name, applied_on, checksum) to insert by the caller.
+/// Records migrations as applied without running them: acting as the owner
+/// role, the history table in refinery's layout. The caller then inserts the
+/// rows (version, name, applied_on, checksum) and resets the role.
 pub fn baseline_sql(t: &DesiredTenant) -> Vec<String> {
     vec![
         statements::set_owner_role(t),
