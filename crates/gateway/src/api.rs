@@ -4,7 +4,8 @@
 //! - routing of paths and methods ([`handle`], [`is_static`]);
 //! - validation of paths, query strings and JSON bodies, all before any query;
 //! - the SQL, every statement parameterized and prepared through the pool's
-//!   statement cache.
+//!   statement cache (dropped and the request retried once when a migration
+//!   made a cached statement stale).
 //!
 //! What does not live here: authentication, picking the tenant or the pool,
 //! HTTP framing. Nor authorization: the database enforces the tiers (a
@@ -102,7 +103,27 @@ pub fn is_static(req: &Request<'_>) -> bool {
 /// Answers one API request on `client`. Paths, query strings and bodies are
 /// validated before the first query; database errors go through
 /// [`ApiError::from_db`].
+///
+/// A migration that changed a table under the connection's cached statements
+/// makes them fail with [`ApiError::stale_statement`] before they do anything
+/// (and a transaction is rolled back whole), so the request runs once more
+/// on freshly prepared statements: no caller sees a migration.
 pub async fn handle(
+    req: &Request<'_>,
+    tenant: &TenantInfo,
+    client: &mut deadpool_postgres::Object,
+) -> Result<Response, ApiError> {
+    match handle_once(req, tenant, client).await {
+        Err(e) if e.is_stale_statement() => {
+            tracing::debug!(tenant = %tenant.name, "schema changed: statement cache dropped, request retried");
+            client.statement_cache.clear();
+            handle_once(req, tenant, client).await
+        }
+        other => other,
+    }
+}
+
+async fn handle_once(
     req: &Request<'_>,
     tenant: &TenantInfo,
     client: &mut deadpool_postgres::Object,
@@ -1117,6 +1138,75 @@ mod tests {
                 let client = self.pool.get().await.unwrap();
                 client.query_one(sql, &[]).await.unwrap().get(0)
             }
+        }
+
+        /// A migration that changes a column's type under cached statements
+        /// (0A000 "cached plan must not change result type") is invisible to
+        /// callers: single statements and the order transaction are retried
+        /// once on fresh statements, and the transaction's first attempt
+        /// leaves nothing behind.
+        #[tokio::test]
+        async fn a_migration_under_cached_statements_is_retried_not_500() {
+            let db = fresh_db("stale");
+            let w = db
+                .ok(
+                    Method::POST,
+                    "/api/widgets",
+                    json!({"name": "Bolt", "price": 250, "inventory_level": 10}),
+                    201,
+                )
+                .await;
+            let c = db
+                .ok(
+                    Method::POST,
+                    "/api/customers",
+                    json!({"first_name": "Ada", "last_name": "L", "email": "ada@example.com"}),
+                    201,
+                )
+                .await;
+            let (wid, cid) = (w["id"].as_i64().unwrap(), c["id"].as_i64().unwrap());
+            let order = json!({"customer_id": cid, "widget_id": wid, "quantity": 2});
+            // Every statement below is now prepared and cached.
+            db.ok(Method::GET, "/api/widgets", Value::Null, 200).await;
+            db.ok(
+                Method::GET,
+                &format!("/api/widgets/{wid}"),
+                Value::Null,
+                200,
+            )
+            .await;
+            db.ok(Method::POST, "/api/orders", order.clone(), 201).await;
+            // (Serial calls reuse the pool's one connection, which holds them.)
+            let cached = db
+                .scalar("SELECT count(*) FROM pg_prepared_statements")
+                .await;
+            assert!(cached >= 8, "only {cached} statements cached");
+
+            let cluster = Cluster::shared();
+            cluster
+                .psql(
+                    &db.name,
+                    "ALTER TABLE widgets ALTER COLUMN description TYPE varchar(2000000);
+                     ALTER TABLE orders ALTER COLUMN status TYPE varchar(20);",
+                )
+                .expect("migrate");
+            let list = db.ok(Method::GET, "/api/widgets", Value::Null, 200).await;
+            assert_eq!(list[0]["name"], "Bolt");
+            db.ok(
+                Method::GET,
+                &format!("/api/widgets/{wid}"),
+                Value::Null,
+                200,
+            )
+            .await;
+            // The order's INSERT ... RETURNING goes stale after the inventory
+            // was taken: the retry must not take it twice.
+            db.ok(Method::POST, "/api/orders", order, 201).await;
+            assert_eq!(
+                db.scalar("SELECT inventory_level::int8 FROM widgets").await,
+                6
+            );
+            assert_eq!(db.scalar("SELECT count(*) FROM orders").await, 2);
         }
 
         #[tokio::test]

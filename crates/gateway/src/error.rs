@@ -112,6 +112,27 @@ impl ApiError {
         )
     }
 
+    /// 503 `stale_statement`: a prepared statement no longer matches the
+    /// tables (a migration changed them) or no longer exists. The statement
+    /// failed before doing anything, so the server drops the connection's
+    /// statement cache and runs the request again once; a client sees this
+    /// only if the retry went stale too (another migration in between).
+    pub fn stale_statement() -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stale_statement",
+                "the database schema changed during the request; retry",
+            )
+        }
+    }
+
+    /// Whether this is [`ApiError::stale_statement`].
+    pub fn is_stale_statement(&self) -> bool {
+        self.code == "stale_statement"
+    }
+
     /// 500 `internal`. Callers log the details; `message` goes to the client,
     /// so keep it generic.
     pub fn internal(message: impl Into<String>) -> ApiError {
@@ -129,6 +150,7 @@ impl ApiError {
     /// | 57014 query_canceled (statement timeout) | 503 `unavailable` "statement timed out", retry after 1 s |
     /// | 40001 serialization failure, 40P01 deadlock | 503 `unavailable`, retry after 1 s |
     /// | 53300 too many connections, 57P01..57P03 shutdown, class 08 | 503 `unavailable`, retry after 1 s |
+    /// | 0A000 "cached plan must not change result type", 26000 no such prepared statement | 503 [`stale_statement`](ApiError::stale_statement) (the server retries once) |
     /// | a closed or broken connection (no database error) | 503 `unavailable`, retry after 1 s |
     /// | anything else | 500 `internal`, logged with `tracing::error!`; the client sees no SQL and no server message |
     pub fn from_db(e: &tokio_postgres::Error) -> ApiError {
@@ -142,6 +164,10 @@ impl ApiError {
             };
         };
         let code = db.code();
+        if is_stale(db) {
+            tracing::debug!(code = code.code(), "stale prepared statement");
+            return ApiError::stale_statement();
+        }
         let field = || field_of(db.table(), db.column(), db.constraint());
         if *code == SqlState::INSUFFICIENT_PRIVILEGE {
             ApiError::permission_denied("your role may not do this")
@@ -208,6 +234,21 @@ impl ApiError {
         })
         .to_string()
     }
+}
+
+/// A prepared statement that DDL made unusable: PostgreSQL re-plans it on its
+/// own unless the result columns changed (0A000, raised by
+/// `RevalidateCachedQuery`; the routine name does not depend on
+/// `lc_messages`, the message does), or a statement the session lost (26000).
+/// Either way the statement failed before it did anything.
+fn is_stale(db: &tokio_postgres::error::DbError) -> bool {
+    let code = db.code();
+    (*code == SqlState::FEATURE_NOT_SUPPORTED
+        && (db.routine() == Some("RevalidateCachedQuery")
+            || db
+                .message()
+                .contains("cached plan must not change result type")))
+        || *code == SqlState::INVALID_SQL_STATEMENT_NAME
 }
 
 /// A client-side error meaning the connection is gone (closed, I/O error,
@@ -299,6 +340,7 @@ mod tests {
             (ApiError::unavailable("x", 1), 503, "unavailable"),
             (ApiError::method_not_allowed(), 405, "method_not_allowed"),
             (ApiError::internal("x"), 500, "internal"),
+            (ApiError::stale_statement(), 503, "stale_statement"),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status.as_u16(), e.code), (status, code), "{e}");
