@@ -290,4 +290,22 @@ pub struct ServeFlags {
     /// Single-tenant mode (DATABASE_DSN): requests per second.
     #[arg(long, default_value_t = 1000)]
     pub requests_per_second: u32,
+    /// Most API client connections open at once (more wait; idle keep-alive ones are closed to make room).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_clients: u32,
+    /// Longest time a client may take to send a request's line and headers (also a TLS handshake).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Close a client's keep-alive connection idle this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
+    /// On SIGTERM, /readyz answers 503 this long before the listeners close (Ctrl-C skips it).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+    /// After the listeners close, how long requests in flight may take to finish.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Requests per second a client address may send without a valid token (burst: twice that).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub unauthenticated_rps: u32,
 }

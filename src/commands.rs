@@ -443,7 +443,12 @@ async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) ->
             serve.listen.port()
         );
     }
-    crate::serve::serve(common, &serve, Some(inventory)).await
+    // The reloads of the gateway keep dialing the server started here.
+    let common = Common {
+        admin_url: Some(url),
+        ..common.clone()
+    };
+    crate::serve::serve(&common, &serve, Some(inventory)).await
 }
 
 async fn token(cmd: TokenCommand) -> Result<u8> {

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use secrecy::{ExposeSecret, SecretString};
-use tenantry_gateway::server::{self, Gateway, Listen};
+use tenantry_gateway::listen::{self, Listen, Shutdown};
+use tenantry_gateway::server::{Gateway, Options};
 use tenantry_gateway::snapshot::Snapshot;
-use tenantry_gateway::{pools, tokens};
+use tenantry_gateway::{pools, reload, tokens};
 use tenantry_manifest::{Group, Inventory};
 
 use crate::cli::{Common, ServeFlags};
@@ -33,15 +34,20 @@ fn listen(flags: &ServeFlags) -> Result<Listen> {
         _ => bail!("--tls-cert and --tls-key go together"),
     };
     Ok(Listen {
-        api: flags.listen,
-        admin: flags.admin_listen,
         tls,
-        drain_timeout: Duration::from_secs(30),
+        drain_timeout: flags.drain_timeout,
+        header_timeout: flags.header_timeout,
+        idle_timeout: flags.keepalive_timeout,
+        max_clients: flags.max_clients as usize,
+        shutdown_delay: flags.shutdown_delay,
+        ..Listen::new(flags.listen, flags.admin_listen)
     })
 }
 
 /// Serves until SIGTERM or Ctrl-C: the tenants of `inventory`, or without
-/// one, the single database of `DATABASE_DSN` (single-tenant mode).
+/// one, the single database of `DATABASE_DSN` (single-tenant mode). The
+/// admin URL of `common` (`--admin-url`, or the server `up` started) keeps
+/// applying across reloads.
 pub async fn serve(
     common: &Common,
     flags: &ServeFlags,
@@ -81,9 +87,13 @@ pub async fn serve(
             common.config.display()
         ),
     };
-    let gateway = Gateway::new(snapshot, settings(flags), flags.token_ttl);
+    let options = Options {
+        token_ttl: flags.token_ttl,
+        unauthenticated_per_second: flags.unauthenticated_rps,
+    };
+    let gateway = Gateway::new(snapshot, settings(flags), options);
     let listen = listen(flags)?;
-    let listeners = server::bind(&listen)
+    let listeners = listen::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {} / {}", listen.api, listen.admin))?;
     let scheme = if listen.tls.is_some() {
@@ -98,9 +108,14 @@ pub async fn serve(
     );
     let reloader = file.map(|path| {
         let admin_url = common.admin_url.clone().map(SecretString::from);
-        server::spawn_reloader(gateway.clone(), path, admin_url, flags.reload_interval)
+        reload::spawn_reloader(
+            gateway.clone(),
+            path,
+            reload::loader(admin_url),
+            flags.reload_interval,
+        )
     });
-    server::serve(gateway, listeners, &listen, shutdown_signal()).await?;
+    listen::serve(gateway, listeners, &listen, shutdown_signal()).await?;
     if let Some(r) = reloader {
         r.abort();
     }
@@ -108,11 +123,13 @@ pub async fn serve(
     Ok(0)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM (an orchestrator: let the load balancer see /readyz fail first)
+/// or Ctrl-C (a person: stop now).
+async fn shutdown_signal() -> Shutdown {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+        _ = tokio::signal::ctrl_c() => Shutdown::Now,
+        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => Shutdown::Graceful,
     }
 }
 

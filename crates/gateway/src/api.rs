@@ -415,8 +415,9 @@ impl Body {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request("a JSON object body is required"));
         }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let value = serde_json::from_slice::<Strict>(bytes)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?
+            .0;
         let Value::Object(map) = value else {
             return Err(ApiError::invalid("body", "must be a JSON object"));
         };
@@ -452,6 +453,77 @@ impl Body {
     fn required<T: DeserializeOwned>(&mut self, field: &str, what: &str) -> Result<T, ApiError> {
         self.optional(field, what, true)?
             .ok_or_else(|| ApiError::invalid(field, "is required"))
+    }
+}
+
+/// A JSON value whose objects may not repeat a key: `{"price": -1,
+/// "price": 5}` could be read as -1 by one parser (a validating proxy, an
+/// audit log) and as 5 by another, so it is refused rather than guessed.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key `{key}` appears more than once"
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -845,6 +917,23 @@ mod tests {
         ] {
             assert_eq!(field(Page::parse(Some(q)).unwrap_err()), f, "{q}");
         }
+    }
+
+    #[test]
+    fn a_repeated_key_is_400_at_any_depth() {
+        for body in [
+            r#"{"name":"x","price":-1,"price":5}"#,
+            r#"{"name":"x","price":5,"meta":[{"a":1,"a":2}]}"#,
+        ] {
+            let e = NewWidget::from_body(body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, "bad_request", "{body}: {e}");
+            assert!(e.message.contains("appears more than once"), "{e}");
+        }
+        // Numbers keep their kind: an integer stays an integer.
+        let w = NewWidget::from_body(br#"{"name":"x","price":5}"#).unwrap();
+        assert_eq!(w.price, 5);
+        let e = NewWidget::from_body(br#"{"name":"x","price":5.5}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_field", "{e}");
     }
 
     #[test]

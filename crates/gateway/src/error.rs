@@ -103,6 +103,47 @@ impl ApiError {
         }
     }
 
+    /// 429 `rate_limited` for a client address sending requests without a
+    /// valid token.
+    pub fn rate_limited_unauthenticated(retry_after_secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests without a valid token from this address; retry later",
+            )
+        }
+    }
+
+    /// 503 `login_unavailable`: the gateway has no usable credentials for
+    /// this tenant (a password that cannot be read, a login the database
+    /// refused). The details are logged, never sent.
+    pub fn login_unavailable() -> ApiError {
+        ApiError {
+            retry_after: Some(30),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login_unavailable",
+                "the gateway cannot log in to this tenant's database; the operators have been told in the log",
+            )
+        }
+    }
+
+    /// 408 `timeout`: the client was too slow sending its request.
+    pub fn timeout(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", message)
+    }
+
+    /// 415 `unsupported_media_type`: a body that is not declared JSON.
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with Content-Type: application/json",
+        )
+    }
+
     /// 405 `method_not_allowed`.
     pub fn method_not_allowed() -> ApiError {
         ApiError::new(
@@ -341,6 +382,18 @@ mod tests {
             (ApiError::method_not_allowed(), 405, "method_not_allowed"),
             (ApiError::internal("x"), 500, "internal"),
             (ApiError::stale_statement(), 503, "stale_statement"),
+            (ApiError::login_unavailable(), 503, "login_unavailable"),
+            (
+                ApiError::unsupported_media_type(),
+                415,
+                "unsupported_media_type",
+            ),
+            (ApiError::timeout("x"), 408, "timeout"),
+            (
+                ApiError::rate_limited_unauthenticated(1),
+                429,
+                "rate_limited",
+            ),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status.as_u16(), e.code), (status, code), "{e}");

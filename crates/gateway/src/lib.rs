@@ -6,18 +6,23 @@
 //! - [`snapshot`]: the configuration in force (tenants, tiers, users), swapped on reload;
 //! - [`tokens`]: bearer tokens, stored hashed in each tenant's own database;
 //! - [`pools`]: one pool per (tenant, role) under a global connection budget;
-//! - [`limit`]: per-tenant request rate limits;
+//! - [`limit`]: request rate limits, per tenant and per client address;
 //! - [`api`]: the reference store API (customers, widgets, orders);
 //! - [`error`]: JSON errors with stable codes;
 //! - [`metrics`]: Prometheus text;
-//! - [`server`]: the hyper service, admin listener, TLS, reload and shutdown.
+//! - [`server`]: the request handlers (API and admin), in the order that keeps
+//!   strangers away from tenants' databases and budgets;
+//! - [`listen`]: sockets, TLS, client timeouts and caps, graceful shutdown;
+//! - [`reload`]: the configuration watched and swapped while serving.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod error;
 pub mod limit;
+pub mod listen;
 pub mod metrics;
 pub mod pools;
+pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod snapshot;

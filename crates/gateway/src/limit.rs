@@ -1,16 +1,22 @@
-//! [`Limits`]: per-tenant request rate limits (GCRA, from `governor`), each
-//! tenant with its plan's `requests_per_second` and a burst of the same size.
+//! Request rate limits (GCRA, from `governor`):
+//! - [`Limits`]: per tenant, with its plan's `requests_per_second` and a burst
+//!   of the same size. Only authenticated requests spend it, so nobody
+//!   without a token can lock a tenant's users out;
+//! - [`AddressLimits`]: per client address, for requests that are not (yet)
+//!   authenticated: no token, a bad one, or one the gateway has not seen (each
+//!   of those costs a lookup in the tenant's database).
 //!
 //! What does not live here: the plan lookup (the caller passes the rate from
 //! its snapshot) and the HTTP 429 answer.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// One rate limiter per tenant, created on the tenant's first request.
 pub struct Limits {
@@ -89,6 +95,66 @@ impl Limits {
     }
 }
 
+/// Unauthenticated requests per client address: `per_second`, with a burst
+/// of twice that. IPv6 clients are keyed by their /64 (one host usually
+/// holds the whole prefix).
+pub struct AddressLimits {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+impl AddressLimits {
+    pub fn new(per_second: u32) -> AddressLimits {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 > 0"));
+        let clock = DefaultClock::default();
+        AddressLimits {
+            limiter: RateLimiter::dashmap_with_clock(
+                Quota::per_second(rate).allow_burst(burst),
+                clock.clone(),
+            ),
+            clock,
+        }
+    }
+
+    /// Ok, or Err(retry_after) when `addr` exceeded its rate.
+    pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&key(addr))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Forgets addresses whose state is back to a full burst (call on a timer:
+    /// keeps memory bounded by the addresses seen in the last seconds).
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// Addresses currently tracked.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+}
+
+/// IPv4 (and IPv4-mapped IPv6) as is; other IPv6 addresses by their /64.
+fn key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +207,27 @@ mod tests {
         let retry_after = limits.check("shop", 100).unwrap_err();
         std::thread::sleep(retry_after + Duration::from_millis(5));
         assert!(limits.check("shop", 100).is_ok());
+    }
+
+    #[test]
+    fn addresses_are_limited_apart_and_ipv6_by_its_64() {
+        let limits = AddressLimits::new(5);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let burst = (0..20).filter(|_| limits.check(a).is_ok()).count();
+        assert_eq!(burst, 10, "burst is twice the rate");
+        assert!(limits.check(a).unwrap_err() > Duration::ZERO);
+        assert!(limits.check(b).is_ok(), "another address is not affected");
+        // Two addresses in one /64 share a budget; another /64 does not.
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let spent = (0..10)
+            .filter(|i| limits.check(v6(&format!("2001:db8:0:1::{i:x}"))).is_ok())
+            .count();
+        assert_eq!(spent, 10);
+        assert!(limits.check(v6("2001:db8:0:1:ffff::1")).is_err());
+        assert!(limits.check(v6("2001:db8:0:2::1")).is_ok());
+        // IPv4-mapped IPv6 is the IPv4 address.
+        assert!(limits.check(v6("::ffff:192.0.2.1")).is_err());
+        assert_eq!(limits.len(), 4);
     }
 }

@@ -40,6 +40,7 @@ struct Inner {
     requests: BTreeMap<(String, u16), u64>,
     durations: BTreeMap<String, Histogram>,
     rate_limited: BTreeMap<String, u64>,
+    unauthenticated_limited: u64,
 }
 
 #[derive(Default)]
@@ -101,9 +102,15 @@ impl Metrics {
         }
     }
 
+    /// A request without a valid token refused by its address's limit.
+    pub fn unauthenticated_limited(&self) {
+        self.lock().unauthenticated_limited += 1;
+    }
+
     /// Text for `/metrics`: `tenantry_requests_total{tenant,status}`,
     /// `tenantry_request_duration_seconds{tenant}` (histogram, buckets
-    /// 0.001..5), `tenantry_rate_limited_total{tenant}`, and from `pools`:
+    /// 0.001..5), `tenantry_rate_limited_total{tenant}`,
+    /// `tenantry_unauthenticated_rate_limited_total`, and from `pools`:
     /// `tenantry_pool_connections{tenant,role,state="open"|"in_use"}`,
     /// `tenantry_pool_waiting{tenant,role}`, `tenantry_pool_evictions_total`,
     /// `tenantry_pool_rejections_total`, `tenantry_pool_down_rejections_total`,
@@ -179,6 +186,19 @@ impl Metrics {
                     *n,
                 );
             }
+
+            family(
+                &mut out,
+                "tenantry_unauthenticated_rate_limited_total",
+                "counter",
+                "Requests without a valid token refused by their client address's limit.",
+            );
+            sample(
+                &mut out,
+                "tenantry_unauthenticated_rate_limited_total",
+                &[],
+                inner.unauthenticated_limited,
+            );
         }
 
         family(

@@ -1,0 +1,229 @@
+//! Configuration reload while serving: tenants.toml, the secrets directory
+//! and the users' password files are watched (and SIGHUP forces a look);
+//! a settled, valid change becomes a new [`Snapshot`] swapped into the
+//! [`Gateway`].
+//!
+//! What a reload refuses, keeping the running configuration and logging why:
+//! a file that does not validate (an empty one included), and a file that
+//! would remove every tenant at once (an editor that truncates, then writes,
+//! shows exactly that for a moment). A file caught mid-write is not taken:
+//! a change is acted on only once two looks in a row agree, and the bytes
+//! parsed are the bytes looked at.
+//!
+//! What does not live here: what a snapshot holds (`snapshot`) and what a
+//! swap does to pools, limits and tokens ([`Gateway::replace`]).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+use crate::server::Gateway;
+use crate::snapshot::Snapshot;
+
+/// How the reloader reads tenants.toml: the bytes and their path, into a
+/// snapshot, or why not. The binary gives the process's own overrides (an
+/// admin URL given at start keeps applying after every reload).
+pub type Loader = dyn Fn(&str, &Path) -> Result<Snapshot, String> + Send + Sync;
+
+/// The loader for a gateway started on `admin_url` (None: the file's, or
+/// `TENANTRY_ADMIN_URL`'s at each reload).
+pub fn loader(admin_url: Option<SecretString>) -> Box<Loader> {
+    Box::new(move |source, path| {
+        let mut inv = tenantry_manifest::Inventory::from_str_with(source, path, &|name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|e| e.to_string())?;
+        if let Some(url) = &admin_url {
+            inv.server.admin_url = Some(url.clone());
+        }
+        Snapshot::from_inventory(&inv)
+    })
+}
+
+/// How long to wait between two looks at a file that is being written.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Reloads tenants.toml on SIGHUP and whenever it, a file in its secrets
+/// directory (generated or rotated passwords) or a user's `password_file`
+/// changes; checked every `interval`. A change is acted on once it has held
+/// for one interval (SIGHUP: for [`SETTLE`]), so a rotation (new password
+/// saved, then set on the server) is complete before new pools dial with it.
+pub fn spawn_reloader(
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    load: Box<Loader>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let snapshot = gateway.snapshot();
+        let mut watched = Watched {
+            path: path.clone(),
+            secrets: snapshot.secrets_dir.clone(),
+            files: snapshot.password_files.clone(),
+        };
+        drop(snapshot);
+        let mut loaded_at = watched.look().await.fingerprint;
+        let mut seen = loaded_at.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            let forced = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            let mut now = watched.look().await;
+            if forced {
+                // Asked now: still, wait for the files to stop changing.
+                for _ in 0..20 {
+                    tokio::time::sleep(SETTLE).await;
+                    let again = watched.look().await;
+                    let settled = again.fingerprint == now.fingerprint;
+                    now = again;
+                    if settled {
+                        break;
+                    }
+                }
+            } else {
+                // Unchanged since the last load, or still changing: wait.
+                let settled = now.fingerprint == seen;
+                seen.clone_from(&now.fingerprint);
+                if now.fingerprint == loaded_at || !settled {
+                    continue;
+                }
+            }
+            loaded_at.clone_from(&now.fingerprint);
+            seen.clone_from(&now.fingerprint);
+            let source = String::from_utf8(now.source)
+                .map_err(|_| format!("{} is not valid UTF-8", path.display()));
+            let snapshot = match source.and_then(|s| load(&s, &path)) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "invalid configuration; keeping the running one");
+                    continue;
+                }
+            };
+            let running = gateway.snapshot().tenants.len();
+            if snapshot.tenants.is_empty() && running > 0 {
+                tracing::error!(
+                    path = %path.display(),
+                    running,
+                    "refusing a configuration that removes every tenant; keeping the running one (remove tenants in smaller steps, or restart the gateway to serve none)"
+                );
+                continue;
+            }
+            if snapshot.password_files != watched.files || snapshot.secrets_dir != watched.secrets {
+                watched.files.clone_from(&snapshot.password_files);
+                watched.secrets.clone_from(&snapshot.secrets_dir);
+                loaded_at = watched.look().await.fingerprint;
+                seen.clone_from(&loaded_at);
+            }
+            let n = snapshot.tenants.len();
+            gateway.replace(snapshot);
+            tracing::info!(tenants = n, path = %path.display(), "configuration reloaded");
+        }
+    })
+}
+
+/// The files a reload depends on.
+#[derive(Clone)]
+struct Watched {
+    path: PathBuf,
+    secrets: Option<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+/// One look at them: tenants.toml's bytes, and a digest of everything.
+struct Look {
+    source: Vec<u8>,
+    fingerprint: Vec<u8>,
+}
+
+impl Watched {
+    /// Reads the files off the async threads.
+    async fn look(&self) -> Look {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.look_blocking())
+            .await
+            .unwrap_or(Look {
+                source: Vec::new(),
+                fingerprint: Vec::new(),
+            })
+    }
+
+    /// The file's contents, the secrets directory's listing (names, sizes,
+    /// modification times, inodes: a password replaced by rename is a new
+    /// inode even with the same size and time) and a digest of each
+    /// password file (read bounded: a device or a huge file is not read
+    /// through; validation says what is wrong with it).
+    fn look_blocking(&self) -> Look {
+        use std::os::unix::fs::MetadataExt;
+        let source = read_bounded(&self.path, MAX_CONFIG);
+        let mut h = Sha256::new();
+        h.update(&source);
+        if let Some(entries) = self
+            .secrets
+            .as_deref()
+            .and_then(|d| std::fs::read_dir(d).ok())
+        {
+            let mut list: Vec<String> = entries
+                .flatten()
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some(format!(
+                        "{:?} {} {:?} {}",
+                        e.file_name(),
+                        m.len(),
+                        m.modified().ok(),
+                        m.ino()
+                    ))
+                })
+                .collect();
+            list.sort();
+            h.update(list.join("\n"));
+        }
+        for file in &self.files {
+            h.update(file.as_os_str().as_encoded_bytes());
+            // Hashed, never kept: the digest is all that stays in memory.
+            h.update(Sha256::digest(read_bounded(file, MAX_PASSWORD_FILE)));
+        }
+        Look {
+            source,
+            fingerprint: h.finalize().to_vec(),
+        }
+    }
+}
+
+/// Largest tenants.toml read (a fleet of 10,000 tenants is about 2 MB).
+const MAX_CONFIG: u64 = 64 << 20;
+/// Largest password file looked at (validation allows 4 KiB).
+const MAX_PASSWORD_FILE: u64 = 4096 + 1;
+
+/// Up to `max` bytes of a regular file (after symlinks); nothing for
+/// anything else or on error.
+fn read_bounded(path: &Path, max: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            let _ = file.take(max).read_to_end(&mut out);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_and_directories_are_not_read() {
+        assert!(read_bounded(Path::new("/dev/zero"), 1 << 30).is_empty());
+        assert!(read_bounded(Path::new("/"), 1 << 30).is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 10_000]).unwrap();
+        assert_eq!(read_bounded(&big, 4097).len(), 4097);
+    }
+}
