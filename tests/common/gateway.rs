@@ -49,9 +49,8 @@ impl Gateway {
             .spawn()
             .expect("start the gateway");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         // "Gateway serving ... on http://127.0.0.1:PORT (admin: http://127.0.0.1:PORT); ..."
         let addr = |after: &str| {
             let rest = &line[line
@@ -68,6 +67,13 @@ impl Gateway {
                 sink.lock().unwrap().push(l);
             }
         });
+        // Stdout stays read too (its last line comes at exit).
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for l in stdout.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
         Gateway {
             api: if line.contains(" on https://") {
                 addr(" on https://")
@@ -78,6 +84,62 @@ impl Gateway {
             child,
             log,
         }
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "HUP") to the gateway.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits (up to 60 s) until more than `before` log lines contain `needle`.
+    pub fn wait_for_log(&self, needle: &str, before: usize) {
+        for _ in 0..1200 {
+            if self.logged(needle) > before {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the gateway never logged {needle:?}; its log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status, or None.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// How many times the gateway reloaded its configuration (log lines).

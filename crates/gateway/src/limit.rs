@@ -98,9 +98,16 @@ impl Limits {
 /// Unauthenticated requests per client address: `per_second`, with a burst
 /// of twice that. IPv6 clients are keyed by their /64 (one host usually
 /// holds the whole prefix).
+///
+/// A lookup of a token the gateway has not seen is refused only while its
+/// address is over the limit, and spends the budget only if the token turns
+/// out bad: users behind one NAT or load balancer address, whose tokens are
+/// good, do not use up each other's budget.
 pub struct AddressLimits {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
+    /// Addresses over the limit, until when.
+    blocked: RwLock<HashMap<IpAddr, std::time::Instant>>,
 }
 
 impl AddressLimits {
@@ -114,14 +121,34 @@ impl AddressLimits {
                 clock.clone(),
             ),
             clock,
+            blocked: RwLock::default(),
         }
     }
 
-    /// Ok, or Err(retry_after) when `addr` exceeded its rate.
+    /// Spends one unit of `addr`'s budget: Ok, or Err(retry_after) when it
+    /// exceeded its rate.
     pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
-        self.limiter
-            .check_key(&key(addr))
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        let key = key(addr);
+        self.limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            self.blocked
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, std::time::Instant::now() + wait);
+            wait
+        })
+    }
+
+    /// Err(retry_after) while `addr` is over its limit (spends nothing).
+    pub fn blocked(&self, addr: IpAddr) -> Result<(), Duration> {
+        let blocked = self.blocked.read().unwrap_or_else(|e| e.into_inner());
+        match blocked.get(&key(addr)) {
+            Some(until) => match until.checked_duration_since(std::time::Instant::now()) {
+                Some(wait) if !wait.is_zero() => Err(wait),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
     }
 
     /// Forgets addresses whose state is back to a full burst (call on a timer:
@@ -129,6 +156,11 @@ impl AddressLimits {
     pub fn prune(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+        let now = std::time::Instant::now();
+        self.blocked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, until| *until > now);
     }
 
     /// Addresses currently tracked.
@@ -217,7 +249,9 @@ mod tests {
         let burst = (0..20).filter(|_| limits.check(a).is_ok()).count();
         assert_eq!(burst, 10, "burst is twice the rate");
         assert!(limits.check(a).unwrap_err() > Duration::ZERO);
+        assert!(limits.blocked(a).is_err(), "over the limit: blocked");
         assert!(limits.check(b).is_ok(), "another address is not affected");
+        assert!(limits.blocked(b).is_ok(), "blocked() spends nothing");
         // Two addresses in one /64 share a budget; another /64 does not.
         let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
         let spent = (0..10)

@@ -279,8 +279,10 @@ impl Gateway {
     }
 
     /// The role of a bearer token in the tenant's database (cached, good and
-    /// bad answers alike). A lookup that goes to the database, and a token
-    /// known to be bad, spend `peer`'s unauthenticated budget.
+    /// bad answers alike). A bad token spends `peer`'s unauthenticated
+    /// budget; while that is exhausted, tokens not in the cache are not
+    /// looked up at all, so a flood of made-up tokens costs the tenant's
+    /// database at most that budget.
     async fn token_role(
         &self,
         t: &TenantEntry,
@@ -291,7 +293,12 @@ impl Gateway {
         let role = match self.tokens.get(&t.info.name, &hash) {
             Some(role) => role,
             None => {
-                self.stranger(peer)?;
+                if let Err(wait) = self.strangers.blocked(peer) {
+                    self.metrics.unauthenticated_limited();
+                    return Err(ApiError::rate_limited_unauthenticated(
+                        wait.as_secs().max(1),
+                    ));
+                }
                 let vrole = t.verifier_role().ok_or_else(ApiError::login_unavailable)?;
                 let config = t.config(vrole).expect("verifier_role returns ready logins");
                 let key = PoolKey {
@@ -310,9 +317,7 @@ impl Gateway {
                     .await
                     .map_err(|e| ApiError::from_db(&e))?;
                 self.tokens.put(&t.info.name, &hash, role.clone());
-                return role.ok_or_else(|| {
-                    ApiError::unauthorized("unknown or revoked token for this tenant")
-                });
+                role
             }
         };
         role.ok_or_else(|| match self.stranger(peer) {
