@@ -730,3 +730,73 @@ fn reloads_keep_the_server_up_started() {
         assert_eq!(s, 200, "{role} after the reload: {b}");
     }
 }
+
+/// Out of file descriptors, the accept loop backs off (one warning, no
+/// spinning) and serves again once descriptors are free.
+#[test]
+fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(&one_shop());
+    f.apply().ok();
+    let cust = token(&f, "{p}_shop", "customer");
+    let g = Gateway::start(&f, &["--header-timeout", "120s"], &[]);
+    let host = f.name("{p}-shop.localhost");
+    assert_eq!(
+        http(&g.api, "GET", &host, "/api/widgets", Some(&cust), None).0,
+        200
+    );
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", g.pid()))
+            .unwrap()
+            .count()
+    };
+    let limit = fds() + 16;
+    let set = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", g.pid()))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("prlimit");
+    assert!(set.success());
+
+    // More silent clients than descriptors left.
+    let clients: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&g.api).unwrap())
+        .collect();
+    g.wait_for_log("cannot accept connections", 0);
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", g.pid())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime, in clock ticks (fields 14 and 15 of stat).
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let (before, start) = (cpu(), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (used, elapsed) = (cpu() - before, start.elapsed());
+    // A loop retrying accept at once would burn a core (100 ticks a second).
+    assert!(
+        (used as f64) < 25.0 * elapsed.as_secs_f64(),
+        "{used} ticks of CPU in {elapsed:?} while out of descriptors"
+    );
+    assert_eq!(
+        g.logged("cannot accept connections"),
+        1,
+        "one warning per episode"
+    );
+
+    drop(clients);
+    g.wait_for_log("accepting connections again", 0);
+    let mut ok = false;
+    for _ in 0..600 {
+        if http(&g.api, "GET", &host, "/api/widgets", Some(&cust), None).0 == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok, "the gateway did not serve again: {}", g.log());
+}

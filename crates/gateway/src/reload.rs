@@ -27,12 +27,13 @@ use crate::snapshot::Snapshot;
 /// How the reloader reads tenants.toml: the bytes and their path, into a
 /// snapshot, or why not. The binary gives the process's own overrides (an
 /// admin URL given at start keeps applying after every reload).
+/// It runs on a blocking thread (it reads password files).
 pub type Loader = dyn Fn(&str, &Path) -> Result<Snapshot, String> + Send + Sync;
 
 /// The loader for a gateway started on `admin_url` (None: the file's, or
 /// `TENANTRY_ADMIN_URL`'s at each reload).
-pub fn loader(admin_url: Option<SecretString>) -> Box<Loader> {
-    Box::new(move |source, path| {
+pub fn loader(admin_url: Option<SecretString>) -> Arc<Loader> {
+    Arc::new(move |source, path| {
         let mut inv = tenantry_manifest::Inventory::from_str_with(source, path, &|name| {
             std::env::var(name).ok()
         })
@@ -55,7 +56,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub fn spawn_reloader(
     gateway: Arc<Gateway>,
     path: PathBuf,
-    load: Box<Loader>,
+    load: Arc<Loader>,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -98,7 +99,16 @@ pub fn spawn_reloader(
             seen.clone_from(&now.fingerprint);
             let source = String::from_utf8(now.source)
                 .map_err(|_| format!("{} is not valid UTF-8", path.display()));
-            let snapshot = match source.and_then(|s| load(&s, &path)) {
+            let loaded = match source {
+                Ok(source) => {
+                    let (load, path) = (load.clone(), path.clone());
+                    tokio::task::spawn_blocking(move || load(&source, &path))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")))
+                }
+                Err(e) => Err(e),
+            };
+            let snapshot = match loaded {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "invalid configuration; keeping the running one");
