@@ -91,6 +91,7 @@ pub async fn serve(
         token_ttl: flags.token_ttl,
         unauthenticated_per_second: flags.unauthenticated_rps,
     };
+    reload::warn_unavailable_logins(&snapshot);
     let gateway = Gateway::new(snapshot, settings(flags), options);
     let listen = listen(flags)?;
     let listeners = listen::bind(&listen)

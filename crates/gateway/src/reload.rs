@@ -45,6 +45,18 @@ pub fn loader(admin_url: Option<SecretString>) -> Arc<Loader> {
     })
 }
 
+/// Logs, once per load, each login the gateway cannot use (requests for it
+/// answer 503 `login_unavailable` without repeating why).
+pub fn warn_unavailable_logins(snapshot: &Snapshot) {
+    for t in snapshot.tenants.values().chain(snapshot.single.iter()) {
+        for (role, login) in &t.logins {
+            if let crate::snapshot::Login::Unavailable(why) = login {
+                tracing::warn!(tenant = %t.info.name, %role, reason = %why, "this login is unavailable: its requests answer 503 until it is fixed and reloaded");
+            }
+        }
+    }
+}
+
 /// How long to wait between two looks at a file that is being written.
 const SETTLE: Duration = Duration::from_millis(100);
 
@@ -131,6 +143,7 @@ pub fn spawn_reloader(
                 seen.clone_from(&loaded_at);
             }
             let n = snapshot.tenants.len();
+            warn_unavailable_logins(&snapshot);
             gateway.replace(snapshot);
             tracing::info!(tenants = n, path = %path.display(), "configuration reloaded");
         }

@@ -211,7 +211,7 @@ impl Gateway {
         let config = match t.logins.get(&pool_role) {
             Some(Login::Ready { .. }) => t.config(&pool_role).expect("a ready login has a config"),
             Some(Login::Unavailable(why)) => {
-                tracing::warn!(tenant = %t.info.name, role = %pool_role, reason = %why, "login unavailable");
+                tracing::debug!(tenant = %t.info.name, role = %pool_role, reason = %why, "login unavailable");
                 return Err(ApiError::login_unavailable());
             }
             None => {
