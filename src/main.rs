@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod docs;
 mod env;
+mod logging;
 mod ops;
 mod serve;
 mod switch;
@@ -17,14 +18,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENANTRY_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,refinery_core=error,tenantry_gateway=info")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

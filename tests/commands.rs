@@ -1,5 +1,6 @@
 //! The read-only commands (`list`, `show`) and the embedded default
-//! (`up` starts a local PostgreSQL, applies the inventory; `down` stops it).
+//! (`up` starts a local PostgreSQL, applies the inventory; `down` stops it);
+//! a log with no secrets and no colour codes on a file.
 
 mod common;
 
@@ -151,4 +152,45 @@ fn completions_and_man_pages_cover_every_command() {
     }
     let restore = std::fs::read_to_string(dir.path().join("tenantry-restore.1")).unwrap();
     assert!(restore.contains("force"), "{restore}");
+}
+
+/// Nothing secret reaches the log at any level, whatever `TENANTRY_LOG`
+/// asks for, and a log that is not a terminal has no colour codes.
+#[test]
+fn the_log_at_trace_holds_no_secret_and_no_colour_codes() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let log = [(
+        "TENANTRY_LOG",
+        "trace,tokio_postgres=trace,tokio_postgres::query=trace,tokio_postgres::simple_query=trace",
+    )];
+    let apply = f.tenantry_env(&["apply", "--auto-approve"], &log);
+    apply.ok();
+    let rotate = f.tenantry_env(&["rotate", &f.name("{p}_cafe")], &log);
+    rotate.ok();
+    let logged = format!("{}{}", apply.stderr, rotate.stderr);
+    assert!(
+        logged.contains("TRACE") || logged.contains("DEBUG") || logged.contains("INFO"),
+        "the log is empty, so this test would prove nothing:\n{logged}"
+    );
+    for leak in ["SCRAM-SHA-256$", "PASSWORD '", "PASSWORD "] {
+        assert!(!logged.contains(leak), "{leak} in the log:\n{logged}");
+    }
+    for user in [
+        "{p}_shop_a",
+        "{p}_shop_d",
+        "{p}_shop_c",
+        "{p}_cafe_a",
+        "{p}_cafe_c",
+    ] {
+        let password = f.secret(user);
+        assert!(
+            !logged.contains(&password),
+            "{user}'s password in the log:\n{logged}"
+        );
+    }
+    assert!(
+        !logged.contains('\x1b'),
+        "colour codes in a log file:\n{logged}"
+    );
 }
