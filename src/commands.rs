@@ -1,8 +1,9 @@
 //! How each command is carried out: load the inventory, open a session,
 //! print, confirm, apply. Exit codes: 0 ok (or no changes), 1 error,
-//! 2 changes pending (`plan --detailed-exitcode`).
+//! 2 changes pending (`plan --detailed-exitcode`), 141 standard output
+//! closed early (see `output.rs`).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
@@ -122,7 +123,7 @@ pub(crate) fn load(common: &Common) -> Result<Inventory> {
 fn validate(common: &Common) -> Result<u8> {
     let inventory = load(common)?;
     let users: usize = inventory.tenants.iter().map(|t| t.users.len()).sum();
-    println!(
+    outln!(
         "{} is valid: {} tenant(s), {} user(s), plans: {}.",
         common.config.display(),
         inventory.tenants.len(),
@@ -149,9 +150,9 @@ async fn plan(common: &Common, json: bool, detailed: bool) -> Result<u8> {
     let inventory = load(common)?;
     let s = open(&inventory, common, None).await?;
     if json {
-        println!("{}", render::json(&s.plan));
+        outln!("{}", render::json(&s.plan));
     } else {
-        print!("{}", render::text(&s.plan));
+        out!("{}", render::text(&s.plan));
     }
     if !s.plan.conflicts.is_empty() {
         return Ok(1);
@@ -161,7 +162,7 @@ async fn plan(common: &Common, json: bool, detailed: bool) -> Result<u8> {
 
 async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFlags) -> Result<u8> {
     let s = open(inventory, common, Some(flags.lock_timeout)).await?;
-    print!("{}", render::text(&s.plan));
+    out!("{}", render::text(&s.plan));
     if !s.plan.conflicts.is_empty() {
         bail!(
             "{} conflict(s) above: nothing was changed",
@@ -184,7 +185,7 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
         }
     }
     if !flags.auto_approve && !confirm()? {
-        println!("Apply cancelled. Nothing was changed.");
+        outln!("Apply cancelled. Nothing was changed.");
         return Ok(1);
     }
     let pg_dump = tenantry_localpg::find_bin_dir()
@@ -200,7 +201,7 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
         jobs: jobs(common),
         lock_wait: flags.lock_timeout,
     };
-    println!();
+    outln!();
     let outcomes = apply::apply(&ctx, &s.plan, report).await;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     let count = |a: Action| {
@@ -209,7 +210,7 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
             .filter(|o| o.action == a && o.result.is_ok())
             .count()
     };
-    println!(
+    outln!(
         "\nApply {}: {} created, {} updated, {} destroyed, {} failed.",
         if failed.is_empty() {
             "complete"
@@ -241,12 +242,12 @@ fn report(o: &Outcome) {
     };
     match &o.result {
         Ok(notes) => {
-            println!("  {}: {verb} in {:.1?}", o.tenant, o.elapsed);
+            outln!("  {}: {verb} in {:.1?}", o.tenant, o.elapsed);
             for n in notes {
-                println!("      {n}");
+                outln!("      {n}");
             }
         }
-        Err(e) => println!("  {}: FAILED after {:.1?}: {e}", o.tenant, o.elapsed),
+        Err(e) => outln!("  {}: FAILED after {:.1?}: {e}", o.tenant, o.elapsed),
     }
 }
 
@@ -256,8 +257,7 @@ fn confirm() -> Result<bool> {
     if !stdin.is_terminal() {
         bail!("refusing to apply without a terminal to confirm on: re-run with --auto-approve. Nothing was changed.");
     }
-    print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
-    std::io::stdout().flush()?;
+    out!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
     Ok(answer.trim() == "yes")
@@ -266,7 +266,7 @@ fn confirm() -> Result<bool> {
 async fn list(common: &Common) -> Result<u8> {
     let inventory = load(common)?;
     let s = open(&inventory, common, None).await?;
-    println!(
+    outln!(
         "{:<32} {:<14} {:<10} {:<6} {:<8} SERVER",
         "TENANT", "PLAN", "STATUS", "USERS", "SCHEMA"
     );
@@ -283,7 +283,7 @@ async fn list(common: &Common) -> Result<u8> {
             .get(t.name.as_str())
             .and_then(|c| c.migration_version)
             .map_or("-".to_owned(), |v| format!("V{v}"));
-        println!(
+        outln!(
             "{:<32} {:<14} {:<10} {:<6} {:<8} {server}",
             t.name.as_str(),
             t.plan,
@@ -298,7 +298,7 @@ async fn list(common: &Common) -> Result<u8> {
         .iter()
         .filter(|p| p.action == Action::Destroy)
     {
-        println!(
+        outln!(
             "{:<32} {:<14} {:<10} {:<6} {:<8} not in {} (apply --allow-destroy drops it)",
             p.tenant,
             "-",
@@ -316,11 +316,11 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
     let t = tenant(&inventory, name)?;
     let tier = inventory.tier(t);
     let s = open(&inventory, common, None).await?;
-    println!("tenant       {}", t.name);
+    outln!("tenant       {}", t.name);
     if let Some(d) = &t.display_name {
-        println!("display name {d}");
+        outln!("display name {d}");
     }
-    println!(
+    outln!(
         "plan         {} (connection limit {}, statement_timeout {}, pool {}, {} req/s)",
         tier.name,
         tier.connection_limit,
@@ -328,11 +328,11 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
         tier.pool_size,
         tier.requests_per_second
     );
-    println!("status       {}", t.status.as_str());
-    println!("protected    {}", t.deletion_protection);
-    println!("subdomain    {}", t.subdomain);
+    outln!("status       {}", t.status.as_str());
+    outln!("protected    {}", t.deletion_protection);
+    outln!("subdomain    {}", t.subdomain);
     if !t.domains.is_empty() {
-        println!("domains      {}", t.domains.join(", "));
+        outln!("domains      {}", t.domains.join(", "));
     }
     match s.observed.databases.get(t.name.as_str()) {
         Some(db) => {
@@ -341,15 +341,15 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
                 .contents
                 .get(t.name.as_str())
                 .and_then(|c| c.migration_version);
-            println!(
+            outln!(
                 "database     present, owner {}, schema {}",
                 db.owner,
                 version.map_or("(none)".into(), |v| format!("V{v}"))
             );
         }
-        None => println!("database     not created yet"),
+        None => outln!("database     not created yet"),
     }
-    println!(
+    outln!(
         "groups       {}",
         Group::ALL
             .iter()
@@ -357,7 +357,7 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("users:");
+    outln!("users:");
     for u in &t.users {
         let server = match s.observed.roles.get(u.name.as_str()) {
             Some(r) => format!(
@@ -367,7 +367,7 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
             ),
             None => "not created yet".to_owned(),
         };
-        println!(
+        outln!(
             "  {:<24} {:<10} password from {:<40} {server}",
             u.name.as_str(),
             u.group.as_str(),
@@ -375,11 +375,11 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
         );
     }
     match s.plan.tenants.iter().find(|p| p.tenant == name) {
-        Some(p) => println!(
+        Some(p) => outln!(
             "pending      {} change(s): run `tenantry plan` for details",
             p.changes.len()
         ),
-        None => println!("pending      none"),
+        None => outln!("pending      none"),
     }
     Ok(0)
 }
@@ -391,14 +391,14 @@ fn data_dir(inventory_dir: &std::path::Path, flag: Option<PathBuf>) -> PathBuf {
 async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) -> Result<u8> {
     let mut inventory = Inventory::load(&common.config)?;
     let dir = data_dir(&inventory.base_dir, dir);
-    println!("Starting the local PostgreSQL in {} ...", dir.display());
+    outln!("Starting the local PostgreSQL in {} ...", dir.display());
     let cluster = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || tenantry_localpg::Cluster::start_persistent(&dir))
             .await??
     };
     let url = cluster.url("postgres");
-    println!(
+    outln!(
         "PostgreSQL is running on 127.0.0.1:{} (socket {}).\n",
         cluster.port(),
         cluster.socket_dir().display()
@@ -410,9 +410,9 @@ async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) ->
         lock_timeout: std::time::Duration::from_secs(30),
     };
     let code = apply_inventory(&inventory, common, &flags).await?;
-    println!("\nThe local cluster keeps running. To use it with other commands:");
-    println!("  export TENANTRY_ADMIN_URL={url}");
-    println!("  tenantry plan\nStop it with `tenantry down`.");
+    outln!("\nThe local cluster keeps running. To use it with other commands:");
+    outln!("  export TENANTRY_ADMIN_URL={url}");
+    outln!("  tenantry plan\nStop it with `tenantry down`.");
     let Some(serve) = serve else {
         return Ok(code);
     };
@@ -428,7 +428,7 @@ async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) ->
             Some(_) => format!("{}.localhost", first.subdomain),
             None => first.subdomain.clone(),
         };
-        println!(
+        outln!(
             "\nTry the store API of {} (a developer token, kept in {}):",
             first.name,
             inventory
@@ -437,7 +437,7 @@ async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) ->
                 .join(format!("{}.token", first.name))
                 .display()
         );
-        println!(
+        outln!(
             "  curl -H 'Authorization: Bearer {}' http://{host}:{}/api/widgets\n",
             secrecy::ExposeSecret::expose_secret(&token),
             serve.listen.port()
@@ -457,8 +457,8 @@ async fn token(cmd: TokenCommand) -> Result<u8> {
             let inventory = load(&common)?;
             let (id, token) =
                 crate::serve::create_token(&inventory, &tenant, &role, &label).await?;
-            eprintln!("Token {id} for {tenant} ({role}); it is shown only this once:");
-            println!("{}", secrecy::ExposeSecret::expose_secret(&token));
+            errln!("Token {id} for {tenant} ({role}); it is shown only this once:");
+            outln!("{}", secrecy::ExposeSecret::expose_secret(&token));
             Ok(0)
         }
         TokenCommand::List {
@@ -481,9 +481,9 @@ fn down(common: &Common, dir: Option<PathBuf>) -> Result<u8> {
         .unwrap_or_else(|| PathBuf::from("."));
     let dir = data_dir(&base, dir);
     if tenantry_localpg::Cluster::stop_persistent(&dir)? {
-        println!("Stopped the local PostgreSQL in {}.", dir.display());
+        outln!("Stopped the local PostgreSQL in {}.", dir.display());
     } else {
-        println!("No local PostgreSQL is running in {}.", dir.display());
+        outln!("No local PostgreSQL is running in {}.", dir.display());
     }
     Ok(0)
 }
@@ -536,7 +536,7 @@ async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
         lock_wait: flags.lock_timeout,
     };
     if !flags.json {
-        println!(
+        outln!(
             "Migrating {} tenant(s) to {} ({} migration(s) in {}), {jobs} at a time{}.",
             tenants.len(),
             version(migrations.latest()),
@@ -561,9 +561,9 @@ async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
         .filter(|r| r.result == tenantry_pg::fleet::Result::Failed)
         .count();
     if flags.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        println!(
+        outln!(
             "\n{:<32} {:>6} {:>6} {:>10}  {:<11} ERROR",
             "TENANT", "FROM", "TO", "DURATION", "RESULT"
         );
@@ -572,7 +572,7 @@ async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
             if let Some(w) = r.waited_ms {
                 result.push_str(&format!(" (waited {w} ms for another run)"));
             }
-            println!(
+            outln!(
                 "{:<32} {:>6} {:>6} {:>8}ms  {:<11} {}",
                 r.tenant,
                 version(r.from),
@@ -584,7 +584,7 @@ async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
         }
         let count = |k| reports.iter().filter(|r| r.result == k).count();
         use tenantry_pg::fleet::Result as R;
-        println!(
+        outln!(
             "\n{} migrated, {} up to date, {} failed, {} skipped, {} not created.",
             count(R::Migrated),
             count(R::UpToDate),
@@ -611,15 +611,15 @@ async fn status(common: &Common, json: bool) -> Result<u8> {
         .map(|r| r.tenant.as_str())
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!(
+        outln!(
             "Schema directory {}: {} migration(s), latest {}.\n",
             migrations.dir.display(),
             migrations.len(),
             version(migrations.latest())
         );
-        println!(
+        outln!(
             "{:<32} {:>7}  {:<20} PROBLEM",
             "TENANT", "VERSION", "PENDING"
         );
@@ -636,7 +636,7 @@ async fn status(common: &Common, json: bool) -> Result<u8> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            println!(
+            outln!(
                 "{:<32} {:>7}  {:<20} {}",
                 r.tenant,
                 version(r.history.version),
@@ -689,7 +689,7 @@ impl Progress {
                 bar.set_message(r.tenant.clone());
                 bar.inc(1);
             }
-            None if !self.quiet => eprintln!(
+            None if !self.quiet => errln!(
                 "  {}: {} {} -> {} in {} ms{}",
                 r.tenant,
                 r.result.as_str(),

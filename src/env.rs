@@ -25,7 +25,7 @@ pub fn env(
     format: &str,
 ) -> Result<u8> {
     let vars = vars(inventory, tenant, role, user)?;
-    print!(
+    out!(
         "{}",
         match format {
             "json" => json(&vars),

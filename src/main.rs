@@ -3,6 +3,9 @@
 //! commands and `commands.rs` for how each is carried out.
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod output; // first: its macros (`outln!` ...) are used by the modules below
+
 mod cli;
 mod commands;
 mod docs;
@@ -25,14 +28,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -1,8 +1,11 @@
 //! The read-only commands (`list`, `show`) and the embedded default
 //! (`up` starts a local PostgreSQL, applies the inventory; `down` stops it);
-//! a log with no secrets and no colour codes on a file.
+//! what every command does with its output: a closed pipe, a log with no
+//! secrets and no colour codes on a file.
 
 mod common;
+
+use std::process::Stdio;
 
 use common::{Admin, Fleet, TWO_TENANTS};
 
@@ -152,6 +155,57 @@ fn completions_and_man_pages_cover_every_command() {
     }
     let restore = std::fs::read_to_string(dir.path().join("tenantry-restore.1")).unwrap();
     assert!(restore.contains("force"), "{restore}");
+}
+
+/// `tenantry <cmd> | head -1`: the reader goes away, and tenantry ends as a
+/// Unix tool does (quietly, status 141), never with a panic (status 101).
+#[test]
+fn a_closed_pipe_ends_any_command_quietly() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    f.apply().ok();
+    let shop = f.name("{p}_shop");
+    let commands: [&[&str]; 7] = [
+        &["validate"],
+        &["plan"],
+        &["list"],
+        &["show", &shop],
+        &["status"],
+        &["env", &shop],
+        &["token", "list", &shop],
+    ];
+    let mut completions = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"));
+    completions.args(["completions", "bash"]);
+    for (what, mut cmd) in commands
+        .iter()
+        .map(|args| (args.join(" "), f.command(args)))
+        .chain([("completions bash".to_owned(), completions)])
+    {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before tenantry writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(141), "{what}: {stderr}");
+    }
+    // The same for standard error, where errors go.
+    let mut child = f
+        .command(&["show", "nope"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141));
 }
 
 /// Nothing secret reaches the log at any level, whatever `TENANTRY_LOG`
