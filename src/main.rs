@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod docs;
 mod env;
+mod hint;
 mod logging;
 mod ops;
 mod serve;

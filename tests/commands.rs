@@ -1,13 +1,23 @@
 //! The read-only commands (`list`, `show`) and the embedded default
 //! (`up` starts a local PostgreSQL, applies the inventory; `down` stops it);
 //! what every command does with its output: a closed pipe, a log with no
-//! secrets and no colour codes on a file.
+//! secrets and no colour codes on a file, errors with a way forward, and
+//! migrate's report.
 
 mod common;
 
 use std::process::Stdio;
 
 use common::{Admin, Fleet, TWO_TENANTS};
+
+/// A local address nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 #[test]
 fn list_and_show_report_file_and_server() {
@@ -246,5 +256,133 @@ fn the_log_at_trace_holds_no_secret_and_no_colour_codes() {
     assert!(
         !logged.contains('\x1b'),
         "colour codes in a log file:\n{logged}"
+    );
+}
+
+#[test]
+fn list_and_show_without_a_server_print_the_file_and_fail() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let url = format!(
+        "postgres://postgres:s3cret-pw@127.0.0.1:{}/postgres",
+        closed_port()
+    );
+    let list = f.tenantry(&["list", "--admin-url", &url]);
+    assert_eq!(list.code, 1, "{}", list.all());
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&f.name("{p}_shop ")))
+        .unwrap_or_else(|| panic!("no row for the tenant:\n{}", list.all()));
+    assert!(row.contains("professional"), "{row}");
+    assert!(row.contains("unknown (cannot connect)"), "{row}");
+    let show = f.tenantry(&["show", &f.name("{p}_shop"), "--admin-url", &url]);
+    assert_eq!(show.code, 1, "{}", show.all());
+    assert!(
+        show.stdout.contains("connection limit 20"),
+        "{}",
+        show.all()
+    );
+    assert!(
+        show.stdout
+            .contains("database     unknown (cannot connect)"),
+        "{}",
+        show.all()
+    );
+    for run in [&list, &show] {
+        let err = &run.stderr;
+        assert!(err.contains("Connection refused"), "{err}");
+        assert!(
+            err.contains("help:") && err.contains("tenantry up"),
+            "no way forward: {err}"
+        );
+        assert!(err.contains("came from --admin-url"), "{err}");
+        assert!(!run.all().contains("s3cret-pw"), "the password is printed");
+    }
+    // Where the URL came from, when it is the environment.
+    let env_url = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let plan = f.tenantry_env(&["plan"], &[("TENANTRY_ADMIN_URL", &env_url)]);
+    assert_eq!(plan.code, 1);
+    assert!(
+        plan.stderr.contains("came from TENANTRY_ADMIN_URL"),
+        "{}",
+        plan.stderr
+    );
+}
+
+/// A busy API or admin port is found before `up` starts anything.
+#[test]
+fn up_checks_its_ports_before_starting_anything() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let data = f.dir.path().join("pg");
+    let data_arg = data.to_str().unwrap();
+    for (flag, other) in [
+        ("--listen", "--admin-listen"),
+        ("--admin-listen", "--listen"),
+    ] {
+        let out = f.tenantry(&[
+            "up",
+            "--data-dir",
+            data_arg,
+            flag,
+            &busy,
+            other,
+            "127.0.0.1:0",
+        ]);
+        if data.exists() {
+            // Without the check, up started a server: stop it.
+            f.tenantry(&["down", "--data-dir", data_arg]);
+        }
+        assert_eq!(out.code, 1, "{}", out.all());
+        assert!(
+            out.stderr.contains(&format!("{flag} {busy}")),
+            "names the flag and address: {}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("Starting"), "{}", out.stdout);
+        assert!(!data.exists(), "a server was started");
+    }
+}
+
+/// A tenant whose migration fails shows the version it stays at, and the
+/// error once.
+#[test]
+fn migrate_reports_where_a_failed_tenant_stays() {
+    let f = Fleet::new(Admin::Superuser);
+    f.own_schema();
+    f.write(TWO_TENANTS);
+    f.apply().ok();
+    f.add_migration("V2__clash.sql", "CREATE TABLE clash (id int);\n");
+    f.psql("{p}_cafe", "CREATE TABLE clash (id int)");
+    let out = f.tenantry(&["migrate"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&f.name("{p}_cafe ")))
+        .unwrap_or_else(|| panic!("{}", out.all()));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["?", "V1"], "FROM ? TO V1: {row}");
+    assert!(row.contains("FAILED"), "{row}");
+    assert_eq!(
+        row.matches("already exists").count(),
+        1,
+        "the error once: {row}"
+    );
+    assert!(
+        !row.contains(&format!("migration of {}", f.name("{p}_cafe"))),
+        "the row names the tenant already: {row}"
+    );
+    let ok = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&f.name("{p}_shop ")))
+        .unwrap();
+    assert!(
+        ok.contains("V1") && ok.contains("V2") && ok.contains("migrated"),
+        "{ok}"
     );
 }
