@@ -230,7 +230,15 @@ async fn apply_inventory(inventory: &Inventory, jobs: usize, flags: &ApplyFlags)
         lock_wait: flags.lock_timeout,
     };
     outln!();
-    let outcomes = apply::apply(&ctx, &s.plan, report).await;
+    let outcomes = apply::apply(&ctx, &s.plan, |o| {
+        report(o);
+        if o.result.is_ok() {
+            if let Some(tp) = s.plan.tenants.iter().find(|tp| tp.tenant == o.tenant) {
+                forget_secrets(inventory, tp);
+            }
+        }
+    })
+    .await;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     let count = |a: Action| {
         outcomes
@@ -276,6 +284,16 @@ fn report(o: &Outcome) {
             }
         }
         Err(e) => outln!("  {}: FAILED after {:.1?}: {e}", o.tenant, o.elapsed),
+    }
+}
+
+/// Removes the generated secrets of the users (and tenant) `tp` dropped.
+fn forget_secrets(inventory: &Inventory, tp: &tenantry_plan::plan::TenantPlan) {
+    for removed in crate::secrets::remove(&crate::secrets::orphaned(inventory, tp)) {
+        match removed {
+            Ok(path) => outln!("      removed {}", path.display()),
+            Err(e) => outln!("      warning: {e}; delete it by hand"),
+        }
     }
 }
 
@@ -566,11 +584,7 @@ async fn up(
         outln!(
             "\nTry the store API of {} (a developer token, kept in {}):",
             first.name,
-            inventory
-                .paths
-                .secrets
-                .join(format!("{}.token", first.name))
-                .display()
+            crate::secrets::token_file(&inventory, first.name.as_str()).display()
         );
         outln!(
             "  curl -H 'Authorization: Bearer {}' http://{host}:{}/api/widgets\n",

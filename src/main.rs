@@ -13,6 +13,7 @@ mod env;
 mod hint;
 mod logging;
 mod ops;
+mod secrets;
 mod serve;
 mod switch;
 
