@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tenantry_manifest::Group;
 
 #[derive(Parser, Debug)]
 #[command(name = "tenantry", version, about = "Database-per-tenant provisioner for PostgreSQL", long_about = None)]
@@ -12,30 +13,59 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--config` alone: the commands that read tenants.toml but never the server.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigFile {
+    /// The inventory file.
+    #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+/// `--config` and `--admin-url`: the commands that read tenants.toml and talk
+/// to the server.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// The inventory file.
-    #[arg(long, short = 'c', global = true, default_value = "tenants.toml")]
+    #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// Admin connection URL (overrides [server].admin_url; env TENANTRY_ADMIN_URL is read by the inventory).
-    #[arg(long, global = true, hide_env_values = true)]
+    /// Admin connection URL; wins over TENANTRY_ADMIN_URL, which wins over [server].admin_url.
+    #[arg(long, value_name = "URL")]
     pub admin_url: Option<String>,
-    /// Tenant databases worked on at once (apply: 4; migrate: from the server's free connections).
-    #[arg(long, short = 'j', global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+}
+
+/// `--jobs` of the commands that read or change many tenant databases at once.
+#[derive(Args, Debug, Clone)]
+pub struct Jobs {
+    /// Tenant databases worked on at once (default 4).
+    #[arg(long, short = 'j', value_name = "N", value_parser = parse::jobs)]
     pub jobs: Option<u16>,
 }
+
+impl Jobs {
+    /// `--jobs`, or [`DEFAULT_JOBS`].
+    pub fn get(&self) -> usize {
+        self.jobs.map_or(DEFAULT_JOBS, usize::from)
+    }
+}
+
+/// Tenant databases worked on at once without `--jobs`.
+pub const DEFAULT_JOBS: usize = 4;
+
+const DEFAULT_CONFIG: &str = "tenants.toml";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check tenants.toml without touching any server.
     Validate {
         #[command(flatten)]
-        common: Common,
+        file: ConfigFile,
     },
     /// Show what apply would change.
     Plan {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        jobs: Jobs,
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
@@ -47,6 +77,8 @@ pub enum Command {
     Apply {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        jobs: Jobs,
         #[command(flatten)]
         apply: ApplyFlags,
     },
@@ -61,6 +93,8 @@ pub enum Command {
     Status {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        jobs: Jobs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -69,6 +103,8 @@ pub enum Command {
     List {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        jobs: Jobs,
     },
     /// Show one tenant: its settings, users and what the server has.
     Show {
@@ -80,9 +116,11 @@ pub enum Command {
     /// Start a local PostgreSQL (under .tenantry/pg), apply tenants.toml to it, and serve the gateway.
     Up {
         #[command(flatten)]
-        common: Common,
+        file: ConfigFile,
+        #[command(flatten)]
+        jobs: Jobs,
         /// Where the local cluster lives (default: .tenantry/pg beside tenants.toml).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
         /// Stop after applying; do not start the gateway.
         #[arg(long)]
@@ -107,8 +145,8 @@ pub enum Command {
         /// The tenant (its database name).
         tenant: String,
         /// Whose login the DSN carries: the tenant's first user of this role.
-        #[arg(long, default_value = "admin", value_parser = ["admin", "developer", "customer"])]
-        role: String,
+        #[arg(long, default_value = "admin", value_parser = parse::member_group())]
+        role: Group,
         /// A specific user of the tenant instead of the role's first.
         #[arg(long, conflicts_with = "role")]
         user: Option<String>,
@@ -183,10 +221,42 @@ pub enum Command {
     /// Stop the local PostgreSQL started by `up`.
     Down {
         #[command(flatten)]
-        common: Common,
-        #[arg(long)]
+        file: ConfigFile,
+        /// Where the local cluster lives (default: .tenantry/pg beside tenants.toml).
+        #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+}
+
+impl Command {
+    /// `--config` and `--admin-url` of the commands that have them.
+    pub fn common(&self) -> Option<&Common> {
+        match self {
+            Command::Plan { common, .. }
+            | Command::Apply { common, .. }
+            | Command::Migrate { common, .. }
+            | Command::Status { common, .. }
+            | Command::List { common, .. }
+            | Command::Show { common, .. }
+            | Command::Serve { common, .. }
+            | Command::Env { common, .. }
+            | Command::Adopt { common, .. }
+            | Command::Rotate { common, .. }
+            | Command::Backup { common, .. }
+            | Command::Restore { common, .. } => Some(common),
+            Command::Token(
+                TokenCommand::Create { common, .. }
+                | TokenCommand::List { common, .. }
+                | TokenCommand::Revoke { common, .. },
+            ) => Some(common),
+            Command::Validate { .. }
+            | Command::Up { .. }
+            | Command::ImportTfvars { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
+            | Command::Down { .. } => None,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -198,12 +268,15 @@ pub struct ApplyFlags {
     #[arg(long)]
     pub allow_destroy: bool,
     /// How long to wait for another apply of the same fleet ("0s": fail at once).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse::duration)]
     pub lock_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct MigrateFlags {
+    /// Tenant databases migrated at once (default: half the server's free connections, at most 8).
+    #[arg(long, short = 'j', value_name = "N", value_parser = parse::jobs)]
+    pub jobs: Option<u16>,
     /// Stop scheduling new tenants after the first failure.
     #[arg(long)]
     pub fail_fast: bool,
@@ -217,7 +290,7 @@ pub struct MigrateFlags {
     #[arg(long)]
     pub status: bool,
     /// How long to wait for another run migrating the same database.
-    #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5min", value_name = "DURATION", value_parser = parse::duration)]
     pub lock_timeout: Duration,
 }
 
@@ -227,10 +300,11 @@ pub enum TokenCommand {
     Create {
         #[command(flatten)]
         common: Common,
+        /// The tenant (its database name).
         tenant: String,
-        /// admin, developer or customer.
-        #[arg(long)]
-        role: String,
+        /// What the token may do: the rights of this role.
+        #[arg(long, value_parser = parse::member_group())]
+        role: Group,
         /// A note to recognise the token by.
         #[arg(long, default_value = "")]
         label: String,
@@ -239,7 +313,9 @@ pub enum TokenCommand {
     List {
         #[command(flatten)]
         common: Common,
+        /// The tenant (its database name).
         tenant: String,
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -247,7 +323,10 @@ pub enum TokenCommand {
     Revoke {
         #[command(flatten)]
         common: Common,
+        /// The tenant (its database name).
         tenant: String,
+        /// The token's id, as `tenantry token list` shows it.
+        #[arg(value_parser = parse::number::<i64>)]
         id: i64,
     },
 }
@@ -255,40 +334,40 @@ pub enum TokenCommand {
 #[derive(Args, Debug, Clone)]
 pub struct ServeFlags {
     /// Address of the API.
-    #[arg(long, default_value = "0.0.0.0:4001")]
+    #[arg(long, default_value = "0.0.0.0:4001", value_parser = parse::address)]
     pub listen: std::net::SocketAddr,
     /// Address of the admin listener (/healthz, /readyz, /metrics, /tenants/<name>/health).
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, default_value = "127.0.0.1:9090", value_parser = parse::address)]
     pub admin_listen: std::net::SocketAddr,
     /// Connections all tenant pools together may hold.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = parse::number::<usize>)]
     pub max_connections: usize,
     /// How long a request waits for a connection before a 503.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse::duration)]
     pub checkout_timeout: Duration,
     /// Close a pool unused this long.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse::duration)]
     pub idle_timeout: Duration,
     /// How long connecting to a tenant database may take.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse::duration)]
     pub connect_timeout: Duration,
     /// PEM certificate chain: serve HTTPS (with --tls-key).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// How often tenants.toml is checked for changes (SIGHUP reloads at once).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse::duration)]
     pub reload_interval: Duration,
     /// How long a checked token is trusted before it is checked again (revocation delay).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse::duration)]
     pub token_ttl: Duration,
     /// Single-tenant mode (DATABASE_DSN): pool size.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = parse::number::<usize>)]
     pub pool_size: usize,
     /// Single-tenant mode (DATABASE_DSN): requests per second.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = parse::number::<u32>)]
     pub requests_per_second: u32,
     /// Most API client connections open at once (more wait; idle keep-alive ones are closed to make room).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -308,4 +387,176 @@ pub struct ServeFlags {
     /// Requests per second a client address may send without a valid token (burst: twice that).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub unauthenticated_rps: u32,
+}
+
+/// Value parsers whose errors say what a good value looks like (clap puts
+/// `invalid value 'x' for '--flag <FLAG>': ` before them).
+mod parse {
+    use std::net::SocketAddr;
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    use tenantry_manifest::Group;
+
+    pub fn duration(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s).map_err(|e| {
+            format!(
+                "not a duration ({e}): write a number and a unit, like 30s, 2min, 1h30m or 500ms"
+            )
+        })
+    }
+
+    pub fn address(s: &str) -> Result<SocketAddr, String> {
+        s.parse().map_err(|e| {
+            format!(
+                "not an IP address and port ({e}): write it like 0.0.0.0:4001, 127.0.0.1:9090 or [::]:4001 (host names are not accepted)"
+            )
+        })
+    }
+
+    pub fn number<T: FromStr>(s: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        s.trim()
+            .parse()
+            .map_err(|e| format!("not a whole number ({e}): write digits only, like 50"))
+    }
+
+    pub fn jobs(s: &str) -> Result<u16, String> {
+        match number::<u16>(s) {
+            Ok(n) if (1..=64).contains(&n) => Ok(n),
+            _ => Err("write a whole number from 1 to 64, like 4".to_owned()),
+        }
+    }
+
+    /// admin, developer or customer, listed in `--help` and completions.
+    pub fn member_group() -> impl TypedValueParser<Value = Group> {
+        PossibleValuesParser::new(Group::MEMBERS.map(Group::as_str))
+            .map(|s| Group::parse(&s).expect("a possible value names a group"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every command and subcommand with its path, e.g. `token create`.
+    fn commands() -> Vec<(String, clap::Command)> {
+        fn walk(prefix: &str, cmd: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+            for sub in cmd.get_subcommands() {
+                let name = format!("{prefix}{}", sub.get_name()).trim().to_owned();
+                out.push((name.clone(), sub.clone()));
+                walk(&format!("{name} "), sub, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk("", &Cli::command(), &mut out);
+        out
+    }
+
+    fn flags(cmd: &clap::Command) -> Vec<String> {
+        cmd.get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn every_argument_has_a_description() {
+        let mut missing = Vec::new();
+        for (name, cmd) in commands() {
+            if cmd.get_about().is_none() {
+                missing.push(format!("`{name}` itself"));
+            }
+            for a in cmd.get_arguments() {
+                if a.get_help().is_none() && !["help", "version"].contains(&a.get_id().as_str()) {
+                    missing.push(format!("`{name}` argument {}", a.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn commands_offer_only_the_flags_they_use() {
+        let all = commands();
+        let has = |cmd: &str, flag: &str| {
+            let (_, c) = all
+                .iter()
+                .find(|(n, _)| n == cmd)
+                .unwrap_or_else(|| panic!("no command {cmd}"));
+            flags(c).iter().any(|f| f == flag)
+        };
+        // Neither the server nor parallelism.
+        for cmd in ["validate", "down", "import-tfvars", "completions", "man"] {
+            assert!(!has(cmd, "admin-url"), "{cmd} --admin-url");
+            assert!(!has(cmd, "jobs"), "{cmd} --jobs");
+        }
+        // One tenant, or the gateway: the server but not --jobs.
+        for cmd in [
+            "show",
+            "serve",
+            "env",
+            "adopt",
+            "rotate",
+            "backup",
+            "restore",
+            "token create",
+            "token list",
+            "token revoke",
+        ] {
+            assert!(has(cmd, "admin-url"), "{cmd} lacks --admin-url");
+            assert!(!has(cmd, "jobs"), "{cmd} --jobs");
+        }
+        for cmd in ["plan", "apply", "migrate", "status", "list"] {
+            assert!(
+                has(cmd, "admin-url") && has(cmd, "jobs"),
+                "{cmd} lacks --admin-url or --jobs"
+            );
+        }
+        // `up` serves its own local server: no --admin-url.
+        assert!(!has("up", "admin-url") && has("up", "jobs"));
+    }
+
+    #[test]
+    fn token_create_lists_the_roles() {
+        let err = Cli::try_parse_from(["tenantry", "token", "create", "t", "--role", "root"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin") && err.contains("developer") && err.contains("customer"),
+            "{err}"
+        );
+        let ok = Cli::try_parse_from(["tenantry", "token", "create", "t", "--role", "customer"])
+            .unwrap();
+        let Command::Token(TokenCommand::Create { role, .. }) = ok.command else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(role, Group::Customer);
+    }
+
+    #[test]
+    fn bad_values_say_what_a_good_one_looks_like() {
+        let err = |args: &[&str]| Cli::try_parse_from(args).expect_err("rejected").to_string();
+        let e = err(&["tenantry", "apply", "--lock-timeout", "banana"]);
+        assert!(e.contains("--lock-timeout") && e.contains("30s"), "{e}");
+        let e = err(&["tenantry", "serve", "--listen", "localhost"]);
+        assert!(e.contains("0.0.0.0:4001"), "{e}");
+        let e = err(&["tenantry", "serve", "--max-connections", "lots"]);
+        assert!(e.contains("whole number"), "{e}");
+        let e = err(&["tenantry", "plan", "--jobs", "0"]);
+        assert!(e.contains("1 to 64"), "{e}");
+        let ok = Cli::try_parse_from(["tenantry", "apply", "--lock-timeout", "2min"]).unwrap();
+        let Command::Apply { apply, .. } = ok.command else {
+            panic!()
+        };
+        assert_eq!(apply.lock_timeout, Duration::from_secs(120));
+    }
 }

@@ -1,63 +1,96 @@
 //! How each command is carried out: load the inventory, open a session,
 //! print, confirm, apply. Exit codes: 0 ok (or no changes), 1 error,
-//! 2 changes pending (`plan --detailed-exitcode`).
+//! 2 changes pending (`plan --detailed-exitcode`), 141 standard output
+//! closed early (see `output.rs`).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::fmt::Write as _;
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use secrecy::SecretString;
-use tenantry_manifest::{Group, Inventory, Tenant};
+use tenantry_manifest::{Group, Inventory, Tenant, ADMIN_URL_ENV};
 use tenantry_pg::apply::{self, Outcome};
 use tenantry_pg::session::{self, Session};
 use tenantry_plan::plan::Action;
-use tenantry_plan::render;
+use tenantry_plan::{render, Observed, Plan};
 
 use crate::cli::{ApplyFlags, Cli, Command, Common, MigrateFlags, ServeFlags, TokenCommand};
 
 pub async fn run(cli: Cli) -> Result<u8> {
+    // Where the admin URL comes from, for the help line of a failed connection.
+    let source = cli
+        .command
+        .common()
+        .map(|c| crate::hint::url_source(c, std::env::var(ADMIN_URL_ENV).ok().as_deref()));
+    dispatch(cli)
+        .await
+        .map_err(|e| crate::hint::with_help(e, source.as_deref()))
+}
+
+async fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Validate { common } => validate(&common),
+        Command::Validate { file } => validate(&file.config),
         Command::Plan {
             common,
+            jobs,
             json,
             detailed_exitcode,
-        } => plan(&common, json, detailed_exitcode).await,
-        Command::Apply { common, apply } => {
+        } => plan(&common, jobs.get(), json, detailed_exitcode).await,
+        Command::Apply {
+            common,
+            jobs,
+            apply,
+        } => {
             let inventory = load(&common)?;
-            apply_inventory(&inventory, &common, &apply).await
+            apply_inventory(&inventory, jobs.get(), &apply).await
         }
         Command::Migrate { common, flags } => {
             if flags.status {
-                status(&common, flags.json).await
+                status(
+                    &common,
+                    flags.jobs.map_or(crate::cli::DEFAULT_JOBS, usize::from),
+                    flags.json,
+                )
+                .await
             } else {
                 migrate(&common, &flags).await
             }
         }
-        Command::Status { common, json } => status(&common, json).await,
-        Command::List { common } => list(&common).await,
+        Command::Status { common, jobs, json } => status(&common, jobs.get(), json).await,
+        Command::List { common, jobs } => list(&common, jobs.get()).await,
         Command::Show { common, tenant } => show(&common, &tenant).await,
         Command::Up {
-            common,
+            file,
+            jobs,
             data_dir,
             no_serve,
             serve,
-        } => up(&common, data_dir, (!no_serve).then_some(serve)).await,
+        } => {
+            up(
+                &file.config,
+                jobs.get(),
+                data_dir,
+                (!no_serve).then_some(serve),
+            )
+            .await
+        }
         Command::Serve { common, serve } => {
+            check_ports(&serve)?;
             // Without tenants.toml but with DATABASE_DSN: single-tenant mode.
             let single = !common.config.exists() && std::env::var_os("DATABASE_DSN").is_some();
             let inventory = if single { None } else { Some(load(&common)?) };
             crate::serve::serve(&common, &serve, inventory).await
         }
         Command::Token(cmd) => token(cmd).await,
-        Command::Down { common, data_dir } => down(&common, data_dir),
+        Command::Down { file, data_dir } => down(&file.config, data_dir),
         Command::Env {
             common,
             tenant,
             role,
             user,
             format,
-        } => crate::env::env(&load(&common)?, &tenant, &role, user.as_deref(), &format),
+        } => crate::env::env(&load(&common)?, &tenant, role, user.as_deref(), &format),
         Command::ImportTfvars {
             tfvars,
             output,
@@ -105,11 +138,6 @@ pub(crate) fn tenant<'a>(inventory: &'a Inventory, name: &str) -> Result<&'a Ten
     })
 }
 
-/// `--jobs`, or 4.
-fn jobs(common: &Common) -> usize {
-    common.jobs.map_or(4, usize::from)
-}
-
 /// Loads and validates the inventory; `--admin-url` wins over file and env.
 pub(crate) fn load(common: &Common) -> Result<Inventory> {
     let mut inventory = Inventory::load(&common.config)?;
@@ -119,12 +147,12 @@ pub(crate) fn load(common: &Common) -> Result<Inventory> {
     Ok(inventory)
 }
 
-fn validate(common: &Common) -> Result<u8> {
-    let inventory = load(common)?;
+fn validate(config: &std::path::Path) -> Result<u8> {
+    let inventory = Inventory::load(config)?;
     let users: usize = inventory.tenants.iter().map(|t| t.users.len()).sum();
-    println!(
+    outln!(
         "{} is valid: {} tenant(s), {} user(s), plans: {}.",
-        common.config.display(),
+        config.display(),
         inventory.tenants.len(),
         users,
         inventory
@@ -137,21 +165,22 @@ fn validate(common: &Common) -> Result<u8> {
     Ok(0)
 }
 
+/// Connects and plans; catalog reads use up to 4 connections per job.
 async fn open(
     inventory: &Inventory,
-    common: &Common,
+    jobs: usize,
     lock: Option<std::time::Duration>,
 ) -> Result<Session> {
-    Ok(session::open(inventory, jobs(common) * 4, lock).await?)
+    Ok(session::open(inventory, jobs * 4, lock).await?)
 }
 
-async fn plan(common: &Common, json: bool, detailed: bool) -> Result<u8> {
+async fn plan(common: &Common, jobs: usize, json: bool, detailed: bool) -> Result<u8> {
     let inventory = load(common)?;
-    let s = open(&inventory, common, None).await?;
+    let s = open(&inventory, jobs, None).await?;
     if json {
-        println!("{}", render::json(&s.plan));
+        outln!("{}", render::json(&s.plan));
     } else {
-        print!("{}", render::text(&s.plan));
+        out!("{}", render::text(&s.plan));
     }
     if !s.plan.conflicts.is_empty() {
         return Ok(1);
@@ -159,9 +188,9 @@ async fn plan(common: &Common, json: bool, detailed: bool) -> Result<u8> {
     Ok(if detailed && !s.plan.is_empty() { 2 } else { 0 })
 }
 
-async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFlags) -> Result<u8> {
-    let s = open(inventory, common, Some(flags.lock_timeout)).await?;
-    print!("{}", render::text(&s.plan));
+async fn apply_inventory(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Result<u8> {
+    let s = open(inventory, jobs, Some(flags.lock_timeout)).await?;
+    out!("{}", render::text(&s.plan));
     if !s.plan.conflicts.is_empty() {
         bail!(
             "{} conflict(s) above: nothing was changed",
@@ -184,7 +213,7 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
         }
     }
     if !flags.auto_approve && !confirm()? {
-        println!("Apply cancelled. Nothing was changed.");
+        outln!("Apply cancelled. Nothing was changed.");
         return Ok(1);
     }
     let pg_dump = tenantry_localpg::find_bin_dir()
@@ -197,11 +226,19 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
         observed: &s.observed,
         migrations: &s.migrations,
         pg_dump: &pg_dump,
-        jobs: jobs(common),
+        jobs,
         lock_wait: flags.lock_timeout,
     };
-    println!();
-    let outcomes = apply::apply(&ctx, &s.plan, report).await;
+    outln!();
+    let outcomes = apply::apply(&ctx, &s.plan, |o| {
+        report(o);
+        if o.result.is_ok() {
+            if let Some(tp) = s.plan.tenants.iter().find(|tp| tp.tenant == o.tenant) {
+                forget_secrets(inventory, tp);
+            }
+        }
+    })
+    .await;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     let count = |a: Action| {
         outcomes
@@ -209,7 +246,7 @@ async fn apply_inventory(inventory: &Inventory, common: &Common, flags: &ApplyFl
             .filter(|o| o.action == a && o.result.is_ok())
             .count()
     };
-    println!(
+    outln!(
         "\nApply {}: {} created, {} updated, {} destroyed, {} failed.",
         if failed.is_empty() {
             "complete"
@@ -241,12 +278,22 @@ fn report(o: &Outcome) {
     };
     match &o.result {
         Ok(notes) => {
-            println!("  {}: {verb} in {:.1?}", o.tenant, o.elapsed);
+            outln!("  {}: {verb} in {:.1?}", o.tenant, o.elapsed);
             for n in notes {
-                println!("      {n}");
+                outln!("      {n}");
             }
         }
-        Err(e) => println!("  {}: FAILED after {:.1?}: {e}", o.tenant, o.elapsed),
+        Err(e) => outln!("  {}: FAILED after {:.1?}: {e}", o.tenant, o.elapsed),
+    }
+}
+
+/// Removes the generated secrets of the users (and tenant) `tp` dropped.
+fn forget_secrets(inventory: &Inventory, tp: &tenantry_plan::plan::TenantPlan) {
+    for removed in crate::secrets::remove(&crate::secrets::orphaned(inventory, tp)) {
+        match removed {
+            Ok(path) => outln!("      removed {}", path.display()),
+            Err(e) => outln!("      warning: {e}; delete it by hand"),
+        }
     }
 }
 
@@ -256,35 +303,79 @@ fn confirm() -> Result<bool> {
     if !stdin.is_terminal() {
         bail!("refusing to apply without a terminal to confirm on: re-run with --auto-approve. Nothing was changed.");
     }
-    print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
-    std::io::stdout().flush()?;
+    out!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
     Ok(answer.trim() == "yes")
 }
 
-async fn list(common: &Common) -> Result<u8> {
+/// What `list` and `show` say about the server: what it has and what apply
+/// would change, or why that is unknown.
+type ServerView<'a> = std::result::Result<(&'a Observed, &'a Plan), &'a str>;
+
+/// Opens a session for `list` and `show`; without one they still print what
+/// the file says, with the server marked unknown, then fail.
+async fn open_for_reading(
+    inventory: &Inventory,
+    jobs: usize,
+) -> (
+    std::result::Result<Session, tenantry_pg::Error>,
+    &'static str,
+) {
+    match session::open(inventory, jobs * 4, None).await {
+        Ok(s) => (Ok(s), ""),
+        Err(e @ tenantry_pg::Error::Connect { .. }) => (Err(e), "unknown (cannot connect)"),
+        Err(e) => (Err(e), "unknown (cannot read the server)"),
+    }
+}
+
+fn view<'a>(
+    session: &'a std::result::Result<Session, tenantry_pg::Error>,
+    why: &'a str,
+) -> ServerView<'a> {
+    match session {
+        Ok(s) => Ok((&s.observed, &s.plan)),
+        Err(_) => Err(why),
+    }
+}
+
+async fn list(common: &Common, jobs: usize) -> Result<u8> {
     let inventory = load(common)?;
-    let s = open(&inventory, common, None).await?;
-    println!(
+    let (session, why) = open_for_reading(&inventory, jobs).await;
+    out!("{}", list_text(&inventory, view(&session, why)));
+    session?;
+    Ok(0)
+}
+
+/// The table of `list`.
+fn list_text(inventory: &Inventory, server: ServerView<'_>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:<32} {:<14} {:<10} {:<6} {:<8} SERVER",
         "TENANT", "PLAN", "STATUS", "USERS", "SCHEMA"
     );
     for t in &inventory.tenants {
-        let pending = s.plan.tenants.iter().find(|p| p.tenant == t.name.as_str());
-        let server = match (s.observed.databases.contains_key(t.name.as_str()), pending) {
-            (false, _) => "missing (apply creates it)",
-            (true, None) => "in sync",
-            (true, Some(_)) => "drift (see plan)",
+        let (state, schema) = match server {
+            Ok((observed, plan)) => {
+                let pending = plan.tenants.iter().find(|p| p.tenant == t.name.as_str());
+                let state = match (observed.databases.contains_key(t.name.as_str()), pending) {
+                    (false, _) => "missing (apply creates it)",
+                    (true, None) => "in sync",
+                    (true, Some(_)) => "drift (see plan)",
+                };
+                let schema = observed
+                    .contents
+                    .get(t.name.as_str())
+                    .and_then(|c| c.migration_version)
+                    .map_or("-".to_owned(), |v| format!("V{v}"));
+                (state, schema)
+            }
+            Err(why) => (why, "?".to_owned()),
         };
-        let schema = s
-            .observed
-            .contents
-            .get(t.name.as_str())
-            .and_then(|c| c.migration_version)
-            .map_or("-".to_owned(), |v| format!("V{v}"));
-        println!(
-            "{:<32} {:<14} {:<10} {:<6} {:<8} {server}",
+        let _ = writeln!(
+            out,
+            "{:<32} {:<14} {:<10} {:<6} {:<8} {state}",
             t.name.as_str(),
             t.plan,
             t.status.as_str(),
@@ -292,35 +383,42 @@ async fn list(common: &Common) -> Result<u8> {
             schema
         );
     }
-    for p in s
-        .plan
-        .tenants
-        .iter()
-        .filter(|p| p.action == Action::Destroy)
-    {
-        println!(
-            "{:<32} {:<14} {:<10} {:<6} {:<8} not in {} (apply --allow-destroy drops it)",
-            p.tenant,
-            "-",
-            "-",
-            "-",
-            "-",
-            common.config.display()
-        );
+    if let Ok((_, plan)) = server {
+        for p in plan.tenants.iter().filter(|p| p.action == Action::Destroy) {
+            let _ = writeln!(
+                out,
+                "{:<32} {:<14} {:<10} {:<6} {:<8} not in {} (apply --allow-destroy drops it)",
+                p.tenant,
+                "-",
+                "-",
+                "-",
+                "-",
+                inventory.path.display()
+            );
+        }
     }
-    Ok(0)
+    out
 }
 
 async fn show(common: &Common, name: &str) -> Result<u8> {
     let inventory = load(common)?;
     let t = tenant(&inventory, name)?;
+    let (session, why) = open_for_reading(&inventory, crate::cli::DEFAULT_JOBS).await;
+    out!("{}", show_text(&inventory, t, view(&session, why)));
+    session?;
+    Ok(0)
+}
+
+/// What `show` prints about `t`.
+fn show_text(inventory: &Inventory, t: &Tenant, server: ServerView<'_>) -> String {
+    let mut out = String::new();
     let tier = inventory.tier(t);
-    let s = open(&inventory, common, None).await?;
-    println!("tenant       {}", t.name);
+    let _ = writeln!(out, "tenant       {}", t.name);
     if let Some(d) = &t.display_name {
-        println!("display name {d}");
+        let _ = writeln!(out, "display name {d}");
     }
-    println!(
+    let _ = writeln!(
+        out,
         "plan         {} (connection limit {}, statement_timeout {}, pool {}, {} req/s)",
         tier.name,
         tier.connection_limit,
@@ -328,28 +426,32 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
         tier.pool_size,
         tier.requests_per_second
     );
-    println!("status       {}", t.status.as_str());
-    println!("protected    {}", t.deletion_protection);
-    println!("subdomain    {}", t.subdomain);
+    let _ = writeln!(out, "status       {}", t.status.as_str());
+    let _ = writeln!(out, "protected    {}", t.deletion_protection);
+    let _ = writeln!(out, "subdomain    {}", t.subdomain);
     if !t.domains.is_empty() {
-        println!("domains      {}", t.domains.join(", "));
+        let _ = writeln!(out, "domains      {}", t.domains.join(", "));
     }
-    match s.observed.databases.get(t.name.as_str()) {
-        Some(db) => {
-            let version = s
-                .observed
-                .contents
-                .get(t.name.as_str())
-                .and_then(|c| c.migration_version);
-            println!(
-                "database     present, owner {}, schema {}",
-                db.owner,
-                version.map_or("(none)".into(), |v| format!("V{v}"))
-            );
-        }
-        None => println!("database     not created yet"),
-    }
-    println!(
+    let database = match server {
+        Err(why) => why.to_owned(),
+        Ok((observed, _)) => match observed.databases.get(t.name.as_str()) {
+            Some(db) => {
+                let version = observed
+                    .contents
+                    .get(t.name.as_str())
+                    .and_then(|c| c.migration_version);
+                format!(
+                    "present, owner {}, schema {}",
+                    db.owner,
+                    version.map_or("(none)".into(), |v| format!("V{v}"))
+                )
+            }
+            None => "not created yet".to_owned(),
+        },
+    };
+    let _ = writeln!(out, "database     {database}");
+    let _ = writeln!(
+        out,
         "groups       {}",
         Group::ALL
             .iter()
@@ -357,48 +459,99 @@ async fn show(common: &Common, name: &str) -> Result<u8> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("users:");
+    let _ = writeln!(out, "users:");
     for u in &t.users {
-        let server = match s.observed.roles.get(u.name.as_str()) {
-            Some(r) => format!(
-                "{}, connection limit {}",
-                if r.login { "can log in" } else { "NOLOGIN" },
-                r.connection_limit
-            ),
-            None => "not created yet".to_owned(),
+        let state = match server {
+            Err(why) => why.to_owned(),
+            Ok((observed, _)) => match observed.roles.get(u.name.as_str()) {
+                Some(r) => format!(
+                    "{}, connection limit {}",
+                    if r.login { "can log in" } else { "NOLOGIN" },
+                    r.connection_limit
+                ),
+                None => "not created yet".to_owned(),
+            },
         };
-        println!(
-            "  {:<24} {:<10} password from {:<40} {server}",
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<10} password from {:<40} {state}",
             u.name.as_str(),
             u.group.as_str(),
             u.password.describe()
         );
     }
-    match s.plan.tenants.iter().find(|p| p.tenant == name) {
-        Some(p) => println!(
-            "pending      {} change(s): run `tenantry plan` for details",
-            p.changes.len()
-        ),
-        None => println!("pending      none"),
-    }
-    Ok(0)
+    let pending = match server {
+        Err(why) => why.to_owned(),
+        Ok((_, plan)) => match plan.tenants.iter().find(|p| p.tenant == t.name.as_str()) {
+            Some(p) => format!(
+                "{} change(s): run `tenantry plan` for details",
+                p.changes.len()
+            ),
+            None => "none".to_owned(),
+        },
+    };
+    let _ = writeln!(out, "pending      {pending}");
+    out
 }
 
 fn data_dir(inventory_dir: &std::path::Path, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| inventory_dir.join(".tenantry").join("pg"))
 }
 
-async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) -> Result<u8> {
-    let mut inventory = Inventory::load(&common.config)?;
+/// Fails, naming the flag, when an address the gateway listens on is taken;
+/// called before anything starts, so nothing is left half done. Each
+/// address is bound and released (the gateway binds it again moments later).
+fn check_ports(flags: &ServeFlags) -> Result<()> {
+    let (api, admin) = (flags.listen, flags.admin_listen);
+    if api == admin && api.port() != 0 {
+        bail!("--listen and --admin-listen are both {api}: give the admin listener another port, e.g. --admin-listen 127.0.0.1:9090. Nothing was started.");
+    }
+    let mut held = Vec::new();
+    for (flag, addr) in [("--listen", api), ("--admin-listen", admin)] {
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => held.push(listener),
+            Err(e) => bail!(port_error(flag, addr, &e)),
+        }
+    }
+    Ok(())
+}
+
+/// Why the gateway cannot listen on `addr` (given by `flag`), and what to do.
+fn port_error(flag: &str, addr: std::net::SocketAddr, e: &std::io::Error) -> String {
+    let mut other = addr;
+    other.set_port(addr.port().wrapping_add(1).max(1024));
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another program holds port {} (an earlier `tenantry up` or `tenantry serve`?). Stop it, or pick a free port",
+            addr.port()
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges. Pick a higher port".to_owned()
+        }
+        _ => "Pick another address".to_owned(),
+    };
+    format!("cannot listen on {addr} ({flag} {addr}): {e}.\n  help: {why} with {flag} {other}. Nothing was started.")
+}
+
+async fn up(
+    config: &std::path::Path,
+    jobs: usize,
+    dir: Option<PathBuf>,
+    serve: Option<ServeFlags>,
+) -> Result<u8> {
+    let mut inventory = Inventory::load(config)?;
+    if let Some(serve) = &serve {
+        check_ports(serve)?;
+    }
     let dir = data_dir(&inventory.base_dir, dir);
-    println!("Starting the local PostgreSQL in {} ...", dir.display());
+    outln!("Starting the local PostgreSQL in {} ...", dir.display());
     let cluster = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || tenantry_localpg::Cluster::start_persistent(&dir))
             .await??
     };
     let url = cluster.url("postgres");
-    println!(
+    outln!(
         "PostgreSQL is running on 127.0.0.1:{} (socket {}).\n",
         cluster.port(),
         cluster.socket_dir().display()
@@ -409,10 +562,10 @@ async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) ->
         allow_destroy: false,
         lock_timeout: std::time::Duration::from_secs(30),
     };
-    let code = apply_inventory(&inventory, common, &flags).await?;
-    println!("\nThe local cluster keeps running. To use it with other commands:");
-    println!("  export TENANTRY_ADMIN_URL={url}");
-    println!("  tenantry plan\nStop it with `tenantry down`.");
+    let code = apply_inventory(&inventory, jobs, &flags).await?;
+    outln!("\nThe local cluster keeps running. To use it with other commands:");
+    outln!("  export TENANTRY_ADMIN_URL={url}");
+    outln!("  tenantry plan\nStop it with `tenantry down`.");
     let Some(serve) = serve else {
         return Ok(code);
     };
@@ -428,25 +581,21 @@ async fn up(common: &Common, dir: Option<PathBuf>, serve: Option<ServeFlags>) ->
             Some(_) => format!("{}.localhost", first.subdomain),
             None => first.subdomain.clone(),
         };
-        println!(
+        outln!(
             "\nTry the store API of {} (a developer token, kept in {}):",
             first.name,
-            inventory
-                .paths
-                .secrets
-                .join(format!("{}.token", first.name))
-                .display()
+            crate::secrets::token_file(&inventory, first.name.as_str()).display()
         );
-        println!(
+        outln!(
             "  curl -H 'Authorization: Bearer {}' http://{host}:{}/api/widgets\n",
             secrecy::ExposeSecret::expose_secret(&token),
             serve.listen.port()
         );
     }
-    // The reloads of the gateway keep dialing the server started here.
+    // The gateway keeps using the local server, reloads included.
     let common = Common {
+        config: config.to_path_buf(),
         admin_url: Some(url),
-        ..common.clone()
     };
     crate::serve::serve(&common, &serve, Some(inventory)).await
 }
@@ -461,9 +610,9 @@ async fn token(cmd: TokenCommand) -> Result<u8> {
         } => {
             let inventory = load(&common)?;
             let (id, token) =
-                crate::serve::create_token(&inventory, &tenant, &role, &label).await?;
-            eprintln!("Token {id} for {tenant} ({role}); it is shown only this once:");
-            println!("{}", secrecy::ExposeSecret::expose_secret(&token));
+                crate::serve::create_token(&inventory, &tenant, role.as_str(), &label).await?;
+            errln!("Token {id} for {tenant} ({role}); it is shown only this once:");
+            outln!("{}", secrecy::ExposeSecret::expose_secret(&token));
             Ok(0)
         }
         TokenCommand::List {
@@ -477,18 +626,17 @@ async fn token(cmd: TokenCommand) -> Result<u8> {
     }
 }
 
-fn down(common: &Common, dir: Option<PathBuf>) -> Result<u8> {
-    let base = common
-        .config
+fn down(config: &std::path::Path, dir: Option<PathBuf>) -> Result<u8> {
+    let base = config
         .canonicalize()
         .ok()
         .and_then(|p| p.parent().map(|p| p.to_path_buf()))
         .unwrap_or_else(|| PathBuf::from("."));
     let dir = data_dir(&base, dir);
     if tenantry_localpg::Cluster::stop_persistent(&dir)? {
-        println!("Stopped the local PostgreSQL in {}.", dir.display());
+        outln!("Stopped the local PostgreSQL in {}.", dir.display());
     } else {
-        println!("No local PostgreSQL is running in {}.", dir.display());
+        outln!("No local PostgreSQL is running in {}.", dir.display());
     }
     Ok(0)
 }
@@ -518,6 +666,7 @@ fn version(v: Option<i64>) -> String {
 }
 
 async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
+    use tenantry_pg::fleet::Result as R;
     let inventory = load(common)?;
     for c in &flags.canaries {
         if inventory.tenant(c).is_none() {
@@ -530,7 +679,7 @@ async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
     let migrations = tenantry_pg::Migrations::load(&inventory.paths.schema)?;
     let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
     let (client, tenants) = fleet_tenants(&inventory, &admin).await?;
-    let jobs = match common.jobs {
+    let jobs = match flags.jobs {
         Some(j) => usize::from(j),
         None => tenantry_pg::fleet::default_jobs(&client).await?,
     };
@@ -541,7 +690,7 @@ async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
         lock_wait: flags.lock_timeout,
     };
     if !flags.json {
-        println!(
+        outln!(
             "Migrating {} tenant(s) to {} ({} migration(s) in {}), {jobs} at a time{}.",
             tenants.len(),
             version(migrations.latest()),
@@ -555,78 +704,142 @@ async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
         );
     }
     let progress = Progress::new(tenants.len() as u64, flags.json);
-    let reports = tenantry_pg::fleet::migrate(&admin, &migrations, &tenants, &options, &|r| {
+    let mut reports = tenantry_pg::fleet::migrate(&admin, &migrations, &tenants, &options, &|r| {
         progress.done(r)
     })
     .await;
     progress.finish();
     drop(client);
-    let failed = reports
+    // A failed tenant stays at its last good version: read which (pg does
+    // not report it), and say what failed once.
+    let failed: Vec<(String, bool)> = reports
         .iter()
-        .filter(|r| r.result == tenantry_pg::fleet::Result::Failed)
-        .count();
-    if flags.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-    } else {
-        println!(
-            "\n{:<32} {:>6} {:>6} {:>10}  {:<11} ERROR",
-            "TENANT", "FROM", "TO", "DURATION", "RESULT"
-        );
-        for r in &reports {
-            let mut result = r.result.as_str().to_owned();
-            if let Some(w) = r.waited_ms {
-                result.push_str(&format!(" (waited {w} ms for another run)"));
-            }
-            println!(
-                "{:<32} {:>6} {:>6} {:>8}ms  {:<11} {}",
-                r.tenant,
-                version(r.from),
-                version(r.to),
-                r.duration_ms,
-                result,
-                r.error.as_deref().unwrap_or("")
-            );
+        .filter(|r| r.result == R::Failed)
+        .map(|r| (r.tenant.clone(), true))
+        .collect();
+    if !failed.is_empty() {
+        let now = tenantry_pg::fleet::status(&admin, &migrations, &failed, jobs).await;
+        for r in reports.iter_mut().filter(|r| r.result == R::Failed) {
+            r.to = now
+                .iter()
+                .find(|s| s.tenant == r.tenant && s.error.is_none())
+                .and_then(|s| s.history.version);
+            r.error = r.error.as_deref().map(|e| migrate_error(&r.tenant, e));
         }
-        let count = |k| reports.iter().filter(|r| r.result == k).count();
-        use tenantry_pg::fleet::Result as R;
-        println!(
-            "\n{} migrated, {} up to date, {} failed, {} skipped, {} not created.",
-            count(R::Migrated),
-            count(R::UpToDate),
-            failed,
-            count(R::Skipped),
-            count(R::NotCreated)
-        );
     }
-    if failed > 0 {
-        bail!("{failed} tenant(s) failed; each stays at its last good version. Fix the cause and run migrate again: only what is pending runs.");
+    if flags.json {
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        out!("{}", migrate_table(&reports));
+    }
+    if !failed.is_empty() {
+        bail!("{} tenant(s) failed; each stays at its last good version (TO). Fix the cause and run migrate again: only what is pending runs.", failed.len());
     }
     Ok(0)
 }
 
-async fn status(common: &Common, json: bool) -> Result<u8> {
+/// The per-tenant report of `migrate` and its summary line. A failed row's
+/// FROM is `?` (not known), its TO the version it stays at.
+fn migrate_table(reports: &[tenantry_pg::fleet::Report]) -> String {
+    use tenantry_pg::fleet::Result as R;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<32} {:>6} {:>6} {:>10}  {:<11} ERROR",
+        "TENANT", "FROM", "TO", "DURATION", "RESULT"
+    );
+    for r in reports {
+        let mut result = r.result.as_str().to_owned();
+        if let Some(w) = r.waited_ms {
+            let _ = write!(result, " (waited {w} ms for another run)");
+        }
+        let from = match (r.result, r.from) {
+            (R::Failed, None) => "?".to_owned(),
+            (_, v) => version(v),
+        };
+        let to = match (r.result, r.to) {
+            (R::Failed, None) => "?".to_owned(),
+            (_, v) => version(v),
+        };
+        let _ = writeln!(
+            out,
+            "{:<32} {:>6} {:>6} {:>8}ms  {:<11} {}",
+            r.tenant,
+            from,
+            to,
+            r.duration_ms,
+            result,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    let count = |k| reports.iter().filter(|r| r.result == k).count();
+    let _ = writeln!(
+        out,
+        "\n{} migrated, {} up to date, {} failed, {} skipped, {} not created.",
+        count(R::Migrated),
+        count(R::UpToDate),
+        count(R::Failed),
+        count(R::Skipped),
+        count(R::NotCreated)
+    );
+    out
+}
+
+/// A failed tenant's error without what its row already says or what the
+/// text repeats: `migration of shop failed: `error applying migration
+/// V2__x`, `db error`: relation "t" already exists: ERROR: relation "t"
+/// already exists` becomes `V2__x: relation "t" already exists`.
+fn migrate_error(tenant: &str, text: &str) -> String {
+    let mut s = text
+        .strip_prefix(&format!("migration of {tenant} failed: "))
+        .unwrap_or(text)
+        .to_owned();
+    // refinery's "`what`, `cause`": the cause is the client's summary of the
+    // server's message that follows.
+    if let Some(rest) = s.strip_prefix("`error applying migration ") {
+        if let Some((name, after)) = rest.split_once('`') {
+            let after = after.strip_prefix(", `db error`").unwrap_or(after);
+            s = format!("{name}{after}");
+        }
+    }
+    // The server's error again, as tokio-postgres prints it ("ERROR: msg").
+    for severity in ["ERROR", "FATAL", "PANIC"] {
+        let marker = format!(": {severity}: ");
+        if let Some(i) = s.rfind(&marker) {
+            let repeated = s[i + marker.len()..].lines().next().unwrap_or("");
+            if !repeated.is_empty() && s[..i].contains(repeated) {
+                s.truncate(i);
+            }
+        }
+    }
+    s
+}
+
+async fn status(common: &Common, jobs: usize, json: bool) -> Result<u8> {
     let inventory = load(common)?;
     let migrations = tenantry_pg::Migrations::load(&inventory.paths.schema)?;
     let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
     let (_client, tenants) = fleet_tenants(&inventory, &admin).await?;
-    let rows = tenantry_pg::fleet::status(&admin, &migrations, &tenants, jobs(common) * 4).await;
+    let rows = tenantry_pg::fleet::status(&admin, &migrations, &tenants, jobs * 4).await;
     let bad: Vec<&str> = rows
         .iter()
         .filter(|r| r.error.is_some())
         .map(|r| r.tenant.as_str())
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!(
+        outln!(
             "Schema directory {}: {} migration(s), latest {}.\n",
             migrations.dir.display(),
             migrations.len(),
             version(migrations.latest())
         );
-        println!(
+        outln!(
             "{:<32} {:>7}  {:<20} PROBLEM",
-            "TENANT", "VERSION", "PENDING"
+            "TENANT",
+            "VERSION",
+            "PENDING"
         );
         for r in &rows {
             let pending = if !r.exists {
@@ -641,7 +854,7 @@ async fn status(common: &Common, json: bool) -> Result<u8> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            println!(
+            outln!(
                 "{:<32} {:>7}  {:<20} {}",
                 r.tenant,
                 version(r.history.version),
@@ -682,29 +895,36 @@ impl Progress {
     }
 
     fn done(&self, r: &tenantry_pg::fleet::Report) {
+        let failed = r.result == tenantry_pg::fleet::Result::Failed;
+        let error = r
+            .error
+            .as_deref()
+            .map(|e| migrate_error(&r.tenant, e))
+            .unwrap_or_default();
         match &self.bar {
             Some(bar) => {
-                if r.result == tenantry_pg::fleet::Result::Failed {
-                    bar.println(format!(
-                        "{}: FAILED: {}",
-                        r.tenant,
-                        r.error.as_deref().unwrap_or("")
-                    ));
+                if failed {
+                    bar.println(format!("{}: FAILED: {error}", r.tenant));
                 }
                 bar.set_message(r.tenant.clone());
                 bar.inc(1);
             }
-            None if !self.quiet => eprintln!(
+            // A failure's versions are not known yet: the table has them.
+            None if !self.quiet && failed => {
+                errln!("  {}: FAILED in {} ms: {error}", r.tenant, r.duration_ms)
+            }
+            None if !self.quiet => errln!(
                 "  {}: {} {} -> {} in {} ms{}",
                 r.tenant,
                 r.result.as_str(),
                 version(r.from),
                 version(r.to),
                 r.duration_ms,
-                r.error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
+                if error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {error}")
+                }
             ),
             None => {}
         }
@@ -714,5 +934,131 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn inventory() -> Inventory {
+        let src = r#"
+[plans.starter]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = 2
+requests_per_second = 20
+[tenants.shop]
+plan = "starter"
+admins = [{ username = "shop_a" }]
+"#;
+        Inventory::from_str_with(src, std::path::Path::new("/x/tenants.toml"), &|_| None).unwrap()
+    }
+
+    #[test]
+    fn list_and_show_say_what_the_file_says_when_the_server_is_unknown() {
+        let inv = inventory();
+        let why = "unknown (cannot connect)";
+        let list = list_text(&inv, Err(why));
+        let row = list.lines().find(|l| l.starts_with("shop ")).unwrap();
+        assert!(row.contains("starter") && row.contains("active"), "{list}");
+        assert!(row.ends_with(why), "{list}");
+        let show = show_text(&inv, &inv.tenants[0], Err(why));
+        assert!(show.contains("connection limit 5"), "{show}");
+        assert!(show.contains(&format!("database     {why}")), "{show}");
+        assert!(show.contains("shop_a"), "{show}");
+        assert!(show.contains(&format!("pending      {why}")), "{show}");
+    }
+
+    #[test]
+    fn list_marks_a_tenant_without_a_database() {
+        let inv = inventory();
+        let observed = Observed::default();
+        let plan = Plan {
+            fleet: "default".into(),
+            tenants: vec![],
+            conflicts: vec![],
+            warnings: vec![],
+        };
+        let list = list_text(&inv, Ok((&observed, &plan)));
+        assert!(list.contains("missing (apply creates it)"), "{list}");
+    }
+
+    #[test]
+    fn a_migration_error_says_what_failed_once() {
+        let raw = "migration of shop failed: `error applying migration V2__bad`, `db error`: relation \"widgets\" already exists: ERROR: relation \"widgets\" already exists";
+        assert_eq!(
+            migrate_error("shop", raw),
+            "V2__bad: relation \"widgets\" already exists"
+        );
+        let detail = "migration of shop failed: `error applying migration V3__x`, `db error`: could not create unique index \"i\" (detail: Key (a)=(1) is duplicated.): ERROR: could not create unique index \"i\"\nDETAIL: Key (a)=(1) is duplicated.";
+        assert_eq!(
+            migrate_error("shop", detail),
+            "V3__x: could not create unique index \"i\" (detail: Key (a)=(1) is duplicated.)"
+        );
+        // What does not repeat is kept.
+        let lock = "migration of shop failed: another migration of this database is running; gave up after 5.0s (canceling statement due to lock timeout)";
+        assert_eq!(
+            migrate_error("shop", lock),
+            "another migration of this database is running; gave up after 5.0s (canceling statement due to lock timeout)"
+        );
+    }
+
+    #[test]
+    fn failed_rows_show_where_the_tenant_stays() {
+        use tenantry_pg::fleet::{Report, Result as R};
+        let row = |tenant: &str, result, from, to| Report {
+            tenant: tenant.into(),
+            from,
+            to,
+            duration_ms: 18,
+            result,
+            waited_ms: None,
+            error: None,
+        };
+        let text = migrate_table(&[
+            row("a", R::Failed, None, Some(1)),
+            row("b", R::Migrated, Some(1), Some(2)),
+        ]);
+        let a = text.lines().find(|l| l.starts_with("a ")).unwrap();
+        assert!(a.contains("     ?     V1 "), "{text}");
+        assert!(!a.contains(" - "), "{text}");
+        let b = text.lines().find(|l| l.starts_with("b ")).unwrap();
+        assert!(b.contains("    V1     V2 "), "{text}");
+        assert!(
+            text.contains("1 migrated, 0 up to date, 1 failed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_busy_port_is_named_with_its_flag() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let flags = |listen, admin_listen| {
+            let cli = crate::cli::Cli::try_parse_from([
+                "tenantry",
+                "serve",
+                "--listen",
+                &format!("{listen}"),
+                "--admin-listen",
+                &format!("{admin_listen}"),
+            ])
+            .unwrap();
+            let Command::Serve { serve, .. } = cli.command else {
+                unreachable!()
+            };
+            serve
+        };
+        let free: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let e = check_ports(&flags(addr, free)).unwrap_err().to_string();
+        assert!(e.contains(&format!("--listen {addr}")), "{e}");
+        assert!(e.contains("Nothing was started"), "{e}");
+        let e = check_ports(&flags(free, addr)).unwrap_err().to_string();
+        assert!(e.contains(&format!("--admin-listen {addr}")), "{e}");
+        let e = check_ports(&flags(addr, addr)).unwrap_err().to_string();
+        assert!(e.contains("both"), "{e}");
+        check_ports(&flags(free, free)).unwrap();
     }
 }

@@ -11,7 +11,9 @@ use crate::cli::Cli;
 /// Prints the completion script of `shell` on standard output.
 pub fn completions(shell: clap_complete::Shell) -> Result<u8> {
     let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "tenantry", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "tenantry", &mut script);
+    out!("{}", String::from_utf8_lossy(&script));
     Ok(0)
 }
 
@@ -28,7 +30,7 @@ pub fn man(dir: &Path) -> Result<u8> {
         .filter(|n| n.ends_with(".1"))
         .collect();
     pages.sort();
-    println!(
+    outln!(
         "Wrote {} man page(s) into {}: {}",
         pages.len(),
         dir.display(),

@@ -20,12 +20,12 @@ struct Vars {
 pub fn env(
     inventory: &Inventory,
     tenant: &str,
-    role: &str,
+    role: Group,
     user: Option<&str>,
     format: &str,
 ) -> Result<u8> {
     let vars = vars(inventory, tenant, role, user)?;
-    print!(
+    out!(
         "{}",
         match format {
             "json" => json(&vars),
@@ -36,7 +36,7 @@ pub fn env(
     Ok(0)
 }
 
-fn pick<'a>(t: &'a Tenant, role: &str, user: Option<&str>) -> Result<&'a User> {
+fn pick<'a>(t: &'a Tenant, role: Group, user: Option<&str>) -> Result<&'a User> {
     if let Some(name) = user {
         return t
             .users
@@ -54,11 +54,7 @@ fn pick<'a>(t: &'a Tenant, role: &str, user: Option<&str>) -> Result<&'a User> {
                 )
             });
     }
-    let group = Group::MEMBERS
-        .into_iter()
-        .find(|g| g.as_str() == role)
-        .with_context(|| format!("unknown role {role:?}: use admin, developer or customer"))?;
-    t.users_in(group).next().with_context(|| {
+    t.users_in(role).next().with_context(|| {
         let has: Vec<&str> = Group::MEMBERS
             .into_iter()
             .filter(|&g| t.users_in(g).next().is_some())
@@ -76,7 +72,7 @@ fn pick<'a>(t: &'a Tenant, role: &str, user: Option<&str>) -> Result<&'a User> {
     })
 }
 
-fn vars(inventory: &Inventory, tenant: &str, role: &str, user: Option<&str>) -> Result<Vars> {
+fn vars(inventory: &Inventory, tenant: &str, role: Group, user: Option<&str>) -> Result<Vars> {
     let t = crate::commands::tenant(inventory, tenant)?;
     let u = pick(t, role, user)?;
     let password = u.load_password()?.with_context(|| {

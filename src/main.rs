@@ -3,11 +3,17 @@
 //! commands and `commands.rs` for how each is carried out.
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod output; // first: its macros (`outln!` ...) are used by the modules below
+
 mod cli;
 mod commands;
 mod docs;
 mod env;
+mod hint;
+mod logging;
 mod ops;
+mod secrets;
 mod serve;
 mod switch;
 
@@ -17,28 +23,21 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENANTRY_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,refinery_core=error,tenantry_gateway=info")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(1)
         }
     }

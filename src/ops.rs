@@ -58,14 +58,14 @@ pub async fn rotate(inventory: &Inventory, tenant_name: &str, user: Option<&str>
         },
     };
     if users.is_empty() {
-        println!("Tenant {tenant_name} has no users: nothing to rotate.");
+        outln!("Tenant {tenant_name} has no users: nothing to rotate.");
         return Ok(0);
     }
     let admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
     let client = admin.connect(None).await?;
     tenantry_pg::lock::acquire(&client, &inventory.fleet, LOCK_WAIT).await?;
     rotate::rotate(&client, &inventory.fleet, t, &users, &mut |u, how| {
-        println!("{}: {how}", u.name);
+        outln!("{}: {how}", u.name);
     })
     .await?;
     drop(client); // releases the apply lock
@@ -95,7 +95,7 @@ pub async fn backup(inventory: &Inventory, tenant_name: &str, output: Option<&Pa
         &path,
     )
     .await?;
-    println!(
+    outln!(
         "Backed up {tenant_name} to {} ({size} bytes{}, mode 0600).",
         path.display(),
         human_size(size)
@@ -159,7 +159,7 @@ pub async fn restore(
         .expect("the tenant is in the inventory");
     let restored = backup::restore(&admin, &pg_restore, desired_tenant, &archive, file).await?;
     drop(client); // releases the apply lock
-    println!(
+    outln!(
         "Restored {tenant_name} from {} (a dump of {}{}).",
         file.display(),
         archive.dbname,
@@ -170,9 +170,9 @@ pub async fn restore(
         }
     );
     if !full.is_empty() {
-        println!("  replaced the rows of: {}", full.join(", "));
+        outln!("  replaced the rows of: {}", full.join(", "));
     }
-    println!(
+    outln!(
         "  tables restored with their rows: {}",
         if restored.tables.is_empty() {
             "none".to_owned()
@@ -180,17 +180,17 @@ pub async fn restore(
             restored.tables.join(", ")
         }
     );
-    println!("  owner {owner}, tenantry's grants re-applied; API tokens kept as they were (not restored).");
+    outln!("  owner {owner}, tenantry's grants re-applied; API tokens kept as they were (not restored).");
     let latest = tenantry_pg::Migrations::load(&inventory.paths.schema)
         .ok()
         .and_then(|m| m.latest());
     match (restored.schema_version, latest) {
-        (Some(v), Some(l)) if v < l => println!(
+        (Some(v), Some(l)) if v < l => outln!(
             "  schema version V{v} (from the dump); {} has V{l}: run `tenantry migrate` to bring it up to date.",
             inventory.paths.schema.display()
         ),
-        (Some(v), _) => println!("  schema version V{v}."),
-        (None, _) => println!("  the dump has no migration history."),
+        (Some(v), _) => outln!("  schema version V{v}."),
+        (None, _) => outln!("  the dump has no migration history."),
     }
     Ok(0)
 }

@@ -102,7 +102,7 @@ pub async fn serve(
     } else {
         "http"
     };
-    println!(
+    outln!(
         "Gateway serving {mode} on {scheme}://{} (admin: http://{}); Ctrl-C or SIGTERM stops it.",
         listeners.0.local_addr()?,
         listeners.1.local_addr()?
@@ -120,7 +120,7 @@ pub async fn serve(
     if let Some(r) = reloader {
         r.abort();
     }
-    println!("Gateway stopped.");
+    outln!("Gateway stopped.");
     Ok(0)
 }
 
@@ -174,15 +174,18 @@ pub async fn list_tokens(inventory: &Inventory, tenant: &str, json: bool) -> Res
     let client = token_store(inventory, tenant).await?;
     let list = tokens::list(&client).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:>6}  {:<10} {:<24} {:<32} REVOKED",
-        "ID", "ROLE", "LABEL", "CREATED"
+        "ID",
+        "ROLE",
+        "LABEL",
+        "CREATED"
     );
     for t in list {
-        println!(
+        outln!(
             "{:>6}  {:<10} {:<24} {:<32} {}",
             t.id,
             t.role,
@@ -197,7 +200,7 @@ pub async fn list_tokens(inventory: &Inventory, tenant: &str, json: bool) -> Res
 pub async fn revoke_token(inventory: &Inventory, tenant: &str, id: i64) -> Result<u8> {
     let client = token_store(inventory, tenant).await?;
     if tokens::revoke(&client, id).await? {
-        println!("Token {id} of {tenant} revoked (gateways stop accepting it within their token cache time).");
+        outln!("Token {id} of {tenant} revoked (gateways stop accepting it within their token cache time).");
         Ok(0)
     } else {
         bail!("tenant {tenant} has no live token {id}")

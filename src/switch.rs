@@ -16,7 +16,7 @@ pub fn import_tfvars(path: &Path, output: &Path, force: bool) -> Result<u8> {
     let converted = tfvars::convert(&source, path)?;
     let to_stdout = output == Path::new("-");
     if to_stdout {
-        print!("{}", converted.toml);
+        out!("{}", converted.toml);
     } else {
         if output.exists() && !force {
             bail!(
@@ -35,7 +35,7 @@ pub fn import_tfvars(path: &Path, output: &Path, force: bool) -> Result<u8> {
         tmp.as_file().sync_all()?;
         tmp.persist(output)
             .with_context(|| format!("cannot write {}", output.display()))?;
-        eprintln!(
+        errln!(
             "Wrote {} ({} tenant(s)) from {}.",
             output.display(),
             converted.toml.matches("\n[tenants.").count(),
@@ -43,16 +43,16 @@ pub fn import_tfvars(path: &Path, output: &Path, force: bool) -> Result<u8> {
         );
     }
     for note in &converted.notes {
-        eprintln!("note: {note}");
+        errln!("note: {note}");
     }
     if !converted.env_vars.is_empty() {
-        eprintln!("\nSet these before `tenantry plan` (the passwords the tfvars held):");
+        errln!("\nSet these before `tenantry plan` (the passwords the tfvars held):");
         for v in &converted.env_vars {
-            eprintln!("  export {}=...   # {} of {}", v.name, v.username, v.tenant);
+            errln!("  export {}=...   # {} of {}", v.name, v.username, v.tenant);
         }
     }
     if !to_stdout {
-        eprintln!(
+        errln!(
             "\nNext: `tenantry validate -c {0}`, then for each tenant Terraform made: `tenantry adopt <tenant> -c {0}`, then `tenantry plan -c {0}`.",
             output.display()
         );
@@ -76,11 +76,11 @@ pub async fn adopt(
     .await?;
     let a = &report.adoption;
     for n in &a.notes {
-        println!("  note: {n}");
+        outln!("  note: {n}");
     }
     if !a.problems.is_empty() {
         for p in &a.problems {
-            println!("  MISMATCH: {p}");
+            outln!("  MISMATCH: {p}");
         }
         bail!(
             "{tenant} does not match {}: {} mismatch(es) above. Nothing was changed.",
@@ -96,9 +96,7 @@ pub async fn adopt(
         + a.database_after_sql.len()
         + a.marker_sql.len();
     if dry_run {
-        println!(
-            "{tenant} can be adopted ({steps} statement(s)); nothing was changed (--dry-run):"
-        );
+        outln!("{tenant} can be adopted ({steps} statement(s)); nothing was changed (--dry-run):");
         for sql in a
             .cluster_sql
             .iter()
@@ -106,14 +104,14 @@ pub async fn adopt(
             .chain(&a.database_after_sql)
             .chain(&a.marker_sql)
         {
-            println!("    {sql};");
+            outln!("    {sql};");
         }
         return Ok(0);
     }
-    println!(
+    outln!(
         "Adopted {tenant}: it is now managed by fleet '{}'; no data was touched.",
         inventory.fleet
     );
-    println!("Run `tenantry plan` to see the grants and settings apply will repair.");
+    outln!("Run `tenantry plan` to see the grants and settings apply will repair.");
     Ok(0)
 }

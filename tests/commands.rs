@@ -1,9 +1,23 @@
 //! The read-only commands (`list`, `show`) and the embedded default
-//! (`up` starts a local PostgreSQL, applies the inventory; `down` stops it).
+//! (`up` starts a local PostgreSQL, applies the inventory; `down` stops it);
+//! what every command does with its output: a closed pipe, a log with no
+//! secrets and no colour codes on a file, errors with a way forward, and
+//! migrate's report.
 
 mod common;
 
+use std::process::Stdio;
+
 use common::{Admin, Fleet, TWO_TENANTS};
+
+/// A local address nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 #[test]
 fn list_and_show_report_file_and_server() {
@@ -151,4 +165,224 @@ fn completions_and_man_pages_cover_every_command() {
     }
     let restore = std::fs::read_to_string(dir.path().join("tenantry-restore.1")).unwrap();
     assert!(restore.contains("force"), "{restore}");
+}
+
+/// `tenantry <cmd> | head -1`: the reader goes away, and tenantry ends as a
+/// Unix tool does (quietly, status 141), never with a panic (status 101).
+#[test]
+fn a_closed_pipe_ends_any_command_quietly() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    f.apply().ok();
+    let shop = f.name("{p}_shop");
+    let commands: [&[&str]; 7] = [
+        &["validate"],
+        &["plan"],
+        &["list"],
+        &["show", &shop],
+        &["status"],
+        &["env", &shop],
+        &["token", "list", &shop],
+    ];
+    let mut completions = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"));
+    completions.args(["completions", "bash"]);
+    for (what, mut cmd) in commands
+        .iter()
+        .map(|args| (args.join(" "), f.command(args)))
+        .chain([("completions bash".to_owned(), completions)])
+    {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before tenantry writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(141), "{what}: {stderr}");
+    }
+    // The same for standard error, where errors go.
+    let mut child = f
+        .command(&["show", "nope"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141));
+}
+
+/// Nothing secret reaches the log at any level, whatever `TENANTRY_LOG`
+/// asks for, and a log that is not a terminal has no colour codes.
+#[test]
+fn the_log_at_trace_holds_no_secret_and_no_colour_codes() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let log = [(
+        "TENANTRY_LOG",
+        "trace,tokio_postgres=trace,tokio_postgres::query=trace,tokio_postgres::simple_query=trace",
+    )];
+    let apply = f.tenantry_env(&["apply", "--auto-approve"], &log);
+    apply.ok();
+    let rotate = f.tenantry_env(&["rotate", &f.name("{p}_cafe")], &log);
+    rotate.ok();
+    let logged = format!("{}{}", apply.stderr, rotate.stderr);
+    assert!(
+        logged.contains("TRACE") || logged.contains("DEBUG") || logged.contains("INFO"),
+        "the log is empty, so this test would prove nothing:\n{logged}"
+    );
+    for leak in ["SCRAM-SHA-256$", "PASSWORD '", "PASSWORD "] {
+        assert!(!logged.contains(leak), "{leak} in the log:\n{logged}");
+    }
+    for user in [
+        "{p}_shop_a",
+        "{p}_shop_d",
+        "{p}_shop_c",
+        "{p}_cafe_a",
+        "{p}_cafe_c",
+    ] {
+        let password = f.secret(user);
+        assert!(
+            !logged.contains(&password),
+            "{user}'s password in the log:\n{logged}"
+        );
+    }
+    assert!(
+        !logged.contains('\x1b'),
+        "colour codes in a log file:\n{logged}"
+    );
+}
+
+#[test]
+fn list_and_show_without_a_server_print_the_file_and_fail() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let url = format!(
+        "postgres://postgres:s3cret-pw@127.0.0.1:{}/postgres",
+        closed_port()
+    );
+    let list = f.tenantry(&["list", "--admin-url", &url]);
+    assert_eq!(list.code, 1, "{}", list.all());
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&f.name("{p}_shop ")))
+        .unwrap_or_else(|| panic!("no row for the tenant:\n{}", list.all()));
+    assert!(row.contains("professional"), "{row}");
+    assert!(row.contains("unknown (cannot connect)"), "{row}");
+    let show = f.tenantry(&["show", &f.name("{p}_shop"), "--admin-url", &url]);
+    assert_eq!(show.code, 1, "{}", show.all());
+    assert!(
+        show.stdout.contains("connection limit 20"),
+        "{}",
+        show.all()
+    );
+    assert!(
+        show.stdout
+            .contains("database     unknown (cannot connect)"),
+        "{}",
+        show.all()
+    );
+    for run in [&list, &show] {
+        let err = &run.stderr;
+        assert!(err.contains("Connection refused"), "{err}");
+        assert!(
+            err.contains("help:") && err.contains("tenantry up"),
+            "no way forward: {err}"
+        );
+        assert!(err.contains("came from --admin-url"), "{err}");
+        assert!(!run.all().contains("s3cret-pw"), "the password is printed");
+    }
+    // Where the URL came from, when it is the environment.
+    let env_url = format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port());
+    let plan = f.tenantry_env(&["plan"], &[("TENANTRY_ADMIN_URL", &env_url)]);
+    assert_eq!(plan.code, 1);
+    assert!(
+        plan.stderr.contains("came from TENANTRY_ADMIN_URL"),
+        "{}",
+        plan.stderr
+    );
+}
+
+/// A busy API or admin port is found before `up` starts anything.
+#[test]
+fn up_checks_its_ports_before_starting_anything() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(TWO_TENANTS);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let data = f.dir.path().join("pg");
+    let data_arg = data.to_str().unwrap();
+    for (flag, other) in [
+        ("--listen", "--admin-listen"),
+        ("--admin-listen", "--listen"),
+    ] {
+        let out = f.tenantry(&[
+            "up",
+            "--data-dir",
+            data_arg,
+            flag,
+            &busy,
+            other,
+            "127.0.0.1:0",
+        ]);
+        if data.exists() {
+            // Without the check, up started a server: stop it.
+            f.tenantry(&["down", "--data-dir", data_arg]);
+        }
+        assert_eq!(out.code, 1, "{}", out.all());
+        assert!(
+            out.stderr.contains(&format!("{flag} {busy}")),
+            "names the flag and address: {}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("Starting"), "{}", out.stdout);
+        assert!(!data.exists(), "a server was started");
+    }
+}
+
+/// A tenant whose migration fails shows the version it stays at, and the
+/// error once.
+#[test]
+fn migrate_reports_where_a_failed_tenant_stays() {
+    let f = Fleet::new(Admin::Superuser);
+    f.own_schema();
+    f.write(TWO_TENANTS);
+    f.apply().ok();
+    f.add_migration("V2__clash.sql", "CREATE TABLE clash (id int);\n");
+    f.psql("{p}_cafe", "CREATE TABLE clash (id int)");
+    let out = f.tenantry(&["migrate"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&f.name("{p}_cafe ")))
+        .unwrap_or_else(|| panic!("{}", out.all()));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["?", "V1"], "FROM ? TO V1: {row}");
+    assert!(row.contains("FAILED"), "{row}");
+    assert_eq!(
+        row.matches("already exists").count(),
+        1,
+        "the error once: {row}"
+    );
+    assert!(
+        !row.contains(&format!("migration of {}", f.name("{p}_cafe"))),
+        "the row names the tenant already: {row}"
+    );
+    let ok = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&f.name("{p}_shop ")))
+        .unwrap();
+    assert!(
+        ok.contains("V1") && ok.contains("V2") && ok.contains("migrated"),
+        "{ok}"
+    );
 }

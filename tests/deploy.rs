@@ -956,7 +956,7 @@ fn yaml_files_parse_and_kubernetes_objects_are_named() {
                 problems.push(format!("{at}: no apiVersion"));
             }
             if kind.as_deref() != Some("Kustomization")
-                && scalar(&d["metadata"]["name"]).map_or(true, |n| n.is_empty())
+                && scalar(&d["metadata"]["name"]).is_none_or(|n| n.is_empty())
             {
                 problems.push(format!("{at}: no metadata.name"));
             }

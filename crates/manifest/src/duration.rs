@@ -39,7 +39,7 @@ pub fn format_duration_ms(ms: u64) -> String {
         (1000, "s"),
     ];
     for (size, unit) in UNITS {
-        if ms % size == 0 {
+        if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
