@@ -1,5 +1,6 @@
 //! Bad inventories are rejected before any server is touched: each case names
-//! the problem and its place (file:line:column), and nothing is created.
+//! the problem and its place (file:line:column), and nothing is created;
+//! a missing file is said so, with a way forward.
 
 mod common;
 
@@ -142,4 +143,41 @@ fn the_checked_in_example_is_valid_with_no_variables_set() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 tenant(s)"));
+}
+
+/// Runs the binary with `--config <config>` and no admin URL.
+fn tenantry(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("TENANTRY_ADMIN_URL")
+        .env_remove("TENANTRY_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_file_is_said_once_with_a_way_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    let (code, _, stderr) = tenantry(&config, &["validate"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("help: looked for {}", config.display()))
+            && stderr.contains("--config <path>")
+            && stderr.contains("tenantry import-tfvars"),
+        "{stderr}"
+    );
 }

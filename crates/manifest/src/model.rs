@@ -31,9 +31,9 @@ pub struct Inventory {
 impl Inventory {
     /// Reads the file and validates it against the process environment.
     pub fn load(path: &Path) -> Result<Inventory, ManifestError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        let source = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Inventory::from_str_with(&source, path, &|name| std::env::var(name).ok())
     }

@@ -307,6 +307,43 @@ fn load_reads_the_file_and_reports_missing_files() {
     assert!(err.to_string().contains("missing.toml"), "{err}");
 }
 
+/// The I/O error is said once: in the message, not again as a `source` that
+/// a report printing the chain (anyhow's `{:#}`) would append.
+#[test]
+fn a_file_that_cannot_be_read_is_said_once_with_a_way_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("tenants.toml");
+    let err = Inventory::load(&missing).unwrap_err();
+    assert!(std::error::Error::source(&err).is_none());
+    let text = err.to_string();
+    assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+    let (first, help) = text.split_once("\n  help: ").expect("a help line");
+    assert_eq!(
+        first,
+        format!(
+            "cannot read {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    for hint in [
+        &format!("looked for {}", missing.display()),
+        "--config <path>",
+        "tenantry import-tfvars",
+    ] {
+        assert!(help.contains(hint), "{hint:?} not in {help}");
+    }
+
+    let err = Inventory::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("is a directory")
+            && err.contains(&format!(
+                "--config {}",
+                dir.path().join("tenants.toml").display()
+            )),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------- toml level
 
 #[test]

@@ -155,9 +155,9 @@ fn base_dir_of(path: &Path) -> Result<PathBuf, ManifestError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    absolute(parent).map_err(|source| ManifestError::Read {
+    absolute(parent).map_err(|error| ManifestError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
