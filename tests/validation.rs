@@ -1,6 +1,7 @@
 //! Bad inventories are rejected before any server is touched: each case names
 //! the problem and its place (file:line:column), and nothing is created;
-//! a missing file is said so, with a way forward.
+//! every problem of a file is reported in one run; a missing file is said
+//! so, with a way forward.
 
 mod common;
 
@@ -180,4 +181,32 @@ fn a_missing_file_is_said_once_with_a_way_forward() {
             && stderr.contains("tenantry import-tfvars"),
         "{stderr}"
     );
+}
+
+/// What every inventory below starts with.
+const PLAN: &str = "[plans.starter]\nconnection_limit = 5\nstatement_timeout = \"5s\"\npool_size = 2\nrequests_per_second = 20\n\n";
+
+#[test]
+fn every_unknown_key_and_type_error_is_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{PLAN}[tenants.shop]\nplan = \"starter\"\ncolour = \"red\"\nsubdomian = \"x\"\n\n[server]\napp_port = \"5\"\n\n[tenants.Bad]\nplan = \"starter\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = tenantry(&config, &["validate"]);
+    assert_eq!(code, 1, "{stderr}");
+    for needle in [
+        "tenants.toml:9:1: unknown key `colour` in tenants.shop",
+        "tenants.toml:10:1: unknown key `subdomian` in tenants.shop",
+        "help: did you mean `subdomain`?",
+        "tenants.toml:13:12: invalid type for server.app_port: expected an integer, found string \"5\"",
+        "help: write 5 without quotes: app_port = 5",
+        "tenants.toml:15:10: invalid database name \"Bad\"",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
+    }
 }

@@ -195,6 +195,18 @@ impl<'a> Reporter<'a> {
         self.diagnostics.push(d);
     }
 
+    /// Records a problem at `span`, or at no position for `None`, with help
+    /// text.
+    pub(crate) fn error_at(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        let d = self.diagnostic(span, message, Some(help.into()));
+        self.diagnostics.push(d);
+    }
+
     /// `file:line:column` of a span, to point at an earlier occurrence.
     pub(crate) fn location(&self, span: &Range<usize>) -> String {
         let (line, column) = line_col(self.source, span.start);

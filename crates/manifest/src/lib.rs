@@ -8,7 +8,9 @@
 //! Loading happens in two steps, as ripgrep does for its flags:
 //!
 //! 1. *raw*: serde structs mirroring the file, with `deny_unknown_fields`
-//!    and [`toml::Spanned`] positions on everything validation may reject;
+//!    and [`toml::Spanned`] positions on everything validation may reject.
+//!    A structure check runs first, so every unknown key, type error and
+//!    missing key is reported in one run, not just the first serde meets;
 //! 2. *validated*: domain types such as [`Ident`] that cannot hold an
 //!    invalid value. Validation collects **every** problem as a
 //!    [`Diagnostic`] (`tenants.toml:12:5: what\n  help: how to fix it`)
@@ -36,6 +38,7 @@ mod ident;
 mod model;
 mod password;
 mod raw;
+mod shape;
 pub mod tfvars;
 mod validate;
 

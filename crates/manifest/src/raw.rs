@@ -1,7 +1,10 @@
 //! The raw shape of `tenants.toml`, exactly as serde reads it: no validation
 //! beyond types and `deny_unknown_fields`. Fields whose later validation can
 //! fail are [`Spanned`] so errors can point at them. See `validate.rs` for
-//! the step from here to [`crate::Inventory`].
+//! the step from here to [`crate::Inventory`]. Before serde runs,
+//! `shape.rs` checks the document against a description of these structs
+//! (kept equal to their schema by a test), so that every unknown key and
+//! type error is reported in one run, not only the first one serde meets.
 //!
 //! The same structs derive [`schemars::JsonSchema`]: their `///` comments are
 //! the descriptions an editor shows for each key of the published schema

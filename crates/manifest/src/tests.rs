@@ -360,16 +360,19 @@ fn unknown_key_is_an_error() {
     let d = one_error(
         load(&src),
         line_of(&src, "subdomian"),
-        "unknown field `subdomian`",
+        "unknown key `subdomian` in tenants.shop",
     );
     assert_eq!(d.column, 1);
-    assert!(d.help.is_some());
+    assert_eq!(
+        d.help.as_deref(),
+        Some("did you mean `subdomain`? Otherwise remove it")
+    );
 }
 
 #[test]
 fn unknown_top_level_table_is_an_error() {
     let src = "fleet = \"a\"\n[serverr]\nadmin_url = \"x\"\n";
-    one_error(load(src), 2, "unknown field `serverr`");
+    one_error(load(src), 2, "unknown key `serverr` at the top level");
 }
 
 #[test]
@@ -380,6 +383,154 @@ fn wrong_type_is_an_error() {
         line_of(&src, "deletion_protection"),
         "invalid type",
     );
+}
+
+#[test]
+fn a_quoted_number_gets_a_help_line_saying_what_to_write() {
+    let src = with_plans("[plans.tiny]\nconnection_limit = \"5\"\nstatement_timeout = \"1s\"\npool_size = 1\nrequests_per_second = 1\n");
+    let d = one_error(
+        load(&src),
+        line_of(&src, "connection_limit = \"5\""),
+        "invalid type for plans.tiny.connection_limit: expected an integer, found string \"5\"",
+    );
+    assert_eq!(
+        d.help.as_deref(),
+        Some("write 5 without quotes: connection_limit = 5")
+    );
+    assert_eq!(d.column, 20);
+
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\ndeletion_protection = \"false\"\nsubdomain = 7\ndomains = \"shop.example.com\"\n");
+    let err = load(&src).unwrap_err();
+    let helps: Vec<&str> = err
+        .diagnostics()
+        .iter()
+        .map(|d| d.help.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        helps,
+        [
+            "write false without quotes: deletion_protection = false",
+            "write it in quotes: subdomain = \"7\"",
+            "write a list, even of one: domains = [\"shop.example.com\"]",
+        ],
+        "{err}"
+    );
+}
+
+/// Unknown keys and type errors do not stop at the first one (serde's way):
+/// they are all reported in one run, with every other problem of the file.
+#[test]
+fn every_unknown_key_and_type_error_is_reported_in_one_run() {
+    let src = r#"flet = "blue"
+[server]
+app_port = "6432"
+
+[plans.starter]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = 2
+requests_per_second = 20
+burst = 3
+
+[tenants.shop]
+plan = "starter"
+colour = "red"
+deletion_protection = "yes"
+status = "paused"
+admins = [{ username = "a1", pasword_env = "X" }, { username = "a2", email = "no-at" }]
+
+[tenants.Bad]
+plan = "starter"
+"#;
+    let err = load(src).unwrap_err();
+    let text = err.to_string();
+    let found: Vec<(usize, &str)> = err
+        .diagnostics()
+        .iter()
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    let expected = [
+        (1, "unknown key `flet` at the top level"),
+        (3, "invalid type for server.app_port: expected an integer, found string \"6432\""),
+        (10, "unknown key `burst` in plans.starter"),
+        (14, "unknown key `colour` in tenants.shop"),
+        (15, "invalid type for tenants.shop.deletion_protection: expected true or false, found string \"yes\""),
+        (16, "unknown tenants.shop.status \"paused\""),
+        (17, "unknown key `pasword_env` in tenants.shop.admins[0]"),
+        (17, "user `a2`: invalid email \"no-at\""),
+        (19, "invalid database name \"Bad\""),
+    ];
+    assert_eq!(found.len(), expected.len(), "{text}");
+    for ((line, message), (want_line, want)) in found.iter().zip(expected) {
+        assert_eq!(*line, want_line, "{text}");
+        assert!(
+            message.starts_with(want),
+            "{want:?} is not the start of {message:?}"
+        );
+    }
+    assert_eq!(text.matches("\n  help: ").count(), expected.len(), "{text}");
+    assert!(text.contains("help: did you mean `fleet`?"), "{text}");
+    assert!(
+        text.contains("help: write true or false without quotes"),
+        "{text}"
+    );
+}
+
+/// A missing or mistyped required key leaves nothing sound to validate: then
+/// every structure problem is reported, and only those.
+#[test]
+fn missing_required_keys_are_all_reported() {
+    let src = r#"[plans.a]
+connection_limit = "1"
+
+[tenants.shop]
+display_name = 5
+admins = [{ email = "ops@example.com" }, { username = 7 }]
+"#;
+    let err = load(src).unwrap_err();
+    let found: Vec<(usize, &str)> = err
+        .diagnostics()
+        .iter()
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, "`plans.a` is missing the required key `statement_timeout`"),
+            (1, "`plans.a` is missing the required key `pool_size`"),
+            (1, "`plans.a` is missing the required key `requests_per_second`"),
+            (2, "invalid type for plans.a.connection_limit: expected an integer, found string \"1\""),
+            (4, "`tenants.shop` is missing the required key `plan`"),
+            (5, "invalid type for tenants.shop.display_name: expected a string, found integer 5"),
+            (6, "`tenants.shop.admins[0]` is missing the required key `username`"),
+            (6, "invalid type for tenants.shop.admins[1].username: expected a string, found integer 7"),
+        ],
+        "{err}"
+    );
+    // Tables of either syntax: inline, dotted, and arrays of tables.
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\n\n[[tenants.shop.admins]]\nusername = \"a1\"\nnickname = \"x\"\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "nickname"),
+        "unknown key `nickname` in tenants.shop.admins[0]",
+    );
+    let src = "server = { admin_url = \"postgres://x\", port = 1 }\ntenants.shop.plann = \"x\"\n";
+    let err = load(src).unwrap_err().to_string();
+    assert!(
+        err.contains("tenants.toml:1:40: unknown key `port` in server"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tenants.toml:2:9: `tenants.shop` is missing the required key `plan`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tenants.toml:2:14: unknown key `plann` in tenants.shop"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `plan`?"), "{err}");
 }
 
 #[test]
@@ -396,7 +547,7 @@ fn unknown_user_key_is_an_error() {
     one_error(
         load(&src),
         line_of(&src, "pasword_env"),
-        "unknown field `pasword_env`",
+        "unknown key `pasword_env` in tenants.shop.admins[0]",
     );
 }
 
@@ -604,7 +755,15 @@ requests_per_second = 1
 #[test]
 fn missing_plan_key_is_an_error() {
     let src = "[plans.tiny]\nconnection_limit = 1\npool_size = 1\nrequests_per_second = 1\n";
-    one_error(load(src), 1, "missing field `statement_timeout`");
+    let d = one_error(
+        load(src),
+        1,
+        "`plans.tiny` is missing the required key `statement_timeout`",
+    );
+    assert_eq!(
+        d.help.as_deref(),
+        Some("add it, e.g. statement_timeout = \"5s\"")
+    );
 }
 
 // ---------------------------------------------------------------- routing

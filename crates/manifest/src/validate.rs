@@ -1,6 +1,12 @@
 //! Validation: `tenants.toml` text -> [`Inventory`], collecting every problem
 //! as a [`Diagnostic`] with file:line:column before giving up.
 //!
+//! Three steps: toml syntax (one error, there is no reading on after it),
+//! then the structure (`shape.rs`: every unknown key, type error and
+//! missing key), then every rule of the file (names, plans, clashes, ...).
+//! Structure problems that leave the rest readable are reported together
+//! with the rule problems, in file order.
+//!
 //! The only I/O here is reading `password_file`s (to check they exist and are
 //! not empty) and resolving paths against the current directory; environment
 //! variables come through the injected lookup. Nothing touches a server.
@@ -17,9 +23,10 @@ use crate::ident::MAX_IDENT_BYTES;
 use crate::model::LONGEST_ROLE_SUFFIX;
 use crate::password::read_secret_file;
 use crate::raw::{RawManifest, RawPlan, RawServer, RawTenant, RawUser};
+use crate::shape;
 use crate::{
-    parse_duration_ms, Group, Ident, Inventory, ManifestError, PasswordSource, Paths, Routing,
-    Server, Tenant, Tier, User,
+    parse_duration_ms, Diagnostic, Group, Ident, Inventory, ManifestError, PasswordSource, Paths,
+    Routing, Server, Tenant, Tier, User,
 };
 
 /// The environment variable that overrides `[server] admin_url`.
@@ -51,33 +58,25 @@ pub(crate) fn validate(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Inventory, ManifestError> {
     let mut r = Reporter::new(source, path);
-    let raw: RawManifest = match toml::from_str(source) {
+    let mut root = match toml_edit::ImDocument::parse(source) {
+        Ok(doc) => doc.into_table(),
+        Err(e) => {
+            let d = toml_error(&r, source, e.message(), e.span());
+            return Err(ManifestError::Invalid(vec![d]));
+        }
+    };
+    // Every unknown key and type error, before serde would stop at the first.
+    let sound = shape::check(&mut r, &mut root);
+    if !sound {
+        return Err(invalid(r.diagnostics));
+    }
+    let raw: RawManifest = match toml_edit::de::from_document(toml_edit::DocumentMut::from(root)) {
         Ok(raw) => raw,
         Err(e) => {
-            // Quote the offending line: serde's message names the type, not the key.
-            let line = e
-                .span()
-                .and_then(|span| {
-                    source[..span.start.min(source.len())]
-                        .rsplit('\n')
-                        .next()
-                        .map(|head| {
-                            let start = span.start.min(source.len()) - head.len();
-                            source[start..]
-                                .lines()
-                                .next()
-                                .unwrap_or("")
-                                .trim()
-                                .to_owned()
-                        })
-                })
-                .filter(|l| !l.is_empty());
-            let message = match line {
-                Some(line) => format!("{} (in `{line}`)", e.message().trim_end()),
-                None => e.message().trim_end().to_owned(),
-            };
-            let d = r.diagnostic(e.span(), message, toml_help(e.message()));
-            return Err(ManifestError::Invalid(vec![d]));
+            // Only if the structure check missed something.
+            let d = toml_error(&r, source, e.message(), e.span());
+            r.diagnostics.push(d);
+            return Err(invalid(r.diagnostics));
         }
     };
     let base_dir = base_dir_of(path)?;
@@ -118,10 +117,8 @@ pub(crate) fn validate(
     }
     tenants.check_domains_against_subdomains(&mut r, &routing);
 
-    let mut diagnostics = r.diagnostics;
-    if !diagnostics.is_empty() {
-        diagnostics.sort_by_key(|d| (d.line, d.column));
-        return Err(ManifestError::Invalid(diagnostics));
+    if !r.diagnostics.is_empty() {
+        return Err(invalid(r.diagnostics));
     }
     let mut tenants: Vec<Tenant> = built.into_iter().flatten().collect();
     tenants.sort_by(|a, b| a.name.cmp(&b.name));
@@ -135,6 +132,39 @@ pub(crate) fn validate(
         plans,
         tenants,
     })
+}
+
+/// Every diagnostic, in file order.
+fn invalid(mut diagnostics: Vec<Diagnostic>) -> ManifestError {
+    diagnostics.sort_by_key(|d| (d.line, d.column));
+    ManifestError::Invalid(diagnostics)
+}
+
+/// A diagnostic for an error of the toml parser (or of serde), quoting the
+/// offending line: serde's message names the type, not the key.
+fn toml_error(r: &Reporter, source: &str, message: &str, span: Option<Range<usize>>) -> Diagnostic {
+    let line = span
+        .clone()
+        .and_then(|span| {
+            source[..span.start.min(source.len())]
+                .rsplit('\n')
+                .next()
+                .map(|head| {
+                    let start = span.start.min(source.len()) - head.len();
+                    source[start..]
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned()
+                })
+        })
+        .filter(|l| !l.is_empty());
+    let text = match line {
+        Some(line) => format!("{} (in `{line}`)", message.trim_end()),
+        None => message.trim_end().to_owned(),
+    };
+    r.diagnostic(span, text, toml_help(message))
 }
 
 /// A little extra advice for some of toml's own errors.
