@@ -1,7 +1,7 @@
 //! Bad inventories are rejected before any server is touched: each case names
 //! the problem and its place (file:line:column), and nothing is created;
-//! every problem of a file is reported in one run; a missing file is said
-//! so, with a way forward.
+//! every problem of a file is reported in one run; an empty or missing file
+//! is said so, with a way forward.
 
 mod common;
 
@@ -162,6 +162,23 @@ fn tenantry(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn an_empty_file_is_refused_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    for text in ["", "# nothing yet\n\n"] {
+        std::fs::write(&config, text).unwrap();
+        for cmd in [&["validate"][..], &["plan"], &["list"], &["env", "shop"]] {
+            let (code, stdout, stderr) = tenantry(&config, cmd);
+            assert_eq!(code, 1, "{cmd:?}: {stdout}{stderr}");
+            assert!(
+                stderr.contains("tenants.toml: the file is empty") && stderr.contains("help: "),
+                "{cmd:?}: {stderr}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -16,6 +16,8 @@
 //!    [`Diagnostic`] (`tenants.toml:12:5: what\n  help: how to fix it`)
 //!    before returning [`ManifestError::Invalid`].
 //!
+//! An empty file (zero bytes, or only white space and comments) is invalid.
+//!
 //! Passwords never leave [`SecretString`]: a [`User`]'s [`PasswordSource`]
 //! says where the password lives (environment, file, or a file generated once
 //! under `[paths] secrets`), and `Debug` output redacts the admin URL.

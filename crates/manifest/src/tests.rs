@@ -229,7 +229,8 @@ deletion_protection = false
 
 #[test]
 fn minimal_file_uses_defaults() {
-    let inv = load("").unwrap();
+    // The smallest file that is not empty.
+    let inv = load("[tenants]\n").unwrap();
     assert_eq!(inv.fleet, "default");
     assert!(inv.server.admin_url.is_none());
     assert!(inv.tenants.is_empty() && inv.plans.is_empty());
@@ -257,7 +258,7 @@ fn admin_url_env_wins_over_the_file() {
         inv.server.admin_url.unwrap().expose_secret(),
         "postgres://from-env"
     );
-    let inv = Inventory::from_str_with("", Path::new("t.toml"), &env).unwrap();
+    let inv = Inventory::from_str_with("[tenants]\n", Path::new("t.toml"), &env).unwrap();
     assert_eq!(
         inv.server.admin_url.unwrap().expose_secret(),
         "postgres://from-env"
@@ -277,7 +278,7 @@ fn app_endpoint_is_read_and_checked() {
     assert_eq!(inv.server.app_host.as_deref(), Some("pgbouncer.internal"));
     assert_eq!(inv.server.app_port, Some(6432));
     assert_eq!(inv.server.app_sslmode.as_deref(), Some("require"));
-    let defaults = load("").unwrap().server;
+    let defaults = load("[tenants]\n").unwrap().server;
     assert_eq!(
         (defaults.app_host, defaults.app_port, defaults.app_sslmode),
         (None, None, None)
@@ -342,6 +343,35 @@ fn a_file_that_cannot_be_read_is_said_once_with_a_way_forward() {
             )),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------- empty file
+
+/// An empty inventory (zero bytes, or nothing but white space and comments)
+/// is refused by every load, with a diagnostic saying so and what to do:
+/// an editor that truncates before writing must not make every tenant vanish.
+#[test]
+fn an_empty_file_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tenants.toml");
+    for text in ["", "\n  \n\t", "# tenants go here\n\n# later\n"] {
+        std::fs::write(&path, text).unwrap();
+        for result in [Inventory::load(&path), load(text)] {
+            let err = result.unwrap_err();
+            let diags = err.diagnostics();
+            assert_eq!(diags.len(), 1, "{err}");
+            let d = &diags[0];
+            assert!(d.message.contains("the file is empty"), "{d}");
+            let help = d.help.as_deref().unwrap();
+            assert!(
+                help.contains("[tenants.<db>]") && help.contains("example tenants.toml"),
+                "{help}"
+            );
+        }
+    }
+    // Anything at all is not empty (a file with no tenants is valid).
+    assert!(load("[tenants]\n").unwrap().tenants.is_empty());
+    assert_eq!(load("fleet = \"x\" # only\n").unwrap().fleet, "x");
 }
 
 // ---------------------------------------------------------------- toml level

@@ -5,7 +5,8 @@
 //! then the structure (`shape.rs`: every unknown key, type error and
 //! missing key), then every rule of the file (names, plans, clashes, ...).
 //! Structure problems that leave the rest readable are reported together
-//! with the rule problems, in file order.
+//! with the rule problems, in file order. An empty file (no keys: zero
+//! bytes, or only white space and comments) is invalid.
 //!
 //! The only I/O here is reading `password_file`s (to check they exist and are
 //! not empty) and resolving paths against the current directory; environment
@@ -65,6 +66,14 @@ pub(crate) fn validate(
             return Err(ManifestError::Invalid(vec![d]));
         }
     };
+    if root.is_empty() {
+        let d = r.diagnostic(
+            None,
+            "the file is empty: it has no plans, no tenants and no settings",
+            Some("an inventory needs at least a [plans.<name>] and a [tenants.<db>] table: start from the example tenants.toml, or write one from a Terraform tenants.tfvars with `tenantry import-tfvars`; if an editor or a failed write emptied it, restore it (e.g. from version control)".into()),
+        );
+        return Err(ManifestError::Invalid(vec![d]));
+    }
     // Every unknown key and type error, before serde would stop at the first.
     let sound = shape::check(&mut r, &mut root);
     if !sound {
