@@ -1,7 +1,8 @@
 //! Bad inventories are rejected before any server is touched: each case names
 //! the problem and its place (file:line:column), and nothing is created;
 //! every problem of a file is reported in one run; an empty or missing file
-//! is said so, with a way forward.
+//! is said so, with a way forward; a password file is only read when it is a
+//! private regular one-line file.
 
 mod common;
 
@@ -79,6 +80,12 @@ const CASES: &[(&str, &str, &str, usize)] = &[
         "password env variable missing",
         "[tenants.{p}_a]\nplan = \"starter\"\nadmins = [{ username = \"{p}_u\", password_env = \"TENANTRY_TEST_NOT_SET\" }]\n",
         "TENANTRY_TEST_NOT_SET",
+        3,
+    ),
+    (
+        "password file that is a device",
+        "[tenants.{p}_a]\nplan = \"starter\"\nadmins = [{ username = \"{p}_u\", password_file = \"/dev/zero\" }]\n",
+        "/dev/zero is a device, not a regular file",
         3,
     ),
     (
@@ -164,6 +171,9 @@ fn tenantry(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// What every inventory below starts with.
+const PLAN: &str = "[plans.starter]\nconnection_limit = 5\nstatement_timeout = \"5s\"\npool_size = 2\nrequests_per_second = 20\n\n";
+
 #[test]
 fn an_empty_file_is_refused_by_every_command() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,9 +210,6 @@ fn a_missing_file_is_said_once_with_a_way_forward() {
     );
 }
 
-/// What every inventory below starts with.
-const PLAN: &str = "[plans.starter]\nconnection_limit = 5\nstatement_timeout = \"5s\"\npool_size = 2\nrequests_per_second = 20\n\n";
-
 #[test]
 fn every_unknown_key_and_type_error_is_reported_in_one_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -226,4 +233,36 @@ fn every_unknown_key_and_type_error_is_reported_in_one_run() {
     ] {
         assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
     }
+}
+
+/// `password_file` pointing at a file that holds more than a password
+/// (through a link, here to /etc/passwd) is refused, and `tenantry env` never
+/// prints it.
+#[cfg(unix)]
+#[test]
+fn env_never_prints_a_file_that_is_not_a_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("pw")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{PLAN}[server]\nadmin_url = \"postgres://postgres@localhost:5432/postgres\"\n\n[tenants.shop]\nplan = \"starter\"\nadmins = [{{ username = \"shop_a\", password_file = \"pw\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = tenantry(&config, &["env", "shop"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("tenants.toml:12:50: user `shop_a`: password file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is a link to /etc/passwd: point password_file at a file of your own"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("root") && !stderr.contains("root:"),
+        "{stdout}{stderr}"
+    );
 }

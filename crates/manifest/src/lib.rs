@@ -20,7 +20,10 @@
 //!
 //! Passwords never leave [`SecretString`]: a [`User`]'s [`PasswordSource`]
 //! says where the password lives (environment, file, or a file generated once
-//! under `[paths] secrets`), and `Debug` output redacts the admin URL.
+//! under `[paths] secrets`), and `Debug` output redacts the admin URL. A
+//! password file must be a private regular file of at most
+//! [`MAX_PASSWORD_FILE_BYTES`] holding one non-blank line (see
+//! [`PasswordSource::load`]).
 //!
 //! ```no_run
 //! use tenantry_manifest::{Group, Inventory};
@@ -40,6 +43,7 @@ mod ident;
 mod model;
 mod password;
 mod raw;
+mod secret_file;
 mod shape;
 pub mod tfvars;
 mod validate;
@@ -51,6 +55,7 @@ pub use error::{line_col, render, Diagnostic, ManifestError};
 pub use ident::{Ident, MAX_IDENT_BYTES};
 pub use model::{Group, Inventory, Paths, Routing, Server, Status, Tenant, Tier, User};
 pub use password::{PasswordSource, GENERATED_PASSWORD_LEN};
+pub use secret_file::MAX_PASSWORD_FILE_BYTES;
 pub use validate::{
     ADMIN_URL_ENV, DEFAULT_BACKUPS_DIR, DEFAULT_FLEET, DEFAULT_SCHEMA_DIR, DEFAULT_SECRETS_DIR,
 };

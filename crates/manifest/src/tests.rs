@@ -11,6 +11,7 @@ fn env(name: &str) -> Option<String> {
     match name {
         "BUILDING_ADMIN_PASSWORD" | "OTHER_PASSWORD" => Some("hunter2-from-env".into()),
         "EMPTY_PASSWORD" => Some(String::new()),
+        "BLANK_PASSWORD" => Some(" \t ".into()),
         _ => None,
     }
 }
@@ -29,6 +30,15 @@ fn line_of(src: &str, needle: &str) -> usize {
         .position(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("{needle:?} not in source"))
         + 1
+}
+
+/// 1-based column (in characters) of `needle` on the first line holding it.
+fn line_of_column(src: &str, needle: &str) -> usize {
+    let line = src
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in source"));
+    line[..line.find(needle).unwrap()].chars().count() + 1
 }
 
 /// 1-based line of the first line of `src` starting with `prefix`.
@@ -70,6 +80,16 @@ pool_size = 10
 requests_per_second = 200
 "#;
 
+/// Writes `text` to `path` with mode 0600, as a password file must be.
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 /// The plans plus `rest`.
 fn with_plans(rest: &str) -> String {
     format!("{PLANS}\n{rest}")
@@ -81,7 +101,7 @@ fn with_plans(rest: &str) -> String {
 fn full_example_loads_into_the_expected_inventory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
-    std::fs::write(dir.path().join("secrets/building_dev"), "dev-pass\n").unwrap();
+    write_private(&dir.path().join("secrets/building_dev"), "dev-pass\n");
     let src = with_plans(
         r#"
 [server]
@@ -981,7 +1001,7 @@ fn missing_password_file_is_an_error() {
 #[test]
 fn empty_password_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("d1.pw"), "\n\n").unwrap();
+    write_private(&dir.path().join("d1.pw"), "\n\n");
     let src = with_plans(
         "[tenants.shop]\nplan = \"starter\"\ndevelopers = [{ username = \"d1\", password_file = \"d1.pw\" }]\n",
     );
@@ -994,6 +1014,141 @@ fn empty_password_file_is_an_error() {
         d.message.contains("d1.pw") && d.message.contains("user `d1`"),
         "{d}"
     );
+}
+
+#[test]
+fn blank_password_env_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", password_env = \"BLANK_PASSWORD\" }]\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "BLANK_PASSWORD"),
+        "user `a1`: environment variable BLANK_PASSWORD (password_env) holds only white space",
+    );
+}
+
+/// A password_file must be a private regular file of at most 4 KiB holding
+/// one non-blank line (`secret_file.rs`). Any other file is refused at its
+/// `password_file` key, with a help line, and its contents are never shown.
+#[test]
+fn password_files_that_break_the_rules_are_refused_at_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_private(&d.join("ok.pw"), "fine\n");
+    write_private(&d.join("two.pw"), "root:x:0:0:root\ndaemon:x:1:1\n");
+    write_private(&d.join("big.pw"), &"x".repeat(5000));
+    write_private(&d.join("blank.pw"), "   \n");
+    std::fs::create_dir(d.join("adir")).unwrap();
+    let abs = std::path::absolute(d).unwrap();
+    let mut cases = vec![
+        (
+            "adir",
+            "is a directory, not a regular file".to_owned(),
+            "point password_file at a regular file",
+        ),
+        (
+            "two.pw",
+            "holds 2 lines; a password file holds one".to_owned(),
+            "alone on one line",
+        ),
+        (
+            "big.pw",
+            "is 5000 bytes; a password file holds at most 4096".to_owned(),
+            "alone on one line",
+        ),
+        (
+            "blank.pw",
+            "holds only white space".to_owned(),
+            "write the password into it",
+        ),
+    ];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        write_private(&d.join("open.pw"), "fine\n");
+        std::fs::set_permissions(d.join("open.pw"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        std::os::unix::fs::symlink(d.join("ok.pw"), d.join("ok-link")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.join("zero-link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.join("passwd-link")).unwrap();
+        cases.push((
+            "/dev/zero",
+            "is a device, not a regular file".to_owned(),
+            "point password_file at a regular file",
+        ));
+        cases.push((
+            "zero-link",
+            "is a device, not a regular file".to_owned(),
+            "point password_file at a regular file",
+        ));
+        cases.push((
+            "open.pw",
+            "can be read or written by group or others (mode 0644)".to_owned(),
+            "run `chmod 600 ",
+        ));
+        // /etc/passwd belongs to root (and is world-readable): refused
+        // either way, whoever runs the tests.
+        cases.push(("passwd-link", String::new(), ""));
+    }
+    let users: String = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (file, _, _))| {
+            format!("  {{ username = \"u{i}\", password_file = \"{file}\" }},\n")
+        })
+        .collect();
+    let src = with_plans(&format!(
+        "[tenants.shop]\nplan = \"starter\"\ndevelopers = [{{ username = \"ok\", password_file = \"ok.pw\" }}]\ncustomers = [\n{users}]\n"
+    ));
+    let err = load_in(d, &src).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.diagnostics().len(), cases.len(), "{text}");
+    assert!(
+        !text.contains("root:x") && !text.contains("daemon"),
+        "{text}"
+    );
+    for (diag, (i, (file, what, help))) in err.diagnostics().iter().zip(cases.iter().enumerate()) {
+        let shown = if file.starts_with('/') {
+            PathBuf::from(file)
+        } else {
+            abs.join(file)
+        };
+        assert_eq!(diag.line, line_of(&src, &format!("\"u{i}\"")), "{diag}");
+        assert_eq!(
+            diag.column,
+            line_of_column(&src, &format!("\"{file}\"")),
+            "{diag}"
+        );
+        assert!(
+            diag.message.starts_with(&format!(
+                "user `u{i}`: password file {} {what}",
+                shown.display()
+            )),
+            "{diag}"
+        );
+        assert!(diag.help.as_deref().unwrap().contains(help), "{diag}");
+    }
+    #[cfg(unix)]
+    assert!(
+        text.contains(&format!("chmod 600 {}", abs.join("open.pw").display())),
+        "{text}"
+    );
+
+    // A link to a private regular file is followed.
+    #[cfg(unix)]
+    {
+        let src = with_plans("[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", password_file = \"ok-link\" }]\n");
+        let inv = load_in(d, &src).unwrap();
+        assert_eq!(
+            inv.tenants[0].users[0]
+                .load_password()
+                .unwrap()
+                .unwrap()
+                .expose_secret(),
+            "fine"
+        );
+    }
 }
 
 #[test]
@@ -1011,7 +1166,7 @@ fn both_password_sources_is_an_error() {
 #[test]
 fn password_sources_load_and_never_leak() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("d1.pw"), "file-secret\n").unwrap();
+    write_private(&dir.path().join("d1.pw"), "file-secret\n");
     let src = with_plans(
         r#"[paths]
 secrets = "generated"

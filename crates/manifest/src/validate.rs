@@ -8,9 +8,10 @@
 //! with the rule problems, in file order. An empty file (no keys: zero
 //! bytes, or only white space and comments) is invalid.
 //!
-//! The only I/O here is reading `password_file`s (to check they exist and are
-//! not empty) and resolving paths against the current directory; environment
-//! variables come through the injected lookup. Nothing touches a server.
+//! The only I/O here is reading `password_file`s (to check them under the
+//! rules of `secret_file.rs`) and resolving
+//! paths against the current directory; environment variables come through
+//! the injected lookup. Nothing touches a server.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -22,8 +23,8 @@ use toml::Spanned;
 use crate::error::Reporter;
 use crate::ident::MAX_IDENT_BYTES;
 use crate::model::LONGEST_ROLE_SUFFIX;
-use crate::password::read_secret_file;
 use crate::raw::{RawManifest, RawPlan, RawServer, RawTenant, RawUser};
+use crate::secret_file::{self, Whose};
 use crate::shape;
 use crate::{
     parse_duration_ms, Diagnostic, Group, Ident, Inventory, ManifestError, PasswordSource, Paths,
@@ -857,22 +858,20 @@ fn password(
                 );
                 return None;
             }
-            match (cx.env)(name) {
-                Some(v) if !v.is_empty() => Some(PasswordSource::Env { var: name.clone() }),
-                found => {
-                    let what = if found.is_some() {
-                        "is empty"
-                    } else {
-                        "is not set"
-                    };
-                    r.error_help(
-                        var.span(),
-                        format!("user `{user}`: environment variable {name} (password_env) {what}"),
-                        format!("set {name} to the password before running tenantry, or remove password_env to have a password generated"),
-                    );
-                    None
+            let what = match (cx.env)(name) {
+                Some(v) if !v.trim().is_empty() => {
+                    return Some(PasswordSource::Env { var: name.clone() })
                 }
-            }
+                Some(v) if v.is_empty() => "is empty",
+                Some(_) => "holds only white space",
+                None => "is not set",
+            };
+            r.error_help(
+                var.span(),
+                format!("user `{user}`: environment variable {name} (password_env) {what}"),
+                format!("set {name} to the password before running tenantry, or remove password_env to have a password generated"),
+            );
+            None
         }
         (None, Some(file)) => {
             let text = file.get_ref();
@@ -885,22 +884,18 @@ fn password(
                 return None;
             }
             let path = resolve(cx.base_dir, text);
-            let problem = match read_secret_file(&path) {
-                Ok(Some(_)) => None,
-                Ok(None) => Some(("is empty", "write the password into it")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((
-                    "does not exist",
-                    "create it holding the password, or remove password_file to have a password generated",
-                )),
-                Err(_) => Some(("cannot be read", "check the path and its permissions")),
-            };
-            match problem {
-                None => Some(PasswordSource::File { path }),
-                Some((what, help)) => {
+            // Read to check, and dropped (zeroed) at once.
+            match secret_file::read(&path, Whose::User) {
+                Ok(_) => Some(PasswordSource::File { path }),
+                Err(problem) => {
                     r.error_help(
                         file.span(),
-                        format!("user `{user}`: password file {} {what}", path.display()),
-                        help,
+                        format!(
+                            "user `{user}`: password file {} {}",
+                            path.display(),
+                            problem.what()
+                        ),
+                        problem.help(&path, Whose::User),
                     );
                     None
                 }
