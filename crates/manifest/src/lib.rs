@@ -23,7 +23,10 @@
 //! under `[paths] secrets`), and `Debug` output redacts the admin URL. A
 //! password file must be a private regular file of at most
 //! [`MAX_PASSWORD_FILE_BYTES`] holding one non-blank line (see
-//! [`PasswordSource::load`]).
+//! [`PasswordSource::load`]). [`Inventory::load`] requires every password
+//! to be readable now; [`Inventory::load_with`] with [`Secrets::Deferred`]
+//! leaves that to [`User::load_password`], so the gateway can serve a
+//! tenant whose password cannot be read as unavailable.
 //!
 //! ```no_run
 //! use tenantry_manifest::{Group, Inventory};
@@ -53,7 +56,7 @@ pub use secrecy::{ExposeSecret, SecretString};
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use error::{line_col, render, Diagnostic, ManifestError};
 pub use ident::{Ident, MAX_IDENT_BYTES};
-pub use model::{Group, Inventory, Paths, Routing, Server, Status, Tenant, Tier, User};
+pub use model::{Group, Inventory, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User};
 pub use password::{PasswordSource, GENERATED_PASSWORD_LEN};
 pub use secret_file::MAX_PASSWORD_FILE_BYTES;
 pub use validate::{

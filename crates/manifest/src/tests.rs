@@ -376,7 +376,11 @@ fn an_empty_file_is_invalid() {
     let path = dir.path().join("tenants.toml");
     for text in ["", "\n  \n\t", "# tenants go here\n\n# later\n"] {
         std::fs::write(&path, text).unwrap();
-        for result in [Inventory::load(&path), load(text)] {
+        for result in [
+            Inventory::load(&path),
+            Inventory::load_with(&path, Secrets::Deferred),
+            load(text),
+        ] {
             let err = result.unwrap_err();
             let diags = err.diagnostics();
             assert_eq!(diags.len(), 1, "{err}");
@@ -1147,6 +1151,92 @@ fn password_files_that_break_the_rules_are_refused_at_their_key() {
                 .unwrap()
                 .expose_secret(),
             "fine"
+        );
+    }
+}
+
+/// With [`Secrets::Deferred`], a password that cannot be read now (unset or
+/// blank variable, missing or broken file) is no load error: the gateway
+/// serves that tenant as unavailable while the rest of the file takes
+/// effect. `load_password` applies the same rules later. Every other rule
+/// still holds.
+#[test]
+fn deferred_secrets_leave_unreadable_passwords_to_load_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_private(&d.join("ok.pw"), "fine\n");
+    write_private(&d.join("two.pw"), "one\ntwo\n");
+    std::fs::create_dir(d.join("adir")).unwrap();
+    let src = with_plans(
+        r#"[tenants.shop]
+plan = "starter"
+admins = [{ username = "a1", password_env = "NOT_SET_ANYWHERE_9F3A" }]
+developers = [{ username = "d1", password_env = "BLANK_PASSWORD" }, { username = "d2", password_file = "missing.pw" }]
+customers = [{ username = "c1", password_file = "adir" }, { username = "c2", password_file = "two.pw" }, { username = "c3", password_file = "ok.pw" }]
+"#,
+    );
+    let path = d.join("tenants.toml");
+    let strict = Inventory::from_str_with(&src, &path, &env).unwrap_err();
+    assert_eq!(strict.diagnostics().len(), 5, "{strict}");
+
+    let inv = Inventory::from_str_with_secrets(&src, &path, &env, Secrets::Deferred)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let users = &inv.tenants[0].users;
+    assert_eq!(users.len(), 6);
+    let reasons: Vec<String> = users[..5]
+        .iter()
+        .map(|u| u.load_password().unwrap_err().to_string())
+        .collect();
+    for (reason, want) in reasons.iter().zip([
+        "password of user `a1` (env NOT_SET_ANYWHERE_9F3A): the variable is not set",
+        "password of user `d1` (env BLANK_PASSWORD): the variable is not set",
+        "the file does not exist",
+        "the file is a directory, not a regular file",
+        "the file holds 2 lines",
+    ]) {
+        assert!(reason.contains(want), "{want:?} not in {reason:?}");
+    }
+    assert_eq!(
+        users[5].load_password().unwrap().unwrap().expose_secret(),
+        "fine"
+    );
+
+    // The file on disk, through load_with.
+    std::fs::write(&path, &src).unwrap();
+    assert!(Inventory::load(&path).is_err());
+    let inv = Inventory::load_with(&path, Secrets::Deferred).unwrap();
+    assert_eq!(inv.tenants[0].users.len(), 6);
+
+    // Everything the file itself says is still checked.
+    for (user, needle) in [
+        (
+            "{ username = \"a1\", password_env = \"A=B\" }",
+            "invalid environment variable name",
+        ),
+        (
+            "{ username = \"a1\", password_file = \"\" }",
+            "password_file is empty",
+        ),
+        (
+            "{ username = \"a1\", password_env = \"X\", password_file = \"x\" }",
+            "both password_env and password_file",
+        ),
+        (
+            "{ username = \"a1\", password_fil = \"x\" }",
+            "unknown key `password_fil`",
+        ),
+        (
+            "{ username = \"A1\", password_env = \"X\" }",
+            "invalid username",
+        ),
+    ] {
+        let src = with_plans(&format!(
+            "[tenants.shop]\nplan = \"starter\"\nadmins = [{user}]\n"
+        ));
+        one_error(
+            Inventory::from_str_with_secrets(&src, &path, &env, Secrets::Deferred),
+            line_of(&src, "admins"),
+            needle,
         );
     }
 }

@@ -9,7 +9,7 @@
 //! bytes, or only white space and comments) is invalid.
 //!
 //! The only I/O here is reading `password_file`s (to check them under the
-//! rules of `secret_file.rs`) and resolving
+//! rules of `secret_file.rs`; not with [`Secrets::Deferred`]) and resolving
 //! paths against the current directory; environment variables come through
 //! the injected lookup. Nothing touches a server.
 
@@ -28,7 +28,7 @@ use crate::secret_file::{self, Whose};
 use crate::shape;
 use crate::{
     parse_duration_ms, Diagnostic, Group, Ident, Inventory, ManifestError, PasswordSource, Paths,
-    Routing, Server, Tenant, Tier, User,
+    Routing, Secrets, Server, Tenant, Tier, User,
 };
 
 /// The environment variable that overrides `[server] admin_url`.
@@ -58,6 +58,7 @@ pub(crate) fn validate(
     source: &str,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
 ) -> Result<Inventory, ManifestError> {
     let mut r = Reporter::new(source, path);
     let mut root = match toml_edit::ImDocument::parse(source) {
@@ -119,6 +120,7 @@ pub(crate) fn validate(
                 routing: &routing,
                 plan_names: &plan_names,
                 env,
+                passwords: secrets,
             },
             key,
             tenant,
@@ -452,6 +454,8 @@ struct Context<'a> {
     routing: &'a Routing,
     plan_names: &'a [String],
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether passwords must be readable now.
+    passwords: Secrets,
 }
 
 /// Cross-tenant state: names seen so far, to catch clashes.
@@ -858,6 +862,9 @@ fn password(
                 );
                 return None;
             }
+            if cx.passwords == Secrets::Deferred {
+                return Some(PasswordSource::Env { var: name.clone() });
+            }
             let what = match (cx.env)(name) {
                 Some(v) if !v.trim().is_empty() => {
                     return Some(PasswordSource::Env { var: name.clone() })
@@ -884,6 +891,9 @@ fn password(
                 return None;
             }
             let path = resolve(cx.base_dir, text);
+            if cx.passwords == Secrets::Deferred {
+                return Some(PasswordSource::File { path });
+            }
             // Read to check, and dropped (zeroed) at once.
             match secret_file::read(&path, Whose::User) {
                 Ok(_) => Some(PasswordSource::File { path }),
