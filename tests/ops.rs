@@ -337,6 +337,8 @@ async fn rotate_rereads_env_and_file_passwords() {
     let var = format!("TENANTRY_OPS_TEST_{}_PW", f.p.to_uppercase());
     let pw_file = f.dir.path().join("dev.pw");
     std::fs::write(&pw_file, "file-pw-one\n").unwrap();
+    // Password files must be private (0600); rewrites keep the mode.
+    std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     f.write(&format!(
         r#"
 [tenants.{{p}}_env]
@@ -450,6 +452,7 @@ fn rotate_keeps_the_gateway_serving_and_reload_uses_the_new_passwords() {
     // The cafe's admin reads its password from a file.
     let pw_file = f.dir.path().join("cafe_a.pw");
     std::fs::write(&pw_file, "cafe-pw-one\n").unwrap();
+    std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let tenants = TWO_TENANTS.replace(
         "admins     = [{ username = \"{p}_cafe_a\" }]",
         "admins     = [{ username = \"{p}_cafe_a\", password_file = \"cafe_a.pw\" }]",

@@ -1,5 +1,8 @@
 //! Bad inventories are rejected before any server is touched: each case names
-//! the problem and its place (file:line:column), and nothing is created.
+//! the problem and its place (file:line:column), and nothing is created;
+//! every problem of a file is reported in one run; an empty or missing file
+//! is said so, with a way forward; a password file is only read when it is a
+//! private regular one-line file.
 
 mod common;
 
@@ -80,6 +83,12 @@ const CASES: &[(&str, &str, &str, usize)] = &[
         3,
     ),
     (
+        "password file that is a device",
+        "[tenants.{p}_a]\nplan = \"starter\"\nadmins = [{ username = \"{p}_u\", password_file = \"/dev/zero\" }]\n",
+        "/dev/zero is a device, not a regular file",
+        3,
+    ),
+    (
         "password file missing",
         "[tenants.{p}_a]\nplan = \"starter\"\nadmins = [{ username = \"{p}_u\", password_file = \"nope/secret\" }]\n",
         "nope/secret",
@@ -142,4 +151,118 @@ fn the_checked_in_example_is_valid_with_no_variables_set() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 tenant(s)"));
+}
+
+/// Runs the binary with `--config <config>` and no admin URL.
+fn tenantry(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("TENANTRY_ADMIN_URL")
+        .env_remove("TENANTRY_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What every inventory below starts with.
+const PLAN: &str = "[plans.starter]\nconnection_limit = 5\nstatement_timeout = \"5s\"\npool_size = 2\nrequests_per_second = 20\n\n";
+
+#[test]
+fn an_empty_file_is_refused_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    for text in ["", "# nothing yet\n\n"] {
+        std::fs::write(&config, text).unwrap();
+        for cmd in [&["validate"][..], &["plan"], &["list"], &["env", "shop"]] {
+            let (code, stdout, stderr) = tenantry(&config, cmd);
+            assert_eq!(code, 1, "{cmd:?}: {stdout}{stderr}");
+            assert!(
+                stderr.contains("tenants.toml: the file is empty") && stderr.contains("help: "),
+                "{cmd:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_is_said_once_with_a_way_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    let (code, _, stderr) = tenantry(&config, &["validate"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("help: looked for {}", config.display()))
+            && stderr.contains("--config <path>")
+            && stderr.contains("tenantry import-tfvars"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_unknown_key_and_type_error_is_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{PLAN}[tenants.shop]\nplan = \"starter\"\ncolour = \"red\"\nsubdomian = \"x\"\n\n[server]\napp_port = \"5\"\n\n[tenants.Bad]\nplan = \"starter\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = tenantry(&config, &["validate"]);
+    assert_eq!(code, 1, "{stderr}");
+    for needle in [
+        "tenants.toml:9:1: unknown key `colour` in tenants.shop",
+        "tenants.toml:10:1: unknown key `subdomian` in tenants.shop",
+        "help: did you mean `subdomain`?",
+        "tenants.toml:13:12: invalid type for server.app_port: expected an integer, found string \"5\"",
+        "help: write 5 without quotes: app_port = 5",
+        "tenants.toml:15:10: invalid database name \"Bad\"",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
+    }
+}
+
+/// `password_file` pointing at a file that holds more than a password
+/// (through a link, here to /etc/passwd) is refused, and `tenantry env` never
+/// prints it.
+#[cfg(unix)]
+#[test]
+fn env_never_prints_a_file_that_is_not_a_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("pw")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{PLAN}[server]\nadmin_url = \"postgres://postgres@localhost:5432/postgres\"\n\n[tenants.shop]\nplan = \"starter\"\nadmins = [{{ username = \"shop_a\", password_file = \"pw\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = tenantry(&config, &["env", "shop"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("tenants.toml:12:50: user `shop_a`: password file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is a link to /etc/passwd: point password_file at a file of your own"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("root") && !stderr.contains("root:"),
+        "{stdout}{stderr}"
+    );
 }

@@ -1459,6 +1459,8 @@ fn idle_rss(
 ) -> Result<Idle> {
     let pw = workdir.join("shared-password");
     std::fs::write(&pw, "not-a-real-password\n")?;
+    // Password files must be private (0600), or tenantry refuses them.
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     std::fs::create_dir_all(workdir.join("idle-secrets"))?;
     let toml = workdir.join("idle.toml");
     std::fs::write(&toml, render(k, schema, args.pool_size, Some(&pw)))?;

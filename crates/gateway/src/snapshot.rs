@@ -246,6 +246,12 @@ mod tests {
     fn snapshot(dir: &std::path::Path, admin_pw: &str, dev_pw: &str, pool_size: u32) -> Snapshot {
         std::fs::write(dir.join("admin.pw"), admin_pw).unwrap();
         std::fs::write(dir.join("dev.pw"), dev_pw).unwrap();
+        // Password files must be private (tenantry_manifest refuses others).
+        for f in ["admin.pw", "dev.pw"] {
+            let private =
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+            std::fs::set_permissions(dir.join(f), private).unwrap();
+        }
         let text = format!(
             r#"
 [server]

@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 /// Everything that can go wrong while loading an inventory or a password.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    /// The manifest file (or another file it needs) could not be read.
-    #[error("cannot read {}: {source}", .path.display())]
+    /// The manifest file could not be read. The I/O error is part of the
+    /// message, with a `help:` line on what to do; it is not also chained as
+    /// a `source`, so a report that prints the chain says it once.
+    #[error("cannot read {}: {error}{}", .path.display(), read_help(.path, .error))]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The manifest is invalid; holds every problem found, in file order.
     #[error("{}", render(.0))]
@@ -59,6 +60,28 @@ impl ManifestError {
             other => other,
         }
     }
+}
+
+/// The `help:` line of [`ManifestError::Read`], with its leading newline.
+fn read_help(path: &Path, error: &std::io::Error) -> String {
+    let help = match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            let looked = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            format!(
+                "looked for {}; pass --config <path> to use another file, or create it: start from the example tenants.toml, or convert a Terraform tenants.tfvars with `tenantry import-tfvars <file>`",
+                looked.display()
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "check the permissions of the file and of the directories above it".to_owned()
+        }
+        _ if path.is_dir() => format!(
+            "that is a directory: pass the file itself, e.g. --config {}",
+            path.join("tenants.toml").display()
+        ),
+        _ => return String::new(),
+    };
+    format!("\n  help: {help}")
 }
 
 fn secret_message(user: &Option<String>, origin: &str, reason: &str) -> String {
@@ -169,6 +192,18 @@ impl<'a> Reporter<'a> {
         help: impl Into<String>,
     ) {
         let d = self.diagnostic(Some(span), message, Some(help.into()));
+        self.diagnostics.push(d);
+    }
+
+    /// Records a problem at `span`, or at no position for `None`, with help
+    /// text.
+    pub(crate) fn error_at(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        let d = self.diagnostic(span, message, Some(help.into()));
         self.diagnostics.push(d);
     }
 

@@ -8,15 +8,25 @@
 //! Loading happens in two steps, as ripgrep does for its flags:
 //!
 //! 1. *raw*: serde structs mirroring the file, with `deny_unknown_fields`
-//!    and [`toml::Spanned`] positions on everything validation may reject;
+//!    and [`toml::Spanned`] positions on everything validation may reject.
+//!    A structure check runs first, so every unknown key, type error and
+//!    missing key is reported in one run, not just the first serde meets;
 //! 2. *validated*: domain types such as [`Ident`] that cannot hold an
 //!    invalid value. Validation collects **every** problem as a
 //!    [`Diagnostic`] (`tenants.toml:12:5: what\n  help: how to fix it`)
 //!    before returning [`ManifestError::Invalid`].
 //!
+//! An empty file (zero bytes, or only white space and comments) is invalid.
+//!
 //! Passwords never leave [`SecretString`]: a [`User`]'s [`PasswordSource`]
 //! says where the password lives (environment, file, or a file generated once
-//! under `[paths] secrets`), and `Debug` output redacts the admin URL.
+//! under `[paths] secrets`), and `Debug` output redacts the admin URL. A
+//! password file must be a private regular file of at most
+//! [`MAX_PASSWORD_FILE_BYTES`] holding one non-blank line (see
+//! [`PasswordSource::load`]). [`Inventory::load`] requires every password
+//! to be readable now; [`Inventory::load_with`] with [`Secrets::Deferred`]
+//! leaves that to [`User::load_password`], so the gateway can serve a
+//! tenant whose password cannot be read as unavailable.
 //!
 //! ```no_run
 //! use tenantry_manifest::{Group, Inventory};
@@ -36,6 +46,8 @@ mod ident;
 mod model;
 mod password;
 mod raw;
+mod secret_file;
+mod shape;
 pub mod tfvars;
 mod validate;
 
@@ -44,8 +56,9 @@ pub use secrecy::{ExposeSecret, SecretString};
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use error::{line_col, render, Diagnostic, ManifestError};
 pub use ident::{Ident, MAX_IDENT_BYTES};
-pub use model::{Group, Inventory, Paths, Routing, Server, Status, Tenant, Tier, User};
+pub use model::{Group, Inventory, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User};
 pub use password::{PasswordSource, GENERATED_PASSWORD_LEN};
+pub use secret_file::MAX_PASSWORD_FILE_BYTES;
 pub use validate::{
     ADMIN_URL_ENV, DEFAULT_BACKUPS_DIR, DEFAULT_FLEET, DEFAULT_SCHEMA_DIR, DEFAULT_SECRETS_DIR,
 };

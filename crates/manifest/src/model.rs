@@ -28,24 +28,61 @@ pub struct Inventory {
     pub tenants: Vec<Tenant>,
 }
 
+/// Whether loading an inventory checks that every user's password can be
+/// read now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Secrets {
+    /// Every `password_env` must be set to a non-blank value and every
+    /// `password_file` must be a readable password file (see
+    /// [`PasswordSource::load`]); otherwise that is a diagnostic like any
+    /// other. What every command but the gateway wants.
+    #[default]
+    Required,
+    /// Only what the file says is checked (variable names, paths, one
+    /// source per user, and every other rule); whether a password can be
+    /// read is left to [`User::load_password`], which applies the same
+    /// rules later. For the gateway: a tenant whose password cannot be read
+    /// is served as unavailable while the rest of the file takes effect.
+    Deferred,
+}
+
 impl Inventory {
-    /// Reads the file and validates it against the process environment.
+    /// Reads the file and validates it against the process environment,
+    /// with every password required to be readable now
+    /// ([`Secrets::Required`]).
     pub fn load(path: &Path) -> Result<Inventory, ManifestError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        Inventory::load_with(path, Secrets::Required)
+    }
+
+    /// Like [`load`](Self::load), checking passwords as `secrets` says.
+    pub fn load_with(path: &Path, secrets: Secrets) -> Result<Inventory, ManifestError> {
+        let source = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
-        Inventory::from_str_with(&source, path, &|name| std::env::var(name).ok())
+        Inventory::from_str_with_secrets(&source, path, &|name| std::env::var(name).ok(), secrets)
     }
 
     /// Validates `source` as if read from `path`, looking environment
-    /// variables up with `env` (tests inject their own).
+    /// variables up with `env` (tests inject their own), with every password
+    /// required to be readable now ([`Secrets::Required`]).
     pub fn from_str_with(
         source: &str,
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Inventory, ManifestError> {
-        crate::validate::validate(source, path, env)
+        Inventory::from_str_with_secrets(source, path, env, Secrets::Required)
+    }
+
+    /// Like [`from_str_with`](Self::from_str_with), checking passwords as
+    /// `secrets` says.
+    pub fn from_str_with_secrets(
+        source: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        secrets: Secrets,
+    ) -> Result<Inventory, ManifestError> {
+        crate::validate::validate(source, path, env, secrets)
     }
 
     /// The tenant whose database is `name`.

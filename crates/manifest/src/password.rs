@@ -1,6 +1,10 @@
 //! [`PasswordSource`]: where a user's password comes from (an environment
 //! variable, a file, or a file generated once under the secrets directory),
 //! and how to read or create it. Values only ever travel as [`SecretString`].
+//!
+//! Files, given or generated, are read under the rules of `secret_file.rs`
+//! (a private regular file of at most 4 KiB holding one line); a variable
+//! that is unset, empty or only white space is an error.
 
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -9,6 +13,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use secrecy::SecretString;
 
+use crate::secret_file::{self, Problem, Whose};
 use crate::ManifestError;
 
 /// Length of a generated password, in characters of `[A-Za-z0-9]`.
@@ -19,7 +24,8 @@ pub const GENERATED_PASSWORD_LEN: usize = 32;
 pub enum PasswordSource {
     /// The value of an environment variable.
     Env { var: String },
-    /// The contents of a file (absolute path), trailing newlines trimmed.
+    /// The one line of a file (absolute path), trailing line breaks
+    /// dropped. See [`load`](Self::load) for the rules the file must meet.
     File { path: PathBuf },
     /// A random password generated once and saved (0600) at `path`,
     /// `<secrets>/<username>`.
@@ -27,34 +33,40 @@ pub enum PasswordSource {
 }
 
 impl PasswordSource {
-    /// The password if available now: the variable's value, the file's
-    /// contents (trailing newlines trimmed), or the generated file if it
-    /// exists (`None` if not generated yet).
+    /// The password if available now: the variable's value, the file's one
+    /// line, or the generated file's if it exists (`None` if not generated
+    /// yet).
     ///
-    /// A missing or empty variable or password file is an error.
+    /// An unset, empty or blank variable is an error, and so is a password
+    /// file that is missing or breaks a rule of `secret_file.rs`: not a
+    /// regular file, over 4 KiB, not exactly one non-blank line, or (Unix)
+    /// not private to the user running tenantry. A generated file or the
+    /// secrets directory that others can use is made private again, with a
+    /// warning.
     pub fn load(&self) -> Result<Option<SecretString>, ManifestError> {
         match self {
             PasswordSource::Env { var } => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(Some(SecretString::from(v))),
-                Ok(_) => Err(self.error("the variable is empty")),
+                Ok(v) if !v.trim().is_empty() => Ok(Some(SecretString::from(v))),
+                Ok(v) if v.is_empty() => Err(self.error("the variable is empty")),
+                Ok(_) => Err(self.error("the variable holds only white space")),
                 Err(std::env::VarError::NotPresent) => Err(self.error("the variable is not set")),
                 Err(std::env::VarError::NotUnicode(_)) => {
                     Err(self.error("the variable is not valid UTF-8"))
                 }
             },
-            PasswordSource::File { path } => match read_secret_file(path) {
-                Ok(Some(s)) => Ok(Some(s)),
-                Ok(None) => Err(self.error("the file is empty")),
-                Err(e) => Err(self.error(format!("cannot read the file: {e}"))),
-            },
-            PasswordSource::Generated { path } => match read_secret_file(path) {
-                Ok(Some(s)) => Ok(Some(s)),
-                Ok(None) => Err(self.error(
-                    "the generated password file is empty; delete it to generate a new password",
-                )),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(self.error(format!("cannot read the file: {e}"))),
-            },
+            PasswordSource::File { path } => secret_file::read(path, Whose::User)
+                .map(Some)
+                .map_err(|p| self.file_error(path, &p)),
+            PasswordSource::Generated { path } => {
+                if let Some(dir) = path.parent() {
+                    self.private_dir(dir)?;
+                }
+                match secret_file::read(path, Whose::Tenantry) {
+                    Ok(s) => Ok(Some(s)),
+                    Err(Problem::Missing) => Ok(None),
+                    Err(p) => Err(self.file_error(path, &p)),
+                }
+            }
         }
     }
 
@@ -72,6 +84,7 @@ impl PasswordSource {
         if let Some(dir) = path.parent() {
             create_private_dir(dir)
                 .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
+            self.private_dir(dir)?;
         }
         let password = random_password();
         match create_new_private(path) {
@@ -117,6 +130,7 @@ impl PasswordSource {
         };
         create_private_dir(dir)
             .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
+        self.private_dir(dir)?;
         let tmp = dir.join(format!(
             ".{}.tmp-{}-{:08x}",
             name.to_string_lossy(),
@@ -143,14 +157,39 @@ impl PasswordSource {
     /// moment to finish writing.
     fn read_winner(&self, path: &Path) -> Result<SecretString, ManifestError> {
         for _ in 0..50 {
-            match read_secret_file(path) {
-                Ok(Some(s)) => return Ok(s),
-                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                Err(e) => return Err(self.error(format!("cannot read the file: {e}"))),
+            match secret_file::read(path, Whose::Tenantry) {
+                Ok(s) => return Ok(s),
+                Err(Problem::Empty) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(p) => return Err(self.file_error(path, &p)),
             }
         }
-        Err(self
-            .error("the generated password file is empty; delete it to generate a new password"))
+        Err(self.file_error(path, &Problem::Empty))
+    }
+
+    /// A broken password file as an error: what is wrong and how to fix it.
+    fn file_error(&self, path: &Path, problem: &Problem) -> ManifestError {
+        let whose = match self {
+            PasswordSource::Generated { .. } => Whose::Tenantry,
+            _ => Whose::User,
+        };
+        self.error(format!(
+            "the file {}; {}",
+            problem.what(),
+            problem.help(path, whose)
+        ))
+    }
+
+    /// The secrets directory is tenantry's own and private (see
+    /// `secret_file::private_dir`).
+    fn private_dir(&self, dir: &Path) -> Result<(), ManifestError> {
+        secret_file::private_dir(dir).map_err(|p| {
+            self.error(format!(
+                "the secrets directory {} {}; {}",
+                dir.display(),
+                p.what(),
+                p.help(dir, Whose::Tenantry)
+            ))
+        })
     }
 
     /// Human text naming the source without the secret:
@@ -186,19 +225,6 @@ fn random_password() -> String {
         .take(GENERATED_PASSWORD_LEN)
         .map(char::from)
         .collect()
-}
-
-/// Reads a password file: `Ok(None)` if it is empty after trimming trailing
-/// newlines.
-pub(crate) fn read_secret_file(path: &Path) -> std::io::Result<Option<SecretString>> {
-    let mut text = std::fs::read_to_string(path)?;
-    let keep = text.trim_end_matches(['\n', '\r']).len();
-    text.truncate(keep);
-    if text.is_empty() {
-        Ok(None)
-    } else {
-        Ok(Some(SecretString::from(text)))
-    }
 }
 
 fn display_path(path: &Path) -> String {
@@ -248,11 +274,21 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret;
 
+    /// Writes `text` to `path`, mode 0600 as a password file must be.
+    fn write_private(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+
     #[test]
     fn file_source_trims_trailing_newlines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pw");
-        std::fs::write(&path, "s3cret \n\r\n").unwrap();
+        write_private(&path, "s3cret \n\r\n");
         let src = PasswordSource::File { path: path.clone() };
         assert_eq!(src.load().unwrap().unwrap().expose_secret(), "s3cret ");
         assert_eq!(src.ensure().unwrap().expose_secret(), "s3cret ");
@@ -263,6 +299,68 @@ mod tests {
         assert!(!err.contains("s3cret"));
     }
 
+    /// `load` (what the gateway calls per user) applies the file rules:
+    /// a directory, a device, two lines, a blank line or (Unix) a file others
+    /// can read are errors that name the file and the fix, never the value.
+    #[test]
+    fn file_source_applies_the_password_file_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        let load = |path: &Path| {
+            PasswordSource::File {
+                path: path.to_path_buf(),
+            }
+            .load()
+            .unwrap_err()
+            .to_string()
+        };
+        let err = load(dir.path());
+        assert!(err.contains("is a directory, not a regular file"), "{err}");
+        #[cfg(unix)]
+        {
+            let err = load(Path::new("/dev/zero"));
+            assert!(err.contains("is a device, not a regular file"), "{err}");
+        }
+        write_private(&path, "root:secret-line\ndaemon:x\n");
+        let err = load(&path);
+        assert!(err.contains("holds 2 lines"), "{err}");
+        assert!(!err.contains("secret-line"), "{err}");
+        write_private(&path, " \t \n");
+        let err = load(&path);
+        assert!(err.contains("only white space"), "{err}");
+        write_private(&path, &"x".repeat(5000));
+        let err = load(&path);
+        assert!(err.contains("5000 bytes"), "{err}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            write_private(&path, "s3cret\n");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = load(&path);
+            assert!(
+                err.contains("group or others (mode 0644)")
+                    && err.contains(&format!("chmod 600 {}", path.display())),
+                "{err}"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_open_secrets_directory_is_made_private_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let src = PasswordSource::Generated {
+            path: secrets.join("u1"),
+        };
+        assert!(src.load().unwrap().is_none());
+        let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
     #[test]
     fn missing_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -270,7 +368,7 @@ mod tests {
             path: dir.path().join("nope"),
         };
         let err = src.load().unwrap_err().to_string();
-        assert!(err.contains("cannot read"), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
     }
 
     #[test]

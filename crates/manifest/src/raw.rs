@@ -1,7 +1,10 @@
 //! The raw shape of `tenants.toml`, exactly as serde reads it: no validation
 //! beyond types and `deny_unknown_fields`. Fields whose later validation can
 //! fail are [`Spanned`] so errors can point at them. See `validate.rs` for
-//! the step from here to [`crate::Inventory`].
+//! the step from here to [`crate::Inventory`]. Before serde runs,
+//! `shape.rs` checks the document against a description of these structs
+//! (kept equal to their schema by a test), so that every unknown key and
+//! type error is reported in one run, not only the first one serde meets.
 //!
 //! The same structs derive [`schemars::JsonSchema`]: their `///` comments are
 //! the descriptions an editor shows for each key of the published schema
@@ -311,14 +314,17 @@ pub(crate) struct RawUser {
     )]
     pub username: Spanned<String>,
     /// Name of an environment variable holding the password, e.g.
-    /// "BUILDING_ADMIN_PASSWORD"; it must be set and not empty when tenantry
-    /// runs. No '=' or NUL. Not together with `password_file`.
+    /// "BUILDING_ADMIN_PASSWORD"; it must be set, and not empty or only
+    /// white space, when tenantry runs. No '=' or NUL. Not together with
+    /// `password_file`.
     /// Default: unset (see the user's description).
     #[schemars(with = "Option<String>", pattern(ENV_VAR_PATTERN))]
     pub password_env: Option<Spanned<String>>,
-    /// Path of a file holding the password (trailing newlines are trimmed),
-    /// relative to the directory of tenants.toml; it must exist and not be
-    /// empty. Not together with `password_env`.
+    /// Path of a file holding the password, relative to the directory of
+    /// tenants.toml. After following links it must be a regular file of at
+    /// most 4 KiB holding the password alone on one line (a trailing newline
+    /// is fine; not blank), owned by the user running tenantry and private
+    /// to it (`chmod 600`). Not together with `password_env`.
     /// Default: unset (see the user's description).
     #[schemars(with = "Option<String>", length(min = 1))]
     pub password_file: Option<Spanned<String>>,

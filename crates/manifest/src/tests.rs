@@ -11,6 +11,7 @@ fn env(name: &str) -> Option<String> {
     match name {
         "BUILDING_ADMIN_PASSWORD" | "OTHER_PASSWORD" => Some("hunter2-from-env".into()),
         "EMPTY_PASSWORD" => Some(String::new()),
+        "BLANK_PASSWORD" => Some(" \t ".into()),
         _ => None,
     }
 }
@@ -29,6 +30,15 @@ fn line_of(src: &str, needle: &str) -> usize {
         .position(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("{needle:?} not in source"))
         + 1
+}
+
+/// 1-based column (in characters) of `needle` on the first line holding it.
+fn line_of_column(src: &str, needle: &str) -> usize {
+    let line = src
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in source"));
+    line[..line.find(needle).unwrap()].chars().count() + 1
 }
 
 /// 1-based line of the first line of `src` starting with `prefix`.
@@ -70,6 +80,16 @@ pool_size = 10
 requests_per_second = 200
 "#;
 
+/// Writes `text` to `path` with mode 0600, as a password file must be.
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 /// The plans plus `rest`.
 fn with_plans(rest: &str) -> String {
     format!("{PLANS}\n{rest}")
@@ -81,7 +101,7 @@ fn with_plans(rest: &str) -> String {
 fn full_example_loads_into_the_expected_inventory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
-    std::fs::write(dir.path().join("secrets/building_dev"), "dev-pass\n").unwrap();
+    write_private(&dir.path().join("secrets/building_dev"), "dev-pass\n");
     let src = with_plans(
         r#"
 [server]
@@ -229,7 +249,8 @@ deletion_protection = false
 
 #[test]
 fn minimal_file_uses_defaults() {
-    let inv = load("").unwrap();
+    // The smallest file that is not empty.
+    let inv = load("[tenants]\n").unwrap();
     assert_eq!(inv.fleet, "default");
     assert!(inv.server.admin_url.is_none());
     assert!(inv.tenants.is_empty() && inv.plans.is_empty());
@@ -257,7 +278,7 @@ fn admin_url_env_wins_over_the_file() {
         inv.server.admin_url.unwrap().expose_secret(),
         "postgres://from-env"
     );
-    let inv = Inventory::from_str_with("", Path::new("t.toml"), &env).unwrap();
+    let inv = Inventory::from_str_with("[tenants]\n", Path::new("t.toml"), &env).unwrap();
     assert_eq!(
         inv.server.admin_url.unwrap().expose_secret(),
         "postgres://from-env"
@@ -277,7 +298,7 @@ fn app_endpoint_is_read_and_checked() {
     assert_eq!(inv.server.app_host.as_deref(), Some("pgbouncer.internal"));
     assert_eq!(inv.server.app_port, Some(6432));
     assert_eq!(inv.server.app_sslmode.as_deref(), Some("require"));
-    let defaults = load("").unwrap().server;
+    let defaults = load("[tenants]\n").unwrap().server;
     assert_eq!(
         (defaults.app_host, defaults.app_port, defaults.app_sslmode),
         (None, None, None)
@@ -307,6 +328,76 @@ fn load_reads_the_file_and_reports_missing_files() {
     assert!(err.to_string().contains("missing.toml"), "{err}");
 }
 
+/// The I/O error is said once: in the message, not again as a `source` that
+/// a report printing the chain (anyhow's `{:#}`) would append.
+#[test]
+fn a_file_that_cannot_be_read_is_said_once_with_a_way_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("tenants.toml");
+    let err = Inventory::load(&missing).unwrap_err();
+    assert!(std::error::Error::source(&err).is_none());
+    let text = err.to_string();
+    assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+    let (first, help) = text.split_once("\n  help: ").expect("a help line");
+    assert_eq!(
+        first,
+        format!(
+            "cannot read {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    for hint in [
+        &format!("looked for {}", missing.display()),
+        "--config <path>",
+        "tenantry import-tfvars",
+    ] {
+        assert!(help.contains(hint), "{hint:?} not in {help}");
+    }
+
+    let err = Inventory::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("is a directory")
+            && err.contains(&format!(
+                "--config {}",
+                dir.path().join("tenants.toml").display()
+            )),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------- empty file
+
+/// An empty inventory (zero bytes, or nothing but white space and comments)
+/// is refused by every load, with a diagnostic saying so and what to do:
+/// an editor that truncates before writing must not make every tenant vanish.
+#[test]
+fn an_empty_file_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tenants.toml");
+    for text in ["", "\n  \n\t", "# tenants go here\n\n# later\n"] {
+        std::fs::write(&path, text).unwrap();
+        for result in [
+            Inventory::load(&path),
+            Inventory::load_with(&path, Secrets::Deferred),
+            load(text),
+        ] {
+            let err = result.unwrap_err();
+            let diags = err.diagnostics();
+            assert_eq!(diags.len(), 1, "{err}");
+            let d = &diags[0];
+            assert!(d.message.contains("the file is empty"), "{d}");
+            let help = d.help.as_deref().unwrap();
+            assert!(
+                help.contains("[tenants.<db>]") && help.contains("example tenants.toml"),
+                "{help}"
+            );
+        }
+    }
+    // Anything at all is not empty (a file with no tenants is valid).
+    assert!(load("[tenants]\n").unwrap().tenants.is_empty());
+    assert_eq!(load("fleet = \"x\" # only\n").unwrap().fleet, "x");
+}
+
 // ---------------------------------------------------------------- toml level
 
 #[test]
@@ -323,16 +414,19 @@ fn unknown_key_is_an_error() {
     let d = one_error(
         load(&src),
         line_of(&src, "subdomian"),
-        "unknown field `subdomian`",
+        "unknown key `subdomian` in tenants.shop",
     );
     assert_eq!(d.column, 1);
-    assert!(d.help.is_some());
+    assert_eq!(
+        d.help.as_deref(),
+        Some("did you mean `subdomain`? Otherwise remove it")
+    );
 }
 
 #[test]
 fn unknown_top_level_table_is_an_error() {
     let src = "fleet = \"a\"\n[serverr]\nadmin_url = \"x\"\n";
-    one_error(load(src), 2, "unknown field `serverr`");
+    one_error(load(src), 2, "unknown key `serverr` at the top level");
 }
 
 #[test]
@@ -343,6 +437,154 @@ fn wrong_type_is_an_error() {
         line_of(&src, "deletion_protection"),
         "invalid type",
     );
+}
+
+#[test]
+fn a_quoted_number_gets_a_help_line_saying_what_to_write() {
+    let src = with_plans("[plans.tiny]\nconnection_limit = \"5\"\nstatement_timeout = \"1s\"\npool_size = 1\nrequests_per_second = 1\n");
+    let d = one_error(
+        load(&src),
+        line_of(&src, "connection_limit = \"5\""),
+        "invalid type for plans.tiny.connection_limit: expected an integer, found string \"5\"",
+    );
+    assert_eq!(
+        d.help.as_deref(),
+        Some("write 5 without quotes: connection_limit = 5")
+    );
+    assert_eq!(d.column, 20);
+
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\ndeletion_protection = \"false\"\nsubdomain = 7\ndomains = \"shop.example.com\"\n");
+    let err = load(&src).unwrap_err();
+    let helps: Vec<&str> = err
+        .diagnostics()
+        .iter()
+        .map(|d| d.help.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        helps,
+        [
+            "write false without quotes: deletion_protection = false",
+            "write it in quotes: subdomain = \"7\"",
+            "write a list, even of one: domains = [\"shop.example.com\"]",
+        ],
+        "{err}"
+    );
+}
+
+/// Unknown keys and type errors do not stop at the first one (serde's way):
+/// they are all reported in one run, with every other problem of the file.
+#[test]
+fn every_unknown_key_and_type_error_is_reported_in_one_run() {
+    let src = r#"flet = "blue"
+[server]
+app_port = "6432"
+
+[plans.starter]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = 2
+requests_per_second = 20
+burst = 3
+
+[tenants.shop]
+plan = "starter"
+colour = "red"
+deletion_protection = "yes"
+status = "paused"
+admins = [{ username = "a1", pasword_env = "X" }, { username = "a2", email = "no-at" }]
+
+[tenants.Bad]
+plan = "starter"
+"#;
+    let err = load(src).unwrap_err();
+    let text = err.to_string();
+    let found: Vec<(usize, &str)> = err
+        .diagnostics()
+        .iter()
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    let expected = [
+        (1, "unknown key `flet` at the top level"),
+        (3, "invalid type for server.app_port: expected an integer, found string \"6432\""),
+        (10, "unknown key `burst` in plans.starter"),
+        (14, "unknown key `colour` in tenants.shop"),
+        (15, "invalid type for tenants.shop.deletion_protection: expected true or false, found string \"yes\""),
+        (16, "unknown tenants.shop.status \"paused\""),
+        (17, "unknown key `pasword_env` in tenants.shop.admins[0]"),
+        (17, "user `a2`: invalid email \"no-at\""),
+        (19, "invalid database name \"Bad\""),
+    ];
+    assert_eq!(found.len(), expected.len(), "{text}");
+    for ((line, message), (want_line, want)) in found.iter().zip(expected) {
+        assert_eq!(*line, want_line, "{text}");
+        assert!(
+            message.starts_with(want),
+            "{want:?} is not the start of {message:?}"
+        );
+    }
+    assert_eq!(text.matches("\n  help: ").count(), expected.len(), "{text}");
+    assert!(text.contains("help: did you mean `fleet`?"), "{text}");
+    assert!(
+        text.contains("help: write true or false without quotes"),
+        "{text}"
+    );
+}
+
+/// A missing or mistyped required key leaves nothing sound to validate: then
+/// every structure problem is reported, and only those.
+#[test]
+fn missing_required_keys_are_all_reported() {
+    let src = r#"[plans.a]
+connection_limit = "1"
+
+[tenants.shop]
+display_name = 5
+admins = [{ email = "ops@example.com" }, { username = 7 }]
+"#;
+    let err = load(src).unwrap_err();
+    let found: Vec<(usize, &str)> = err
+        .diagnostics()
+        .iter()
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, "`plans.a` is missing the required key `statement_timeout`"),
+            (1, "`plans.a` is missing the required key `pool_size`"),
+            (1, "`plans.a` is missing the required key `requests_per_second`"),
+            (2, "invalid type for plans.a.connection_limit: expected an integer, found string \"1\""),
+            (4, "`tenants.shop` is missing the required key `plan`"),
+            (5, "invalid type for tenants.shop.display_name: expected a string, found integer 5"),
+            (6, "`tenants.shop.admins[0]` is missing the required key `username`"),
+            (6, "invalid type for tenants.shop.admins[1].username: expected a string, found integer 7"),
+        ],
+        "{err}"
+    );
+    // Tables of either syntax: inline, dotted, and arrays of tables.
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\n\n[[tenants.shop.admins]]\nusername = \"a1\"\nnickname = \"x\"\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "nickname"),
+        "unknown key `nickname` in tenants.shop.admins[0]",
+    );
+    let src = "server = { admin_url = \"postgres://x\", port = 1 }\ntenants.shop.plann = \"x\"\n";
+    let err = load(src).unwrap_err().to_string();
+    assert!(
+        err.contains("tenants.toml:1:40: unknown key `port` in server"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tenants.toml:2:9: `tenants.shop` is missing the required key `plan`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tenants.toml:2:14: unknown key `plann` in tenants.shop"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `plan`?"), "{err}");
 }
 
 #[test]
@@ -359,7 +601,7 @@ fn unknown_user_key_is_an_error() {
     one_error(
         load(&src),
         line_of(&src, "pasword_env"),
-        "unknown field `pasword_env`",
+        "unknown key `pasword_env` in tenants.shop.admins[0]",
     );
 }
 
@@ -567,7 +809,15 @@ requests_per_second = 1
 #[test]
 fn missing_plan_key_is_an_error() {
     let src = "[plans.tiny]\nconnection_limit = 1\npool_size = 1\nrequests_per_second = 1\n";
-    one_error(load(src), 1, "missing field `statement_timeout`");
+    let d = one_error(
+        load(src),
+        1,
+        "`plans.tiny` is missing the required key `statement_timeout`",
+    );
+    assert_eq!(
+        d.help.as_deref(),
+        Some("add it, e.g. statement_timeout = \"5s\"")
+    );
 }
 
 // ---------------------------------------------------------------- routing
@@ -755,7 +1005,7 @@ fn missing_password_file_is_an_error() {
 #[test]
 fn empty_password_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("d1.pw"), "\n\n").unwrap();
+    write_private(&dir.path().join("d1.pw"), "\n\n");
     let src = with_plans(
         "[tenants.shop]\nplan = \"starter\"\ndevelopers = [{ username = \"d1\", password_file = \"d1.pw\" }]\n",
     );
@@ -768,6 +1018,227 @@ fn empty_password_file_is_an_error() {
         d.message.contains("d1.pw") && d.message.contains("user `d1`"),
         "{d}"
     );
+}
+
+#[test]
+fn blank_password_env_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", password_env = \"BLANK_PASSWORD\" }]\n",
+    );
+    one_error(
+        load(&src),
+        line_of(&src, "BLANK_PASSWORD"),
+        "user `a1`: environment variable BLANK_PASSWORD (password_env) holds only white space",
+    );
+}
+
+/// A password_file must be a private regular file of at most 4 KiB holding
+/// one non-blank line (`secret_file.rs`). Any other file is refused at its
+/// `password_file` key, with a help line, and its contents are never shown.
+#[test]
+fn password_files_that_break_the_rules_are_refused_at_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_private(&d.join("ok.pw"), "fine\n");
+    write_private(&d.join("two.pw"), "root:x:0:0:root\ndaemon:x:1:1\n");
+    write_private(&d.join("big.pw"), &"x".repeat(5000));
+    write_private(&d.join("blank.pw"), "   \n");
+    std::fs::create_dir(d.join("adir")).unwrap();
+    let abs = std::path::absolute(d).unwrap();
+    let mut cases = vec![
+        (
+            "adir",
+            "is a directory, not a regular file".to_owned(),
+            "point password_file at a regular file",
+        ),
+        (
+            "two.pw",
+            "holds 2 lines; a password file holds one".to_owned(),
+            "alone on one line",
+        ),
+        (
+            "big.pw",
+            "is 5000 bytes; a password file holds at most 4096".to_owned(),
+            "alone on one line",
+        ),
+        (
+            "blank.pw",
+            "holds only white space".to_owned(),
+            "write the password into it",
+        ),
+    ];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        write_private(&d.join("open.pw"), "fine\n");
+        std::fs::set_permissions(d.join("open.pw"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        std::os::unix::fs::symlink(d.join("ok.pw"), d.join("ok-link")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.join("zero-link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.join("passwd-link")).unwrap();
+        cases.push((
+            "/dev/zero",
+            "is a device, not a regular file".to_owned(),
+            "point password_file at a regular file",
+        ));
+        cases.push((
+            "zero-link",
+            "is a device, not a regular file".to_owned(),
+            "point password_file at a regular file",
+        ));
+        cases.push((
+            "open.pw",
+            "can be read or written by group or others (mode 0644)".to_owned(),
+            "run `chmod 600 ",
+        ));
+        // /etc/passwd belongs to root (and is world-readable): refused
+        // either way, whoever runs the tests.
+        cases.push(("passwd-link", String::new(), ""));
+    }
+    let users: String = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (file, _, _))| {
+            format!("  {{ username = \"u{i}\", password_file = \"{file}\" }},\n")
+        })
+        .collect();
+    let src = with_plans(&format!(
+        "[tenants.shop]\nplan = \"starter\"\ndevelopers = [{{ username = \"ok\", password_file = \"ok.pw\" }}]\ncustomers = [\n{users}]\n"
+    ));
+    let err = load_in(d, &src).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.diagnostics().len(), cases.len(), "{text}");
+    assert!(
+        !text.contains("root:x") && !text.contains("daemon"),
+        "{text}"
+    );
+    for (diag, (i, (file, what, help))) in err.diagnostics().iter().zip(cases.iter().enumerate()) {
+        let shown = if file.starts_with('/') {
+            PathBuf::from(file)
+        } else {
+            abs.join(file)
+        };
+        assert_eq!(diag.line, line_of(&src, &format!("\"u{i}\"")), "{diag}");
+        assert_eq!(
+            diag.column,
+            line_of_column(&src, &format!("\"{file}\"")),
+            "{diag}"
+        );
+        assert!(
+            diag.message.starts_with(&format!(
+                "user `u{i}`: password file {} {what}",
+                shown.display()
+            )),
+            "{diag}"
+        );
+        assert!(diag.help.as_deref().unwrap().contains(help), "{diag}");
+    }
+    #[cfg(unix)]
+    assert!(
+        text.contains(&format!("chmod 600 {}", abs.join("open.pw").display())),
+        "{text}"
+    );
+
+    // A link to a private regular file is followed.
+    #[cfg(unix)]
+    {
+        let src = with_plans("[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", password_file = \"ok-link\" }]\n");
+        let inv = load_in(d, &src).unwrap();
+        assert_eq!(
+            inv.tenants[0].users[0]
+                .load_password()
+                .unwrap()
+                .unwrap()
+                .expose_secret(),
+            "fine"
+        );
+    }
+}
+
+/// With [`Secrets::Deferred`], a password that cannot be read now (unset or
+/// blank variable, missing or broken file) is no load error: the gateway
+/// serves that tenant as unavailable while the rest of the file takes
+/// effect. `load_password` applies the same rules later. Every other rule
+/// still holds.
+#[test]
+fn deferred_secrets_leave_unreadable_passwords_to_load_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_private(&d.join("ok.pw"), "fine\n");
+    write_private(&d.join("two.pw"), "one\ntwo\n");
+    std::fs::create_dir(d.join("adir")).unwrap();
+    let src = with_plans(
+        r#"[tenants.shop]
+plan = "starter"
+admins = [{ username = "a1", password_env = "NOT_SET_ANYWHERE_9F3A" }]
+developers = [{ username = "d1", password_env = "BLANK_PASSWORD" }, { username = "d2", password_file = "missing.pw" }]
+customers = [{ username = "c1", password_file = "adir" }, { username = "c2", password_file = "two.pw" }, { username = "c3", password_file = "ok.pw" }]
+"#,
+    );
+    let path = d.join("tenants.toml");
+    let strict = Inventory::from_str_with(&src, &path, &env).unwrap_err();
+    assert_eq!(strict.diagnostics().len(), 5, "{strict}");
+
+    let inv = Inventory::from_str_with_secrets(&src, &path, &env, Secrets::Deferred)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let users = &inv.tenants[0].users;
+    assert_eq!(users.len(), 6);
+    let reasons: Vec<String> = users[..5]
+        .iter()
+        .map(|u| u.load_password().unwrap_err().to_string())
+        .collect();
+    for (reason, want) in reasons.iter().zip([
+        "password of user `a1` (env NOT_SET_ANYWHERE_9F3A): the variable is not set",
+        "password of user `d1` (env BLANK_PASSWORD): the variable is not set",
+        "the file does not exist",
+        "the file is a directory, not a regular file",
+        "the file holds 2 lines",
+    ]) {
+        assert!(reason.contains(want), "{want:?} not in {reason:?}");
+    }
+    assert_eq!(
+        users[5].load_password().unwrap().unwrap().expose_secret(),
+        "fine"
+    );
+
+    // The file on disk, through load_with.
+    std::fs::write(&path, &src).unwrap();
+    assert!(Inventory::load(&path).is_err());
+    let inv = Inventory::load_with(&path, Secrets::Deferred).unwrap();
+    assert_eq!(inv.tenants[0].users.len(), 6);
+
+    // Everything the file itself says is still checked.
+    for (user, needle) in [
+        (
+            "{ username = \"a1\", password_env = \"A=B\" }",
+            "invalid environment variable name",
+        ),
+        (
+            "{ username = \"a1\", password_file = \"\" }",
+            "password_file is empty",
+        ),
+        (
+            "{ username = \"a1\", password_env = \"X\", password_file = \"x\" }",
+            "both password_env and password_file",
+        ),
+        (
+            "{ username = \"a1\", password_fil = \"x\" }",
+            "unknown key `password_fil`",
+        ),
+        (
+            "{ username = \"A1\", password_env = \"X\" }",
+            "invalid username",
+        ),
+    ] {
+        let src = with_plans(&format!(
+            "[tenants.shop]\nplan = \"starter\"\nadmins = [{user}]\n"
+        ));
+        one_error(
+            Inventory::from_str_with_secrets(&src, &path, &env, Secrets::Deferred),
+            line_of(&src, "admins"),
+            needle,
+        );
+    }
 }
 
 #[test]
@@ -785,7 +1256,7 @@ fn both_password_sources_is_an_error() {
 #[test]
 fn password_sources_load_and_never_leak() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("d1.pw"), "file-secret\n").unwrap();
+    write_private(&dir.path().join("d1.pw"), "file-secret\n");
     let src = with_plans(
         r#"[paths]
 secrets = "generated"

@@ -1,9 +1,17 @@
 //! Validation: `tenants.toml` text -> [`Inventory`], collecting every problem
 //! as a [`Diagnostic`] with file:line:column before giving up.
 //!
-//! The only I/O here is reading `password_file`s (to check they exist and are
-//! not empty) and resolving paths against the current directory; environment
-//! variables come through the injected lookup. Nothing touches a server.
+//! Three steps: toml syntax (one error, there is no reading on after it),
+//! then the structure (`shape.rs`: every unknown key, type error and
+//! missing key), then every rule of the file (names, plans, clashes, ...).
+//! Structure problems that leave the rest readable are reported together
+//! with the rule problems, in file order. An empty file (no keys: zero
+//! bytes, or only white space and comments) is invalid.
+//!
+//! The only I/O here is reading `password_file`s (to check them under the
+//! rules of `secret_file.rs`; not with [`Secrets::Deferred`]) and resolving
+//! paths against the current directory; environment variables come through
+//! the injected lookup. Nothing touches a server.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -15,11 +23,12 @@ use toml::Spanned;
 use crate::error::Reporter;
 use crate::ident::MAX_IDENT_BYTES;
 use crate::model::LONGEST_ROLE_SUFFIX;
-use crate::password::read_secret_file;
 use crate::raw::{RawManifest, RawPlan, RawServer, RawTenant, RawUser};
+use crate::secret_file::{self, Whose};
+use crate::shape;
 use crate::{
-    parse_duration_ms, Group, Ident, Inventory, ManifestError, PasswordSource, Paths, Routing,
-    Server, Tenant, Tier, User,
+    parse_duration_ms, Diagnostic, Group, Ident, Inventory, ManifestError, PasswordSource, Paths,
+    Routing, Secrets, Server, Tenant, Tier, User,
 };
 
 /// The environment variable that overrides `[server] admin_url`.
@@ -49,35 +58,36 @@ pub(crate) fn validate(
     source: &str,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    secrets: Secrets,
 ) -> Result<Inventory, ManifestError> {
     let mut r = Reporter::new(source, path);
-    let raw: RawManifest = match toml::from_str(source) {
+    let mut root = match toml_edit::ImDocument::parse(source) {
+        Ok(doc) => doc.into_table(),
+        Err(e) => {
+            let d = toml_error(&r, source, e.message(), e.span());
+            return Err(ManifestError::Invalid(vec![d]));
+        }
+    };
+    if root.is_empty() {
+        let d = r.diagnostic(
+            None,
+            "the file is empty: it has no plans, no tenants and no settings",
+            Some("an inventory needs at least a [plans.<name>] and a [tenants.<db>] table: start from the example tenants.toml, or write one from a Terraform tenants.tfvars with `tenantry import-tfvars`; if an editor or a failed write emptied it, restore it (e.g. from version control)".into()),
+        );
+        return Err(ManifestError::Invalid(vec![d]));
+    }
+    // Every unknown key and type error, before serde would stop at the first.
+    let sound = shape::check(&mut r, &mut root);
+    if !sound {
+        return Err(invalid(r.diagnostics));
+    }
+    let raw: RawManifest = match toml_edit::de::from_document(toml_edit::DocumentMut::from(root)) {
         Ok(raw) => raw,
         Err(e) => {
-            // Quote the offending line: serde's message names the type, not the key.
-            let line = e
-                .span()
-                .and_then(|span| {
-                    source[..span.start.min(source.len())]
-                        .rsplit('\n')
-                        .next()
-                        .map(|head| {
-                            let start = span.start.min(source.len()) - head.len();
-                            source[start..]
-                                .lines()
-                                .next()
-                                .unwrap_or("")
-                                .trim()
-                                .to_owned()
-                        })
-                })
-                .filter(|l| !l.is_empty());
-            let message = match line {
-                Some(line) => format!("{} (in `{line}`)", e.message().trim_end()),
-                None => e.message().trim_end().to_owned(),
-            };
-            let d = r.diagnostic(e.span(), message, toml_help(e.message()));
-            return Err(ManifestError::Invalid(vec![d]));
+            // Only if the structure check missed something.
+            let d = toml_error(&r, source, e.message(), e.span());
+            r.diagnostics.push(d);
+            return Err(invalid(r.diagnostics));
         }
     };
     let base_dir = base_dir_of(path)?;
@@ -110,6 +120,7 @@ pub(crate) fn validate(
                 routing: &routing,
                 plan_names: &plan_names,
                 env,
+                passwords: secrets,
             },
             key,
             tenant,
@@ -118,10 +129,8 @@ pub(crate) fn validate(
     }
     tenants.check_domains_against_subdomains(&mut r, &routing);
 
-    let mut diagnostics = r.diagnostics;
-    if !diagnostics.is_empty() {
-        diagnostics.sort_by_key(|d| (d.line, d.column));
-        return Err(ManifestError::Invalid(diagnostics));
+    if !r.diagnostics.is_empty() {
+        return Err(invalid(r.diagnostics));
     }
     let mut tenants: Vec<Tenant> = built.into_iter().flatten().collect();
     tenants.sort_by(|a, b| a.name.cmp(&b.name));
@@ -135,6 +144,39 @@ pub(crate) fn validate(
         plans,
         tenants,
     })
+}
+
+/// Every diagnostic, in file order.
+fn invalid(mut diagnostics: Vec<Diagnostic>) -> ManifestError {
+    diagnostics.sort_by_key(|d| (d.line, d.column));
+    ManifestError::Invalid(diagnostics)
+}
+
+/// A diagnostic for an error of the toml parser (or of serde), quoting the
+/// offending line: serde's message names the type, not the key.
+fn toml_error(r: &Reporter, source: &str, message: &str, span: Option<Range<usize>>) -> Diagnostic {
+    let line = span
+        .clone()
+        .and_then(|span| {
+            source[..span.start.min(source.len())]
+                .rsplit('\n')
+                .next()
+                .map(|head| {
+                    let start = span.start.min(source.len()) - head.len();
+                    source[start..]
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned()
+                })
+        })
+        .filter(|l| !l.is_empty());
+    let text = match line {
+        Some(line) => format!("{} (in `{line}`)", message.trim_end()),
+        None => message.trim_end().to_owned(),
+    };
+    r.diagnostic(span, text, toml_help(message))
 }
 
 /// A little extra advice for some of toml's own errors.
@@ -155,9 +197,9 @@ fn base_dir_of(path: &Path) -> Result<PathBuf, ManifestError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    absolute(parent).map_err(|source| ManifestError::Read {
+    absolute(parent).map_err(|error| ManifestError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -412,6 +454,8 @@ struct Context<'a> {
     routing: &'a Routing,
     plan_names: &'a [String],
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether passwords must be readable now.
+    passwords: Secrets,
 }
 
 /// Cross-tenant state: names seen so far, to catch clashes.
@@ -818,22 +862,23 @@ fn password(
                 );
                 return None;
             }
-            match (cx.env)(name) {
-                Some(v) if !v.is_empty() => Some(PasswordSource::Env { var: name.clone() }),
-                found => {
-                    let what = if found.is_some() {
-                        "is empty"
-                    } else {
-                        "is not set"
-                    };
-                    r.error_help(
-                        var.span(),
-                        format!("user `{user}`: environment variable {name} (password_env) {what}"),
-                        format!("set {name} to the password before running tenantry, or remove password_env to have a password generated"),
-                    );
-                    None
-                }
+            if cx.passwords == Secrets::Deferred {
+                return Some(PasswordSource::Env { var: name.clone() });
             }
+            let what = match (cx.env)(name) {
+                Some(v) if !v.trim().is_empty() => {
+                    return Some(PasswordSource::Env { var: name.clone() })
+                }
+                Some(v) if v.is_empty() => "is empty",
+                Some(_) => "holds only white space",
+                None => "is not set",
+            };
+            r.error_help(
+                var.span(),
+                format!("user `{user}`: environment variable {name} (password_env) {what}"),
+                format!("set {name} to the password before running tenantry, or remove password_env to have a password generated"),
+            );
+            None
         }
         (None, Some(file)) => {
             let text = file.get_ref();
@@ -846,22 +891,21 @@ fn password(
                 return None;
             }
             let path = resolve(cx.base_dir, text);
-            let problem = match read_secret_file(&path) {
-                Ok(Some(_)) => None,
-                Ok(None) => Some(("is empty", "write the password into it")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((
-                    "does not exist",
-                    "create it holding the password, or remove password_file to have a password generated",
-                )),
-                Err(_) => Some(("cannot be read", "check the path and its permissions")),
-            };
-            match problem {
-                None => Some(PasswordSource::File { path }),
-                Some((what, help)) => {
+            if cx.passwords == Secrets::Deferred {
+                return Some(PasswordSource::File { path });
+            }
+            // Read to check, and dropped (zeroed) at once.
+            match secret_file::read(&path, Whose::User) {
+                Ok(_) => Some(PasswordSource::File { path }),
+                Err(problem) => {
                     r.error_help(
                         file.span(),
-                        format!("user `{user}`: password file {} {what}", path.display()),
-                        help,
+                        format!(
+                            "user `{user}`: password file {} {}",
+                            path.display(),
+                            problem.what()
+                        ),
+                        problem.help(&path, Whose::User),
                     );
                     None
                 }
