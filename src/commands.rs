@@ -79,7 +79,11 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             check_ports(&serve)?;
             // Without tenants.toml but with DATABASE_DSN: single-tenant mode.
             let single = !common.config.exists() && std::env::var_os("DATABASE_DSN").is_some();
-            let inventory = if single { None } else { Some(load(&common)?) };
+            let inventory = if single {
+                None
+            } else {
+                Some(load_with(&common, tenantry_manifest::Secrets::Deferred)?)
+            };
             crate::serve::serve(&common, &serve, inventory).await
         }
         Command::Token(cmd) => token(cmd).await,
@@ -140,7 +144,13 @@ pub(crate) fn tenant<'a>(inventory: &'a Inventory, name: &str) -> Result<&'a Ten
 
 /// Loads and validates the inventory; `--admin-url` wins over file and env.
 pub(crate) fn load(common: &Common) -> Result<Inventory> {
-    let mut inventory = Inventory::load(&common.config)?;
+    load_with(common, tenantry_manifest::Secrets::Required)
+}
+
+/// [`load`], choosing whether every password must be readable now (the
+/// gateway serves a tenant whose password is not as unavailable instead).
+pub(crate) fn load_with(common: &Common, secrets: tenantry_manifest::Secrets) -> Result<Inventory> {
+    let mut inventory = Inventory::load_with(&common.config, secrets)?;
     if let Some(url) = &common.admin_url {
         inventory.server.admin_url = Some(SecretString::from(url.clone()));
     }

@@ -234,7 +234,7 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        tenantry_manifest::create_private_dir(dir)?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)

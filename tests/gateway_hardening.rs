@@ -800,3 +800,49 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     }
     assert!(ok, "the gateway did not serve again: {}", g.log());
 }
+
+/// A tenant whose password cannot be read does not block a reload: it is
+/// served as unavailable (503, no detail) while the rest of the change
+/// takes effect.
+#[test]
+fn a_missing_secret_blocks_only_its_own_tenant() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(&one_shop());
+    f.apply().ok();
+    let cust = token(&f, "{p}_shop", "customer");
+    let g = Gateway::start(&f, &[], &[]);
+    let shop = f.name("{p}-shop.localhost");
+    let cafe = f.name("{p}-cafe.localhost");
+    assert_eq!(
+        http(&g.api, "GET", &shop, "/api/widgets", Some(&cust), None).0,
+        200
+    );
+
+    let var = f.name("{p}_CAFE_ADMIN_PASSWORD_NOT_SET").to_uppercase();
+    let before = g.reloads();
+    f.write(&format!(
+        "{}\nstatus = \"suspended\"\n\n[tenants.{{p}}_cafe]\nplan = \"starter\"\nsubdomain = \"{{p}}-cafe\"\nadmins = [{{ username = \"{{p}}_cafe_a\", password_env = \"{var}\" }}]\n",
+        one_shop().trim_end()
+    ));
+    g.wait_for_reload(before);
+    let (s, b) = http(&g.api, "GET", &shop, "/api/widgets", Some(&cust), None);
+    assert!(
+        s == 403 && b.contains("tenant_suspended"),
+        "the suspension took effect: {s} {b}"
+    );
+    let (s, b) = http(
+        &g.api,
+        "GET",
+        &cafe,
+        "/api/widgets",
+        Some("any-token"),
+        None,
+    );
+    assert!(s == 503 && b.contains("login_unavailable"), "{s} {b}");
+    assert!(!b.contains(&var), "the reason stays in the log: {b}");
+    assert!(
+        g.logged(&var) >= 1,
+        "the log says which variable: {}",
+        g.log()
+    );
+}

@@ -3,6 +3,10 @@
 //! a settled, valid change becomes a new [`Snapshot`] swapped into the
 //! [`Gateway`].
 //!
+//! A tenant whose password cannot be read (an unset `password_env`, a
+//! missing file) does not block a reload: its logins are unavailable (503
+//! `login_unavailable`, logged once) while every other change takes effect.
+//!
 //! What a reload refuses, keeping the running configuration and logging why:
 //! a file that does not validate (an empty one included), and a file that
 //! would remove every tenant at once (an editor that truncates, then writes,
@@ -34,9 +38,14 @@ pub type Loader = dyn Fn(&str, &Path) -> Result<Snapshot, String> + Send + Sync;
 /// `TENANTRY_ADMIN_URL`'s at each reload).
 pub fn loader(admin_url: Option<SecretString>) -> Arc<Loader> {
     Arc::new(move |source, path| {
-        let mut inv = tenantry_manifest::Inventory::from_str_with(source, path, &|name| {
-            std::env::var(name).ok()
-        })
+        // A password that cannot be read makes its login unavailable (503
+        // for that tenant), not the whole file invalid.
+        let mut inv = tenantry_manifest::Inventory::from_str_with_secrets(
+            source,
+            path,
+            &|name| std::env::var(name).ok(),
+            tenantry_manifest::Secrets::Deferred,
+        )
         .map_err(|e| e.to_string())?;
         if let Some(url) = &admin_url {
             inv.server.admin_url = Some(url.clone());
