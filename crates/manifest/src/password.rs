@@ -72,8 +72,10 @@ impl PasswordSource {
 
     /// Like [`load`](Self::load), but a `Generated` source with no file yet
     /// gets a new random password, written with mode 0600 (directories created
-    /// 0700). The file is created with `create_new`, so two racing processes
-    /// never overwrite each other: the loser reads the winner's password.
+    /// 0700). The password is written and synced in a temporary file, then
+    /// published under its name with a hard link, which fails if the name
+    /// exists: two racing processes never overwrite each other, and the
+    /// loser reads the winner's complete file (never a half-written one).
     pub fn ensure(&self) -> Result<SecretString, ManifestError> {
         if let Some(s) = self.load()? {
             return Ok(s);
@@ -81,27 +83,32 @@ impl PasswordSource {
         let PasswordSource::Generated { path } = self else {
             unreachable!("load returns a value or an error for env and file sources");
         };
-        if let Some(dir) = path.parent() {
-            create_private_dir(dir)
-                .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
-            self.private_dir(dir)?;
-        }
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(self.error("the path has no file name"));
+        };
+        create_private_dir(dir)
+            .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
+        self.private_dir(dir)?;
         let password = random_password();
-        match create_new_private(path) {
-            Ok(mut file) => {
-                let written = file
-                    .write_all(password.as_bytes())
-                    .and_then(|()| file.write_all(b"\n"))
-                    .and_then(|()| file.sync_all());
-                if let Err(e) = written {
-                    // Leave no empty or partial file behind for the next run.
-                    let _ = std::fs::remove_file(path);
-                    return Err(self.error(format!("cannot write the file: {e}")));
+        let tmp = temp_beside(dir, name);
+        let written = create_new_private(&tmp).and_then(|mut file| {
+            file.write_all(password.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        });
+        let published = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match published {
+            Ok(()) => {
+                if let Ok(d) = std::fs::File::open(dir) {
+                    let _ = d.sync_all();
                 }
                 Ok(SecretString::from(password))
             }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => self.read_winner(path),
-            Err(e) => Err(self.error(format!("cannot create the file: {e}"))),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                secret_file::read(path, Whose::Tenantry).map_err(|p| self.file_error(path, &p))
+            }
+            Err(e) => Err(self.error(format!("cannot write the file: {e}"))),
         }
     }
 
@@ -131,12 +138,7 @@ impl PasswordSource {
         create_private_dir(dir)
             .map_err(|e| self.error(format!("cannot create {}: {e}", dir.display())))?;
         self.private_dir(dir)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{:08x}",
-            name.to_string_lossy(),
-            std::process::id(),
-            rand::rngs::OsRng.gen::<u32>()
-        ));
+        let tmp = temp_beside(dir, name);
         let written = create_new_private(&tmp).and_then(|mut file| {
             file.write_all(password.expose_secret().as_bytes())?;
             file.write_all(b"\n")?;
@@ -151,19 +153,6 @@ impl PasswordSource {
             let _ = d.sync_all();
         }
         Ok(())
-    }
-
-    /// Reads a generated file another process just created, giving it a
-    /// moment to finish writing.
-    fn read_winner(&self, path: &Path) -> Result<SecretString, ManifestError> {
-        for _ in 0..50 {
-            match secret_file::read(path, Whose::Tenantry) {
-                Ok(s) => return Ok(s),
-                Err(Problem::Empty) => std::thread::sleep(std::time::Duration::from_millis(20)),
-                Err(p) => return Err(self.file_error(path, &p)),
-            }
-        }
-        Err(self.file_error(path, &Problem::Empty))
     }
 
     /// A broken password file as an error: what is wrong and how to fix it.
@@ -251,6 +240,16 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
+}
+
+/// A fresh temporary name in `dir` for a file to become `name`.
+fn temp_beside(dir: &Path, name: &std::ffi::OsStr) -> PathBuf {
+    dir.join(format!(
+        ".{}.tmp-{}-{:08x}",
+        name.to_string_lossy(),
+        std::process::id(),
+        rand::rngs::OsRng.gen::<u32>()
+    ))
 }
 
 #[cfg(unix)]

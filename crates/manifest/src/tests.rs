@@ -1369,3 +1369,11 @@ customers = [{{ username = "c1", email = "no-at" }}, {{ username = "c1" }}]
     }
     assert!(text.contains("\n  help: "), "{text}");
 }
+
+#[test]
+fn a_device_or_a_directory_is_not_read_as_tenants_toml() {
+    for path in ["/dev/zero", "/"] {
+        let e = Inventory::load(std::path::Path::new(path)).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{path}: {e}");
+    }
+}
