@@ -134,11 +134,17 @@ fn tenantry_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The benchmarks' own schema (`bench/fixtures/schema`, a copy of the
+/// shipped store schema): users edit the repository's `schema/`, and that
+/// must not change the numbers.
 fn schema_dir() -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/schema");
     dir.canonicalize()
         .with_context(|| format!("cannot find the schema directory {}", dir.display()))
 }
+
+/// The first (and only) migration of [`schema_dir`].
+const SCHEMA_V1: &str = "V1__store.sql";
 
 /// Everything one tenantry invocation needs.
 struct Tenantry<'a> {
@@ -241,7 +247,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn run(args: &Args) -> Result<()> {
     let bin = tenantry_binary()?;
     let schema = schema_dir()?;
-    let migration_path = schema.join("V1__init.sql");
+    let migration_path = schema.join(SCHEMA_V1);
     let migration = std::fs::read_to_string(&migration_path)
         .with_context(|| format!("cannot read {}", migration_path.display()))?;
     let migrations = std::fs::read_dir(&schema)?
@@ -250,7 +256,7 @@ fn run(args: &Args) -> Result<()> {
         .count();
     if migrations != 1 {
         println!(
-            "warning: {} has {migrations} migrations; the baseline runs only V1__init.sql",
+            "warning: {} has {migrations} migrations; the baseline runs only {SCHEMA_V1}",
             schema.display()
         );
     }

@@ -3,7 +3,7 @@
 //! all in one run on one throwaway cluster.
 //!
 //! 1. setup (untimed, but reported): a temp schema directory holding a copy
-//!    of `schema/V1__init.sql`; for each size, two fleets of that many
+//!    of the bench's V1 (`bench/fixtures/schema`); for each size, two fleets of that many
 //!    tenants (one admin user each) applied by `tenantry apply`, so both
 //!    start identical at V1: one for tenantry, one for the baseline;
 //! 2. V2 (a table, an index and a column) is added to the schema directory;
@@ -111,7 +111,7 @@ fn ms_per(d: Duration, n: usize) -> f64 {
 
 pub fn run(args: &Args) -> Result<()> {
     let bin = crate::tenantry_binary()?;
-    let v1_path = crate::schema_dir()?.join("V1__init.sql");
+    let v1_path = crate::schema_dir()?.join(crate::SCHEMA_V1);
     let v1 = std::fs::read_to_string(&v1_path)
         .with_context(|| format!("cannot read {}", v1_path.display()))?;
     let mut sizes: Vec<usize> = args.scaling.clone();
@@ -143,7 +143,7 @@ pub fn run(args: &Args) -> Result<()> {
         .tempdir()?;
     let schema = work.path().join("schema");
     std::fs::create_dir(&schema)?;
-    std::fs::write(schema.join("V1__init.sql"), &v1)?;
+    std::fs::write(schema.join(crate::SCHEMA_V1), &v1)?;
     let tenantry = Tenantry {
         bin: &bin,
         admin_url: &admin_url,
