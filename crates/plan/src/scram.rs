@@ -142,10 +142,7 @@ mod tests {
     fn iteration_counts_outside_the_verifiable_range_never_match() {
         // Well-formed verifiers of the right password: only the count is wrong.
         let salt = b"0123456789abcdef";
-        for iterations in [
-            *VERIFIABLE_ITERATIONS.start(),
-            *VERIFIABLE_ITERATIONS.end(),
-        ] {
+        for iterations in [*VERIFIABLE_ITERATIONS.start(), *VERIFIABLE_ITERATIONS.end()] {
             assert!(verify("pw", &verifier_with("pw", salt, iterations)));
         }
         for iterations in [
