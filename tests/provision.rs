@@ -1,6 +1,7 @@
 //! Provisioning end to end: apply creates isolated tenant databases with the
 //! tiered roles and the schema; a second plan shows no changes. Each scenario
-//! runs both as a superuser and as a CREATEROLE/CREATEDB admin.
+//! runs both as a superuser and as a CREATEROLE/CREATEDB admin. A fleet larger
+//! than the server's free connections is worked through a few at a time.
 
 mod common;
 
@@ -262,4 +263,46 @@ async fn an_unmanaged_database_with_a_tenant_name_is_a_conflict_not_a_takeover()
     )
     .await;
     assert_eq!(n, 0);
+}
+
+#[test]
+fn a_fleet_larger_than_the_free_connections_is_read_applied_and_migrated_a_few_at_a_time() {
+    // max_connections 8 leaves a role without superuser 5 (3 are reserved
+    // for superusers), and tenantry's own admin session takes one. Unbounded,
+    // apply would hold 2 per tenant x --jobs 4, plan would read 12 databases
+    // at once (4 x --jobs), migrate and status 8 and 32. The server refuses
+    // every connection past the 5th ("too many clients"), so each command
+    // succeeding means the bound held at every instant: an exact count, not
+    // a sample.
+    let cluster = common::own_cluster(&[("max_connections", "8")]);
+    let f = Fleet::on(cluster, Admin::CreateRole);
+    f.own_schema();
+    let mut tenants = String::new();
+    for i in 0..12 {
+        tenants.push_str(&format!(
+            "[tenants.{{p}}_c{i:02}]\nplan = \"starter\"\nsubdomain = \"{{p}}-c{i:02}\"\n\n"
+        ));
+    }
+    f.write(&tenants);
+    let apply = f.tenantry(&["apply", "--auto-approve", "--jobs", "4"]);
+    assert!(
+        apply.ok().contains("Apply complete: 12 created"),
+        "{}",
+        apply.all()
+    );
+    // Plan reads inside all 12 databases.
+    f.assert_converged();
+    f.add_migration("V2__notes.sql", "CREATE TABLE notes (id int PRIMARY KEY);");
+    let migrate = f.tenantry(&["migrate", "--jobs", "8"]);
+    assert!(migrate.ok().contains("12 migrated"), "{}", migrate.all());
+    let status = f.tenantry(&["status", "--json", "--jobs", "8"]);
+    let rows: serde_json::Value = serde_json::from_str(status.ok()).unwrap();
+    let at_v2 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["version"] == 2 && r["error"].is_null())
+        .count();
+    assert_eq!(at_v2, 12, "{rows}");
+    f.assert_converged();
 }

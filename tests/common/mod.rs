@@ -61,9 +61,22 @@ impl Run {
     }
 }
 
+/// A throwaway cluster of the test's own with server settings on top of the
+/// usual ones (e.g. a small `max_connections`). Never dropped: its watchdog
+/// stops it and removes its directory when the test process exits.
+pub fn own_cluster(settings: &[(&str, &str)]) -> &'static Cluster {
+    let cluster = Cluster::start_temp_with(settings).expect("start a cluster of the test's own");
+    Box::leak(Box::new(cluster))
+}
+
 impl Fleet {
+    /// A fleet on the cluster shared by this test binary.
     pub fn new(admin: Admin) -> Fleet {
-        let cluster = Cluster::shared();
+        Fleet::on(Cluster::shared(), admin)
+    }
+
+    /// A fleet on `cluster` (see [`own_cluster`]).
+    pub fn on(cluster: &'static Cluster, admin: Admin) -> Fleet {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let p = format!("f{n}");
         let admin_url = match admin {
