@@ -285,8 +285,17 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
                 .iter()
                 .flat_map(|t| &t.users)
                 .find(|u| u.name.as_str() == user)
-                .expect("planned users come from the inventory");
-            Some(scram::verifier(source.ensure_password()?.expose_secret()))
+                .expect("planned users come from the inventory")
+                .clone();
+            // Writing a generated password (fsync, a racing writer's retry
+            // sleep) and PBKDF2: off the async threads.
+            let verifier = crate::blocking::run(move || {
+                source
+                    .ensure_password()
+                    .map(|pw| scram::verifier(pw.expose_secret()))
+            })
+            .await?;
+            Some(verifier)
         } else {
             None
         };

@@ -7,6 +7,7 @@
 pub mod adopt;
 pub mod apply;
 pub mod backup;
+mod blocking;
 pub mod budget;
 pub mod connect;
 pub mod error;
