@@ -1,6 +1,8 @@
 //! Provisioning end to end: apply creates isolated tenant databases with the
 //! tiered roles and the schema; a second plan shows no changes. Each scenario
-//! runs both as a superuser and as a CREATEROLE/CREATEDB admin.
+//! runs both as a superuser and as a CREATEROLE/CREATEDB admin. A fleet larger
+//! than the server's free connections is worked through a few at a time. An
+//! apply killed midway converges when run again.
 
 mod common;
 
@@ -262,4 +264,121 @@ async fn an_unmanaged_database_with_a_tenant_name_is_a_conflict_not_a_takeover()
     )
     .await;
     assert_eq!(n, 0);
+}
+
+#[test]
+fn a_fleet_larger_than_the_free_connections_is_read_applied_and_migrated_a_few_at_a_time() {
+    // max_connections 8 leaves a role without superuser 5 (3 are reserved
+    // for superusers), and tenantry's own admin session takes one. Unbounded,
+    // apply would hold 2 per tenant x --jobs 4, plan would read 12 databases
+    // at once (4 x --jobs), migrate and status 8 and 32. The server refuses
+    // every connection past the 5th ("too many clients"), so each command
+    // succeeding means the bound held at every instant: an exact count, not
+    // a sample.
+    let cluster = common::own_cluster(&[("max_connections", "8")]);
+    let f = Fleet::on(cluster, Admin::CreateRole);
+    f.own_schema();
+    let mut tenants = String::new();
+    for i in 0..12 {
+        tenants.push_str(&format!(
+            "[tenants.{{p}}_c{i:02}]\nplan = \"starter\"\nsubdomain = \"{{p}}-c{i:02}\"\n\n"
+        ));
+    }
+    f.write(&tenants);
+    let apply = f.tenantry(&["apply", "--auto-approve", "--jobs", "4"]);
+    assert!(
+        apply.ok().contains("Apply complete: 12 created"),
+        "{}",
+        apply.all()
+    );
+    // Plan reads inside all 12 databases.
+    f.assert_converged();
+    f.add_migration("V2__notes.sql", "CREATE TABLE notes (id int PRIMARY KEY);");
+    let migrate = f.tenantry(&["migrate", "--jobs", "8"]);
+    assert!(migrate.ok().contains("12 migrated"), "{}", migrate.all());
+    let status = f.tenantry(&["status", "--json", "--jobs", "8"]);
+    let rows: serde_json::Value = serde_json::from_str(status.ok()).unwrap();
+    let at_v2 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["version"] == 2 && r["error"].is_null())
+        .count();
+    assert_eq!(at_v2, 12, "{rows}");
+    f.assert_converged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_killed_midway_converges_when_run_again() {
+    let f = Fleet::new(Admin::CreateRole);
+    let watch = f.superuser("postgres").await;
+    let mut tenants = String::new();
+    // Each round adds four tenants, starts apply, and kills it the moment the
+    // first object of one kind appears: a group role (step 1 of a tenant), a
+    // database (step 2, before migrations), a login user (step 4, after
+    // them). The kill must land mid-apply: the process still running, work
+    // left to do. The very next apply must succeed and converge (it waits
+    // for statements the dead one left running, such as CREATE DATABASE).
+    let rounds = [
+        ("a group role", "{p}_k{i}_owner", "pg_roles WHERE rolname"),
+        ("a database", "{p}_k{i}", "pg_database WHERE datname"),
+        ("a login user", "{p}_k{i}_a", "pg_roles WHERE rolname"),
+    ];
+    for (round, (what, name, catalog)) in rounds.into_iter().enumerate() {
+        let ids = round * 4..round * 4 + 4;
+        for i in ids.clone() {
+            tenants.push_str(&format!(
+                "[tenants.{{p}}_k{i}]\nplan = \"starter\"\nsubdomain = \"{{p}}-k{i}\"\nadmins = [{{ username = \"{{p}}_k{i}_a\" }}]\n\n"
+            ));
+        }
+        f.write(&tenants);
+        let names: Vec<String> = ids
+            .map(|i| f.name(&name.replace("{i}", &i.to_string())))
+            .collect();
+        let appeared = format!("SELECT count(*) > 0 FROM {catalog} = ANY($1)");
+        let mut child = f
+            .command(&["apply", "--auto-approve", "--jobs", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !watch
+            .query_one(&appeared, &[&names])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("round {round}: apply exited ({status}) before {what} appeared");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {what} never appeared"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: apply had finished when {what} appeared: the kill would not land mid-apply"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left = f.tenantry(&["plan", "--detailed-exitcode"]);
+        assert_eq!(
+            left.code,
+            2,
+            "round {round}: killed at the first {what}, the apply left work to do\n{}",
+            left.all()
+        );
+        f.apply().ok();
+        f.assert_converged();
+    }
+    for i in 0..12 {
+        let a = f
+            .connect_as(&format!("{{p}}_k{i}_a"), &format!("{{p}}_k{i}"))
+            .await
+            .unwrap();
+        assert_eq!(try_sql(&a, "SELECT count(*) FROM widgets").await, "ok");
+    }
 }

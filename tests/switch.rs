@@ -141,10 +141,7 @@ async fn terraform_tenant(f: &Fleet, extra_sql: &str) {
     let base = f.admin_url.rsplit_once('/').unwrap().0;
     let url = format!("{base}/{}", f.name("{p}_store"));
     let db = common::connect(&url).await.unwrap();
-    let schema =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/V1__init.sql"))
-            .unwrap();
-    db.batch_execute(&schema).await.unwrap();
+    db.batch_execute(&common::fixture_v1()).await.unwrap();
     db.batch_execute(&f.name(
         "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {p}_ada;
          GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {p}_dev;

@@ -2,18 +2,24 @@
 //! same cluster:
 //!
 //! - **provisioning**: what a shell script around generated SQL would do:
-//!   one `psql` per tenant, sequentially, fed the very statements tenantry
-//!   runs (built with `tenantry_plan::statements`), each block in its own
-//!   transaction as tenantry does, plus the schema migration and a minimal
-//!   migration-history row;
-//! - **checking**: `psql -c 'select 1'` once per tenant database, sequentially
-//!   (what "look at each database" costs naively).
+//!   one `psql` per tenant, fed the very statements tenantry runs (built
+//!   with `tenantry_plan::statements`), each block in its own transaction as
+//!   tenantry does, plus the schema migration and a minimal migration-history
+//!   row;
+//! - **checking**: `psql -c 'select 1'` once per tenant database (what "look
+//!   at each database" costs naively).
+//!
+//! Each runs as many `psql` at once as tenantry gets workers (`--jobs`, like
+//! `xargs -P`): a ratio against a baseline with less parallelism would
+//! measure the parallelism, not tenantry.
 //!
 //! What does not live here: running tenantry, or reporting.
 
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -150,8 +156,43 @@ fn run_script(bin_dir: &Path, url: &str, script: &str) -> Result<()> {
     Ok(())
 }
 
-/// Provisions tenants `<prefix>0001..=n` one `psql` per tenant, in
-/// sequence; returns the total wall time (script generation, including the
+/// Runs `task(0..n)` on `workers` threads, each taking the next index as it
+/// finishes one (as `xargs -P` does); returns the wall time. The first
+/// error stops the handing out of new indexes and is returned.
+pub fn parallel(
+    n: usize,
+    workers: usize,
+    task: impl Fn(usize) -> Result<()> + Sync,
+) -> Result<Duration> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error = Mutex::new(None);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, n.max(1)) {
+            s.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    if let Err(e) = task(i) {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    match first_error.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(elapsed),
+    }
+}
+
+/// Provisions tenants `<prefix>0001..=n`, one `psql` per tenant, `workers`
+/// at once; returns the total wall time (script generation, including the
 /// SCRAM verifiers, is inside it, as it is inside tenantry's).
 pub fn provision(
     bin_dir: &Path,
@@ -159,20 +200,20 @@ pub fn provision(
     prefix: &str,
     n: usize,
     migration: &str,
+    workers: usize,
 ) -> Result<Duration> {
-    let start = Instant::now();
-    for i in 1..=n {
-        let db = inventory::tenant_name(prefix, i);
+    parallel(n, workers, |i| {
+        let db = inventory::tenant_name(prefix, i + 1);
         let sql = script(&db, migration);
-        run_script(bin_dir, admin_url, &sql).with_context(|| format!("baseline tenant {db}"))?;
-    }
-    Ok(start.elapsed())
+        run_script(bin_dir, admin_url, &sql).with_context(|| format!("baseline tenant {db}"))
+    })
 }
 
-/// `psql -c 'select 1'` against each database in turn; returns the total.
-pub fn check_each(bin_dir: &Path, urls: &[String]) -> Result<Duration> {
-    let start = Instant::now();
-    for url in urls {
+/// `psql -c 'select 1'` against each database, `workers` at once; returns
+/// the total.
+pub fn check_each(bin_dir: &Path, urls: &[String], workers: usize) -> Result<Duration> {
+    parallel(urls.len(), workers, |i| {
+        let url = &urls[i];
         let out = psql(bin_dir, url)
             .args(["-c", "select 1"])
             .stdin(Stdio::null())
@@ -184,13 +225,35 @@ pub fn check_each(bin_dir: &Path, urls: &[String]) -> Result<Duration> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-    }
-    Ok(start.elapsed())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_runs_every_index_once_on_at_most_the_workers() {
+        let seen = Mutex::new(Vec::new());
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        parallel(40, 4, |i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::thread::yield_now();
+            seen.lock().unwrap().push(i);
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..40).collect::<Vec<_>>());
+        assert!(most.load(Ordering::SeqCst) <= 4);
+        let err = parallel(40, 4, |i| if i == 7 { bail!("tenant {i}") } else { Ok(()) });
+        assert_eq!(err.unwrap_err().to_string(), "tenant 7");
+    }
 
     #[test]
     fn script_has_every_step_in_tenantry_order() {

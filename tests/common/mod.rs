@@ -61,9 +61,22 @@ impl Run {
     }
 }
 
+/// A throwaway cluster of the test's own with server settings on top of the
+/// usual ones (e.g. a small `max_connections`). Never dropped: its watchdog
+/// stops it and removes its directory when the test process exits.
+pub fn own_cluster(settings: &[(&str, &str)]) -> &'static Cluster {
+    let cluster = Cluster::start_temp_with(settings).expect("start a cluster of the test's own");
+    Box::leak(Box::new(cluster))
+}
+
 impl Fleet {
+    /// A fleet on the cluster shared by this test binary.
     pub fn new(admin: Admin) -> Fleet {
-        let cluster = Cluster::shared();
+        Fleet::on(Cluster::shared(), admin)
+    }
+
+    /// A fleet on `cluster` (see [`own_cluster`]).
+    pub fn on(cluster: &'static Cluster, admin: Admin) -> Fleet {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let p = format!("f{n}");
         let admin_url = match admin {
@@ -86,15 +99,13 @@ impl Fleet {
     }
 
     /// Writes tenants.toml: a header (fleet, schema, plans) and `tenants`.
-    /// `{p}` in `tenants` is replaced by the fleet's prefix.
+    /// `{p}` in `tenants` is replaced by the fleet's prefix. The schema is
+    /// the tests' fixture ([`fixture_schema`]), never the repository's
+    /// `schema/`, which users edit.
     pub fn write(&self, tenants: &str) {
         // A test that made its own schema directory (see `own_schema`) uses it.
         let own = self.dir.path().join("schema");
-        let schema = if own.is_dir() {
-            own
-        } else {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")
-        };
+        let schema = if own.is_dir() { own } else { fixture_schema() };
         let text = format!(
             r#"fleet = "{p}"
 
@@ -127,13 +138,11 @@ requests_per_second = 200
     }
 
     /// Gives this fleet a schema directory of its own, starting with the
-    /// repository's migrations; returns it (call before `write`).
+    /// fixture's migrations; returns it (call before `write`).
     pub fn own_schema(&self) -> PathBuf {
         let dir = self.dir.path().join("schema");
         std::fs::create_dir_all(&dir).unwrap();
-        for entry in
-            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("schema")).unwrap()
-        {
+        for entry in std::fs::read_dir(fixture_schema()).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
         }
@@ -214,6 +223,23 @@ requests_per_second = 200
             .unwrap_or_else(|e| panic!("psql: {e}"))
     }
 }
+
+/// The tests' schema directory: `tests/fixtures/schema`, a copy of the
+/// store schema as shipped. Tests never read the repository's `schema/`: a
+/// user adding `schema/V2__*.sql`, as README invites, must not break them.
+pub fn fixture_schema() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema")
+}
+
+/// The SQL of the fixture's first migration (for tests that build a
+/// database by hand, as another tool would).
+pub fn fixture_v1() -> String {
+    let path = fixture_schema().join(FIXTURE_V1);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// The file name of the fixture's first migration.
+pub const FIXTURE_V1: &str = "V1__store.sql";
 
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)

@@ -35,8 +35,37 @@ pub(crate) enum Profile {
     Persistent,
 }
 
-/// The contents of [`SETTINGS_FILE`].
-pub(crate) fn settings(profile: Profile, port: u16, socket_dir: &Path) -> String {
+/// A server setting a caller asked for, on top of the profile's: a name
+/// (checked by [`Setting::new`]) and a value, written quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Setting {
+    name: String,
+    value: String,
+}
+
+impl Setting {
+    /// `None` unless `name` looks like a setting name (so nothing but one
+    /// `name = 'value'` line can come of it).
+    pub(crate) fn new(name: &str, value: &str) -> Option<Setting> {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        valid.then(|| Setting {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// The contents of [`SETTINGS_FILE`]: the profile's settings, then `extra`
+/// (later lines win, so `extra` overrides the profile).
+pub(crate) fn settings(
+    profile: Profile,
+    port: u16,
+    socket_dir: &Path,
+    extra: &[Setting],
+) -> String {
     let mut s = String::from("# Written by tenantry-localpg on every start; edits are lost.\n");
     let _ = writeln!(s, "listen_addresses = '127.0.0.1'");
     let _ = writeln!(s, "port = {port}");
@@ -55,6 +84,9 @@ pub(crate) fn settings(profile: Profile, port: u16, socket_dir: &Path) -> String
              full_page_writes = off\n",
         ),
         Profile::Persistent => s.push_str("max_connections = 200\n"),
+    }
+    for Setting { name, value } in extra {
+        let _ = writeln!(s, "{name} = {}", conf_string(value));
     }
     s
 }
@@ -108,7 +140,7 @@ mod tests {
 
     #[test]
     fn throwaway_settings_trade_durability_for_speed() {
-        let s = settings(Profile::Throwaway, 5433, Path::new("/tmp/x/s"));
+        let s = settings(Profile::Throwaway, 5433, Path::new("/tmp/x/s"), &[]);
         for line in [
             "port = 5433",
             "fsync = off",
@@ -117,8 +149,25 @@ mod tests {
         ] {
             assert!(s.contains(line), "{line} missing from:\n{s}");
         }
-        let p = settings(Profile::Persistent, 5433, Path::new("/tmp/x/s"));
+        let p = settings(Profile::Persistent, 5433, Path::new("/tmp/x/s"), &[]);
         assert!(p.contains("max_connections = 200") && !p.contains("fsync"));
+    }
+
+    #[test]
+    fn extra_settings_come_last_and_quoted() {
+        let extra = [
+            Setting::new("max_connections", "8").unwrap(),
+            Setting::new("log_line_prefix", "it's %p ").unwrap(),
+        ];
+        let s = settings(Profile::Throwaway, 5433, Path::new("/tmp/x/s"), &extra);
+        assert!(
+            s.ends_with("max_connections = '8'\nlog_line_prefix = 'it''s %p '\n"),
+            "{s}"
+        );
+        assert!(s.find("max_connections = 300") < s.find("max_connections = '8'"));
+        for bad in ["", "a = 1\nfsync", "x y", "a;b"] {
+            assert_eq!(Setting::new(bad, "1"), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -91,6 +91,16 @@ pub enum Error {
          and neither was found; install util-linux: apt-get install -y util-linux"
     )]
     NoUserSwitch,
+
+    /// A server setting asked for by name is not a setting name.
+    #[error(
+        "`{name}` is not a PostgreSQL setting name (letters, digits, `_` and `.` only), \
+         e.g. `max_connections`"
+    )]
+    BadSetting {
+        /// The name given.
+        name: String,
+    },
 }
 
 impl Error {

@@ -90,6 +90,8 @@ pub struct Cluster {
     port: u16,
     run_as: RunAs,
     kind: Kind,
+    /// Settings asked for on top of the profile's ([`Cluster::start_temp_with`]).
+    extra: Vec<conf::Setting>,
 }
 
 #[derive(Debug)]
@@ -109,6 +111,21 @@ impl Cluster {
     /// If the process dies without dropping it (killed, `panic = "abort"`),
     /// a watchdog process stops the server and removes the directory.
     pub fn start_temp() -> Result<Cluster, Error> {
+        Cluster::start_temp_with(&[])
+    }
+
+    /// Like [`start_temp`](Self::start_temp), with server settings on top of
+    /// the throwaway ones (they win), e.g. `[("max_connections", "12")]`
+    /// for a test about a small connection budget.
+    pub fn start_temp_with(settings: &[(&str, &str)]) -> Result<Cluster, Error> {
+        let extra = settings
+            .iter()
+            .map(|&(name, value)| {
+                conf::Setting::new(name, value).ok_or_else(|| Error::BadSetting {
+                    name: name.to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let bin_dir = find_bin_dir()?;
         let run_as = RunAs::detect()?;
         let parent = temp_parent();
@@ -132,6 +149,7 @@ impl Cluster {
             },
             bin_dir,
             run_as,
+            extra,
         };
         // From here on, dropping `cluster` cleans up whatever exists.
         let watchdog = cluster.spawn_watchdog(&base)?;
@@ -189,6 +207,7 @@ impl Cluster {
             port: 0,
             run_as,
             kind: Kind::Persistent,
+            extra: Vec::new(),
         };
         if !initialized {
             cluster.initdb(Profile::Persistent)?;
@@ -228,6 +247,7 @@ impl Cluster {
             port: 0,
             run_as: RunAs::detect()?,
             kind: Kind::Persistent,
+            extra: Vec::new(),
         };
         if !cluster.is_running()? {
             return Ok(false);
@@ -375,8 +395,8 @@ impl Cluster {
                 None => free_port()?,
             };
             let settings = self.data_dir.join(conf::SETTINGS_FILE);
-            fs::write(&settings, conf::settings(profile, port, &self.socket_dir))
-                .map_err(|e| Error::io("write", &settings, e))?;
+            let text = conf::settings(profile, port, &self.socket_dir, &self.extra);
+            fs::write(&settings, text).map_err(|e| Error::io("write", &settings, e))?;
             self.run_as.give(&settings)?;
             let log_start = fs::metadata(&self.log_file).map(|m| m.len()).unwrap_or(0);
             let mut cmd = self.pg_ctl();

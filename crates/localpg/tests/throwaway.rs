@@ -66,6 +66,24 @@ fn start_temp_runs_sql_then_drop_removes_everything() {
 }
 
 #[test]
+fn start_temp_with_applies_extra_settings_and_refuses_bad_names() {
+    let cluster =
+        Cluster::start_temp_with(&[("max_connections", "12"), ("application_name", "it's me")])
+            .expect("start a throwaway cluster with settings");
+    let shown = cluster
+        .psql(
+            "postgres",
+            "select current_setting('max_connections') || ' ' || current_setting('fsync')",
+        )
+        .unwrap();
+    assert_eq!(shown.trim(), "12 off", "extra settings win, the rest stays");
+    let err = Cluster::start_temp_with(&[("fsync = on\nmax_connections", "1")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a PostgreSQL setting name"), "{err}");
+}
+
+#[test]
 fn shared_is_one_cluster_per_process() {
     let a = Cluster::shared();
     let b = Cluster::shared();

@@ -12,7 +12,7 @@ use tenantry_manifest::{Group, Inventory};
 use tenantry_plan::adopt::{adoption, baseline_sql, Adoption, SchemaCheck, Survey};
 use tenantry_plan::diff::HISTORY_TABLE;
 use tenantry_plan::sql::ident;
-use tenantry_plan::{Desired, DesiredTenant};
+use tenantry_plan::DesiredTenant;
 use tokio_postgres::Client;
 
 use crate::connect::Admin;
@@ -88,12 +88,13 @@ pub async fn adopt(
     dry_run: bool,
     lock_wait: Duration,
 ) -> Result<Report, Error> {
-    let migrations = Migrations::load(&inventory.paths.schema)?;
+    let schema = inventory.paths.schema.clone();
+    let migrations = crate::blocking::run(move || Migrations::load(&schema)).await?;
     let mut admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
     admin.set_application_name(&format!("tenantry apply {}", inventory.fleet));
     let mut client = admin.connect(None).await?;
     crate::lock::acquire(&client, &inventory.fleet, lock_wait).await?;
-    let desired = Desired::from_inventory(inventory, migrations.latest(), |u| u.load_password())?;
+    let desired = crate::session::desired(inventory, migrations.latest()).await?;
     let t = desired
         .tenants
         .iter()

@@ -29,7 +29,8 @@ pub struct Context<'a> {
     pub migrations: &'a Migrations,
     /// The `pg_dump` used for backups before a drop.
     pub pg_dump: &'a Path,
-    /// Tenants worked on at once.
+    /// Tenants worked on at once (at most; fewer when the server has few
+    /// free connections: each takes two, see [`crate::budget`]).
     pub jobs: usize,
     /// How long a migration waits for another run on the same database.
     pub lock_wait: Duration,
@@ -47,6 +48,8 @@ pub struct Outcome {
 
 /// Applies every tenant of the plan; `done` is called as each finishes.
 pub async fn apply(ctx: &Context<'_>, plan: &Plan, mut done: impl FnMut(&Outcome)) -> Vec<Outcome> {
+    let wanted = ctx.jobs.min(plan.tenants.len());
+    let jobs = crate::budget::workers_for(ctx.admin, wanted, CONNECTIONS_PER_TENANT).await;
     let mut outcomes: Vec<Outcome> = stream::iter(&plan.tenants)
         .map(|tp| async move {
             let start = Instant::now();
@@ -61,13 +64,17 @@ pub async fn apply(ctx: &Context<'_>, plan: &Plan, mut done: impl FnMut(&Outcome
                 result,
             }
         })
-        .buffer_unordered(ctx.jobs.max(1))
+        .buffer_unordered(jobs)
         .inspect(|o| done(o))
         .collect()
         .await;
     outcomes.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     outcomes
 }
+
+/// Connections one tenant's apply holds at once: the admin database's and
+/// the tenant database's (or pg_dump's, before a drop).
+const CONNECTIONS_PER_TENANT: usize = 2;
 
 async fn tx(
     client: &mut Client,
@@ -278,8 +285,17 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
                 .iter()
                 .flat_map(|t| &t.users)
                 .find(|u| u.name.as_str() == user)
-                .expect("planned users come from the inventory");
-            Some(scram::verifier(source.ensure_password()?.expose_secret()))
+                .expect("planned users come from the inventory")
+                .clone();
+            // Writing a generated password (fsync, a racing writer's retry
+            // sleep) and PBKDF2: off the async threads.
+            let verifier = crate::blocking::run(move || {
+                source
+                    .ensure_password()
+                    .map(|pw| scram::verifier(pw.expose_secret()))
+            })
+            .await?;
+            Some(verifier)
         } else {
             None
         };

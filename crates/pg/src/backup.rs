@@ -16,6 +16,7 @@
 //!
 //! The connection (host, port, user, `PGSSLMODE`) comes from the admin URL
 //! ([`command`]); the password goes through `PGPASSWORD`, never the command line.
+//! Files are worked on off the async threads (`tokio::fs`, the blocking pool).
 
 use std::path::{Path, PathBuf};
 
@@ -119,13 +120,17 @@ pub async fn dump_to(
         Path::new(".")
     } else {
         dir
-    };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    .to_owned();
     let partial = dir.join(format!("{name}.partial"));
-    // Private from the first byte: pg_dump truncates the file and keeps its mode.
-    create_private(&partial)
-        .map_err(|e| fail(format!("cannot create {}: {e}", partial.display())))?;
+    let (d, p) = (dir.clone(), partial.clone());
+    crate::blocking::run(move || {
+        std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        // Private from the first byte: pg_dump truncates the file and keeps its mode.
+        create_private(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))
+    })
+    .await
+    .map_err(fail)?;
 
     let mut cmd = command(admin, pg_dump);
     cmd.arg("--format=custom")
@@ -133,26 +138,30 @@ pub async fn dump_to(
         .arg(format!("--file={}", partial.display()))
         .arg(format!("--dbname={database}"));
     if let Err(why) = run(&mut cmd, pg_dump).await {
-        let _ = std::fs::remove_file(&partial);
+        let _ = tokio::fs::remove_file(&partial).await;
         return Err(fail(why));
     }
-    let finish = || -> std::io::Result<u64> {
-        let file = std::fs::File::open(&partial)?;
+    let (p, path) = (partial.clone(), path.to_owned());
+    let finish = move || -> std::io::Result<u64> {
+        let file = std::fs::File::open(&p)?;
         let len = file.metadata()?.len();
         if len == 0 {
             return Err(std::io::Error::other("pg_dump wrote an empty file"));
         }
         file.sync_all()?;
-        std::fs::rename(&partial, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
+        std::fs::rename(&p, &path)?;
+        if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }
         Ok(len)
     };
-    finish().map_err(|e| {
-        let _ = std::fs::remove_file(&partial);
-        fail(e.to_string())
-    })
+    match crate::blocking::run(finish).await {
+        Ok(len) => Ok(len),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            Err(fail(e.to_string()))
+        }
+    }
 }
 
 /// Runs a PostgreSQL client tool; its stdout on success, else why not (the
@@ -262,15 +271,16 @@ async fn list(
     file: &Path,
     extra: &[&str],
 ) -> Result<String, Error> {
-    if file.is_dir() {
-        return Err(restore_error(
-            database,
-            file,
-            "a directory, not a custom-format dump file (make backups with `tenantry backup`)",
-        ));
-    }
-    if !file.is_file() {
-        return Err(restore_error(database, file, "no such file"));
+    match tokio::fs::metadata(file).await {
+        Ok(m) if m.is_dir() => {
+            return Err(restore_error(
+                database,
+                file,
+                "a directory, not a custom-format dump file (make backups with `tenantry backup`)",
+            ))
+        }
+        Ok(m) if m.is_file() => {}
+        _ => return Err(restore_error(database, file, "no such file")),
     }
     let mut cmd = tokio::process::Command::new(pg_restore);
     cmd.arg("--list").args(extra).arg(file);
@@ -408,13 +418,15 @@ pub async fn restore(
             .map(|d| d.as_nanos())
             .unwrap_or_default()
     ));
-    std::fs::write(&list_path, without_token_schema(&toc)).map_err(|e| {
-        restore_error(
-            database,
-            file,
-            format!("cannot write {}: {e}", list_path.display()),
-        )
-    })?;
+    tokio::fs::write(&list_path, without_token_schema(&toc))
+        .await
+        .map_err(|e| {
+            restore_error(
+                database,
+                file,
+                format!("cannot write {}: {e}", list_path.display()),
+            )
+        })?;
     let mut cmd = command(admin, pg_restore);
     cmd.arg("--single-transaction")
         .arg("--clean")
@@ -426,7 +438,7 @@ pub async fn restore(
         .arg(format!("--dbname={database}"))
         .arg(file);
     let ran = run(&mut cmd, pg_restore).await;
-    let _ = std::fs::remove_file(&list_path);
+    let _ = tokio::fs::remove_file(&list_path).await;
     ran.map_err(|why| {
         restore_error(
             database,

@@ -81,25 +81,19 @@ impl Report {
 }
 
 /// A default worker count: half of the server's free connections (leaving
-/// room for the applications), at most twice this machine's cores (more
-/// workers only contend: measured in bench/), at most 8, at least 1.
+/// room for the applications, see [`crate::budget`]), at most twice this
+/// machine's cores (more workers only contend: measured in bench/), at most
+/// 8, at least 1.
 pub async fn default_jobs(client: &Client) -> std::result::Result<usize, Error> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('max_connections')::int
-                  - current_setting('superuser_reserved_connections')::int
-                  - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::sql("reading the connection budget", e))?;
-    let free = row.get::<_, i32>(0).max(0) as usize;
+    let free = crate::budget::free_connections(client).await?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok((free / 2).min(cores * 2).clamp(1, 8))
+    Ok(crate::budget::workers((cores * 2).min(8), free, 1))
 }
 
-/// Migrates `tenants` (database names; `exists` says which have a database).
-/// `done` is called as each tenant finishes, in completion order.
+/// Migrates `tenants` (database names; `exists` says which have a database),
+/// `options.jobs` at a time, or fewer when the server has few free
+/// connections ([`crate::budget`]). `done` is called as each tenant
+/// finishes, in completion order.
 pub async fn migrate(
     admin: &Admin,
     migrations: &Migrations,
@@ -107,6 +101,7 @@ pub async fn migrate(
     options: &Options,
     done: &(dyn Fn(&Report) + Sync),
 ) -> Vec<Report> {
+    let jobs = crate::budget::workers_for(admin, options.jobs.min(tenants.len()), 1).await;
     let stop = AtomicBool::new(false);
     let mut reports = Vec::with_capacity(tenants.len());
     let (canaries, rest): (Vec<_>, Vec<_>) = tenants
@@ -141,7 +136,7 @@ pub async fn migrate(
                     report
                 }
             })
-            .buffer_unordered(options.jobs.max(1))
+            .buffer_unordered(jobs)
             .collect()
             .await;
         reports.extend(wave_reports);
@@ -188,13 +183,15 @@ pub struct Status {
     pub error: Option<String>,
 }
 
-/// Each tenant's schema version, pending, divergent and missing migrations.
+/// Each tenant's schema version, pending, divergent and missing migrations,
+/// `jobs` databases at a time (fewer when the server has few free connections).
 pub async fn status(
     admin: &Admin,
     migrations: &Migrations,
     tenants: &[(String, bool)],
     jobs: usize,
 ) -> Vec<Status> {
+    let jobs = crate::budget::workers_for(admin, jobs.min(tenants.len()), 1).await;
     let mut out: Vec<Status> = stream::iter(tenants)
         .map(|(tenant, exists)| async move {
             let mut s = Status {
@@ -223,7 +220,7 @@ pub async fn status(
             }
             s
         })
-        .buffer_unordered(jobs.max(1))
+        .buffer_unordered(jobs)
         .collect()
         .await;
     out.sort_by(|a, b| a.tenant.cmp(&b.tenant));

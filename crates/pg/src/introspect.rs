@@ -2,7 +2,8 @@
 //! admin database for roles, memberships and databases, then one pipelined
 //! round of queries inside each managed tenant database (schema, relation and
 //! default ACLs, migration version) in one round trip per tenant database,
-//! many databases at a time.
+//! many databases at a time (as many as the server's free connections allow,
+//! see [`crate::budget`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,7 +39,8 @@ fn acl(entries: Vec<String>) -> Acl {
 
 /// Reads everything the planner needs. `names` are the database and role names
 /// the inventory wants (objects with those names are read even when unmarked,
-/// to report conflicts); `jobs` bounds the tenant databases read at once.
+/// to report conflicts); `jobs` bounds the tenant databases read at once,
+/// and so does half of the server's free connections.
 pub async fn observe(
     admin: &Admin,
     client: &Client,
@@ -152,12 +154,17 @@ pub async fn observe(
         })
         .map(|d| d.name.clone())
         .collect();
+    let jobs = if inside.len() > 1 {
+        crate::budget::bound(client, jobs.min(inside.len()), 1).await?
+    } else {
+        1
+    };
     observed.contents = stream::iter(inside)
         .map(|db| async move {
             let contents = contents(admin, &db).await?;
             Ok::<_, Error>((db, contents))
         })
-        .buffer_unordered(jobs.max(1))
+        .buffer_unordered(jobs)
         .try_collect::<BTreeMap<_, _>>()
         .await?;
     Ok(observed)

@@ -1,12 +1,14 @@
 //! Everything tenantry does to a PostgreSQL cluster: read the catalog into an
 //! `Observed` ([`introspect`]), carry out a plan ([`apply`]), run schema
 //! migrations ([`migrate`]) across the fleet ([`fleet`]), serialise applies ([`lock`]) and back up before a
-//! drop ([`backup`]). Deciding what to do is `tenantry-plan`'s job, not ours.
+//! drop ([`backup`]), never opening more connections than the server has free ([`budget`]). Deciding what to do is `tenantry-plan`'s job, not ours.
 #![forbid(unsafe_code)]
 
 pub mod adopt;
 pub mod apply;
 pub mod backup;
+mod blocking;
+pub mod budget;
 pub mod connect;
 pub mod error;
 pub mod fleet;

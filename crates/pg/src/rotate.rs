@@ -9,6 +9,8 @@
 //! password only when logging in.
 //!
 //! The caller holds the fleet's apply lock on `client` ([`crate::lock`]).
+//! PBKDF2 and the password files are worked on the blocking pool
+//! ([`crate::blocking`]).
 
 use std::path::PathBuf;
 
@@ -133,7 +135,8 @@ pub async fn set_password(
     user: &str,
     password: &SecretString,
 ) -> Result<(), Error> {
-    let verifier = scram::verifier(password.expose_secret());
+    let password = password.clone();
+    let verifier = crate::blocking::run(move || scram::verifier(password.expose_secret())).await;
     set_verifier(client, user, &verifier).await
 }
 
@@ -169,11 +172,15 @@ pub async fn rotate(
         let name = user.name.as_str();
         let rotated = match &user.password {
             PasswordSource::Generated { path } => {
-                let password = PasswordSource::generate();
-                // Computed before the file changes, so the server hears of
-                // the new password right after it is saved.
-                let verifier = scram::verifier(password.expose_secret());
-                user.password.store_generated(&password)?;
+                let source = user.password.clone();
+                let verifier = crate::blocking::run(move || {
+                    let password = PasswordSource::generate();
+                    // Computed before the file changes, so the server hears
+                    // of the new password right after it is saved.
+                    let verifier = scram::verifier(password.expose_secret());
+                    source.store_generated(&password).map(|()| verifier)
+                })
+                .await?;
                 set_verifier(client, name, &verifier).await.map_err(|e| {
                     RotateError::SavedNotSet {
                         tenant: tenant.name.to_string(),
@@ -185,19 +192,23 @@ pub async fn rotate(
                 Rotated::Generated { path: path.clone() }
             }
             PasswordSource::Env { var } => {
-                let password = load(user)?;
-                set_password(client, name, &password).await?;
+                set_verifier(client, name, &reread(user).await?).await?;
                 Rotated::Env { var: var.clone() }
             }
             PasswordSource::File { path } => {
-                let password = load(user)?;
-                set_password(client, name, &password).await?;
+                set_verifier(client, name, &reread(user).await?).await?;
                 Rotated::File { path: path.clone() }
             }
         };
         done(user, &rotated);
     }
     Ok(())
+}
+
+/// A fresh verifier of an env or file password, read now.
+async fn reread(user: &User) -> Result<String, ManifestError> {
+    let user = user.clone();
+    crate::blocking::run(move || load(&user).map(|pw| scram::verifier(pw.expose_secret()))).await
 }
 
 /// An env or file password, which must be readable now.

@@ -35,12 +35,15 @@ pub fn wanted_names(inventory: &Inventory) -> Vec<String> {
 
 /// Connects and plans. With `lock`, the fleet's apply lock is taken first
 /// (waiting up to the given time), so the plan is what apply will run.
+/// Reading files and planning (PBKDF2 over every stored verifier) run on
+/// the blocking pool ([`crate::blocking`]).
 pub async fn open(
     inventory: &Inventory,
     jobs: usize,
     lock: Option<Duration>,
 ) -> Result<Session, Error> {
-    let migrations = Migrations::load(&inventory.paths.schema)?;
+    let schema = inventory.paths.schema.clone();
+    let migrations = crate::blocking::run(move || Migrations::load(&schema)).await?;
     let mut admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
     if lock.is_some() {
         admin.set_application_name(&format!("tenantry apply {}", inventory.fleet));
@@ -50,7 +53,7 @@ pub async fn open(
         crate::lock::acquire(&client, &inventory.fleet, timeout).await?;
         crate::lock::await_orphans(&client, admin.application_name(), timeout).await?;
     }
-    let desired = Desired::from_inventory(inventory, migrations.latest(), |u| u.load_password())?;
+    let desired = desired(inventory, migrations.latest()).await?;
     let observed = crate::introspect::observe(
         &admin,
         &client,
@@ -59,7 +62,11 @@ pub async fn open(
         jobs,
     )
     .await?;
-    let plan = tenantry_plan::plan(&desired, &observed);
+    let (desired, observed, plan) = crate::blocking::run(move || {
+        let plan = tenantry_plan::plan(&desired, &observed);
+        (desired, observed, plan)
+    })
+    .await;
     Ok(Session {
         admin,
         client,
@@ -68,4 +75,17 @@ pub async fn open(
         observed,
         plan,
     })
+}
+
+/// The desired state, password files read on the blocking pool.
+pub(crate) async fn desired(
+    inventory: &Inventory,
+    schema_version: Option<i64>,
+) -> Result<Desired, Error> {
+    let inventory = inventory.clone();
+    crate::blocking::run(move || {
+        Desired::from_inventory(&inventory, schema_version, |u| u.load_password())
+    })
+    .await
+    .map_err(Error::from)
 }

@@ -526,7 +526,9 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
 
 /// The users whose stored verifier matches their source password. PBKDF2 is
 /// slow on purpose (4096 rounds a check), so a fleet's worth is checked on
-/// every core at once.
+/// every core at once. The rounds come from the stored verifier, which a
+/// tenant user can set: [`scram::verify`] computes at most
+/// [`scram::VERIFIABLE_ITERATIONS`] of them and calls anything else drift.
 fn matching_passwords<'a>(desired: &'a Desired, o: &Observed) -> BTreeSet<&'a str> {
     if !o.can_read_passwords {
         return BTreeSet::new();

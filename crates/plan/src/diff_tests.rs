@@ -666,6 +666,23 @@ fn missing_or_non_scram_verifier_resets_the_password() {
 }
 
 #[test]
+fn a_verifier_with_too_many_iterations_is_drift_even_for_the_right_password() {
+    // A tenant user may store its own verifier: one of the right password,
+    // but with more rounds than plan will compute, is reset like a wrong one.
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    let rounds = *scram::VERIFIABLE_ITERATIONS.end() + 1;
+    let heavy = scram::verifier_with(&password_of("shop_bob"), b"0123456789abcdef", rounds);
+    role_mut(&mut o, "shop_bob").password = Some(heavy);
+    let plan = plan(&want, &o);
+    assert!(
+        matches!(only_change(&plan, "shop"), Change::UpdateUser { user, set_password: true, diffs, .. }
+            if user == "shop_bob" && diffs == &[d("password", "(hidden)", "(changed)")]),
+        "{plan:#?}"
+    );
+}
+
+#[test]
 fn unreadable_verifiers_never_reset_passwords() {
     let want = desired(vec![tenant("shop")]);
     let mut o = converged_observed(&want);

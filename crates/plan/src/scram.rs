@@ -5,6 +5,12 @@
 //! format Postgres stores in `pg_authid.rolpassword`). To detect password drift
 //! without re-setting every password on every run, [`verify`] recomputes a stored
 //! verifier from a candidate password with the stored salt and iteration count.
+//!
+//! The stored verifier is not trusted: any login role may replace its own with
+//! `ALTER ROLE .. PASSWORD 'SCRAM-SHA-256$<huge>:...'`, and every superuser
+//! `plan` would then spend that many PBKDF2 rounds. Only iteration counts in
+//! [`VERIFIABLE_ITERATIONS`] are computed; anything else does not match (the
+//! plan shows password drift and apply sets a fresh verifier).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -14,6 +20,13 @@ use sha2::{Digest, Sha256};
 
 /// Iterations Postgres itself uses by default (`scram_iterations`).
 pub const DEFAULT_ITERATIONS: u32 = 4096;
+
+/// The iteration counts [`verify`] will compute: from Postgres' default up to
+/// about 25 times it, so one check costs at most ~25 default checks. A
+/// verifier outside this range (fewer rounds are weaker than the ones
+/// tenantry writes; more are a denial of service on `plan`) is drift, fixed
+/// by apply with a fresh [`DEFAULT_ITERATIONS`] verifier of the same password.
+pub const VERIFIABLE_ITERATIONS: std::ops::RangeInclusive<u32> = DEFAULT_ITERATIONS..=100_000;
 
 /// A fresh verifier for `password` with a random 16-byte salt.
 pub fn verifier(password: &str) -> String {
@@ -35,7 +48,8 @@ pub fn verifier_with(password: &str, salt: &[u8], iterations: u32) -> String {
 
 /// Whether `stored` (a `rolpassword` value) is a SCRAM verifier of `password`.
 /// Anything that is not a well-formed SCRAM-SHA-256 verifier (an md5 hash, a
-/// clear-text password, garbage) does not match.
+/// clear-text password, garbage) or whose iteration count is outside
+/// [`VERIFIABLE_ITERATIONS`] does not match, and costs no PBKDF2 round.
 pub fn verify(password: &str, stored: &str) -> bool {
     let Some(parts) = parse(stored) else {
         return false;
@@ -58,7 +72,10 @@ fn parse(stored: &str) -> Option<Parts> {
     let (params, keys) = rest.split_once('$')?;
     let (iterations, salt) = params.split_once(':')?;
     let (stored_key, server_key) = keys.split_once(':')?;
-    let iterations: u32 = iterations.parse().ok().filter(|&i| i > 0)?;
+    let iterations: u32 = iterations
+        .parse()
+        .ok()
+        .filter(|i| VERIFIABLE_ITERATIONS.contains(i))?;
     Some(Parts {
         iterations,
         salt: B64.decode(salt).ok()?,
@@ -119,6 +136,41 @@ mod tests {
         let v = verifier_with("pw", b"0123456789abcdef", 10_000);
         assert!(v.starts_with("SCRAM-SHA-256$10000:"));
         assert!(verify("pw", &v));
+    }
+
+    #[test]
+    fn iteration_counts_outside_the_verifiable_range_never_match() {
+        // Well-formed verifiers of the right password: only the count is wrong.
+        let salt = b"0123456789abcdef";
+        for iterations in [*VERIFIABLE_ITERATIONS.start(), *VERIFIABLE_ITERATIONS.end()] {
+            assert!(verify("pw", &verifier_with("pw", salt, iterations)));
+        }
+        for iterations in [
+            1,
+            *VERIFIABLE_ITERATIONS.start() - 1,
+            *VERIFIABLE_ITERATIONS.end() + 1,
+        ] {
+            let v = verifier_with("pw", salt, iterations);
+            assert!(!verify("pw", &v), "{iterations} rounds verified");
+        }
+    }
+
+    #[test]
+    fn a_hostile_iteration_count_is_refused_without_computing() {
+        // u32::MAX rounds take hours: a verify that computes them misses the deadline.
+        let hostile = format!(
+            "SCRAM-SHA-256${}:{}${}:{}",
+            u32::MAX,
+            B64.encode(b"0123456789abcdef"),
+            B64.encode([0u8; 32]),
+            B64.encode([0u8; 32])
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(verify("pw", &hostile)));
+        let matched = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("verify returned at once instead of computing u32::MAX rounds");
+        assert!(!matched);
     }
 
     #[test]
