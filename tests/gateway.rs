@@ -539,10 +539,7 @@ fn tls_to_postgres_for_the_gateway_and_the_provisioner() {
             ),
         )
         .unwrap();
-    let schema = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/V1__init.sql"),
-    )
-    .unwrap();
+    let schema = std::fs::read_to_string(common::fixture_schema().join("V1__store.sql")).unwrap();
     let token = tenantry_gateway::tokens::generate();
     let hash = tenantry_gateway::tokens::hash(secrecy::ExposeSecret::expose_secret(&token));
     cluster
@@ -592,7 +589,7 @@ fn tls_to_postgres_for_the_gateway_and_the_provisioner() {
         &inv,
         format!(
             "fleet = \"tls\"\n[paths]\nschema = \"{}\"\n[plans.p]\nconnection_limit = 2\nstatement_timeout = \"1s\"\npool_size = 1\nrequests_per_second = 1\n[tenants.tls_cafe]\nplan = \"p\"\nadmins = [{{ username = \"tls_cafe_a\" }}]\n",
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").display()
+            common::fixture_schema().display()
         ),
     )
     .unwrap();

@@ -272,36 +272,3 @@ async fn a_second_apply_waits_for_the_lock_or_fails_fast() {
     f.tenantry(&["apply", "--auto-approve", "--lock-timeout", "10s"])
         .ok();
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_apply_killed_midway_converges_when_run_again() {
-    let f = Fleet::new(Admin::CreateRole);
-    let mut tenants = String::new();
-    // Each round adds tenants, kills the apply partway through, and expects
-    // the very next apply to succeed and converge (it waits for statements
-    // the dead apply left running, such as CREATE DATABASE).
-    for (round, delay_ms) in [150u64, 400, 250].into_iter().enumerate() {
-        for i in round * 4..round * 4 + 4 {
-            tenants.push_str(&format!(
-                "[tenants.{{p}}_k{i}]\nplan = \"starter\"\nsubdomain = \"{{p}}-k{i}\"\nadmins = [{{ username = \"{{p}}_k{i}_a\" }}]\n\n"
-            ));
-        }
-        f.write(&tenants);
-        let mut child = f
-            .command(&["apply", "--auto-approve", "--jobs", "2"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
-        f.apply().ok();
-        f.assert_converged();
-    }
-    for i in 0..12 {
-        let a = f
-            .connect_as(&format!("{{p}}_k{i}_a"), &format!("{{p}}_k{i}"))
-            .await
-            .unwrap();
-        assert_eq!(try_sql(&a, "SELECT count(*) FROM widgets").await, "ok");
-    }
-}

@@ -1140,8 +1140,12 @@ mod tests {
         }
 
         fn schema() -> String {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/V1__init.sql");
-            std::fs::read_to_string(path).expect("read schema/V1__init.sql")
+            // The tests' own copy, never the repository's schema/ (users edit it).
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/fixtures/schema/V1__store.sql"
+            );
+            std::fs::read_to_string(path).expect("read tests/fixtures/schema/V1__store.sql")
         }
 
         fn fresh_db(test: &str) -> Db {
