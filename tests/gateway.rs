@@ -209,8 +209,9 @@ fn suspension_and_reload_while_serving() {
     ));
     wait_for(&cafe, &cafe_admin, 403);
     // An invalid file keeps the running configuration.
+    let refused = g.logged("invalid configuration; keeping the running one");
     std::fs::write(f.config(), "this is not toml [").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    g.wait_for_log("invalid configuration; keeping the running one", refused);
     assert_eq!(
         http(&g.api, "GET", &shop, "/api/widgets", Some(&shop_cust), None).0,
         200
