@@ -46,6 +46,20 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
     }
 }
 
+/// A fleet with one applied tenant (`{p}_shop`; with its own schema
+/// directory when `own_schema`, for tests that add migrations) and a token
+/// of `role`.
+fn shop(role: &str, own_schema: bool) -> (Fleet, String) {
+    let f = Fleet::new(Admin::Superuser);
+    if own_schema {
+        f.own_schema();
+    }
+    f.write(&one_shop());
+    f.apply().ok();
+    let token = token(&f, "{p}_shop", role);
+    (f, token)
+}
+
 fn one_shop() -> String {
     common::TWO_TENANTS
         .split("[tenants.{p}_cafe]")
@@ -59,11 +73,7 @@ fn one_shop() -> String {
 /// orders' inventory arithmetic stays exact.
 #[test]
 fn a_migration_that_changes_column_types_under_traffic_gives_no_500() {
-    let f = Fleet::new(Admin::Superuser);
-    f.own_schema();
-    f.write(&one_shop());
-    f.apply().ok();
-    let dev = token(&f, "{p}_shop", "developer");
+    let (f, dev) = shop("developer", true);
     let g = Gateway::start(&f, &[], &[]);
     let host = f.name("{p}-shop.localhost");
     let post = |path: &str, body: &str| http(&g.api, "POST", &host, path, Some(&dev), Some(body));
@@ -158,10 +168,7 @@ fn a_migration_that_changes_column_types_under_traffic_gives_no_500() {
 /// address never spends the tenant's budget: its admin keeps working.
 #[test]
 fn strangers_cannot_rate_limit_a_tenants_users_out() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let admin = token(&f, "{p}_shop", "admin");
+    let (f, admin) = shop("admin", false);
     let g = Gateway::start(&f, &["--unauthenticated-rps", "5"], &[]);
     let host = f.name("{p}-shop.localhost");
     // The admin's token is checked once (and cached).
@@ -232,10 +239,7 @@ fn strangers_cannot_rate_limit_a_tenants_users_out() {
 /// request are closed; a full gateway closes idle ones to make room.
 #[test]
 fn silent_slow_and_idle_clients_are_closed() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let cust = token(&f, "{p}_shop", "customer");
+    let (f, cust) = shop("customer", false);
     let g = Gateway::start(
         &f,
         &["--header-timeout", "1s", "--keepalive-timeout", "2s"],
@@ -296,10 +300,7 @@ fn silent_slow_and_idle_clients_are_closed() {
 
 #[test]
 fn at_the_client_cap_idle_connections_make_room() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let cust = token(&f, "{p}_shop", "customer");
+    let (f, cust) = shop("customer", false);
     let g = Gateway::start(
         &f,
         &[
@@ -357,10 +358,7 @@ fn at_the_client_cap_idle_connections_make_room() {
 /// request in flight is answered before it.
 #[test]
 fn shutdown_is_seen_first_drains_requests_in_flight_and_drops_half_read_ones() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let cust = token(&f, "{p}_shop", "customer");
+    let (f, cust) = shop("customer", false);
     let host = f.name("{p}-shop.localhost");
 
     // 1. The delay: readyz 503, API still serving.
@@ -439,10 +437,7 @@ fn shutdown_is_seen_first_drains_requests_in_flight_and_drops_half_read_ones() {
 /// editor truncating, then writing), and says so in the log.
 #[test]
 fn reload_refuses_empty_files_and_losing_every_tenant() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let cust = token(&f, "{p}_shop", "customer");
+    let (f, cust) = shop("customer", false);
     let g = Gateway::start(&f, &[], &[]);
     let host = f.name("{p}-shop.localhost");
     assert_eq!(
@@ -488,10 +483,7 @@ fn reload_refuses_empty_files_and_losing_every_tenant() {
 /// the Bearer scheme is case-insensitive; 503s name no database.
 #[test]
 fn ambiguous_requests_are_refused_and_errors_reveal_nothing() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let dev = token(&f, "{p}_shop", "developer");
+    let (f, dev) = shop("developer", false);
     let g = Gateway::start(&f, &[], &[]);
     let host = f.name("{p}-shop.localhost");
     let request = |head: &str, body: &str| {
@@ -570,10 +562,7 @@ fn ambiguous_requests_are_refused_and_errors_reveal_nothing() {
 /// their hashes, not the users' passwords, not the SQL parameters.
 #[test]
 fn the_log_at_trace_holds_no_secret() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let dev = token(&f, "{p}_shop", "developer");
+    let (f, dev) = shop("developer", false);
     let g = Gateway::start(&f, &[], &[("TENANTRY_LOG", "trace")]);
     let host = f.name("{p}-shop.localhost");
     let (s, b) = http(
@@ -735,10 +724,7 @@ fn reloads_keep_the_server_up_started() {
 /// spinning) and serves again once descriptors are free.
 #[test]
 fn running_out_of_file_descriptors_backs_off_and_recovers() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let cust = token(&f, "{p}_shop", "customer");
+    let (f, cust) = shop("customer", false);
     let g = Gateway::start(&f, &["--header-timeout", "120s"], &[]);
     let host = f.name("{p}-shop.localhost");
     assert_eq!(
@@ -806,10 +792,7 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
 /// takes effect.
 #[test]
 fn a_missing_secret_blocks_only_its_own_tenant() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&one_shop());
-    f.apply().ok();
-    let cust = token(&f, "{p}_shop", "customer");
+    let (f, cust) = shop("customer", false);
     let g = Gateway::start(&f, &[], &[]);
     let shop = f.name("{p}-shop.localhost");
     let cafe = f.name("{p}-cafe.localhost");

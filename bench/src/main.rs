@@ -136,11 +136,11 @@ fn tenantry_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// The benchmarks' own schema (`bench/fixtures/schema`, a copy of the
-/// shipped store schema): users edit the repository's `schema/`, and that
-/// must not change the numbers.
+/// The fixture schema the tests use too (`tests/fixtures/schema`, a copy of
+/// the shipped store schema): users edit the repository's `schema/`, and
+/// that must not change the numbers.
 fn schema_dir() -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/schema");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/schema");
     dir.canonicalize()
         .with_context(|| format!("cannot find the schema directory {}", dir.display()))
 }

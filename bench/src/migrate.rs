@@ -4,7 +4,7 @@
 //! cluster.
 //!
 //! 1. setup (untimed, but reported): a temp schema directory holding a copy
-//!    of the bench's V1 (`bench/fixtures/schema`); for each size, two fleets of that many
+//!    of the bench's V1 (`tests/fixtures/schema`); for each size, two fleets of that many
 //!    tenants (one admin user each) applied by `tenantry apply`, so both
 //!    start identical at V1: one for tenantry, one for the baseline;
 //! 2. V2 (a table, an index and a column) is added to the schema directory;

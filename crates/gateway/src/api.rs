@@ -1227,6 +1227,27 @@ mod tests {
                 }
             }
 
+            /// A widget "Bolt" (250 cents, 10 in stock) and a customer "Ada".
+            async fn bolt_and_ada(&self) -> (Value, Value) {
+                let w = self
+                    .ok(
+                        Method::POST,
+                        "/api/widgets",
+                        json!({"name": "Bolt", "price": 250, "inventory_level": 10}),
+                        201,
+                    )
+                    .await;
+                let c = self
+                    .ok(
+                        Method::POST,
+                        "/api/customers",
+                        json!({"first_name": "Ada", "last_name": "L", "email": "ada@example.com"}),
+                        201,
+                    )
+                    .await;
+                (w, c)
+            }
+
             async fn scalar(&self, sql: &str) -> i64 {
                 let client = self.pool.get().await.unwrap();
                 client.query_one(sql, &[]).await.unwrap().get(0)
@@ -1241,22 +1262,7 @@ mod tests {
         #[tokio::test]
         async fn a_migration_under_cached_statements_is_retried_not_500() {
             let db = fresh_db("stale");
-            let w = db
-                .ok(
-                    Method::POST,
-                    "/api/widgets",
-                    json!({"name": "Bolt", "price": 250, "inventory_level": 10}),
-                    201,
-                )
-                .await;
-            let c = db
-                .ok(
-                    Method::POST,
-                    "/api/customers",
-                    json!({"first_name": "Ada", "last_name": "L", "email": "ada@example.com"}),
-                    201,
-                )
-                .await;
+            let (w, c) = db.bolt_and_ada().await;
             let (wid, cid) = (w["id"].as_i64().unwrap(), c["id"].as_i64().unwrap());
             let order = json!({"customer_id": cid, "widget_id": wid, "quantity": 2});
             // Every statement below is now prepared and cached.
@@ -1315,24 +1321,9 @@ mod tests {
         #[tokio::test]
         async fn orders_take_inventory_in_one_transaction() {
             let db = fresh_db("orders");
-            let w = db
-                .ok(
-                    Method::POST,
-                    "/api/widgets",
-                    json!({"name": "Bolt", "price": 250, "inventory_level": 10}),
-                    201,
-                )
-                .await;
+            let (w, c) = db.bolt_and_ada().await;
             assert_eq!(w["description"], "");
             assert!(w["created_at"].as_str().unwrap().ends_with('Z'));
-            let c = db
-                .ok(
-                    Method::POST,
-                    "/api/customers",
-                    json!({"first_name": "Ada", "last_name": "L", "email": "ada@example.com"}),
-                    201,
-                )
-                .await;
             let (wid, cid) = (w["id"].as_i64().unwrap(), c["id"].as_i64().unwrap());
 
             let o = db

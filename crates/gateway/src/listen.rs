@@ -18,7 +18,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -309,6 +309,42 @@ impl Backoff {
     }
 }
 
+/// Which of the gateway's handlers a connection's requests go to.
+#[derive(Clone, Copy)]
+enum Handler {
+    Api(IpAddr),
+    Admin,
+}
+
+/// The hyper service of one connection: `handler`, each request marked in
+/// flight on `tracker` until answered.
+fn service(
+    gateway: Arc<Gateway>,
+    tracker: Tracker,
+    handler: Handler,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<http_body_util::Full<bytes::Bytes>>,
+    Error = Infallible,
+    Future = impl Future<
+        Output = Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, Infallible>,
+    > + Send,
+> + Send
+       + 'static {
+    hyper::service::service_fn(move |req| {
+        let gw = gateway.clone();
+        let busy = tracker.start();
+        async move {
+            let response = match handler {
+                Handler::Api(peer) => gw.handle(req, peer).await,
+                Handler::Admin => gw.handle_admin(req).await,
+            };
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
 async fn api_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -318,17 +354,11 @@ async fn api_connection(
 ) {
     let _permit = permit;
     let tracker = Tracker::new();
-    let gw = shared.gateway.clone();
-    let t = tracker.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        let gw = gw.clone();
-        let busy = t.start();
-        async move {
-            let response = gw.handle(req, peer.ip()).await;
-            drop(busy);
-            Ok::<_, Infallible>(response)
-        }
-    });
+    let svc = service(
+        shared.gateway.clone(),
+        tracker.clone(),
+        Handler::Api(peer.ip()),
+    );
     match tls {
         Some(acceptor) => {
             let handshake =
@@ -345,17 +375,7 @@ async fn api_connection(
 
 async fn admin_connection(stream: TcpStream, shared: Shared) {
     let tracker = Tracker::new();
-    let gw = shared.gateway.clone();
-    let t = tracker.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        let gw = gw.clone();
-        let busy = t.start();
-        async move {
-            let response = gw.handle_admin(req).await;
-            drop(busy);
-            Ok::<_, Infallible>(response)
-        }
-    });
+    let svc = service(shared.gateway.clone(), tracker.clone(), Handler::Admin);
     drive(Watched::new(stream, tracker.clone()), svc, tracker, &shared).await;
 }
 
