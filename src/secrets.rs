@@ -65,8 +65,13 @@ mod tests {
     /// password file that lies in the secrets directory.
     fn inventory() -> (tempfile::TempDir, Inventory) {
         let dir = tempfile::tempdir().unwrap();
+        let private =
+            |mode| <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode);
         std::fs::create_dir(dir.path().join("s")).unwrap();
+        std::fs::set_permissions(dir.path().join("s"), private(0o700)).unwrap();
         std::fs::write(dir.path().join("s/old_d"), "pw\n").unwrap();
+        // Password files must be private (the manifest refuses others).
+        std::fs::set_permissions(dir.path().join("s/old_d"), private(0o600)).unwrap();
         let src = r#"
 [paths]
 secrets = "s"
