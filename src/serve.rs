@@ -102,11 +102,10 @@ pub async fn serve(
     } else {
         "http"
     };
-    outln!(
-        "Gateway serving {mode} on {scheme}://{} (admin: http://{}); Ctrl-C or SIGTERM stops it.",
-        listeners.0.local_addr()?,
-        listeners.1.local_addr()?
-    );
+    // Signal handlers and the reloader are in place before the line that
+    // says the gateway serves: a SIGTERM or SIGHUP sent right after it must
+    // not meet the default action (the end of the process).
+    let shutdown = shutdown_signal()?;
     let reloader = file.map(|path| {
         let admin_url = common.admin_url.clone().map(SecretString::from);
         reload::spawn_reloader(
@@ -116,7 +115,12 @@ pub async fn serve(
             flags.reload_interval,
         )
     });
-    listen::serve(gateway, listeners, &listen, shutdown_signal()).await?;
+    outln!(
+        "Gateway serving {mode} on {scheme}://{} (admin: http://{}); Ctrl-C or SIGTERM stops it.",
+        listeners.0.local_addr()?,
+        listeners.1.local_addr()?
+    );
+    listen::serve(gateway, listeners, &listen, shutdown).await?;
     if let Some(r) = reloader {
         r.abort();
     }
@@ -124,14 +128,19 @@ pub async fn serve(
     Ok(0)
 }
 
-/// SIGTERM (an orchestrator: let the load balancer see /readyz fail first)
-/// or Ctrl-C (a person: stop now).
-async fn shutdown_signal() -> Shutdown {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => Shutdown::Now,
-        Some(()) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => Shutdown::Graceful,
-    }
+/// Resolves on SIGTERM (an orchestrator: let the load balancer see /readyz
+/// fail first) or Ctrl-C (a person: stop now). The handlers are installed
+/// when this is called, not when the future is first polled.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = Shutdown>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => Shutdown::Now,
+            _ = term.recv() => Shutdown::Graceful,
+        }
+    })
 }
 
 /// A connection to the tenant's database acting as its owner, with the token

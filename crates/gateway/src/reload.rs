@@ -80,6 +80,9 @@ pub fn spawn_reloader(
     load: Arc<Loader>,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
+    // Installed now, before the caller says it serves: a SIGHUP must never
+    // meet the default action (the end of the process).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     tokio::spawn(async move {
         let snapshot = gateway.snapshot();
         let mut watched = Watched {
@@ -90,7 +93,6 @@ pub fn spawn_reloader(
         drop(snapshot);
         let mut loaded_at = watched.look().await.fingerprint;
         let mut seen = loaded_at.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             let forced = tokio::select! {
                 _ = tokio::time::sleep(interval) => false,

@@ -26,7 +26,10 @@ fn fleet(cluster: &Cluster, dir: &std::path::Path, users: usize) -> tenantry_man
     let mut sql = String::new();
     for i in 0..users {
         let user = format!("{fleet}_u{i}");
-        std::fs::write(dir.join(format!("{user}.pw")), "a-password\n").unwrap();
+        let pw = dir.join(format!("{user}.pw"));
+        std::fs::write(&pw, "a-password\n").unwrap();
+        // Password files must be private (the manifest refuses others).
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         toml.push_str(&format!(
             "{{ username = \"{user}\", password_file = \"{user}.pw\" }}, "
         ));
