@@ -296,6 +296,31 @@ impl User {
     }
 }
 
+/// Largest tenants.toml read (10,000 tenants take about 2 MB).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// The text of tenants.toml: a regular file (after links) of at most
+/// [`MAX_MANIFEST_BYTES`], so `--config /dev/zero` or a FIFO is an error,
+/// not a hang.
+fn read_manifest(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(invalid(format!(
+            "larger than {} MiB",
+            MAX_MANIFEST_BYTES >> 20
+        )));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,29 +372,4 @@ mod tests {
             assert_eq!(t.statement_timeout_pg(), text);
         }
     }
-}
-
-/// Largest tenants.toml read (10,000 tenants take about 2 MB).
-pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
-
-/// The text of tenants.toml: a regular file (after links) of at most
-/// [`MAX_MANIFEST_BYTES`], so `--config /dev/zero` or a FIFO is an error,
-/// not a hang.
-fn read_manifest(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
-    if !std::fs::metadata(path)?.is_file() {
-        return Err(invalid("not a regular file".into()));
-    }
-    let file = std::fs::File::open(path)?;
-    let mut text = String::new();
-    file.take(MAX_MANIFEST_BYTES + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(invalid(format!(
-            "larger than {} MiB",
-            MAX_MANIFEST_BYTES >> 20
-        )));
-    }
-    Ok(text)
 }
