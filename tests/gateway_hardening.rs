@@ -528,6 +528,19 @@ fn ambiguous_requests_are_refused_and_errors_reveal_nothing() {
     assert_eq!(s, 400, "two Host headers: {b}");
     let (s, b) = request(&format!("Host: {host}\r\n{auth}{auth}{json}"), widget);
     assert_eq!(s, 400, "two Authorization headers: {b}");
+    let (s, b) = request(
+        &format!("Host: {host}\r\n{auth}Content-Type: application/json; charset=latin1\r\n"),
+        widget,
+    );
+    assert_eq!(s, 415, "a charset other than UTF-8: {b}");
+    let (s, b) = raw(
+        &g.api,
+        &format!(
+            "GET http://{}/api/widgets HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n",
+            f.name("{p}-cafe.localhost")
+        ),
+    );
+    assert_eq!(s, 400, "Host and the URI's authority differ: {b}");
     let (_, all) = http(&g.api, "GET", &host, "/api/widgets", Some(&dev), None);
     assert_eq!(
         all.matches("\"name\":\"w\"").count(),
@@ -828,4 +841,61 @@ fn a_missing_secret_blocks_only_its_own_tenant() {
         "the log says which variable: {}",
         g.log()
     );
+}
+
+/// A flood without tokens from the address users share (a NAT, a load
+/// balancer) delays none of their new tokens: only bad tokens can.
+#[test]
+fn a_flood_without_tokens_does_not_delay_new_tokens() {
+    let (f, _) = shop("admin", false);
+    let fresh: Vec<String> = (0..5).map(|_| token(&f, "{p}_shop", "customer")).collect();
+    let g = Gateway::start(&f, &["--unauthenticated-rps", "5"], &[]);
+    let host = f.name("{p}-shop.localhost");
+    let stop = Arc::new(AtomicBool::new(false));
+    let limited = Arc::new(AtomicUsize::new(0));
+    let flood = {
+        let (stop, limited, api, host) =
+            (stop.clone(), limited.clone(), g.api.clone(), host.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if http(&api, "GET", &host, "/api/widgets", None, None).0 == 429 {
+                    limited.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    for i in 0.. {
+        if limited.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        assert!(i < 1200, "the flood was never limited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for t in &fresh {
+        let (s, b) = http(&g.api, "GET", &host, "/api/widgets", Some(t), None);
+        assert_eq!(s, 200, "a new token was refused during the flood: {b}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    flood.join().unwrap();
+}
+
+/// Bytes that could begin an HTTP/2 preface buy no more time than any
+/// other half request: the header time, not the keep-alive time.
+#[test]
+fn a_partial_http2_preface_gets_the_header_time_only() {
+    let (f, _) = shop("customer", false);
+    let g = Gateway::start(
+        &f,
+        &["--header-timeout", "1s", "--keepalive-timeout", "600s"],
+        &[],
+    );
+    for start in [&b"P"[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut s = TcpStream::connect(&g.api).unwrap();
+        s.write_all(start).unwrap();
+        assert!(
+            closed_by_server(&mut s),
+            "{:?} kept its connection",
+            String::from_utf8_lossy(start)
+        );
+    }
 }

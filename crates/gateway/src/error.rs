@@ -135,12 +135,21 @@ impl ApiError {
         ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", message)
     }
 
+    /// 413 `too_large`: a body over `max` bytes.
+    pub fn too_large(max: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {max} bytes"),
+        )
+    }
+
     /// 415 `unsupported_media_type`: a body that is not declared JSON.
     pub fn unsupported_media_type() -> ApiError {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "the body must be JSON, sent with Content-Type: application/json",
+            "the body must be JSON in UTF-8, not encoded, sent with Content-Type: application/json",
         )
     }
 
@@ -389,6 +398,7 @@ mod tests {
                 "unsupported_media_type",
             ),
             (ApiError::timeout("x"), 408, "timeout"),
+            (ApiError::too_large(1), 413, "too_large"),
             (
                 ApiError::rate_limited_unauthenticated(1),
                 429,

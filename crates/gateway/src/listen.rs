@@ -7,7 +7,8 @@
 //! writes the socket has not taken) and closes it when:
 //! - a request line and headers take longer than `header_timeout` (also the
 //!   limit for a TLS handshake, and for a new connection's first byte);
-//! - it sits idle between requests longer than `idle_timeout` (keep-alive);
+//! - it sits idle between requests longer than `idle_timeout` (keep-alive),
+//!   or its client stops reading an answer for that long;
 //! - the client cap is reached and a new client waits (idle ones go first);
 //! - the gateway shuts down: idle and half-read connections at once, the
 //!   others once their requests in flight are answered.
@@ -409,12 +410,16 @@ where
             conn.as_mut().graceful_shutdown();
             asked_to_finish = true;
         }
-        let close_at = tracker.close_at(shared.header_timeout, shared.idle_timeout);
-        if draining && close_at.is_some() && !tracker.is_h2() {
+        let closable = tracker.closable_at();
+        if draining && closable.is_some_and(|at| at <= Instant::now()) {
             return;
         }
+        let mut wake = tracker.close_at(shared.header_timeout, shared.idle_timeout);
+        if draining {
+            wake = wake.into_iter().chain(closable).min();
+        }
         let sleep = async {
-            match close_at {
+            match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             }
@@ -434,7 +439,7 @@ where
             () = tracker.changed() => {}
             Ok(()) = phase.changed() => draining = *phase.borrow() == Phase::Draining,
             Ok(()) = pressure.changed() => {
-                if tracker.close_at(shared.header_timeout, shared.idle_timeout).is_some() && !tracker.is_h2() {
+                if tracker.closable_at().is_some_and(|at| at <= Instant::now()) {
                     tracing::debug!("closing an idle connection to make room for a new client");
                     return;
                 }
@@ -455,22 +460,30 @@ struct TrackerInner {
 struct State {
     /// Requests handed to the service and not answered yet.
     in_flight: usize,
-    /// The socket did not take a write: a response is still going out.
-    write_blocked: bool,
+    /// Since when the socket has taken no write: a response is still going
+    /// out to a client that does not read it.
+    write_blocked_since: Option<Instant>,
     /// When the first byte of a request not yet handed over arrived.
     request_since: Option<Instant>,
     /// When the connection was accepted or last finished a request.
     idle_since: Instant,
     /// Requests answered so far.
     answered: u64,
-    /// The client speaks HTTP/2 (its first bytes were the preface). Its
-    /// responses are written by another task than the one answering, so it
-    /// is never closed the moment it looks idle; hyper's graceful shutdown
-    /// (GOAWAY) ends it once its streams are done.
+    /// The client speaks HTTP/2: its first bytes were the whole preface.
+    /// Its responses are written by the connection's task after the
+    /// answering task is done, so an idle one is closed only
+    /// [`H2_FLUSH_GRACE`] after its last answer.
     h2: bool,
-    /// Bytes read so far, up to the length of the HTTP/2 preface.
-    first_bytes: usize,
+    /// Bytes of the HTTP/2 preface seen so far; None once they differed.
+    preface: Option<usize>,
 }
+
+/// The HTTP/2 connection preface (RFC 9113, 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long an idle HTTP/2 connection is left to write its last answers
+/// before a shutdown or the client cap closes it.
+const H2_FLUSH_GRACE: Duration = Duration::from_secs(1);
 
 /// Marks a request in flight until dropped.
 struct Busy(Tracker);
@@ -493,12 +506,12 @@ impl Tracker {
         Tracker(Arc::new(TrackerInner {
             state: Mutex::new(State {
                 in_flight: 0,
-                write_blocked: false,
+                write_blocked_since: None,
                 request_since: None,
                 idle_since: Instant::now(),
                 answered: 0,
                 h2: false,
-                first_bytes: 0,
+                preface: Some(0),
             }),
             changed: Notify::new(),
         }))
@@ -522,13 +535,14 @@ impl Tracker {
     }
 
     fn read(&self, bytes: &[u8]) {
-        const PREFACE: &[u8] = b"PRI * HTTP/2.0";
         self.update(|s| {
-            if s.first_bytes < PREFACE.len() {
-                let n = bytes.len().min(PREFACE.len() - s.first_bytes);
-                let expected = &PREFACE[s.first_bytes..s.first_bytes + n];
-                s.h2 = bytes[..n] == *expected && (s.first_bytes == 0 || s.h2);
-                s.first_bytes += n;
+            if let Some(seen) = s.preface {
+                let n = bytes.len().min(H2_PREFACE.len() - seen);
+                s.preface = (bytes[..n] == H2_PREFACE[seen..seen + n]).then_some(seen + n);
+                if s.preface == Some(H2_PREFACE.len()) {
+                    s.h2 = true;
+                    s.preface = None;
+                }
             }
             let first = s.in_flight == 0 && s.request_since.is_none();
             if first {
@@ -539,9 +553,18 @@ impl Tracker {
     }
 
     fn write_blocked(&self, blocked: bool) {
-        self.update(|s| std::mem::replace(&mut s.write_blocked, blocked) != blocked);
+        self.update(|s| {
+            let was = s.write_blocked_since.is_some();
+            if blocked && !was {
+                s.write_blocked_since = Some(Instant::now());
+            } else if !blocked {
+                s.write_blocked_since = None;
+            }
+            was != blocked
+        });
     }
 
+    #[cfg(test)]
     fn is_h2(&self) -> bool {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner()).h2
     }
@@ -550,22 +573,39 @@ impl Tracker {
         self.0.changed.notified().await;
     }
 
-    /// None while the connection is busy (a request in flight, a response
-    /// still being written); else when it is to be closed: a request begun
-    /// and not complete gets `header`, so does a new connection, an idle
-    /// one between requests gets `idle`.
+    /// When the connection is to be closed, None while a request is in
+    /// flight: a write that made no progress for `idle` (a client that does
+    /// not read); a new connection's first request, or a request begun and
+    /// not complete, after `header`; an idle one between requests after
+    /// `idle`.
     fn close_at(&self, header: Duration, idle: Duration) -> Option<Instant> {
         let s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.in_flight > 0 || s.write_blocked {
+        if let Some(since) = s.write_blocked_since {
+            return Some(since + idle);
+        }
+        if s.in_flight > 0 {
             return None;
         }
-        if s.h2 {
-            return Some(s.idle_since + idle);
-        }
         Some(match s.request_since {
-            Some(since) => since + header,
-            None if s.answered == 0 => s.idle_since + header,
-            None => s.idle_since + idle,
+            // HTTP/2 frames between requests (PING, SETTINGS) are not requests.
+            Some(since) if !s.h2 => since + header,
+            _ if s.answered == 0 => s.idle_since + header,
+            _ => s.idle_since + idle,
+        })
+    }
+
+    /// From when the connection may be closed without cutting an answer
+    /// (a shutdown, the client cap): None while a request is in flight or
+    /// a write is blocked.
+    fn closable_at(&self) -> Option<Instant> {
+        let s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.in_flight > 0 || s.write_blocked_since.is_some() {
+            return None;
+        }
+        Some(if s.h2 {
+            s.idle_since + H2_FLUSH_GRACE
+        } else {
+            s.idle_since
         })
     }
 }
@@ -675,19 +715,40 @@ mod tests {
         assert!(!t.is_h2());
         let since = t.0.state.lock().unwrap().request_since.unwrap();
         assert_eq!(t.close_at(header, idle), Some(since + header));
-        // A response the socket has not taken yet: never closed.
+        // A response the socket has not taken yet: closed only when it
+        // makes no progress for the idle time; never closable at once.
         t.write_blocked(true);
-        assert_eq!(t.close_at(header, idle), None);
+        let blocked = t.0.state.lock().unwrap().write_blocked_since.unwrap();
+        assert_eq!(t.close_at(header, idle), Some(blocked + idle));
+        assert_eq!(t.closable_at(), None);
+        t.write_blocked(false);
+        assert!(t.closable_at().is_some());
     }
 
     #[test]
-    fn http2_is_told_by_its_preface_even_in_pieces() {
+    fn http2_is_told_by_its_whole_preface_only() {
         let t = Tracker::new();
         t.read(b"PRI * HT");
+        assert!(!t.is_h2(), "a part of the preface is not HTTP/2 yet");
         t.read(b"TP/2.0\r\n\r\nSM\r\n\r\n");
         assert!(t.is_h2());
+        for start in [&b"P"[..], b"PRI / HTTP/1.1\r\n"] {
+            let t = Tracker::new();
+            t.read(start);
+            assert!(!t.is_h2());
+            // A client that sent one byte still has the header time only.
+            let s = t.0.state.lock().unwrap();
+            let since = s.request_since.unwrap();
+            drop(s);
+            assert_eq!(
+                t.close_at(Duration::from_secs(10), Duration::from_secs(60)),
+                Some(since + Duration::from_secs(10))
+            );
+        }
+        // An idle HTTP/2 connection is closable only after the grace.
         let t = Tracker::new();
-        t.read(b"PRI / HTTP/1.1\r\n");
-        assert!(!t.is_h2());
+        t.read(H2_PREFACE);
+        let idle = t.0.state.lock().unwrap().idle_since;
+        assert_eq!(t.closable_at(), Some(idle + H2_FLUSH_GRACE));
     }
 }

@@ -61,7 +61,12 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pools: Arc<Registry>,
     limits: Limits,
+    /// Requests without a token, with a malformed one, or with one known
+    /// to be bad, per client address.
     strangers: AddressLimits,
+    /// Lookups of tokens that turned out bad, per client address: while it
+    /// is exhausted, that address's unknown tokens are not looked up.
+    bad_lookups: AddressLimits,
     metrics: Metrics,
     tokens: tokens::Cache,
     stopping: AtomicBool,
@@ -74,6 +79,7 @@ impl Gateway {
             pools: Registry::new(settings),
             limits: Limits::new(),
             strangers: AddressLimits::new(options.unauthenticated_per_second),
+            bad_lookups: AddressLimits::new(options.unauthenticated_per_second),
             metrics: Metrics::new(),
             tokens: tokens::Cache::new(options.token_ttl),
             stopping: AtomicBool::new(false),
@@ -129,6 +135,7 @@ impl Gateway {
     pub fn housekeeping(&self) {
         self.pools.reap_idle();
         self.strangers.prune();
+        self.bad_lookups.prune();
     }
 
     /// Serves one API request from a client at `peer`.
@@ -174,11 +181,12 @@ impl Gateway {
     {
         let snap = self.snapshot.load_full();
         let headers = req.headers();
-        let host = single(headers, HOST.as_str())?.or_else(|| req.uri().host());
-        let t = snap
-            .route(host, single(headers, "x-tenant")?)
-            .ok_or_else(ApiError::unknown_tenant)?
-            .clone();
+        let host = host(headers, req.uri())?;
+        let Some(t) = snap.route(host, single(headers, "x-tenant")?).cloned() else {
+            // Guessing tenant names costs the guesser's address budget.
+            self.stranger(peer)?;
+            return Err(ApiError::unknown_tenant());
+        };
         *tenant_out = t.info.name.clone();
         if t.suspended {
             return Err(ApiError::suspended());
@@ -220,13 +228,16 @@ impl Gateway {
                 )))
             }
         };
-        let json_body = has_json_content_type(req.headers());
+        let json_body = body_is_json(req.headers())?;
 
         let (parts, body) = req.into_parts();
         let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
             .await
         {
             Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::too_large(MAX_BODY))
+            }
             Ok(Err(e)) => {
                 return Err(ApiError::bad_request(format!(
                     "cannot read the request body: {e}"
@@ -279,10 +290,12 @@ impl Gateway {
     }
 
     /// The role of a bearer token in the tenant's database (cached, good and
-    /// bad answers alike). A bad token spends `peer`'s unauthenticated
-    /// budget; while that is exhausted, tokens not in the cache are not
-    /// looked up at all, so a flood of made-up tokens costs the tenant's
-    /// database at most that budget.
+    /// bad answers alike). A lookup that finds the token bad spends `peer`'s
+    /// bad-lookup budget; while that is exhausted, tokens not in the cache
+    /// are not looked up at all, so a flood of made-up tokens costs the
+    /// tenant's database at most that budget (and delays only new tokens
+    /// from that address; cached ones, and other addresses, are unaffected).
+    /// A token already known to be bad spends the strangers' budget.
     async fn token_role(
         &self,
         t: &TenantEntry,
@@ -293,7 +306,7 @@ impl Gateway {
         let role = match self.tokens.get(&t.info.name, &hash) {
             Some(role) => role,
             None => {
-                if let Err(wait) = self.strangers.blocked(peer) {
+                if let Err(wait) = self.bad_lookups.blocked(peer) {
                     self.metrics.unauthenticated_limited();
                     return Err(ApiError::rate_limited_unauthenticated(
                         wait.as_secs().max(1),
@@ -317,6 +330,17 @@ impl Gateway {
                     .await
                     .map_err(|e| ApiError::from_db(&e))?;
                 self.tokens.put(&t.info.name, &hash, role.clone());
+                if role.is_none() {
+                    if let Err(wait) = self.bad_lookups.check(peer) {
+                        self.metrics.unauthenticated_limited();
+                        return Err(ApiError::rate_limited_unauthenticated(
+                            wait.as_secs().max(1),
+                        ));
+                    }
+                    return Err(ApiError::unauthorized(
+                        "unknown or revoked token for this tenant",
+                    ));
+                }
                 role
             }
         };
@@ -463,22 +487,61 @@ fn bearer(header: Option<&str>) -> Result<&str, &'static str> {
     Ok(token)
 }
 
-/// Whether the body is declared JSON: `application/json` or
-/// `application/<x>+json`, any parameters, any case.
-fn has_json_content_type(headers: &HeaderMap) -> bool {
-    let Some(Ok(value)) = headers.get(CONTENT_TYPE).map(|v| v.to_str()) else {
-        return false;
+/// The host that picks the tenant: the Host header, or the authority of an
+/// absolute-form URI (HTTP/1.1) or `:authority` (HTTP/2). When both are
+/// given they must name the same host (port aside), or a proxy in front
+/// and the gateway could pick two different tenants: 400.
+fn host<'r>(headers: &'r HeaderMap, uri: &'r hyper::Uri) -> Result<Option<&'r str>, ApiError> {
+    let header = single(headers, HOST.as_str())?;
+    let (Some(header), Some(authority)) = (header, uri.host()) else {
+        return Ok(header.or(uri.host()));
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
+    let name = |h: &str| {
+        let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+        match h.rsplit_once(':') {
+            Some((n, port))
+                if !n.ends_with(']')
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && !n.contains(':') =>
+            {
+                n.to_owned()
+            }
+            _ => h,
+        }
+    };
+    if name(header) != name(authority) {
+        return Err(ApiError::bad_request(
+            "the Host header and the request's authority name different hosts",
+        ));
+    }
+    Ok(Some(header))
+}
+
+/// Whether the body is declared JSON: `application/json` or
+/// `application/<x>+json`, any case, charset UTF-8 if one is given. A
+/// content encoding other than `identity` is 415 at once.
+fn body_is_json(headers: &HeaderMap) -> Result<bool, ApiError> {
+    if let Some(encoding) = headers.get(hyper::header::CONTENT_ENCODING) {
+        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(ApiError::unsupported_media_type());
+        }
+    }
+    let Some(Ok(value)) = headers.get(CONTENT_TYPE).map(|v| v.to_str()) else {
+        return Ok(false);
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = essence == "application/json"
         || essence
             .strip_prefix("application/")
-            .is_some_and(|sub| sub.ends_with("+json"))
+            .is_some_and(|sub| sub.ends_with("+json"));
+    let utf8 = parts.all(|p| match p.split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    Ok(json && utf8)
 }
 
 fn json_response(status: StatusCode, body: Option<&serde_json::Value>) -> Response<Full<Bytes>> {
@@ -511,4 +574,66 @@ pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn host_and_authority_must_agree() {
+        let uri = |s: &str| s.parse::<hyper::Uri>().unwrap();
+        let h = headers(&[("host", "shop.localhost:4001")]);
+        assert_eq!(host(&h, &uri("/api")).unwrap(), Some("shop.localhost:4001"));
+        assert_eq!(
+            host(&h, &uri("http://SHOP.localhost./api")).unwrap(),
+            Some("shop.localhost:4001")
+        );
+        let e = host(&h, &uri("http://cafe.localhost/api")).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{e}");
+        let none = HeaderMap::new();
+        assert_eq!(
+            host(&none, &uri("http://cafe.localhost/api")).unwrap(),
+            Some("cafe.localhost")
+        );
+        let two = headers(&[("host", "a.localhost"), ("host", "b.localhost")]);
+        assert!(host(&two, &uri("/api")).is_err());
+    }
+
+    #[test]
+    fn bodies_must_be_declared_utf8_json_and_not_encoded() {
+        let json = |ct: &str| body_is_json(&headers(&[("content-type", ct)])).unwrap();
+        assert!(json("application/json"));
+        assert!(json("Application/JSON; charset=UTF-8"));
+        assert!(json("application/merge-patch+json"));
+        assert!(!json("text/plain"));
+        assert!(!json("application/json; charset=latin1"));
+        assert!(!body_is_json(&HeaderMap::new()).unwrap());
+        let gz = headers(&[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ]);
+        assert_eq!(
+            body_is_json(&gz).unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer(Some("Bearer abc")), Ok("abc"));
+        assert_eq!(bearer(Some("bEaReR\tabc  ")), Ok("abc"));
+        assert!(bearer(Some("Basic abc")).is_err());
+        assert!(bearer(Some("Bearer a b")).is_err());
+        assert!(bearer(Some("Bearer")).is_err());
+        assert!(bearer(None).is_err());
+    }
 }
