@@ -5,8 +5,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
-use tenantry_manifest::tfvars;
 use tenantry_manifest::Inventory;
+use tenantry_tfvars as tfvars;
 
 use crate::cli::Common;
 

@@ -151,15 +151,18 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Builds diagnostics for one source file.
-pub(crate) struct Reporter<'a> {
+/// Builds diagnostics for one source file: the one place a byte span
+/// becomes `file:line:column`, for the manifest's validator and for other
+/// readers that report like it (the Terraform importer, `tenantry-tfvars`).
+pub struct Reporter<'a> {
     source: &'a str,
     file: &'a Path,
     pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
 impl<'a> Reporter<'a> {
-    pub(crate) fn new(source: &'a str, file: &'a Path) -> Self {
+    /// A reporter for `source`, read from `file`, with no diagnostics yet.
+    pub fn new(source: &'a str, file: &'a Path) -> Self {
         Reporter {
             source,
             file,
@@ -168,7 +171,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// A diagnostic at the start of `span` (or 0:0 for `None`).
-    pub(crate) fn diagnostic(
+    pub fn diagnostic(
         &self,
         span: Option<Range<usize>>,
         message: impl Into<String>,
@@ -185,7 +188,7 @@ impl<'a> Reporter<'a> {
     }
 
     /// Records a problem at `span` with help text.
-    pub(crate) fn error_help(
+    pub fn error_help(
         &mut self,
         span: Range<usize>,
         message: impl Into<String>,
@@ -208,9 +211,14 @@ impl<'a> Reporter<'a> {
     }
 
     /// `file:line:column` of a span, to point at an earlier occurrence.
-    pub(crate) fn location(&self, span: &Range<usize>) -> String {
+    pub fn location(&self, span: &Range<usize>) -> String {
         let (line, column) = line_col(self.source, span.start);
         format!("{}:{line}:{column}", self.file.display())
+    }
+
+    /// The problems recorded, in the order they were found.
+    pub fn into_diagnostics(self) -> Vec<Diagnostic> {
+        self.diagnostics
     }
 }
 

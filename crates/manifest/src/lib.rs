@@ -48,19 +48,22 @@ mod password;
 mod raw;
 mod secret_file;
 mod shape;
-pub mod tfvars;
 mod validate;
 
 pub use secrecy::{ExposeSecret, SecretString};
 
 pub use duration::{format_duration_ms, parse_duration_ms};
-pub use error::{line_col, render, Diagnostic, ManifestError};
+pub use error::{line_col, render, Diagnostic, ManifestError, Reporter};
 pub use ident::{Ident, MAX_IDENT_BYTES};
-pub use model::{Group, Inventory, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User};
+pub use model::{
+    Group, Inventory, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User,
+    LONGEST_ROLE_SUFFIX,
+};
 pub use password::{create_private_dir, PasswordSource, GENERATED_PASSWORD_LEN};
 pub use secret_file::MAX_PASSWORD_FILE_BYTES;
 pub use validate::{
     ADMIN_URL_ENV, DEFAULT_BACKUPS_DIR, DEFAULT_FLEET, DEFAULT_SCHEMA_DIR, DEFAULT_SECRETS_DIR,
+    RESERVED_ROLE_NAMES,
 };
 
 #[cfg(test)]

@@ -259,7 +259,7 @@ pub struct Tenant {
 }
 
 /// Longest suffix a tenant name gets in a derived role (`_developer`).
-pub(crate) const LONGEST_ROLE_SUFFIX: usize = "_developer".len();
+pub const LONGEST_ROLE_SUFFIX: usize = "_developer".len();
 
 impl Tenant {
     /// The group role of this tenant: `<db>_owner`, `<db>_admin`,

@@ -46,7 +46,7 @@ pub const DEFAULT_SECRETS_DIR: &str = ".tenantry/secrets";
 const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
 
 /// Role names PostgreSQL refuses or treats specially, beyond [`Ident`]'s rules.
-pub(crate) const RESERVED_ROLE_NAMES: [&str; 5] = [
+pub const RESERVED_ROLE_NAMES: [&str; 5] = [
     "public",
     "none",
     "current_user",

@@ -32,6 +32,12 @@
 //! type...) is reported instead, as a [`Diagnostic`] pointing at the tfvars
 //! (`tenants.tfvars:12:5: ...`), all of them at once like the manifest
 //! validator does.
+//!
+//! This crate is only the importer: what a valid `tenants.toml` is, and the
+//! rules the output is checked against (identifiers, reserved role names,
+//! the longest derived role), belong to `tenantry-manifest`, which the
+//! gateway and every other reader of `tenants.toml` link without hcl-edit.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -42,10 +48,10 @@ use hcl_edit::expr::{Expression, Object, ObjectKey};
 use hcl_edit::structure::Structure;
 use hcl_edit::Span;
 
-use crate::error::Reporter;
-use crate::ident::MAX_IDENT_BYTES;
-use crate::model::LONGEST_ROLE_SUFFIX;
-use crate::{render, Diagnostic, Group, Ident, ADMIN_URL_ENV, DEFAULT_SECRETS_DIR};
+use tenantry_manifest::{
+    percent_encode, render, Diagnostic, Group, Ident, Reporter, ADMIN_URL_ENV, DEFAULT_SECRETS_DIR,
+    LONGEST_ROLE_SUFFIX, MAX_IDENT_BYTES, RESERVED_ROLE_NAMES,
+};
 
 /// The result of [`convert`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +102,7 @@ impl TfvarsError {
 /// Converts the text of a `tenants.tfvars` read from `path` (used in the
 /// header comment, notes and errors) into `tenants.toml` text.
 ///
-/// The output validates with [`crate::Inventory::from_str_with`] once the
+/// The output validates with [`tenantry_manifest::Inventory::from_str_with`] once the
 /// variables of [`Converted::env_vars`] are set. Tenants keep the tfvars
 /// order, plans are sorted by name, and the same input always gives the same
 /// output.
@@ -122,7 +128,7 @@ pub fn convert(source: &str, path: &Path) -> Result<Converted, TfvarsError> {
     let input = im.read(&body);
     im.check_names(&input.tenants);
 
-    let mut diagnostics = im.r.diagnostics;
+    let mut diagnostics = im.r.into_diagnostics();
     if !diagnostics.is_empty() {
         diagnostics.sort_by_key(|d| (d.line, d.column));
         return Err(TfvarsError::Invalid(diagnostics));
@@ -179,8 +185,6 @@ fn plan_limits(name: &str) -> PlanLimits {
         },
     }
 }
-
-use crate::validate::RESERVED_ROLE_NAMES;
 
 /// The user lists of a tenant, in output order, with their group.
 const GROUP_KEYS: [(&str, Group); 3] = [
@@ -359,7 +363,7 @@ impl<'a> Importer<'a> {
                 );
                 return None;
             }
-            Some(crate::percent_encode(u))
+            Some(percent_encode(u))
         });
 
         let given: Vec<&Var> = [&host, &port, &user].into_iter().flatten().collect();
@@ -1072,8 +1076,8 @@ fn user_table(u: &UserIn) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Inventory;
     use std::path::PathBuf;
+    use tenantry_manifest::{Inventory, PasswordSource};
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1091,7 +1095,7 @@ mod tests {
 
     /// Converting the fixture gives the golden file, byte for byte.
     /// After an intended change of the output, run
-    /// `TENANTRY_BLESS=1 cargo test -p tenantry-manifest tfvars` to rewrite
+    /// `TENANTRY_BLESS=1 cargo test -p tenantry-tfvars` to rewrite
     /// `tests/fixtures/tenants.from-tfvars.toml`, then review its diff.
     #[test]
     fn golden() {
@@ -1153,15 +1157,12 @@ mod tests {
         assert_eq!(admin.email.as_deref(), Some("ops@building.example"));
         assert_eq!(
             admin.password,
-            crate::PasswordSource::Env {
+            PasswordSource::Env {
                 var: "BUILDING_ADMIN_PASSWORD".into()
             }
         );
         let kiosk = shop.users_in(Group::Customer).nth(1).unwrap();
-        assert!(matches!(
-            kiosk.password,
-            crate::PasswordSource::Generated { .. }
-        ));
+        assert!(matches!(kiosk.password, PasswordSource::Generated { .. }));
 
         let hardware = inv.tenant("hardware_store").unwrap();
         assert_eq!(
@@ -1189,7 +1190,7 @@ mod tests {
             .iter()
             .flat_map(|t| &t.users)
             .filter_map(|u| match &u.password {
-                crate::PasswordSource::Env { var } => Some(var.clone()),
+                PasswordSource::Env { var } => Some(var.clone()),
                 _ => None,
             })
             .collect();
