@@ -4,6 +4,7 @@
 //! cluster), the real `tenantry` binary, and connections as tenant users.
 #![allow(dead_code)]
 
+pub mod deploy;
 pub mod gateway;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,332 @@
+//! The per-tenant circuit breaker: a tenant whose database is down fails fast
+//! without touching the network or hurting the others.
+//!
+//! A failed dial marks the tenant down (connection refused, timed out,
+//! database missing, ...) or, for an authentication or permission failure
+//! (SQLSTATE 28P01, 28000, 42501), marks that (tenant, role) refused. Until the
+//! backoff passes (`backoff_min`, doubling per failed probe up to
+//! `backoff_max`) requests fail at once without touching the network; then
+//! exactly one request probes, and its success clears the mark.
+//!
+//! What does not live here: the dial itself and the budget it waits for (in
+//! [`super::budget`]), and forgetting long-expired marks and a removed
+//! tenant's marks (done with its pools, in [`super::Registry::reap_idle`] and
+//! [`super::Registry::remove_tenant`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
+
+use super::{lock, PoolError, PoolKey, Registry, Shared};
+
+impl Registry {
+    /// The breaker's verdict for a new request: fail fast, go ahead, or go
+    /// ahead as the one probe of a mark whose backoff has passed.
+    pub(super) fn admit(&self, key: &PoolKey) -> Result<Probe, PoolError> {
+        let shared = &self.shared;
+        let now = Instant::now();
+        let mut breakers = lock(&shared.breakers);
+        let marks = [BreakerKey::tenant(key), BreakerKey::role(key)];
+        let mut probes = Vec::new();
+        for mark in marks {
+            let Some(b) = breakers.get(&mark) else {
+                continue;
+            };
+            if now < b.until || b.probing {
+                shared.down_rejections.fetch_add(1, Ordering::Relaxed);
+                let retry_after = if now < b.until {
+                    b.until - now
+                } else {
+                    shared.settings.backoff_min
+                };
+                return Err(b.error(retry_after));
+            }
+            probes.push(mark);
+        }
+        for mark in &probes {
+            if let Some(b) = breakers.get_mut(mark) {
+                b.probing = true;
+            }
+        }
+        Ok(Probe {
+            shared: self.shared.clone(),
+            marks: probes,
+        })
+    }
+
+    /// Marks the tenant down (or the key refused) after a failed dial and
+    /// returns the error for this request.
+    pub(super) fn trip(&self, key: &PoolKey, dial: Dial) -> PoolError {
+        let settings = &self.shared.settings;
+        let (refused, reason) = dial.classify();
+        let mark = if refused {
+            BreakerKey::role(key)
+        } else {
+            BreakerKey::tenant(key)
+        };
+        let now = Instant::now();
+        let mut breakers = lock(&self.shared.breakers);
+        let b = breakers.entry(mark).or_insert_with(|| Breaker {
+            refused,
+            reason: String::new(),
+            backoff: Duration::ZERO,
+            until: now,
+            probing: false,
+        });
+        // Several requests failing together count as one failure.
+        if now >= b.until || b.backoff.is_zero() {
+            b.backoff = if b.backoff.is_zero() {
+                settings.backoff_min
+            } else {
+                (b.backoff * 2).min(settings.backoff_max)
+            };
+            b.until = now + b.backoff;
+        }
+        b.refused = refused;
+        b.reason.clone_from(&reason);
+        b.probing = false;
+        tracing::warn!(
+            tenant = %key.tenant, role = %key.role, %reason,
+            backoff_ms = b.backoff.as_millis() as u64,
+            "{}", if refused { "login refused" } else { "tenant database down" }
+        );
+        b.error(b.until.saturating_duration_since(now))
+    }
+}
+
+/// A failed dial.
+pub(super) enum Dial {
+    Error(tokio_postgres::Error),
+    TimedOut,
+}
+
+impl Dial {
+    /// (is it an authentication/permission refusal, the reason).
+    fn classify(&self) -> (bool, String) {
+        match self {
+            Dial::TimedOut => (false, "timed out connecting".into()),
+            Dial::Error(e) => {
+                let refused = matches!(
+                    e.code(),
+                    Some(c) if *c == SqlState::INVALID_PASSWORD
+                        || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                        || *c == SqlState::INSUFFICIENT_PRIVILEGE
+                );
+                let reason = match e.as_db_error() {
+                    Some(db) => format!("{} ({})", db.message(), db.code().code()),
+                    None => e.to_string(),
+                };
+                (refused, reason)
+            }
+        }
+    }
+}
+
+/// A circuit-breaker mark: a whole tenant (down) or one (tenant, role)
+/// (refused).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct BreakerKey {
+    pub(super) tenant: String,
+    role: Option<String>,
+}
+
+impl BreakerKey {
+    fn tenant(key: &PoolKey) -> BreakerKey {
+        BreakerKey {
+            tenant: key.tenant.clone(),
+            role: None,
+        }
+    }
+    fn role(key: &PoolKey) -> BreakerKey {
+        BreakerKey {
+            tenant: key.tenant.clone(),
+            role: Some(key.role.clone()),
+        }
+    }
+}
+
+pub(super) struct Breaker {
+    refused: bool,
+    reason: String,
+    backoff: Duration,
+    /// Requests fail fast until then.
+    pub(super) until: Instant,
+    /// A request is probing after the backoff; the others still fail fast.
+    pub(super) probing: bool,
+}
+
+impl Breaker {
+    fn error(&self, retry_after: Duration) -> PoolError {
+        if self.refused {
+            PoolError::Refused {
+                reason: self.reason.clone(),
+            }
+        } else {
+            PoolError::Down {
+                reason: self.reason.clone(),
+                retry_after,
+            }
+        }
+    }
+}
+
+/// The marks a request probes. Success clears them; failure re-arms them
+/// (in [`Registry::trip`]); a request dropped midway lets the next one probe.
+pub(super) struct Probe {
+    shared: Arc<Shared>,
+    marks: Vec<BreakerKey>,
+}
+
+impl Probe {
+    pub(super) fn succeeded(mut self) {
+        if self.marks.is_empty() {
+            return;
+        }
+        let mut breakers = lock(&self.shared.breakers);
+        for mark in self.marks.drain(..) {
+            if breakers.remove(&mark).is_some() {
+                tracing::info!(tenant = %mark.tenant, "database reachable again");
+            }
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if self.marks.is_empty() {
+            return;
+        }
+        let mut breakers = lock(&self.shared.breakers);
+        for mark in &self.marks {
+            if let Some(b) = breakers.get_mut(mark) {
+                b.probing = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Databases that are missing, unreachable or refuse the login.
+    use super::super::testkit::*;
+    use super::super::{Registry, Target};
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_missing_database_fails_fast_then_recovers() {
+        let good = database("up");
+        let gone = database("gone");
+        cluster()
+            .psql("postgres", &format!("DROP DATABASE {gone}"))
+            .unwrap();
+        let reg = Registry::new(settings(4));
+
+        // The first request dials and learns the database is gone.
+        let err = reg
+            .get(&key(&gone), &|| superuser(&gone, 2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PoolError::Down { .. }), "{err}");
+        assert!(err.to_string().contains("3D000"), "{err}");
+        assert_eq!(reg.stats().down_rejections, 0);
+        // The second does not dial: the breaker answers.
+        let err = reg
+            .get(&key(&gone), &|| superuser(&gone, 2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PoolError::Down { retry_after, .. } if retry_after > Duration::ZERO));
+        assert_eq!(reg.stats().down_rejections, 1);
+        // Every role of that tenant is down; other tenants are not.
+        let dev = PoolKey {
+            tenant: gone.clone(),
+            role: "developer".into(),
+        };
+        assert!(matches!(
+            reg.get(&dev, &|| superuser(&gone, 2)).await,
+            Err(PoolError::Down { .. })
+        ));
+        assert_eq!(reg.stats().down_rejections, 2);
+        let client = reg.get(&key(&good), &|| superuser(&good, 2)).await.unwrap();
+        select_one(&client).await;
+
+        // After the backoff one probe dials again; failing, the backoff doubles.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let err = reg
+            .get(&key(&gone), &|| superuser(&gone, 2))
+            .await
+            .unwrap_err();
+        let PoolError::Down { retry_after, .. } = err else {
+            panic!("{err}")
+        };
+        assert!(retry_after > Duration::from_millis(300), "{retry_after:?}");
+        assert_eq!(reg.stats().down_rejections, 2);
+
+        cluster()
+            .psql("postgres", &format!("CREATE DATABASE {gone}"))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(650)).await;
+        let client = reg.get(&key(&gone), &|| superuser(&gone, 2)).await.unwrap();
+        select_one(&client).await;
+        // Cleared: the other role dials normally.
+        drop(reg.get(&dev, &|| superuser(&gone, 2)).await.unwrap());
+        assert_eq!(reg.stats().down_rejections, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_closed_port_is_down_and_fails_fast() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let closed = || {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host("127.0.0.1")
+                .port(port)
+                .user("postgres")
+                .dbname("postgres");
+            Target { config, size: 2 }
+        };
+        let reg = Registry::new(settings(4));
+        let err = reg.get(&key("nowhere"), &closed).await.unwrap_err();
+        assert!(matches!(err, PoolError::Down { .. }), "{err}");
+        let err = reg.get(&key("nowhere"), &closed).await.unwrap_err();
+        assert!(matches!(err, PoolError::Down { .. }), "{err}");
+        let stats = reg.stats();
+        assert_eq!(stats.down_rejections, 1);
+        assert_eq!(stats.open_connections, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wrong_password_is_refused_for_that_role_only() {
+        let db = database("auth");
+        let role = format!("{db}_customer");
+        cluster()
+            .psql(
+                "postgres",
+                &format!("CREATE ROLE {role} LOGIN PASSWORD 'right'"),
+            )
+            .unwrap();
+        let wrong = || Target {
+            config: cluster().user_url(&role, "wrong", &db).parse().unwrap(),
+            size: 2,
+        };
+        let customer = PoolKey {
+            tenant: db.clone(),
+            role: "customer".into(),
+        };
+        let reg = Registry::new(settings(4));
+        let err = reg.get(&customer, &wrong).await.unwrap_err();
+        assert!(matches!(err, PoolError::Refused { .. }), "{err}");
+        assert!(err.to_string().contains("28P01"), "{err}");
+        let err = reg.get(&customer, &wrong).await.unwrap_err();
+        assert!(matches!(err, PoolError::Refused { .. }), "{err}");
+        assert_eq!(reg.stats().down_rejections, 1);
+        // The tenant's other roles still work.
+        let client = reg.get(&key(&db), &|| superuser(&db, 2)).await.unwrap();
+        select_one(&client).await;
+    }
+}
