@@ -23,7 +23,7 @@ pub fn url_source(common: &Common, env: Option<&str>) -> String {
 pub fn help(e: &anyhow::Error, source: &str) -> Option<String> {
     e.chain().find_map(|cause| {
         match cause.downcast_ref::<tenantry_pg::Error>()? {
-            tenantry_pg::Error::Connect { message, .. } => Some(connect_help(message, source)),
+            e @ tenantry_pg::Error::Connect { .. } => Some(connect_help(e, source)),
             tenantry_pg::Error::BadUrl(_) => Some(format!(
                 "the admin URL came from {source}; write it like postgres://user:password@host:5432/postgres"
             )),
@@ -32,11 +32,9 @@ pub fn help(e: &anyhow::Error, source: &str) -> Option<String> {
     })
 }
 
-fn connect_help(message: &str, source: &str) -> String {
-    let unreachable = ["error connecting to server", "timeout", "timed out"]
-        .iter()
-        .any(|m| message.contains(m));
-    if unreachable {
+fn connect_help(e: &tenantry_pg::Error, source: &str) -> String {
+    // The server answered (it has a SQLSTATE) unless it could not be reached.
+    if e.code().is_none() {
         format!(
             "the admin URL came from {source}. Is PostgreSQL running there? `tenantry up` starts a local one and prints its URL; to use another server, set {ADMIN_URL_ENV} or pass --admin-url."
         )
@@ -70,6 +68,7 @@ mod tests {
         anyhow::Error::from(tenantry_pg::Error::Connect {
             target: "postgres@localhost:5432/postgres".into(),
             message: "error connecting to server: Connection refused (os error 111)".into(),
+            code: None,
         })
     }
 
@@ -112,6 +111,7 @@ mod tests {
         let e = anyhow::Error::from(tenantry_pg::Error::Connect {
             target: "bob@db:5432/postgres".into(),
             message: "password authentication failed for user \"bob\"".into(),
+            code: Some(tenantry_pg::error::SqlState::INVALID_PASSWORD),
         });
         let text = format!("{:#}", with_help(e, Some("--admin-url")));
         assert!(text.contains("check the URL's user, password"), "{text}");

@@ -99,9 +99,11 @@ pub async fn adopt(
         .tenants
         .iter()
         .find(|t| t.name == tenant)
-        .ok_or_else(|| Error::Sql {
-            context: "adopt".into(),
-            message: format!("no tenant '{tenant}' in {}", inventory.path.display()),
+        .ok_or_else(|| {
+            Error::other(
+                "adopt",
+                format!("no tenant '{tenant}' in {}", inventory.path.display()),
+            )
         })?;
     let mut names = vec![t.name.clone()];
     names.extend(Group::ALL.iter().map(|&g| t.role(g)));

@@ -211,10 +211,10 @@ pub struct Archive {
 }
 
 fn restore_error(database: &str, file: &Path, message: impl Into<String>) -> Error {
-    Error::Sql {
-        context: format!("cannot restore {database} from {}", file.display()),
-        message: message.into(),
-    }
+    Error::other(
+        format!("cannot restore {database} from {}", file.display()),
+        message,
+    )
 }
 
 /// Reads the table of contents of `file` with `pg_restore --list`: an error

@@ -78,6 +78,7 @@ impl Admin {
                 .map_err(|e| Error::Connect {
                     target: self.target(&db),
                     message: describe(&e),
+                    code: e.code().cloned(),
                 })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -1,6 +1,10 @@
-//! Errors of the Postgres side, with the server's own message, detail and hint.
+//! Errors of the Postgres side, with the server's own message, detail and
+//! hint for people, and its SQLSTATE for callers that branch on it
+//! ([`Error::code`], as tokio-postgres' own `Error::code`).
 
 use std::path::PathBuf;
+
+pub use tokio_postgres::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -9,9 +13,21 @@ pub enum Error {
     #[error("admin_url is not a valid connection string: {0}")]
     BadUrl(String),
     #[error("cannot connect to {target}: {message}")]
-    Connect { target: String, message: String },
+    Connect {
+        target: String,
+        message: String,
+        /// The server's SQLSTATE when it answered (a refused login is class
+        /// 28); None when it could not be reached at all.
+        code: Option<SqlState>,
+    },
     #[error("{context}: {message}")]
-    Sql { context: String, message: String },
+    Sql {
+        context: String,
+        message: String,
+        /// The server's SQLSTATE; None for an error of the client or of
+        /// tenantry itself.
+        code: Option<SqlState>,
+    },
     #[error("another tenantry apply holds the lock of fleet '{fleet}'{holder}; waited {waited:?} (raise --lock-timeout to wait longer)")]
     Locked {
         fleet: String,
@@ -33,6 +49,24 @@ impl Error {
         Error::Sql {
             context: context.into(),
             message: describe(&e),
+            code: e.code().cloned(),
+        }
+    }
+
+    /// An error of tenantry's own in a context (no SQLSTATE).
+    pub(crate) fn other(context: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Sql {
+            context: context.into(),
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// The server's SQLSTATE, if the server answered with an error.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            Error::Connect { code, .. } | Error::Sql { code, .. } => code.as_ref(),
+            _ => None,
         }
     }
 }

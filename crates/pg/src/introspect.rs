@@ -220,14 +220,8 @@ pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error
             tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
             _ => None,
         })
-        .ok_or_else(|| Error::Sql {
-            context: ctx.clone(),
-            message: "the catalog query returned no row".to_owned(),
-        })?;
-    parse_contents(&text).map_err(|message| Error::Sql {
-        context: ctx,
-        message,
-    })
+        .ok_or_else(|| Error::other(ctx.clone(), "the catalog query returned no row"))?;
+    parse_contents(&text).map_err(|message| Error::other(ctx, message))
 }
 
 fn pairs(v: &serde_json::Value) -> Acl {

@@ -20,7 +20,7 @@ use tenantry_plan::scram;
 use tenantry_plan::sql::{ident, literal, Kind, Marker};
 use tokio_postgres::Client;
 
-use crate::error::{describe, Error};
+use crate::error::Error;
 
 /// Why a rotation stopped.
 #[derive(Debug, thiserror::Error)]
@@ -144,10 +144,7 @@ async fn set_verifier(client: &Client, user: &str, verifier: &str) -> Result<(),
     client
         .batch_execute(&set_password_sql(user, verifier))
         .await
-        .map_err(|e| Error::Sql {
-            context: format!("setting the password of {user}"),
-            message: describe(&e),
-        })
+        .map_err(|e| Error::sql(format!("setting the password of {user}"), e))
 }
 
 /// Rotates `users` of `tenant` one by one, calling `done` after each. Stops
