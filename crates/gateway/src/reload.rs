@@ -194,7 +194,7 @@ impl Watched {
     /// through; validation says what is wrong with it).
     fn look_blocking(&self) -> Look {
         use std::os::unix::fs::MetadataExt;
-        let source = read_bounded(&self.path, MAX_CONFIG);
+        let source = read_bounded(&self.path, tenantry_manifest::MAX_MANIFEST_BYTES);
         let mut h = Sha256::new();
         h.update(&source);
         if let Some(entries) = self
@@ -221,7 +221,10 @@ impl Watched {
         for file in &self.files {
             h.update(file.as_os_str().as_encoded_bytes());
             // Hashed, never kept: the digest is all that stays in memory.
-            h.update(Sha256::digest(read_bounded(file, MAX_PASSWORD_FILE)));
+            h.update(Sha256::digest(read_bounded(
+                file,
+                tenantry_manifest::MAX_PASSWORD_FILE_BYTES + 1,
+            )));
         }
         Look {
             source,
@@ -229,11 +232,6 @@ impl Watched {
         }
     }
 }
-
-/// Largest tenants.toml read (a fleet of 10,000 tenants is about 2 MB).
-const MAX_CONFIG: u64 = 64 << 20;
-/// Largest password file looked at (validation allows 4 KiB).
-const MAX_PASSWORD_FILE: u64 = 4096 + 1;
 
 /// Up to `max` bytes of a regular file (after symlinks); nothing for
 /// anything else or on error.

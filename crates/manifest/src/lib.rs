@@ -57,7 +57,7 @@ pub use error::{line_col, render, Diagnostic, ManifestError, Reporter};
 pub use ident::{Ident, MAX_IDENT_BYTES};
 pub use model::{
     Group, Inventory, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User,
-    LONGEST_ROLE_SUFFIX,
+    LONGEST_ROLE_SUFFIX, MAX_MANIFEST_BYTES,
 };
 pub use password::{create_private_dir, PasswordSource, GENERATED_PASSWORD_LEN};
 pub use secret_file::MAX_PASSWORD_FILE_BYTES;

@@ -296,7 +296,8 @@ impl User {
     }
 }
 
-/// Largest tenants.toml read (10,000 tenants take about 2 MB).
+/// Largest tenants.toml read: far above any fleet's file, small enough that
+/// a wrong `--config` cannot exhaust memory.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
 /// The text of tenants.toml: a regular file (after links) of at most
