@@ -201,26 +201,9 @@ async fn plan(common: &Common, jobs: usize, json: bool, detailed: bool) -> Resul
 async fn apply_inventory(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Result<u8> {
     let s = open(inventory, jobs, Some(flags.lock_timeout)).await?;
     out!("{}", render::text(&s.plan));
-    if !s.plan.conflicts.is_empty() {
-        bail!(
-            "{} conflict(s) above: nothing was changed",
-            s.plan.conflicts.len()
-        );
-    }
+    s.plan.check_runnable(flags.allow_destroy)?;
     if s.plan.is_empty() {
         return Ok(0);
-    }
-    if s.plan.has_destroys() {
-        let protected = s.plan.protected_destroys();
-        if !protected.is_empty() {
-            bail!(
-                "refusing to destroy {}: deletion_protection is on. Put the tenant back, set deletion_protection = false, apply, then remove it and apply with --allow-destroy. Nothing was changed.",
-                protected.join(", ")
-            );
-        }
-        if !flags.allow_destroy {
-            bail!("this plan destroys tenants; re-run with --allow-destroy to back them up and drop them. Nothing was changed.");
-        }
     }
     if !flags.auto_approve && !confirm()? {
         outln!("Apply cancelled. Nothing was changed.");
@@ -581,7 +564,7 @@ async fn up(
     };
     // Serve, with a developer token of the first tenant for the curl line.
     if let Some(first) = inventory.tenants.first() {
-        let token = crate::serve::demo_token(&inventory, first.name.as_str()).await?;
+        let token = crate::tokens::demo(&inventory, first.name.as_str()).await?;
         let host = match inventory
             .routing
             .base_domains
@@ -619,8 +602,7 @@ async fn token(cmd: TokenCommand) -> Result<u8> {
             label,
         } => {
             let inventory = load(&common)?;
-            let (id, token) =
-                crate::serve::create_token(&inventory, &tenant, role.as_str(), &label).await?;
+            let (id, token) = crate::tokens::create(&inventory, &tenant, role, &label).await?;
             errln!("Token {id} for {tenant} ({role}); it is shown only this once:");
             outln!("{}", secrecy::ExposeSecret::expose_secret(&token));
             Ok(0)
@@ -629,9 +611,9 @@ async fn token(cmd: TokenCommand) -> Result<u8> {
             common,
             tenant,
             json,
-        } => crate::serve::list_tokens(&load(&common)?, &tenant, json).await,
+        } => crate::tokens::list(&load(&common)?, &tenant, json).await,
         TokenCommand::Revoke { common, tenant, id } => {
-            crate::serve::revoke_token(&load(&common)?, &tenant, id).await
+            crate::tokens::revoke(&load(&common)?, &tenant, id).await
         }
     }
 }

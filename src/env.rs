@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Context as _, Result};
 use secrecy::ExposeSecret;
-use tenantry_manifest::{percent_encode, Group, Inventory, Tenant, User};
-use tokio_postgres::config::{Host, SslMode};
+use tenantry_manifest::{Group, Inventory, Tenant, User};
+use tenantry_pgconn::{Endpoint, ServerAddress};
 
 /// The variables, in output order.
 struct Vars {
@@ -82,71 +82,39 @@ fn vars(inventory: &Inventory, tenant: &str, role: Group, user: Option<&str>) ->
             u.password.describe()
         )
     })?;
-    let (host, port, sslmode) = endpoint(inventory)?;
-    let mut dsn = format!(
-        "postgres://{}:{}@{host}:{port}/{}",
-        percent_encode(u.name.as_str()),
-        percent_encode(password.expose_secret()),
-        percent_encode(t.name.as_str()),
-    );
-    if let Some(mode) = sslmode {
-        let _ = write!(dsn, "?sslmode={mode}");
-    }
+    let dsn = endpoint(inventory)?.dsn(u.name.as_str(), &password, t.name.as_str());
     Ok(Vars {
         tenant: t.name.to_string(),
         role: u.group,
         pairs: vec![
-            ("DATABASE_DSN", dsn),
+            ("DATABASE_DSN", dsn.expose_secret().to_owned()),
             ("TENANT_NAME", t.name.to_string()),
             ("TENANT_SUBDOMAIN", t.subdomain.clone()),
         ],
     })
 }
 
-/// Host (URL-ready), port and sslmode applications use: `[server] app_*`,
-/// else the admin connection's.
-fn endpoint(inventory: &Inventory) -> Result<(String, u16, Option<String>)> {
+/// Where applications connect: `[server] app_*`, else the admin URL's.
+fn endpoint(inventory: &Inventory) -> Result<Endpoint> {
     let server = &inventory.server;
-    let admin: Option<tokio_postgres::Config> =
+    let admin =
         match &server.admin_url {
-            Some(url) => Some(url.expose_secret().parse().map_err(|e| {
+            Some(url) => Some(ServerAddress::parse(url).map_err(|e| {
                 anyhow::anyhow!("the admin URL is not a valid connection string: {e}")
             })?),
             None => None,
         };
-    let host = match (&server.app_host, &admin) {
-        (Some(h), _) => url_host(h),
-        (None, Some(c)) => match c.get_hosts().first() {
-            Some(Host::Tcp(h)) => url_host(h),
-            Some(Host::Unix(p)) => percent_encode(&p.to_string_lossy()),
-            None => "localhost".to_owned(),
-        },
-        (None, None) => bail!(
+    match Endpoint::new(
+        admin.as_ref(),
+        server.app_host.as_deref(),
+        server.app_port,
+        server.app_sslmode.as_deref(),
+    ) {
+        Some(e) => Ok(e),
+        None => bail!(
             "no host for the DSN: set [server] app_host (or admin_url / TENANTRY_ADMIN_URL) in {}",
             inventory.path.display()
         ),
-    };
-    let port = server
-        .app_port
-        .or_else(|| admin.as_ref()?.get_ports().first().copied())
-        .unwrap_or(5432);
-    let sslmode = server
-        .app_sslmode
-        .clone()
-        .or_else(|| match admin.as_ref()?.get_ssl_mode() {
-            SslMode::Require => Some("require".to_owned()),
-            SslMode::Disable => Some("disable".to_owned()),
-            _ => None,
-        });
-    Ok((host, port, sslmode))
-}
-
-/// An IPv6 literal goes in brackets.
-fn url_host(h: &str) -> String {
-    if h.contains(':') && !h.starts_with('[') {
-        format!("[{h}]")
-    } else {
-        h.to_owned()
     }
 }
 
@@ -209,21 +177,6 @@ mod tests {
     }
 
     #[test]
-    fn the_password_is_percent_encoded_to_unreserved_characters() {
-        let pw = "p@ss:/w?rd#%& é'\"";
-        let enc = percent_encode(pw);
-        assert!(
-            enc.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c)),
-            "{enc}"
-        );
-        let back = percent_encoding::percent_decode_str(&enc)
-            .decode_utf8()
-            .unwrap();
-        assert_eq!(back, pw);
-    }
-
-    #[test]
     fn formats() {
         let v = vars();
         assert_eq!(
@@ -238,7 +191,5 @@ mod tests {
             "{k}"
         );
         assert!(k.contains("  TENANT_NAME: \"building_shop\"\n"), "{k}");
-        assert_eq!(url_host("::1"), "[::1]");
-        assert_eq!(url_host("db.internal"), "db.internal");
     }
 }

@@ -16,6 +16,7 @@ mod ops;
 mod secrets;
 mod serve;
 mod switch;
+mod tokens;
 
 use std::process::ExitCode;
 

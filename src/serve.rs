@@ -1,17 +1,15 @@
-//! How `serve` and `token` are carried out: build the gateway's snapshot from
-//! tenants.toml (or `DATABASE_DSN`), listen, reload, shut down on a signal;
-//! create, list and revoke tokens in a tenant's database.
+//! How `serve` is carried out: build the gateway's snapshot from tenants.toml
+//! (or `DATABASE_DSN`), listen, reload, shut down on a signal.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use tenantry_gateway::listen::{self, Listen, Shutdown};
 use tenantry_gateway::server::{Gateway, Options};
 use tenantry_gateway::snapshot::Snapshot;
-use tenantry_gateway::{pools, reload, tokens};
-use tenantry_manifest::{Group, Inventory};
+use tenantry_gateway::{pools, reload};
+use tenantry_manifest::Inventory;
 
 use crate::cli::{Common, ServeFlags};
 
@@ -141,117 +139,4 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = Shutdown>> {
             _ = term.recv() => Shutdown::Graceful,
         }
     })
-}
-
-/// A connection to the tenant's database acting as its owner, with the token
-/// store in place.
-async fn token_store(inventory: &Inventory, tenant: &str) -> Result<tokio_postgres::Client> {
-    let t = crate::commands::tenant(inventory, tenant)?;
-    let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
-    let client = admin.connect(Some(tenant)).await?;
-    let groups = tenantry_plan::sql::idents(Group::MEMBERS.iter().map(|&g| t.role(g).to_string()));
-    client
-        .batch_execute(&format!(
-            "SET ROLE {};\n{}",
-            tenantry_plan::sql::ident(t.role(Group::Owner).as_str()),
-            tokens::schema_sql(&groups)
-        ))
-        .await
-        .with_context(|| {
-            format!("preparing the token store of {tenant} (has `tenantry apply` created it?)")
-        })?;
-    Ok(client)
-}
-
-/// Creates a token and returns it (shown once, stored hashed).
-pub async fn create_token(
-    inventory: &Inventory,
-    tenant: &str,
-    role: &str,
-    label: &str,
-) -> Result<(i64, SecretString)> {
-    if !tokens::ROLES.contains(&role) {
-        bail!("--role must be one of admin, developer, customer");
-    }
-    let client = token_store(inventory, tenant).await?;
-    let token = tokens::generate();
-    let id = tokens::insert(&client, role, label, &tokens::hash(token.expose_secret())).await?;
-    Ok((id, token))
-}
-
-pub async fn list_tokens(inventory: &Inventory, tenant: &str, json: bool) -> Result<u8> {
-    let client = token_store(inventory, tenant).await?;
-    let list = tokens::list(&client).await?;
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(0);
-    }
-    outln!(
-        "{:>6}  {:<10} {:<24} {:<32} REVOKED",
-        "ID",
-        "ROLE",
-        "LABEL",
-        "CREATED"
-    );
-    for t in list {
-        outln!(
-            "{:>6}  {:<10} {:<24} {:<32} {}",
-            t.id,
-            t.role,
-            t.label,
-            t.created_at,
-            t.revoked_at.unwrap_or_else(|| "-".into())
-        );
-    }
-    Ok(0)
-}
-
-pub async fn revoke_token(inventory: &Inventory, tenant: &str, id: i64) -> Result<u8> {
-    let client = token_store(inventory, tenant).await?;
-    if tokens::revoke(&client, id).await? {
-        outln!("Token {id} of {tenant} revoked (gateways stop accepting it within their token cache time).");
-        Ok(0)
-    } else {
-        bail!("tenant {tenant} has no live token {id}")
-    }
-}
-
-/// A developer token for the demo curl line of `tenantry up`, kept (0600)
-/// beside the generated passwords and reused while it is still valid.
-pub async fn demo_token(inventory: &Inventory, tenant: &str) -> Result<SecretString> {
-    let path = inventory.paths.secrets.join(format!("{tenant}.token"));
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim().to_owned();
-        let client = token_store(inventory, tenant).await?;
-        let live: bool = client
-            .query_one(
-                "SELECT count(*) > 0 FROM tenantry.tokens WHERE hash = $1 AND revoked_at IS NULL",
-                &[&tokens::hash(&existing)],
-            )
-            .await?
-            .get(0);
-        if live {
-            return Ok(SecretString::from(existing));
-        }
-    }
-    let (_, token) = create_token(inventory, tenant, "developer", "tenantry up").await?;
-    write_private(&path, token.expose_secret())?;
-    Ok(token)
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        tenantry_manifest::create_private_dir(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(f, "{text}")?;
-    Ok(())
 }

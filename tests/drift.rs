@@ -197,3 +197,87 @@ async fn tables_created_later_by_the_owner_follow_default_privileges() {
     );
     f.assert_converged();
 }
+
+/// The token store is part of every tenant: apply creates it (a first token
+/// check on a fresh tenant finds the function, no error in the server log),
+/// only the lookup function is open to the tenant's groups, and a store
+/// altered or dropped by hand is repaired without losing a stored token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_store_is_created_by_apply_and_repaired() {
+    let f = Fleet::new(Admin::CreateRole);
+    f.write(TWO_TENANTS);
+    f.apply().ok();
+    let check = "SELECT coalesce(tenantry.token_role($1), 'none')";
+    let role_of = |client: tokio_postgres::Client, hash: String| async move {
+        client
+            .query_one(check, &[&hash])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .map_err(|e| e.to_string())
+    };
+    let c = f.connect_as("{p}_cafe_c", "{p}_cafe").await.unwrap();
+    assert_eq!(role_of(c, "unknown".into()).await.unwrap(), "none");
+
+    let created = f.tenantry(&[
+        "token",
+        "create",
+        &f.name("{p}_shop"),
+        "--role",
+        "developer",
+    ]);
+    let token = created.ok().trim().to_owned();
+    let hash = tenantry_layout::tokens::hash(&token);
+    let live = || async {
+        let d = f.connect_as("{p}_shop_d", "{p}_shop").await.unwrap();
+        role_of(d, hash.clone()).await.unwrap()
+    };
+    assert_eq!(live().await, "developer");
+    let c = f.connect_as("{p}_shop_c", "{p}_shop").await.unwrap();
+    assert_eq!(
+        try_sql(&c, "SELECT * FROM tenantry.tokens").await,
+        "permission denied for table tokens"
+    );
+
+    // Altered by hand: a function that says "admin" to anyone, callable by
+    // everybody, and a table the customers may read.
+    f.psql(
+        "{p}_shop",
+        "CREATE OR REPLACE FUNCTION tenantry.token_role(token_hash text) RETURNS text \
+           LANGUAGE sql SECURITY DEFINER AS $$ SELECT 'admin' $$; \
+         GRANT EXECUTE ON FUNCTION tenantry.token_role(text) TO PUBLIC; \
+         GRANT SELECT ON tenantry.tokens TO {p}_shop_customer",
+    );
+    repaired(
+        &f,
+        &[
+            "~ token store in {p}_shop",
+            "token store: function tenantry.token_role(text): body: (altered) -> (tenantry's)",
+            "token store: function tenantry.token_role(text): PUBLIC: EXECUTE -> (none)",
+            "token store: table tenantry.tokens: {p}_shop_customer: SELECT -> (none)",
+        ],
+    );
+    assert_eq!(live().await, "developer", "the stored token survives");
+    let c = f.connect_as("{p}_shop_c", "{p}_shop").await.unwrap();
+    assert_eq!(role_of(c, "unknown".into()).await.unwrap(), "none");
+
+    // Dropped by hand: the function, then the whole store.
+    f.psql("{p}_shop", "DROP FUNCTION tenantry.token_role(text)");
+    repaired(
+        &f,
+        &["token store: function tenantry.token_role(text): (missing) -> present"],
+    );
+    assert_eq!(live().await, "developer");
+    f.psql("{p}_shop", "DROP SCHEMA tenantry CASCADE");
+    repaired(&f, &["token store: schema tenantry: (missing) -> present"]);
+    assert_eq!(
+        role_of(
+            f.connect_as("{p}_shop_d", "{p}_shop").await.unwrap(),
+            hash.clone()
+        )
+        .await
+        .unwrap(),
+        "none",
+        "a dropped store takes its tokens with it"
+    );
+    f.assert_converged();
+}

@@ -541,14 +541,14 @@ fn tls_to_postgres_for_the_gateway_and_the_provisioner() {
         )
         .unwrap();
     let schema = std::fs::read_to_string(common::fixture_schema().join("V1__store.sql")).unwrap();
-    let token = tenantry_gateway::tokens::generate();
-    let hash = tenantry_gateway::tokens::hash(secrecy::ExposeSecret::expose_secret(&token));
+    let token = tenantry_layout::tokens::generate();
+    let hash = tenantry_layout::tokens::hash(secrecy::ExposeSecret::expose_secret(&token));
     cluster
         .psql(
             "tls_shop",
             &format!(
-                "SET ROLE tls_app;\n{schema}\n{}\nINSERT INTO tenantry.tokens (role, hash) VALUES ('admin', '{hash}');",
-                tenantry_gateway::tokens::schema_sql("tls_group")
+                "SET ROLE tls_app;\n{schema}\n{};\nINSERT INTO tenantry.tokens (role, hash) VALUES ('admin', '{hash}');",
+                tenantry_layout::tokens::setup_for(&["tls_group"], &[]).join(";\n")
             ),
         )
         .unwrap();

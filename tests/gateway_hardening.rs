@@ -596,7 +596,7 @@ fn the_log_at_trace_holds_no_secret() {
         log.contains("TRACE") || log.contains("DEBUG"),
         "the log is not at trace: {log}"
     );
-    let hash = tenantry_gateway::tokens::hash(&dev);
+    let hash = tenantry_layout::tokens::hash(&dev);
     let mut secrets = vec![dev.clone(), hash, "secret-widget-value".to_owned()];
     for user in ["{p}_shop_a", "{p}_shop_d", "{p}_shop_c"] {
         secrets.push(f.secret(user));

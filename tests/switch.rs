@@ -212,7 +212,8 @@ async fn adopt_converges(admin: Admin) {
     assert!(adopted.ok().contains("Adopted"), "{}", adopted.all());
     assert_eq!(count(&su, comment, &f.name("{p}_store")).await, 1);
 
-    // The next plan only repairs grants, memberships and settings.
+    // The next plan only repairs grants, memberships and settings, and adds
+    // the token store Terraform never made.
     let plan = f.tenantry_env(&["plan", "--json"], &PASSWORDS);
     let json: serde_json::Value = serde_json::from_str(plan.ok()).unwrap();
     let tenants = json["tenants"].as_array().unwrap();
@@ -224,6 +225,7 @@ async fn adopt_converges(admin: Admin) {
             [
                 "update_database",
                 "privileges",
+                "token_store",
                 "update_user",
                 "update_role"
             ]

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use rand::distributions::Alphanumeric;
 use rand::Rng as _;
+use tenantry_layout::{history, Kind};
 use tenantry_manifest::Status;
 use tenantry_plan::model::DesiredTenant;
 use tenantry_plan::scram;
-use tenantry_plan::sql::Kind;
 use tenantry_plan::statements::{self, UserSpec};
 
 use crate::inventory;
@@ -48,7 +48,7 @@ pub fn psql(bin_dir: &Path, url: &str) -> Command {
 
 fn desired(name: String) -> DesiredTenant {
     DesiredTenant {
-        name,
+        name: tenantry_layout::Ident::parse(&name).expect("bench tenant names are valid"),
         plan: "starter".into(),
         status: Status::Active,
         deletion_protection: true,
@@ -75,7 +75,8 @@ fn push(script: &mut String, sql: &[String]) {
 
 /// The whole `psql` script that provisions tenant `db` from scratch: the
 /// statements tenantry's apply runs for a new tenant, in the same order
-/// (group roles, database, migration as the owner, privileges, users).
+/// (group roles, database, migration as the owner, privileges, token
+/// store, users).
 /// Passwords are generated and turned into SCRAM verifiers here, as
 /// tenantry does.
 pub fn script(db: &str, migration: &str) -> String {
@@ -91,21 +92,18 @@ pub fn script(db: &str, migration: &str) -> String {
     push_tx(&mut s, &statements::database(FLEET, &t, true, &[]));
     s.push_str(&format!("\\c {db}\n"));
     push(&mut s, &[statements::set_owner_role(&t)]);
-    push(
-        &mut s,
-        &[
-            "CREATE TABLE refinery_schema_history(version int4 PRIMARY KEY, name varchar(255), \
-           applied_on varchar(255), checksum varchar(255))"
-                .to_owned(),
-        ],
-    );
+    push(&mut s, &[history::CREATE.to_owned()]);
     s.push_str("BEGIN;\n");
     s.push_str(migration);
-    s.push_str(
-        "\n;\nINSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-         VALUES (1, 'init', now()::text, '0');\nCOMMIT;\n",
-    );
+    s.push_str(&format!(
+        "\n;\n{} VALUES (1, 'init', now()::text, '0');\nCOMMIT;\n",
+        history::INSERT
+            .split(" VALUES")
+            .next()
+            .expect("an INSERT has VALUES")
+    ));
     push_tx(&mut s, &statements::privileges(&t, &[], true));
+    push_tx(&mut s, &statements::token_store(&t, &[]));
     push(&mut s, &["RESET ROLE".to_owned()]);
     for (user, group) in inventory::users(db) {
         let verifier = scram::verifier(&password());
@@ -267,9 +265,10 @@ mod tests {
         assert!(at("\\c b0001") < at("SET ROLE \"b0001_owner\""));
         assert!(at("CREATE TABLE x ()") < at("GRANT USAGE ON SCHEMA public"));
         assert!(
-            at("REVOKE ALL ON TABLE public.\"refinery_schema_history\"")
-                < at("CREATE ROLE \"b0001_c\" LOGIN")
+            at("REVOKE ALL ON TABLE public.refinery_schema_history")
+                < at("CREATE FUNCTION tenantry.token_role")
         );
+        assert!(at("CREATE FUNCTION tenantry.token_role") < at("CREATE ROLE \"b0001_c\" LOGIN"));
         assert!(s.contains("PASSWORD 'SCRAM-SHA-256$4096:"));
         assert_eq!(s.matches("BEGIN;").count(), s.matches("COMMIT;").count());
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tenantry_manifest::{Group, Inventory, PasswordSource, Status};
+use tenantry_pgconn::ServerAddress;
 
 use crate::api::TenantInfo;
 use crate::resolve::HostIndex;
@@ -37,7 +38,7 @@ pub struct TenantEntry {
     /// Changes when sizes or credentials change: pools must be rebuilt.
     pub fingerprint: String,
     /// Server address and options shared by all tenants (one allocation).
-    base: Arc<tokio_postgres::Config>,
+    base: Arc<ServerAddress>,
 }
 
 /// How a role's pool connects, or why it cannot.
@@ -57,7 +58,7 @@ impl TenantEntry {
         let Some(Login::Ready { user, password }) = self.logins.get(role) else {
             return None;
         };
-        let mut config = (*self.base).clone();
+        let mut config = self.base.config().clone();
         config
             .user(user)
             .password(password.expose_secret())
@@ -110,9 +111,8 @@ impl Snapshot {
         let url = inventory.server.admin_url.as_ref().ok_or(
             "the gateway needs [server].admin_url (or TENANTRY_ADMIN_URL) for the server's host and port",
         )?;
-        let base: Arc<tokio_postgres::Config> = Arc::new(
-            url.expose_secret()
-                .parse()
+        let base = Arc::new(
+            ServerAddress::parse(url)
                 .map_err(|e| format!("admin_url is not a valid connection string: {e}"))?,
         );
         let mut tenants = HashMap::with_capacity(inventory.tenants.len());
@@ -186,18 +186,16 @@ impl Snapshot {
         pool_size: usize,
         requests_per_second: u32,
     ) -> Result<Snapshot, String> {
-        let config: tokio_postgres::Config = dsn
-            .expose_secret()
-            .parse()
+        let address = ServerAddress::parse(dsn)
             .map_err(|e| format!("DATABASE_DSN is not a valid connection string: {e}"))?;
-        let db = config
-            .get_dbname()
+        let db = address
+            .dbname()
             .ok_or("DATABASE_DSN names no database")?
             .to_owned();
-        let user = config.get_user().unwrap_or("postgres").to_owned();
-        let password = SecretString::from(
-            String::from_utf8_lossy(config.get_password().unwrap_or_default()).into_owned(),
-        );
+        let user = address.user().unwrap_or("postgres").to_owned();
+        let password = address
+            .password()
+            .unwrap_or_else(|| SecretString::from(String::new()));
         let mut logins = BTreeMap::new();
         logins.insert("dsn".to_owned(), Login::Ready { user, password });
         let entry = Arc::new(TenantEntry {
@@ -211,7 +209,7 @@ impl Snapshot {
             requests_per_second,
             logins,
             fingerprint: String::new(),
-            base: Arc::new(config),
+            base: Arc::new(address),
         });
         Ok(Snapshot {
             secrets_dir: None,

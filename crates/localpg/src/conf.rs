@@ -1,5 +1,6 @@
-//! Pure text: the `pg_hba.conf` and settings file we write into a cluster,
-//! URL percent-encoding, and SQL quoting. No I/O here.
+//! Pure text: the `pg_hba.conf` and settings file we write into a cluster.
+//! No I/O here. (SQL quoting is `tenantry-layout`'s, URLs
+//! `tenantry-pgconn`'s.)
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -96,45 +97,12 @@ fn conf_string(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// A SQL string literal (standard_conforming_strings is on by default).
-pub(crate) fn sql_literal(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
-}
-
-/// A quoted SQL identifier.
-pub(crate) fn sql_ident(v: &str) -> String {
-    format!("\"{}\"", v.replace('"', "\"\""))
-}
-
-/// Percent-encode everything but RFC 3986 unreserved characters, so the
-/// value is safe in any URL component.
-pub(crate) fn percent_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn percent_encoding_keeps_unreserved_and_escapes_the_rest() {
-        assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
-        assert_eq!(percent_encode("p@ss:w/rd%"), "p%40ss%3Aw%2Frd%25");
-        assert_eq!(percent_encode("é"), "%C3%A9");
-    }
-
-    #[test]
-    fn quoting_doubles_the_quote_character() {
-        assert_eq!(sql_literal("it's"), "'it''s'");
-        assert_eq!(sql_ident("a\"b"), "\"a\"\"b\"");
+    fn conf_strings_double_the_quote_character() {
         assert_eq!(conf_string("/x/'y"), "'/x/''y'");
     }
 

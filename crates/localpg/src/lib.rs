@@ -293,23 +293,14 @@ impl Cluster {
 
     /// Superuser URL over TCP: `postgres://postgres@127.0.0.1:<port>/<db>`.
     pub fn url(&self, db: &str) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/{}",
-            self.port,
-            conf::percent_encode(db)
-        )
+        tenantry_pgconn::address::url("127.0.0.1", self.port, "postgres", None, db)
     }
 
     /// URL for a password user over TCP:
     /// `postgres://<user>:<password percent-encoded>@127.0.0.1:<port>/<db>`.
     pub fn user_url(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "postgres://{}:{}@127.0.0.1:{}/{}",
-            conf::percent_encode(user),
-            conf::percent_encode(password),
-            self.port,
-            conf::percent_encode(db)
-        )
+        let password = secrecy::SecretString::from(password.to_owned());
+        tenantry_pgconn::address::url("127.0.0.1", self.port, user, Some(&password), db)
     }
 
     /// Run SQL as the superuser through the cluster's own `psql`
@@ -333,14 +324,14 @@ impl Cluster {
     /// role is brought to exactly that. Returns its URL to database
     /// `postgres`.
     pub fn create_admin_role(&self, name: &str, password: &str) -> Result<String, Error> {
-        let lit = conf::sql_literal(name);
+        let lit = tenantry_layout::literal(name);
         let sql = format!(
             "SELECT format('CREATE ROLE %I', {lit}::text) \
                WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {lit}) \\gexec\n\
              ALTER ROLE {ident} WITH LOGIN NOSUPERUSER CREATEDB CREATEROLE \
                NOREPLICATION NOBYPASSRLS INHERIT PASSWORD {pw};\n",
-            ident = conf::sql_ident(name),
-            pw = conf::sql_literal(password),
+            ident = tenantry_layout::quote(name),
+            pw = tenantry_layout::literal(password),
         );
         self.psql("postgres", &sql)?;
         Ok(self.user_url(name, password, "postgres"))

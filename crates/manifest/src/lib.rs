@@ -42,7 +42,6 @@
 
 mod duration;
 mod error;
-mod ident;
 mod model;
 mod password;
 mod raw;
@@ -54,32 +53,18 @@ pub use secrecy::{ExposeSecret, SecretString};
 
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use error::{line_col, render, Diagnostic, ManifestError, Reporter};
-pub use ident::{Ident, MAX_IDENT_BYTES};
 pub use model::{
-    Group, Inventory, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User,
-    LONGEST_ROLE_SUFFIX, MAX_MANIFEST_BYTES,
+    Inventory, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User, MAX_MANIFEST_BYTES,
 };
 pub use password::{create_private_dir, PasswordSource, GENERATED_PASSWORD_LEN};
 pub use secret_file::MAX_PASSWORD_FILE_BYTES;
+pub use tenantry_layout::roles::{LONGEST_ROLE_SUFFIX, RESERVED_ROLE_NAMES};
+pub use tenantry_layout::{Group, Ident, MAX_IDENT_BYTES};
 pub use validate::{
     ADMIN_URL_ENV, DEFAULT_BACKUPS_DIR, DEFAULT_FLEET, DEFAULT_SCHEMA_DIR, DEFAULT_SECRETS_DIR,
-    RESERVED_ROLE_NAMES,
 };
 
 #[cfg(test)]
 mod tests;
 
 pub mod schema;
-
-/// Percent-encodes everything but RFC 3986's unreserved characters
-/// (`A-Z a-z 0-9 - . _ ~`), so the value is safe in any URL component (a
-/// DSN's user or password) and in an unquoted env line.
-pub fn percent_encode(value: &str) -> String {
-    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    utf8_percent_encode(value, COMPONENT).to_string()
-}

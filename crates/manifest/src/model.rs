@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 
 use crate::duration::format_duration_ms;
-use crate::{Ident, ManifestError, PasswordSource};
+use crate::{Group, Ident, ManifestError, PasswordSource};
 
 /// A validated `tenants.toml`.
 #[derive(Clone, Debug)]
@@ -168,49 +168,6 @@ impl Tier {
     }
 }
 
-/// The groups of a tenant database; each is a role `<db>_<group>`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Group {
-    Owner,
-    Admin,
-    Developer,
-    Customer,
-}
-
-impl Group {
-    /// Every group, owner first.
-    pub const ALL: [Group; 4] = [
-        Group::Owner,
-        Group::Admin,
-        Group::Developer,
-        Group::Customer,
-    ];
-    /// The groups users can be members of (all but the owner).
-    pub const MEMBERS: [Group; 3] = [Group::Admin, Group::Developer, Group::Customer];
-
-    /// `"owner"`, `"admin"`, `"developer"` or `"customer"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Group::Owner => "owner",
-            Group::Admin => "admin",
-            Group::Developer => "developer",
-            Group::Customer => "customer",
-        }
-    }
-
-    /// The inverse of [`as_str`](Self::as_str).
-    pub fn parse(s: &str) -> Option<Group> {
-        Group::ALL.into_iter().find(|g| g.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Group {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Whether a tenant is served.
 #[derive(
     Clone,
@@ -258,14 +215,11 @@ pub struct Tenant {
     pub users: Vec<User>,
 }
 
-/// Longest suffix a tenant name gets in a derived role (`_developer`).
-pub const LONGEST_ROLE_SUFFIX: usize = "_developer".len();
-
 impl Tenant {
     /// The group role of this tenant: `<db>_owner`, `<db>_admin`,
     /// `<db>_developer` or `<db>_customer`.
     pub fn role(&self, group: Group) -> Ident {
-        Ident::new_unchecked(format!("{}_{}", self.name, group.as_str()))
+        tenantry_layout::group_role(&self.name, group)
     }
 
     /// The users of one group, in file order.

@@ -21,8 +21,6 @@ use secrecy::SecretString;
 use toml::Spanned;
 
 use crate::error::Reporter;
-use crate::ident::MAX_IDENT_BYTES;
-use crate::model::LONGEST_ROLE_SUFFIX;
 use crate::raw::{RawManifest, RawPlan, RawServer, RawTenant, RawUser};
 use crate::secret_file::{self, Whose};
 use crate::shape;
@@ -30,6 +28,8 @@ use crate::{
     parse_duration_ms, Diagnostic, Group, Ident, Inventory, ManifestError, PasswordSource, Paths,
     Routing, Secrets, Server, Tenant, Tier, User,
 };
+use tenantry_layout::roles::{LONGEST_ROLE_SUFFIX, RESERVED_ROLE_NAMES};
+use tenantry_layout::MAX_IDENT_BYTES;
 
 /// The environment variable that overrides `[server] admin_url`.
 pub const ADMIN_URL_ENV: &str = "TENANTRY_ADMIN_URL";
@@ -44,15 +44,6 @@ pub const DEFAULT_SECRETS_DIR: &str = ".tenantry/secrets";
 
 /// Largest `statement_timeout` Postgres accepts, in milliseconds.
 const MAX_STATEMENT_TIMEOUT_MS: u64 = i32::MAX as u64;
-
-/// Role names PostgreSQL refuses or treats specially, beyond [`Ident`]'s rules.
-pub const RESERVED_ROLE_NAMES: [&str; 5] = [
-    "public",
-    "none",
-    "current_user",
-    "current_role",
-    "session_user",
-];
 
 pub(crate) fn validate(
     source: &str,
@@ -481,7 +472,7 @@ impl Tenants {
             if Ident::parse(key.get_ref()).is_ok() {
                 for g in Group::ALL {
                     roles.insert(
-                        format!("{}_{}", key.get_ref(), g.as_str()),
+                        tenantry_layout::roles::group_role_name(key.get_ref(), g),
                         (key.get_ref().clone(), g),
                     );
                 }

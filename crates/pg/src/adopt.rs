@@ -8,10 +8,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use tenantry_layout::history;
+use tenantry_layout::quote;
 use tenantry_manifest::{Group, Inventory};
 use tenantry_plan::adopt::{adoption, baseline_sql, Adoption, SchemaCheck, Survey};
-use tenantry_plan::diff::HISTORY_TABLE;
-use tenantry_plan::sql::ident;
 use tenantry_plan::DesiredTenant;
 use tokio_postgres::Client;
 
@@ -105,13 +105,13 @@ pub async fn adopt(
                 format!("no tenant '{tenant}' in {}", inventory.path.display()),
             )
         })?;
-    let mut names = vec![t.name.clone()];
-    names.extend(Group::ALL.iter().map(|&g| t.role(g)));
-    names.extend(t.users.iter().map(|u| u.name.clone()));
+    let mut names = vec![t.name.to_string()];
+    names.extend(Group::ALL.iter().map(|&g| t.role(g).to_string()));
+    names.extend(t.users.iter().map(|u| u.name.to_string()));
     let observed = crate::introspect::observe(&admin, &client, &inventory.fleet, &names, 1).await?;
 
     let mut rows = Vec::new();
-    let survey = if observed.databases.contains_key(&t.name) {
+    let survey = if observed.databases.contains_key(t.name.as_str()) {
         survey(
             &admin,
             &inventory.fleet,
@@ -149,11 +149,8 @@ pub async fn adopt(
                 .await
                 .map_err(|e| Error::sql(format!("adopt {}: {sql}", t.name), e))?;
         }
-        let insert = format!(
-            "INSERT INTO public.{HISTORY_TABLE} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"
-        );
         for (version, name, applied_on, checksum) in &rows {
-            tx.execute(&insert, &[version, name, applied_on, checksum])
+            tx.execute(history::INSERT, &[version, name, applied_on, checksum])
                 .await
                 .map_err(|e| Error::sql(format!("adopt {}: migration history", t.name), e))?;
         }
@@ -205,7 +202,7 @@ async fn survey(
     let client = admin.connect(Some(&t.name)).await?;
     let context = format!("adopt {}: reading the database", t.name);
     let foreign_owned = client
-        .query(FOREIGN_OWNED, &[&owner])
+        .query(FOREIGN_OWNED, &[&owner.as_str()])
         .await
         .map_err(|e| Error::sql(&context, e))?
         .iter()
@@ -255,7 +252,7 @@ async fn survey(
 
 async fn shape(client: &Client, context: &str) -> Result<BTreeSet<String>, Error> {
     Ok(client
-        .query(SHAPE, &[&HISTORY_TABLE])
+        .query(SHAPE, &[&history::TABLE])
         .await
         .map_err(|e| Error::sql(context, e))?
         .iter()
@@ -282,10 +279,10 @@ async fn scratch_shape(
     let context = "adopt: scratch database for the schema check";
     // CREATE DATABASE runs alone: never inside a transaction block.
     for sql in [
-        format!("CREATE DATABASE {}", ident(&name)),
+        format!("CREATE DATABASE {}", quote(&name)),
         format!(
             "COMMENT ON DATABASE {} IS 'tenantry adopt scratch: safe to drop'",
-            ident(&name)
+            quote(&name)
         ),
     ] {
         control
@@ -303,10 +300,7 @@ async fn scratch_shape(
         migrations.run(&mut client, &name, &me, lock_wait).await?;
         let shape = shape(&client, context).await?;
         let history = client
-            .query(
-                &format!("SELECT version, name, applied_on, checksum FROM public.{HISTORY_TABLE} ORDER BY version"),
-                &[],
-            )
+            .query(history::ROWS, &[])
             .await
             .map_err(|e| Error::sql(context, e))?
             .iter()
@@ -318,7 +312,7 @@ async fn scratch_shape(
     let dropped = control
         .batch_execute(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            ident(&name)
+            quote(&name)
         ))
         .await
         .map_err(|e| Error::sql(context, e));

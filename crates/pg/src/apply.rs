@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::{stream, StreamExt};
 use secrecy::ExposeSecret;
+use tenantry_layout::roles::group_role_name;
+use tenantry_layout::Kind;
 use tenantry_manifest::{Group, Inventory};
 use tenantry_plan::model::{Desired, DesiredTenant, Observed};
 use tenantry_plan::plan::{Action, Change, Plan, TenantPlan};
-use tenantry_plan::sql::Kind;
 use tenantry_plan::{scram, statements};
 use tokio_postgres::Client;
 
@@ -191,7 +192,7 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
                 let allow = ctx
                     .observed
                     .databases
-                    .get(&t.name)
+                    .get(t.name.as_str())
                     .is_none_or(|d| d.allow_connections);
                 let sql = statements::database(fleet, t, allow, foreign_grantees);
                 tx(
@@ -205,7 +206,7 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
         }
     }
 
-    // 3. Inside the database, as the owner: migrations, then privileges.
+    // 3. Inside the database, as the owner: migrations, privileges, the token store.
     let migrate = tp
         .changes
         .iter()
@@ -216,6 +217,14 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
         } => Some(foreign_grantees.clone()),
         _ => None,
     });
+    let store = tp.changes.iter().find_map(|c| match c {
+        Change::TokenStore {
+            foreign_grantees,
+            reown,
+            ..
+        } => Some((foreign_grantees.clone(), *reown)),
+        _ => None,
+    });
     let drops: Vec<&str> = tp
         .changes
         .iter()
@@ -224,9 +233,18 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
             _ => None,
         })
         .collect();
-    if created || migrate || privileges.is_some() || !drops.is_empty() {
+    let grants = created || migrate || privileges.is_some();
+    if grants || store.is_some() || !drops.is_empty() {
         let mut db = ctx.admin.connect(Some(&t.name)).await?;
-        if created || migrate || privileges.is_some() {
+        if let Some((_, true)) = &store {
+            tx(
+                &mut db,
+                &statements::token_store_owner(t),
+                format!("tenant {}: handing the token store to {owner}", t.name),
+            )
+            .await?;
+        }
+        if grants || store.is_some() {
             if migrate {
                 ctx.migrations
                     .run(&mut db, &t.name, &owner, ctx.lock_wait)
@@ -238,11 +256,22 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
                 format!("tenant {}: acting as {owner}", t.name),
             )
             .await?;
-            let has_history = crate::migrate::has_history(&db)
-                .await
-                .map_err(|e| Error::sql(format!("tenant {}: reading the schema", t.name), e))?;
-            let sql = statements::privileges(t, privileges.as_deref().unwrap_or(&[]), has_history);
-            tx(&mut db, &sql, format!("tenant {}: privileges", t.name)).await?;
+            if grants {
+                let has_history = crate::migrate::has_history(&db)
+                    .await
+                    .map_err(|e| Error::sql(format!("tenant {}: reading the schema", t.name), e))?;
+                let sql =
+                    statements::privileges(t, privileges.as_deref().unwrap_or(&[]), has_history);
+                tx(&mut db, &sql, format!("tenant {}: privileges", t.name)).await?;
+            }
+            if let Some((foreign, _)) = &store {
+                tx(
+                    &mut db,
+                    &statements::token_store(t, foreign),
+                    format!("tenant {}: token store", t.name),
+                )
+                .await?;
+            }
             exec(&db, "RESET ROLE", "resetting the role").await?;
         }
         // Login users the file no longer lists: hand their objects to the owner.
@@ -335,7 +364,7 @@ async fn destroy(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Erro
     for c in &tp.changes {
         match c {
             Change::DropDatabase { database, .. } => {
-                let owner = format!("{database}_owner");
+                let owner = group_role_name(database, Group::Owner);
                 if !superuser {
                     exec(
                         &client,

@@ -12,7 +12,8 @@
 //!   to refuse overwriting data by accident.
 //! - [`restore`]: `pg_restore --single-transaction --clean --if-exists
 //!   --no-owner --no-acl --role=<db>_owner`, then tenantry's privileges
-//!   re-applied, so the result is what `tenantry plan` expects.
+//!   and token store re-applied (the store itself is never restored), so the
+//!   result is what `tenantry plan` expects.
 //!
 //! The connection (host, port, user, `PGSSLMODE`) comes from the admin URL
 //! ([`command`]); the password goes through `PGPASSWORD`, never the command line.
@@ -20,56 +21,31 @@
 
 use std::path::{Path, PathBuf};
 
+use tenantry_layout::{history, literal, quote};
 use tenantry_plan::model::DesiredTenant;
-use tenantry_plan::sql::{ident, literal};
 use tenantry_plan::statements;
-use tokio_postgres::config::Host;
 
 use crate::connect::Admin;
 use crate::error::Error;
 
-/// The schema of the gateway's token store. Never restored: tokens are
-/// credentials, and a restore must neither revive tokens revoked since the
-/// backup nor bring another database's tokens along. The live store stays.
-pub const TOKEN_SCHEMA: &str = "tenantry";
-
-/// The migration history table: not tenant data (a database with only
-/// history rows is empty).
-const HISTORY_TABLE: &str = "refinery_schema_history";
+/// The schema of the gateway's token store: never restored (see
+/// `tenantry_layout::tokens`); the live store stays, and one is set up
+/// where none exists.
+use tenantry_layout::tokens::SCHEMA as TOKEN_SCHEMA;
 
 /// `program` (pg_dump, pg_restore, ...) set up to connect where and as whom
 /// the admin does: `--host`, `--port`, `--username`, `PGSSLMODE` as the
 /// admin URL asks, and the password in `PGPASSWORD` (never in argv).
 /// `--no-password`: never prompt.
 pub fn command(admin: &Admin, program: &Path) -> tokio::process::Command {
-    let config = admin.config();
+    let tools = admin.address().tool_args();
     let mut cmd = tokio::process::Command::new(program);
-    cmd.arg("--no-password");
-    match config.get_hosts().first() {
-        Some(Host::Tcp(h)) => {
-            cmd.arg(format!("--host={h}"));
-        }
-        Some(Host::Unix(p)) => {
-            cmd.arg(format!("--host={}", p.display()));
-        }
-        None => {}
-    }
-    if let Some(port) = config.get_ports().first() {
-        cmd.arg(format!("--port={port}"));
-    }
-    if let Some(user) = config.get_user() {
-        cmd.arg(format!("--username={user}"));
-    }
+    cmd.args(&tools.args);
     // TLS as the admin connection asks (libpq reads PGSSLMODE).
-    let sslmode = match config.get_ssl_mode() {
-        tokio_postgres::config::SslMode::Disable => "disable",
-        tokio_postgres::config::SslMode::Require => "require",
-        _ => "prefer",
-    };
-    cmd.env("PGSSLMODE", sslmode);
+    cmd.env("PGSSLMODE", tools.sslmode);
     // The password goes through the environment, never the command line.
-    if let Some(pw) = config.get_password() {
-        cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
+    if let Some(pw) = &tools.password {
+        cmd.env("PGPASSWORD", secrecy::ExposeSecret::expose_secret(pw));
     }
     cmd.kill_on_drop(true);
     cmd
@@ -332,7 +308,7 @@ pub async fn tables_with_rows(
     let client = admin.connect(Some(database)).await?;
     let ctx = format!("looking for rows in {database}");
     client
-        .batch_execute(&format!("SET ROLE {}", ident(owner)))
+        .batch_execute(&format!("SET ROLE {}", quote(owner)))
         .await
         .map_err(|e| Error::sql(&ctx, e))?;
     let tables: Vec<String> = client
@@ -341,7 +317,7 @@ pub async fn tables_with_rows(
              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
                AND c.relname <> $1
              ORDER BY 1",
-            &[&HISTORY_TABLE],
+            &[&history::TABLE],
         )
         .await
         .map_err(|e| Error::sql(&ctx, e))?
@@ -357,7 +333,7 @@ pub async fn tables_with_rows(
             format!(
                 "SELECT {} WHERE EXISTS (SELECT 1 FROM public.{})",
                 literal(t),
-                ident(t)
+                quote(t)
             )
         })
         .collect::<Vec<_>>()
@@ -457,7 +433,8 @@ pub async fn restore(
     let history = crate::migrate::has_history(&client)
         .await
         .map_err(|e| Error::sql(&ctx, e))?;
-    let sql = statements::privileges(tenant, &[], history);
+    let mut sql = statements::privileges(tenant, &[], history);
+    sql.extend(statements::token_store(tenant, &[]));
     let tx = client
         .transaction()
         .await
@@ -468,10 +445,7 @@ pub async fn restore(
     tx.commit().await.map_err(|e| Error::sql(&ctx, e))?;
     let schema_version = match history {
         true => client
-            .query_one(
-                "SELECT max(version)::bigint FROM public.refinery_schema_history",
-                &[],
-            )
+            .query_one(history::MAX_VERSION, &[])
             .await
             .map_err(|e| Error::sql(&ctx, e))?
             .get(0),
@@ -482,8 +456,7 @@ pub async fn restore(
             .data
             .iter()
             .filter(|t| {
-                !t.starts_with(&format!("{TOKEN_SCHEMA}."))
-                    && t.as_str() != format!("public.{HISTORY_TABLE}")
+                !t.starts_with(&format!("{TOKEN_SCHEMA}.")) && t.as_str() != history::QUALIFIED
             })
             .cloned()
             .collect(),

@@ -1,6 +1,8 @@
 //! Errors of the Postgres side, with the server's own message, detail and
 //! hint for people, and its SQLSTATE for callers that branch on it
-//! ([`Error::code`], as tokio-postgres' own `Error::code`).
+//! ([`Error::code`], as tokio-postgres' own `Error::code`), with the
+//! constraint it names ([`Error::constraint`]) and what tenantry was doing
+//! ([`Error::context`]).
 
 use std::path::PathBuf;
 
@@ -27,6 +29,8 @@ pub enum Error {
         /// The server's SQLSTATE; None for an error of the client or of
         /// tenantry itself.
         code: Option<SqlState>,
+        /// The constraint the statement violated, when the server names one.
+        constraint: Option<String>,
     },
     #[error("another tenantry apply holds the lock of fleet '{fleet}'{holder}; waited {waited:?} (raise --lock-timeout to wait longer)")]
     Locked {
@@ -50,6 +54,10 @@ impl Error {
             context: context.into(),
             message: describe(&e),
             code: e.code().cloned(),
+            constraint: e
+                .as_db_error()
+                .and_then(|db| db.constraint())
+                .map(str::to_owned),
         }
     }
 
@@ -59,6 +67,24 @@ impl Error {
             context: context.into(),
             message: message.into(),
             code: None,
+            constraint: None,
+        }
+    }
+
+    /// The constraint a statement violated, if the server named one.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            Error::Sql { constraint, .. } => constraint.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// What tenantry was doing (`tenant shop: privileges`), for an error of
+    /// a statement or of tenantry itself.
+    pub fn context(&self) -> Option<&str> {
+        match self {
+            Error::Sql { context, .. } => Some(context),
+            _ => None,
         }
     }
 

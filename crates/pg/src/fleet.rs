@@ -147,7 +147,7 @@ pub async fn migrate(
 
 async fn one(admin: &Admin, migrations: &Migrations, tenant: &str, lock_wait: Duration) -> Report {
     let start = Instant::now();
-    let owner = format!("{tenant}_owner");
+    let owner = tenantry_layout::roles::group_role_name(tenant, tenantry_layout::Group::Owner);
     let outcome = async {
         let mut client = admin.connect(Some(tenant)).await?;
         migrations.run(&mut client, tenant, &owner, lock_wait).await

@@ -8,17 +8,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::{stream, StreamExt, TryStreamExt};
-use tenantry_plan::diff::HISTORY_TABLE;
+use tenantry_layout::history;
+use tenantry_layout::roles::group_role_name;
+use tenantry_layout::{literal, tokens, Group};
+use tenantry_layout::{Kind, Marker};
 use tenantry_plan::model::{
-    Acl, Observed, ObservedContents, ObservedDatabase, ObservedRelation, ObservedRole, RelKind,
+    Acl, Observed, ObservedContents, ObservedDatabase, ObservedFunction, ObservedObject,
+    ObservedRelation, ObservedRole, ObservedTokenStore, RelKind,
 };
-use tenantry_plan::sql::{Kind, Marker};
 use tokio_postgres::Client;
 
 use crate::connect::Admin;
 use crate::error::Error;
 
-const MARKER_LIKE: &str = "tenantry:v1 %";
+use tenantry_layout::marker::LIKE as MARKER_LIKE;
 
 /// Grantee/privilege pairs as `grantee=PRIVILEGE` text (grantee 0 is PUBLIC).
 const ACL_AGG: &str =
@@ -148,7 +151,7 @@ pub async fn observe(
             ours(d.comment.as_ref(), Kind::Database)
                 || (d.comment.is_none()
                     && observed.roles.get(&d.owner).is_some_and(|r| {
-                        d.owner == format!("{}_owner", d.name)
+                        d.owner == group_role_name(&d.name, Group::Owner)
                             && ours(r.comment.as_ref(), Kind::Owner)
                     }))
         })
@@ -183,13 +186,22 @@ fn acl_json(acl: &str) -> String {
 pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error> {
     let client = admin.connect(Some(db)).await?;
     let ctx = format!("reading database {db}");
-    let owner = tenantry_plan::sql::literal(&format!("{db}_owner"));
+    let owner = literal(&group_role_name(db, Group::Owner));
     let schema_acl = acl_json("coalesce(n.nspacl, acldefault('n', n.nspowner))");
     let rel_acl = acl_json(
         "coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's'::\"char\" ELSE 'r'::\"char\" END, c.relowner))",
     );
+    let store_schema_acl = acl_json("coalesce(n.nspacl, acldefault('n', n.nspowner))");
+    let store_table_acl = acl_json("coalesce(c.relacl, acldefault('r', c.relowner))");
+    let function_acl = acl_json("coalesce(p.proacl, acldefault('f', p.proowner))");
+    let (store, table, function) = (
+        literal(tokens::SCHEMA),
+        literal(tokens::TABLE),
+        literal(tokens::FUNCTION_SIGNATURE),
+    );
     // The history table may not exist: query_to_xml runs its query only when
     // the CASE reaches it, so a missing table is never referenced.
+    let history_max = literal(history::MAX_VERSION);
     let sql = format!(
         "SELECT json_build_object(
            'schema_owner', (SELECT pg_get_userbyid(n.nspowner)::text FROM pg_namespace n WHERE n.nspname = 'public'),
@@ -205,10 +217,20 @@ pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error
                                  JOIN pg_namespace n ON n.oid = d.defaclnamespace AND n.nspname = 'public'
                                  CROSS JOIN LATERAL aclexplode(d.defaclacl) a
                                  WHERE pg_get_userbyid(d.defaclrole) = {owner}), '[]'),
-           'version', CASE WHEN to_regclass('public.{HISTORY_TABLE}') IS NOT NULL THEN
-                        ((xpath('/row/v/text()', query_to_xml('SELECT max(version) AS v FROM public.{HISTORY_TABLE}',
-                                                               false, true, '')))[1])::text::int END
-         )::text"
+           'version', CASE WHEN to_regclass({history_table}) IS NOT NULL THEN
+                        ((xpath('/row/v/text()', query_to_xml({history_max}, false, true, '')))[1])::text::int END,
+           'token_store', (SELECT json_build_object(
+               'owner', pg_get_userbyid(n.nspowner)::text,
+               'acl', {store_schema_acl},
+               'table', (SELECT json_build_object('owner', pg_get_userbyid(c.relowner)::text, 'acl', {store_table_acl})
+                         FROM pg_class c WHERE c.relnamespace = n.oid AND c.relname = {table} AND c.relkind = 'r'),
+               'function', (SELECT json_build_object('owner', pg_get_userbyid(p.proowner)::text, 'acl', {function_acl},
+                                   'definer', p.prosecdef, 'config', coalesce(p.proconfig, '{{}}'),
+                                   'body', p.prosrc, 'returns', pg_get_function_result(p.oid))
+                            FROM pg_proc p WHERE p.oid = to_regprocedure({function})))
+             FROM pg_namespace n WHERE n.nspname = {store})
+         )::text",
+        history_table = literal(history::QUALIFIED),
     );
     let rows = client
         .simple_query(&sql)
@@ -273,7 +295,43 @@ fn parse_contents(text: &str) -> Result<ObservedContents, String> {
             .or_default()
             .insert(privilege.to_owned());
     }
+    c.token_store = token_store(&v["token_store"]);
     Ok(c)
+}
+
+fn object(v: &serde_json::Value) -> Option<ObservedObject> {
+    Some(ObservedObject {
+        owner: v.get("owner")?.as_str()?.to_owned(),
+        acl: pairs(&v["acl"]),
+    })
+}
+
+/// The `token_store` part of [`contents`]' answer (`null`: no schema).
+fn token_store(v: &serde_json::Value) -> ObservedTokenStore {
+    if v.is_null() {
+        return ObservedTokenStore::default();
+    }
+    let text = |f: &serde_json::Value, key: &str| f[key].as_str().unwrap_or_default().to_owned();
+    ObservedTokenStore {
+        schema: object(v),
+        table: object(&v["table"]),
+        function: object(&v["function"]).map(|o| {
+            let f = &v["function"];
+            ObservedFunction {
+                owner: o.owner,
+                acl: o.acl,
+                security_definer: f["definer"].as_bool() == Some(true),
+                config: f["config"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect(),
+                body: text(f, "body"),
+                returns: text(f, "returns"),
+            }
+        }),
+    }
 }
 
 /// Which of `names` are databases this fleet manages (one query).

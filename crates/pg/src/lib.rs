@@ -17,6 +17,7 @@ pub mod lock;
 pub mod migrate;
 pub mod rotate;
 pub mod session;
+pub mod tokens;
 
 pub use connect::Admin;
 pub use error::Error;

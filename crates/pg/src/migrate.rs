@@ -20,15 +20,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use refinery::{Migration, Runner, Target};
+use tenantry_layout::history;
 use tokio_postgres::Client;
 
 use crate::error::Error;
 
 /// The first line that marks a migration to run outside a transaction.
 pub const NO_TRANSACTION: &str = "-- tenantry:no-transaction";
-
-/// The migration history table refinery keeps in each tenant database.
-pub const HISTORY_TABLE: &str = tenantry_plan::diff::HISTORY_TABLE;
 
 /// Key of the per-database migration lock ("tnmg"); advisory locks are
 /// scoped to the database they are taken in.
@@ -140,17 +138,14 @@ impl Migrations {
         let exists = has_history(client).await?;
         let applied: Vec<(i64, String, String)> = if exists {
             client
-                .query(
-                    &format!("SELECT version, name, checksum FROM public.{HISTORY_TABLE}"),
-                    &[],
-                )
+                .query(history::ROWS, &[])
                 .await?
                 .iter()
                 .map(|r| {
                     (
                         i64::from(r.get::<_, i32>(0)),
                         r.get::<_, Option<String>>(1).unwrap_or_default(),
-                        r.get::<_, Option<String>>(2).unwrap_or_default(),
+                        r.get::<_, Option<String>>(3).unwrap_or_default(),
                     )
                 })
                 .collect()
@@ -205,7 +200,7 @@ impl Migrations {
         };
         let sql_fail = |e: tokio_postgres::Error| fail(crate::error::describe(&e));
         client
-            .batch_execute(&format!("SET ROLE {}", tenantry_plan::sql::ident(owner)))
+            .batch_execute(&format!("SET ROLE {}", tenantry_layout::quote(owner)))
             .await
             .map_err(sql_fail)?;
         let waited = lock(client, lock_wait)
@@ -335,8 +330,13 @@ async fn run_outside_transaction(
     let applied_on = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     client
         .execute(
-            &format!("INSERT INTO public.{HISTORY_TABLE} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"),
-            &[&(m.version() as i32), &m.name(), &applied_on, &m.checksum().to_string()],
+            history::INSERT,
+            &[
+                &(m.version() as i32),
+                &m.name(),
+                &applied_on,
+                &m.checksum().to_string(),
+            ],
         )
         .await?;
     Ok(())
@@ -344,13 +344,7 @@ async fn run_outside_transaction(
 
 /// Whether the database has refinery's history table (migrations ran).
 pub async fn has_history(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
-        .query_one(
-            &format!("SELECT to_regclass('public.{HISTORY_TABLE}') IS NOT NULL"),
-            &[],
-        )
-        .await?
-        .get(0))
+    Ok(client.query_one(history::EXISTS, &[]).await?.get(0))
 }
 
 /// Splits SQL into statements at `;` outside quotes, dollar quotes and comments.

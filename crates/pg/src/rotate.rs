@@ -15,9 +15,9 @@
 use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
+use tenantry_layout::{literal, quote, Kind, Marker};
 use tenantry_manifest::{ManifestError, PasswordSource, Tenant, User};
 use tenantry_plan::scram;
-use tenantry_plan::sql::{ident, literal, Kind, Marker};
 use tokio_postgres::Client;
 
 use crate::error::Error;
@@ -84,7 +84,7 @@ impl std::fmt::Display for Rotated {
 /// `ALTER ROLE "<user>" PASSWORD '<verifier>'`. `verifier` must be a
 /// SCRAM verifier, never a password.
 pub fn set_password_sql(user: &str, verifier: &str) -> String {
-    format!("ALTER ROLE {} PASSWORD {}", ident(user), literal(verifier))
+    format!("ALTER ROLE {} PASSWORD {}", quote(user), literal(verifier))
 }
 
 /// The users of `tenant` that are not login roles of this fleet's tenant on

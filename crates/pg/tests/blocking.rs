@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tenantry_layout::{literal, Kind, Marker};
 use tenantry_localpg::Cluster;
-use tenantry_plan::sql::{literal, Kind, Marker};
 
 /// A tenant with `users` login roles (made by hand, marked as tenantry's)
 /// whose stored verifiers take the most rounds plan will compute (what any

@@ -9,10 +9,9 @@ use std::collections::BTreeSet;
 
 use tenantry_manifest::Group;
 
-use crate::diff::{kind_of, HISTORY_TABLE};
 use crate::model::{DesiredTenant, Observed};
-use crate::sql::{ident, literal, Kind, Marker};
 use crate::statements;
+use tenantry_layout::{history, literal, quote, Kind, Marker};
 
 /// What adoption needs to know beyond [`Observed`], read inside the tenant
 /// database.
@@ -79,7 +78,7 @@ fn marker(comment: Option<&str>) -> Option<Marker> {
 /// database, its group roles and its users) and `survey`.
 pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -> Adoption {
     let mut a = Adoption::default();
-    let Some(db) = o.databases.get(&t.name) else {
+    let Some(db) = o.databases.get(t.name.as_str()) else {
         a.problems.push(format!(
             "database {} does not exist: there is nothing to adopt (`tenantry apply` creates it)",
             t.name
@@ -111,8 +110,8 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
     // Group roles: ours or absent. Terraform's module makes none of them.
     for group in Group::ALL {
         let name = t.role(group);
-        let kind = kind_of(group);
-        match o.roles.get(&name) {
+        let kind = Kind::of(group);
+        match o.roles.get(name.as_str()) {
             None => a
                 .cluster_sql
                 .extend(statements::group_role(fleet, &t.name, kind, true, &[], &[])),
@@ -133,7 +132,7 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
     // Users: existing ones get marked; absent ones are created by apply.
     let wanted: BTreeSet<&str> = t.users.iter().map(|u| u.name.as_str()).collect();
     for u in &t.users {
-        let Some(r) = o.roles.get(&u.name) else {
+        let Some(r) = o.roles.get(u.name.as_str()) else {
             a.notes.push(format!(
                 "user {} does not exist yet: apply creates it",
                 u.name
@@ -143,7 +142,7 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
         match marker(r.comment.as_deref()) {
             None => a.cluster_sql.push(format!(
                 "COMMENT ON ROLE {} IS {}",
-                ident(&u.name),
+                quote(&u.name),
                 literal(&Marker::new(fleet, &t.name, Kind::User).render())
             )),
             Some(m) if m.fleet == fleet && m.kind == Kind::User => {}
@@ -158,7 +157,7 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
             a.problems.push(format!(
                 "user {} has SUPERUSER, REPLICATION or BYPASSRLS: a tenant user may not; remove it by hand (ALTER ROLE {} NOSUPERUSER NOREPLICATION NOBYPASSRLS), then adopt again",
                 u.name,
-                ident(&u.name)
+                quote(&u.name)
             ));
         }
         if !r.login {
@@ -167,7 +166,10 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
                 u.name
             ));
         }
-        let ours: BTreeSet<String> = Group::MEMBERS.iter().map(|&g| t.role(g)).collect();
+        let ours: BTreeSet<String> = Group::MEMBERS
+            .iter()
+            .map(|&g| t.role(g).to_string())
+            .collect();
         for other in r.member_of.iter().filter(|m| !ours.contains(*m)) {
             a.notes.push(format!(
                 "user {} is a member of {other}: apply revokes that membership",
@@ -178,7 +180,7 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
 
     // Whoever else can reach the data would lose that access on the next
     // apply: that is the inventory's call to make, not adopt's.
-    let ours: BTreeSet<String> = Group::ALL.iter().map(|&g| t.role(g)).collect();
+    let ours: BTreeSet<String> = Group::ALL.iter().map(|&g| t.role(g).to_string()).collect();
     let outsiders = |grantees: &mut dyn Iterator<Item = &String>| -> Vec<String> {
         grantees
             .filter(|g| {
@@ -245,12 +247,12 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
     m.protected = Some(t.deletion_protection);
     a.marker_sql.push(format!(
         "ALTER DATABASE {} OWNER TO {}",
-        ident(&t.name),
-        ident(&owner)
+        quote(&t.name),
+        quote(&owner)
     ));
     a.marker_sql.push(format!(
         "COMMENT ON DATABASE {} IS {}",
-        ident(&t.name),
+        quote(&t.name),
         literal(&m.render())
     ));
     // The new owner needs CREATE on the schema to receive objects; granted
@@ -259,13 +261,13 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
     if needs_create {
         a.database_sql.push(format!(
             "GRANT CREATE ON SCHEMA public TO {}",
-            ident(&owner)
+            quote(&owner)
         ));
     }
     for (keyword, target, was) in &survey.foreign_owned {
         a.database_sql.push(format!(
             "ALTER {keyword} {target} OWNER TO {}",
-            ident(&owner)
+            quote(&owner)
         ));
         a.notes.push(format!(
             "{} {target} is owned by {was}: it now belongs to {owner}",
@@ -275,7 +277,7 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
     if needs_create {
         a.database_after_sql.push(format!(
             "REVOKE CREATE ON SCHEMA public FROM {}",
-            ident(&owner)
+            quote(&owner)
         ));
     }
     a
@@ -285,12 +287,7 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
 /// role, the history table in refinery's layout. The caller then inserts the
 /// rows (version, name, applied_on, checksum) and resets the role.
 pub fn baseline_sql(t: &DesiredTenant) -> Vec<String> {
-    vec![
-        statements::set_owner_role(t),
-        format!(
-            "CREATE TABLE IF NOT EXISTS public.{HISTORY_TABLE} (version int4 PRIMARY KEY, name varchar(255), applied_on varchar(255), checksum varchar(255))"
-        ),
-    ]
+    vec![statements::set_owner_role(t), history::CREATE.to_owned()]
 }
 
 #[cfg(test)]
@@ -301,13 +298,13 @@ mod tests {
 
     fn tenant() -> DesiredTenant {
         let user = |name: &str, group| DesiredUser {
-            name: name.into(),
+            name: tenantry_layout::Ident::parse(name).unwrap(),
             group,
             password: None,
             password_source: "env X".into(),
         };
         DesiredTenant {
-            name: "shop".into(),
+            name: tenantry_layout::Ident::parse("shop").unwrap(),
             plan: "p".into(),
             status: Status::Active,
             deletion_protection: true,

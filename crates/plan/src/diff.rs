@@ -9,45 +9,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use secrecy::ExposeSecret;
-use tenantry_manifest::{parse_duration_ms, Group, Status};
+use tenantry_layout::roles::DATABASE_PRIVILEGES;
+use tenantry_layout::{history, tokens, Group, Kind, Marker};
+use tenantry_manifest::{parse_duration_ms, Status};
 
-use crate::model::{Acl, Desired, DesiredTenant, Observed, ObservedContents, RelKind};
+use crate::model::{
+    Acl, Desired, DesiredTenant, Observed, ObservedContents, ObservedObject, ObservedTokenStore,
+    RelKind,
+};
 use crate::plan::{Action, Change, Conflict, Diff, Plan, TenantPlan};
 use crate::scram;
-use crate::sql::{Kind, Marker};
-
-/// The migration history table refinery keeps in each tenant database.
-pub const HISTORY_TABLE: &str = "refinery_schema_history";
-
-pub fn kind_of(group: Group) -> Kind {
-    match group {
-        Group::Owner => Kind::Owner,
-        Group::Admin => Kind::Admin,
-        Group::Developer => Kind::Developer,
-        Group::Customer => Kind::Customer,
-    }
-}
-
-/// Table privileges each member group holds.
-pub fn table_privileges(group: Group) -> &'static [&'static str] {
-    match group {
-        Group::Admin => &["SELECT", "INSERT", "UPDATE", "DELETE"],
-        Group::Developer => &["SELECT", "INSERT", "UPDATE"],
-        Group::Customer => &["SELECT"],
-        Group::Owner => &[],
-    }
-}
-
-/// Sequence privileges each member group holds.
-pub fn sequence_privileges(group: Group) -> &'static [&'static str] {
-    match group {
-        Group::Admin | Group::Developer => &["USAGE", "SELECT"],
-        Group::Customer | Group::Owner => &[],
-    }
-}
-
-/// Database privileges of each member group.
-pub const DATABASE_PRIVILEGES: &[&str] = &["CONNECT", "TEMPORARY"];
 
 fn marker_of(comment: Option<&str>) -> Option<Marker> {
     comment.and_then(Marker::parse)
@@ -87,40 +58,46 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         for group in Group::ALL {
             changes.extend(group_role(t, group, fleet, observed));
         }
-        let db = observed.databases.get(&t.name);
+        let db = observed.databases.get(t.name.as_str());
         match db {
             None => {
                 changes.push(Change::CreateDatabase {
-                    database: t.name.clone(),
-                    owner: t.role(Group::Owner),
+                    database: t.name.to_string(),
+                    owner: t.role(Group::Owner).to_string(),
                 });
                 if let Some(to) = desired.schema_version {
                     changes.push(Change::Migrate {
-                        database: t.name.clone(),
+                        database: t.name.to_string(),
                         from: None,
                         to,
                     });
                 }
                 changes.push(Change::Privileges {
-                    database: t.name.clone(),
+                    database: t.name.to_string(),
                     diffs: vec![],
                     foreign_grantees: vec![],
+                });
+                changes.push(Change::TokenStore {
+                    database: t.name.to_string(),
+                    diffs: vec![],
+                    foreign_grantees: vec![],
+                    reown: false,
                 });
             }
             Some(db) => {
                 let (diffs, foreign) = database_diffs(t, fleet, db);
                 if !diffs.is_empty() || !foreign.is_empty() {
                     changes.push(Change::UpdateDatabase {
-                        database: t.name.clone(),
+                        database: t.name.to_string(),
                         diffs,
                         foreign_grantees: foreign,
                     });
                 }
-                if let Some(contents) = observed.contents.get(&t.name) {
+                if let Some(contents) = observed.contents.get(t.name.as_str()) {
                     match (contents.migration_version, desired.schema_version) {
                         (from, Some(to)) if from.is_none_or(|f| f < to) => {
                             changes.push(Change::Migrate {
-                                database: t.name.clone(),
+                                database: t.name.to_string(),
                                 from,
                                 to,
                             })
@@ -137,9 +114,18 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                     let (diffs, foreign) = contents_diffs(t, contents);
                     if !diffs.is_empty() || !foreign.is_empty() {
                         changes.push(Change::Privileges {
-                            database: t.name.clone(),
+                            database: t.name.to_string(),
                             diffs,
                             foreign_grantees: foreign,
+                        });
+                    }
+                    let (diffs, foreign, reown) = token_store_diffs(t, &contents.token_store);
+                    if !diffs.is_empty() || !foreign.is_empty() {
+                        changes.push(Change::TokenStore {
+                            database: t.name.to_string(),
+                            diffs,
+                            foreign_grantees: foreign,
+                            reown,
                         });
                     }
                 }
@@ -156,7 +142,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
         if !changes.is_empty() {
             plan.tenants.push(TenantPlan {
-                tenant: t.name.clone(),
+                tenant: t.name.to_string(),
                 action: if db.is_none() {
                     Action::Create
                 } else {
@@ -232,7 +218,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
 
 /// Whether database `db` is owned by this fleet's marked `<db>_owner` role.
 fn owned_by_our_owner(o: &Observed, fleet: &str, db: &str, owner: &str) -> bool {
-    owner == crate::model::role_name(db, Group::Owner)
+    owner == tenantry_layout::roles::group_role_name(db, Group::Owner)
         && o.roles
             .get(owner)
             .and_then(|r| marker_of(r.comment.as_deref()))
@@ -253,7 +239,7 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
             m.tenant
         ),
     };
-    if let Some(db) = o.databases.get(&t.name) {
+    if let Some(db) = o.databases.get(t.name.as_str()) {
         let m = marker_of(db.comment.as_deref());
         let ok = match &m {
             Some(m) => m.fleet == fleet && m.kind == Kind::Database && m.tenant == t.name,
@@ -262,32 +248,32 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
         };
         if !ok {
             out.push(Conflict {
-                tenant: t.name.clone(),
+                tenant: t.name.to_string(),
                 object: "database",
-                name: t.name.clone(),
+                name: t.name.to_string(),
                 reason: describe(m),
             });
         }
     }
     for group in Group::ALL {
         let name = t.role(group);
-        if let Some(r) = o.roles.get(&name) {
+        if let Some(r) = o.roles.get(name.as_str()) {
             let m = marker_of(r.comment.as_deref());
             let ok = m.as_ref().is_some_and(|m| {
-                m.fleet == fleet && m.kind == kind_of(group) && m.tenant == t.name
+                m.fleet == fleet && m.kind == Kind::of(group) && m.tenant == t.name
             });
             if !ok {
                 out.push(Conflict {
-                    tenant: t.name.clone(),
+                    tenant: t.name.to_string(),
                     object: "role",
-                    name,
+                    name: name.to_string(),
                     reason: describe(m),
                 });
             }
         }
     }
     for u in &t.users {
-        if let Some(r) = o.roles.get(&u.name) {
+        if let Some(r) = o.roles.get(u.name.as_str()) {
             let m = marker_of(r.comment.as_deref());
             // A user may move between tenants of the same fleet.
             let ok = m
@@ -295,9 +281,9 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
                 .is_some_and(|m| m.fleet == fleet && m.kind == Kind::User);
             if !ok {
                 out.push(Conflict {
-                    tenant: t.name.clone(),
+                    tenant: t.name.to_string(),
                     object: "role",
-                    name: u.name.clone(),
+                    name: u.name.to_string(),
                     reason: describe(m),
                 });
             }
@@ -323,9 +309,12 @@ fn forbidden_attributes(r: &crate::model::ObservedRole) -> Vec<Diff> {
 
 fn group_role(t: &DesiredTenant, group: Group, fleet: &str, o: &Observed) -> Option<Change> {
     let name = t.role(group);
-    let kind = kind_of(group);
-    let Some(r) = o.roles.get(&name) else {
-        return Some(Change::CreateRole { role: name, kind });
+    let kind = Kind::of(group);
+    let Some(r) = o.roles.get(name.as_str()) else {
+        return Some(Change::CreateRole {
+            role: name.to_string(),
+            kind,
+        });
     };
     let mut diffs = forbidden_attributes(r);
     if r.login {
@@ -346,7 +335,7 @@ fn group_role(t: &DesiredTenant, group: Group, fleet: &str, o: &Observed) -> Opt
         diffs.push(Diff::new(format!("member of {m}"), "yes", "no"));
     }
     (!diffs.is_empty()).then_some(Change::UpdateRole {
-        role: name,
+        role: name.to_string(),
         kind,
         diffs,
         revoke,
@@ -386,7 +375,7 @@ fn database_diffs(
     }
     let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
         .iter()
-        .map(|&g| (t.role(g), DATABASE_PRIVILEGES))
+        .map(|&g| (t.role(g).to_string(), DATABASE_PRIVILEGES))
         .collect();
     let foreign = acl_diffs("database", &db.acl, &expect, &[owner.as_str()], &mut diffs);
     (diffs, foreign)
@@ -463,8 +452,10 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
         diffs.push(Diff::new("schema public: owner", &c.schema_owner, &owner));
     }
     let usage: &[&str] = &["USAGE"];
-    let expect: BTreeMap<String, &[&str]> =
-        Group::MEMBERS.iter().map(|&g| (t.role(g), usage)).collect();
+    let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
+        .iter()
+        .map(|&g| (t.role(g).to_string(), usage))
+        .collect();
     foreign.extend(acl_diffs(
         "schema public",
         &c.schema_acl,
@@ -478,11 +469,11 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
             .iter()
             .map(|&g| {
                 let privs = match rel.kind {
-                    _ if rel.name == HISTORY_TABLE => &[][..],
-                    RelKind::Table => table_privileges(g),
-                    RelKind::Sequence => sequence_privileges(g),
+                    _ if rel.name == history::TABLE => &[][..],
+                    RelKind::Table => g.table_privileges(),
+                    RelKind::Sequence => g.sequence_privileges(),
                 };
-                (t.role(g), privs)
+                (t.role(g).to_string(), privs)
             })
             .collect();
         let what = match rel.kind {
@@ -501,13 +492,17 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
         (
             'r',
             "default privileges on tables",
-            table_privileges as fn(Group) -> &'static [&'static str],
+            Group::table_privileges as fn(Group) -> &'static [&'static str],
         ),
-        ('S', "default privileges on sequences", sequence_privileges),
+        (
+            'S',
+            "default privileges on sequences",
+            Group::sequence_privileges,
+        ),
     ] {
         let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
             .iter()
-            .map(|&g| (t.role(g), privs(g)))
+            .map(|&g| (t.role(g).to_string(), privs(g)))
             .collect();
         let empty = Acl::new();
         let acl = c.default_acl.get(&objtype).unwrap_or(&empty);
@@ -524,6 +519,83 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
     (diffs, foreign.into_iter().collect())
 }
 
+/// How the token store differs from `tenantry_layout::tokens`' layout: the
+/// diffs, roles holding privileges they should not (to revoke), and whether
+/// an object belongs to a role other than the owner (to hand over first).
+fn token_store_diffs(t: &DesiredTenant, s: &ObservedTokenStore) -> (Vec<Diff>, Vec<String>, bool) {
+    let want = tokens::Expected::of(&t.name);
+    let owner = want.owner.as_str();
+    let mut diffs = Vec::new();
+    let mut foreign = BTreeSet::new();
+    let mut reown = false;
+    let mut object = |what: &str, found: Option<&ObservedObject>, privileges: &[&str]| {
+        let Some(o) = found else {
+            diffs.push(Diff::new(what, "(missing)", "present"));
+            return;
+        };
+        if o.owner != owner {
+            diffs.push(Diff::new(format!("{what}: owner"), &o.owner, owner));
+            reown = true;
+        }
+        let expect: BTreeMap<String, &[&str]> = want
+            .groups
+            .iter()
+            .map(|g| (g.to_string(), privileges))
+            .collect();
+        foreign.extend(acl_diffs(
+            what,
+            &o.acl,
+            &expect,
+            &[o.owner.as_str()],
+            &mut diffs,
+        ));
+    };
+    let schema = format!("token store: schema {}", tokens::SCHEMA);
+    object(
+        &schema,
+        s.schema.as_ref(),
+        tokens::Expected::SCHEMA_PRIVILEGES,
+    );
+    if s.schema.is_some() {
+        let table = format!("token store: table {}.{}", tokens::SCHEMA, tokens::TABLE);
+        object(&table, s.table.as_ref(), tokens::Expected::TABLE_PRIVILEGES);
+        let what = format!("token store: function {}", tokens::FUNCTION_SIGNATURE);
+        let function = s.function.as_ref().map(|f| ObservedObject {
+            owner: f.owner.clone(),
+            acl: f.acl.clone(),
+        });
+        object(
+            &what,
+            function.as_ref(),
+            tokens::Expected::FUNCTION_PRIVILEGES,
+        );
+        if let Some(f) = &s.function {
+            if !f.security_definer {
+                diffs.push(Diff::new(format!("{what}: security"), "invoker", "definer"));
+            }
+            if f.config != [tokens::FUNCTION_CONFIG] {
+                diffs.push(Diff::new(
+                    format!("{what}: settings"),
+                    f.config.join("; "),
+                    tokens::FUNCTION_CONFIG,
+                ));
+            }
+            if f.body.trim() != tokens::FUNCTION_BODY.trim() {
+                diffs.push(Diff::new(
+                    format!("{what}: body"),
+                    "(altered)",
+                    "(tenantry's)",
+                ));
+            }
+            if f.returns != "text" {
+                diffs.push(Diff::new(format!("{what}: returns"), &f.returns, "text"));
+            }
+        }
+    }
+    diffs.retain(|d| d.old != d.new);
+    (diffs, foreign.into_iter().collect(), reown)
+}
+
 /// The users whose stored verifier matches their source password. PBKDF2 is
 /// slow on purpose (4096 rounds a check), so a fleet's worth is checked on
 /// every core at once. The rounds come from the stored verifier, which a
@@ -538,7 +610,7 @@ fn matching_passwords<'a>(desired: &'a Desired, o: &Observed) -> BTreeSet<&'a st
         .iter()
         .flat_map(|t| &t.users)
         .filter_map(|u| {
-            let stored = o.roles.get(&u.name)?.password.as_deref()?;
+            let stored = o.roles.get(u.name.as_str())?.password.as_deref()?;
             Some((u.name.as_str(), u.password.as_ref()?, stored))
         })
         .collect();
@@ -572,9 +644,9 @@ fn user(
 ) -> Option<Change> {
     let group_role = t.role(u.group);
     let login = t.status == Status::Active;
-    let Some(r) = o.roles.get(&u.name) else {
+    let Some(r) = o.roles.get(u.name.as_str()) else {
         return Some(Change::CreateUser {
-            user: u.name.clone(),
+            user: u.name.to_string(),
             group: u.group,
             login,
             connection_limit: t.connection_limit,
@@ -609,7 +681,7 @@ fn user(
             &marker,
         ));
     }
-    if !r.member_of.contains(&group_role) {
+    if !r.member_of.contains(group_role.as_str()) {
         diffs.push(Diff::new(format!("member of {group_role}"), "no", "yes"));
     }
     let revoke: Vec<String> = r
@@ -632,7 +704,7 @@ fn user(
         diffs.push(Diff::new("password", "(hidden)", "(changed)"));
     }
     (!diffs.is_empty()).then_some(Change::UpdateUser {
-        user: u.name.clone(),
+        user: u.name.to_string(),
         group: u.group,
         diffs,
         set_password,

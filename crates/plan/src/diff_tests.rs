@@ -4,8 +4,11 @@ use super::*;
 
 use secrecy::SecretString;
 
-use crate::model::{DesiredUser, ObservedDatabase, ObservedRelation, ObservedRole};
+use crate::model::{
+    DesiredUser, ObservedDatabase, ObservedFunction, ObservedRelation, ObservedRole,
+};
 use crate::render;
+use tenantry_layout::Ident;
 
 const FLEET: &str = "prod";
 
@@ -16,9 +19,13 @@ fn password_of(user: &str) -> String {
     format!("S3cret-{user}-Zq9!")
 }
 
+fn id(name: &str) -> Ident {
+    Ident::parse(name).unwrap()
+}
+
 fn user(name: &str, group: Group) -> DesiredUser {
     DesiredUser {
-        name: name.to_owned(),
+        name: id(name),
         group,
         password: Some(SecretString::from(password_of(name))),
         password_source: format!("file secrets/{name}.password"),
@@ -30,7 +37,7 @@ fn user(name: &str, group: Group) -> DesiredUser {
 /// (customer).
 fn tenant(name: &str) -> DesiredTenant {
     DesiredTenant {
-        name: name.to_owned(),
+        name: id(name),
         plan: "standard".to_owned(),
         status: Status::Active,
         deletion_protection: true,
@@ -71,6 +78,38 @@ fn db_marker(fleet: &str, tenant: &str, protected: Option<bool>) -> String {
     m.render()
 }
 
+/// The token store exactly as `tokens::setup` leaves it.
+fn converged_token_store(t: &DesiredTenant) -> ObservedTokenStore {
+    let owner = t.role(Group::Owner).to_string();
+    let acl = |privileges: &[&str]| -> Acl {
+        let mut acl: Acl = Group::MEMBERS
+            .iter()
+            .filter(|_| !privileges.is_empty())
+            .map(|&g| (t.role(g).to_string(), privs(privileges)))
+            .collect();
+        acl.insert(owner.clone(), privs(&["USAGE", "CREATE"]));
+        acl
+    };
+    ObservedTokenStore {
+        schema: Some(ObservedObject {
+            owner: owner.clone(),
+            acl: acl(&["USAGE"]),
+        }),
+        table: Some(ObservedObject {
+            owner: owner.clone(),
+            acl: acl(&[]),
+        }),
+        function: Some(ObservedFunction {
+            owner: owner.clone(),
+            acl: acl(&["EXECUTE"]),
+            security_definer: true,
+            config: vec![tokens::FUNCTION_CONFIG.to_owned()],
+            body: tokens::FUNCTION_BODY.to_owned(),
+            returns: "text".to_owned(),
+        }),
+    }
+}
+
 fn empty_observed() -> Observed {
     Observed {
         current_user: "tenantry".to_owned(),
@@ -84,15 +123,15 @@ fn empty_observed() -> Observed {
 fn add_converged(o: &mut Observed, d: &Desired) {
     for t in &d.tenants {
         let db = t.name.as_str();
-        let owner = t.role(Group::Owner);
+        let owner = t.role(Group::Owner).to_string();
         for group in Group::ALL {
-            let name = t.role(group);
+            let name = t.role(group).to_string();
             o.roles.insert(
                 name.clone(),
                 ObservedRole {
                     name,
                     connection_limit: -1,
-                    comment: Some(marker(&d.fleet, db, kind_of(group))),
+                    comment: Some(marker(&d.fleet, db, Kind::of(group))),
                     ..ObservedRole::default()
                 },
             );
@@ -101,15 +140,15 @@ fn add_converged(o: &mut Observed, d: &Desired) {
             Group::MEMBERS
                 .iter()
                 .filter(|&&g| !f(g).is_empty())
-                .map(|&g| (t.role(g), privs(f(g))))
+                .map(|&g| (t.role(g).to_string(), privs(f(g))))
                 .collect()
         };
         let mut db_acl = members(|_| DATABASE_PRIVILEGES);
         db_acl.insert(owner.clone(), privs(&["CREATE", "CONNECT", "TEMPORARY"]));
         o.databases.insert(
-            t.name.clone(),
+            t.name.to_string(),
             ObservedDatabase {
-                name: t.name.clone(),
+                name: t.name.to_string(),
                 owner: owner.clone(),
                 allow_connections: true,
                 comment: Some(db_marker(&d.fleet, db, Some(t.deletion_protection))),
@@ -127,13 +166,13 @@ fn add_converged(o: &mut Observed, d: &Desired) {
             "REFERENCES",
             "TRIGGER",
         ]);
-        let mut customers = members(table_privileges);
+        let mut customers = members(Group::table_privileges);
         customers.insert(owner.clone(), owner_all.clone());
-        let mut sequence = members(sequence_privileges);
+        let mut sequence = members(Group::sequence_privileges);
         sequence.insert(owner.clone(), privs(&["USAGE", "SELECT", "UPDATE"]));
         let history: Acl = [(owner.clone(), owner_all)].into_iter().collect();
         o.contents.insert(
-            t.name.clone(),
+            t.name.to_string(),
             ObservedContents {
                 schema_owner: owner.clone(),
                 schema_acl,
@@ -151,32 +190,33 @@ fn add_converged(o: &mut Observed, d: &Desired) {
                         acl: sequence,
                     },
                     ObservedRelation {
-                        name: HISTORY_TABLE.to_owned(),
+                        name: history::TABLE.to_owned(),
                         kind: RelKind::Table,
                         owner: owner.clone(),
                         acl: history,
                     },
                 ],
                 default_acl: [
-                    ('r', members(table_privileges)),
-                    ('S', members(sequence_privileges)),
+                    ('r', members(Group::table_privileges)),
+                    ('S', members(Group::sequence_privileges)),
                 ]
                 .into_iter()
                 .collect(),
                 migration_version: d.schema_version,
+                token_store: converged_token_store(t),
             },
         );
         for u in &t.users {
             o.roles.insert(
-                u.name.clone(),
+                u.name.to_string(),
                 ObservedRole {
-                    name: u.name.clone(),
+                    name: u.name.to_string(),
                     login: t.status == Status::Active,
                     connection_limit: t.connection_limit,
                     config: vec![format!("statement_timeout={}", t.statement_timeout)],
                     comment: Some(marker(&d.fleet, db, Kind::User)),
                     password: Some(scram::verifier(&password_of(&u.name))),
-                    member_of: [t.role(u.group)].into_iter().collect(),
+                    member_of: [t.role(u.group).to_string()].into_iter().collect(),
                     ..ObservedRole::default()
                 },
             );
@@ -238,7 +278,7 @@ fn empty_catalog_creates_everything() {
     let t = tenant_plan(&plan, "shop");
     assert_eq!(t.action, Action::Create);
     let c = &t.changes;
-    assert_eq!(c.len(), 10, "{c:#?}");
+    assert_eq!(c.len(), 11, "{c:#?}");
     let groups = [
         ("shop_owner", Kind::Owner),
         ("shop_admin", Kind::Admin),
@@ -259,13 +299,17 @@ fn empty_catalog_creates_everything() {
         matches!(&c[6], Change::Privileges { database, diffs, foreign_grantees }
         if database == "shop" && diffs.is_empty() && foreign_grantees.is_empty())
     );
+    assert!(
+        matches!(&c[7], Change::TokenStore { database, diffs, foreign_grantees, reown: false }
+        if database == "shop" && diffs.is_empty() && foreign_grantees.is_empty())
+    );
     let users = [
         ("shop_alice", Group::Admin),
         ("shop_bob", Group::Developer),
         ("shop_carol", Group::Customer),
     ];
     for (i, (name, g)) in users.into_iter().enumerate() {
-        match &c[7 + i] {
+        match &c[8 + i] {
             Change::CreateUser {
                 user,
                 group,
@@ -284,14 +328,14 @@ fn empty_catalog_creates_everything() {
             other => panic!("expected CreateUser for {name}, got {other:?}"),
         }
     }
-    assert_eq!(plan.counts(), (10, 0, 0));
+    assert_eq!(plan.counts(), (11, 0, 0));
     assert!(!plan.is_empty());
     assert!(!plan.has_destroys());
     assert!(plan.protected_destroys().is_empty());
     let text = render::text(&plan);
     assert!(text.contains("+ tenant shop will be created"), "{text}");
     assert!(
-        text.contains("Plan: 10 to add, 0 to change, 0 to destroy."),
+        text.contains("Plan: 11 to add, 0 to change, 0 to destroy."),
         "{text}"
     );
 }
@@ -306,7 +350,100 @@ fn no_migrations_means_no_migrate_step() {
         !c.iter().any(|c| matches!(c, Change::Migrate { .. })),
         "{c:#?}"
     );
-    assert_eq!(plan.counts(), (9, 0, 0));
+    assert_eq!(plan.counts(), (10, 0, 0));
+}
+
+// ---------------------------------------------------------------- token store
+
+fn token_store_change(plan: &Plan) -> (&[Diff], &[String], bool) {
+    let c = &tenant_plan(plan, "shop").changes;
+    assert_eq!(c.len(), 1, "{c:#?}");
+    match &c[0] {
+        Change::TokenStore {
+            diffs,
+            foreign_grantees,
+            reown,
+            ..
+        } => (diffs, foreign_grantees, *reown),
+        other => panic!("expected a token store change, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_tenant_made_before_the_token_store_gets_one() {
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    o.contents.get_mut("shop").unwrap().token_store = ObservedTokenStore::default();
+    let plan = plan(&want, &o);
+    let (diffs, foreign, reown) = token_store_change(&plan);
+    assert_eq!(
+        diffs,
+        [d("token store: schema tenantry", "(missing)", "present")]
+    );
+    assert!(foreign.is_empty() && !reown);
+    let text = render::text(&plan);
+    assert!(text.contains("~ token store in shop"), "{text}");
+}
+
+#[test]
+fn an_altered_lookup_function_is_repaired() {
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    let store = &mut o.contents.get_mut("shop").unwrap().token_store;
+    let f = store.function.as_mut().unwrap();
+    f.security_definer = false;
+    f.config.clear();
+    f.body = " SELECT 'admin' ".to_owned();
+    f.acl.insert("PUBLIC".to_owned(), privs(&["EXECUTE"]));
+    let plan = plan(&want, &o);
+    let (diffs, foreign, reown) = token_store_change(&plan);
+    let what = "token store: function tenantry.token_role(text)";
+    assert_eq!(
+        diffs,
+        [
+            d(&format!("{what}: PUBLIC"), "EXECUTE", "(none)"),
+            d(&format!("{what}: security"), "invoker", "definer"),
+            d(
+                &format!("{what}: settings"),
+                "",
+                "search_path=pg_catalog, pg_temp"
+            ),
+            d(&format!("{what}: body"), "(altered)", "(tenantry's)"),
+        ]
+    );
+    assert_eq!(foreign, ["PUBLIC"]);
+    assert!(!reown);
+}
+
+#[test]
+fn a_dropped_function_a_readable_table_and_a_foreign_owner_are_drift() {
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    let store = &mut o.contents.get_mut("shop").unwrap().token_store;
+    store.function = None;
+    let table = store.table.as_mut().unwrap();
+    table
+        .acl
+        .insert("shop_customer".to_owned(), privs(&["SELECT"]));
+    store.schema.as_mut().unwrap().owner = "mallory".to_owned();
+    let plan = plan(&want, &o);
+    let (diffs, _, reown) = token_store_change(&plan);
+    assert!(reown, "{diffs:?}");
+    assert!(diffs.contains(&d(
+        "token store: schema tenantry: owner",
+        "mallory",
+        "shop_owner"
+    )));
+    assert!(diffs.contains(&d(
+        "token store: table tenantry.tokens: shop_customer",
+        "SELECT",
+        "(none)"
+    )));
+    assert!(diffs.contains(&d(
+        "token store: function tenantry.token_role(text)",
+        "(missing)",
+        "present"
+    )));
 }
 
 // ---------------------------------------------------------------- converged
@@ -385,7 +522,7 @@ fn missing_sequence_and_extra_history_privileges_are_drift() {
     relation_mut(&mut o, "shop", "customers_id_seq")
         .acl
         .remove("shop_admin");
-    relation_mut(&mut o, "shop", HISTORY_TABLE)
+    relation_mut(&mut o, "shop", history::TABLE)
         .acl
         .insert("shop_customer".to_owned(), privs(&["SELECT"]));
     let plan = plan(&want, &o);
@@ -867,6 +1004,13 @@ fn removed_tenant_is_destroyed_owner_last() {
     }
     assert!(plan.has_destroys());
     assert_eq!(plan.protected_destroys(), ["shop"]);
+    // Protection wins even over --allow-destroy.
+    for allow in [false, true] {
+        assert_eq!(
+            plan.check_runnable(allow),
+            Err(crate::plan::Refusal::Protected(vec!["shop".to_owned()]))
+        );
+    }
     assert_eq!(plan.counts(), (0, 0, 8));
     let text = render::text(&plan);
     assert!(text.contains("- tenant shop will be destroyed"), "{text}");
@@ -889,6 +1033,11 @@ fn unprotected_removed_tenant_is_not_a_protected_destroy() {
     );
     assert!(plan.protected_destroys().is_empty());
     assert!(plan.has_destroys());
+    assert_eq!(
+        plan.check_runnable(false),
+        Err(crate::plan::Refusal::DestroyNotAllowed)
+    );
+    assert_eq!(plan.check_runnable(true), Ok(()));
     assert!(!render::text(&plan).contains("Note:"));
 }
 
@@ -1061,7 +1210,7 @@ fn role_with_foreign_comment_is_a_conflict() {
 fn user_name_held_by_a_group_role_is_a_conflict() {
     let o = converged_observed(&desired(vec![tenant("cafe")]));
     let mut shop = tenant("shop");
-    shop.users[0].name = "cafe_admin".to_owned();
+    shop.users[0].name = id("cafe_admin");
     let plan = plan(&desired(vec![tenant("cafe"), shop]), &o);
     assert!(plan.tenants.is_empty(), "{plan:#?}");
     assert_eq!(plan.conflicts.len(), 1);
@@ -1251,13 +1400,13 @@ fn json_rendering_has_summary_counts() {
     o.contents.append(&mut shop_o.contents);
     let want = desired(vec![tenant("new"), tenant("shop"), tenant("bad")]);
     let plan = plan(&want, &o);
-    assert_eq!(plan.counts(), (10, 1, 8));
+    assert_eq!(plan.counts(), (11, 1, 8));
 
     let json: serde_json::Value = serde_json::from_str(&render::json(&plan)).expect("valid JSON");
     assert_eq!(json["fleet"], "prod");
     assert_eq!(
         json["summary"],
-        serde_json::json!({"add": 10, "change": 1, "destroy": 8})
+        serde_json::json!({"add": 11, "change": 1, "destroy": 8})
     );
     let tenants = json["tenants"].as_array().unwrap();
     let summary: Vec<(&str, &str)> = tenants

@@ -1,6 +1,7 @@
 //! Pure planning for tenantry: `(Desired, Observed) -> Plan`, the SQL each
 //! change runs, and the plan rendered as text or JSON. No I/O at all: the
-//! catalog is read and the plan applied by `tenantry-pg`.
+//! catalog is read and the plan applied by `tenantry-pg`. Names, quoting,
+//! markers and grants come from `tenantry-layout`.
 //!
 //! - [`model`]: the desired and observed state as plain data;
 //! - [`adopt`]: taking over a tenant another tool made;
@@ -8,7 +9,6 @@
 //! - [`plan`]: the plan's types;
 //! - [`render`]: text and JSON output;
 //! - [`statements`]: the SQL of each change;
-//! - [`sql`]: quoting and the ownership marker;
 //! - [`scram`]: SCRAM-SHA-256 verifiers, made and checked client-side.
 #![forbid(unsafe_code)]
 
@@ -18,7 +18,6 @@ pub mod model;
 pub mod plan;
 pub mod render;
 pub mod scram;
-pub mod sql;
 pub mod statements;
 
 pub use diff::plan;

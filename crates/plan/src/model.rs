@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use secrecy::SecretString;
-use tenantry_manifest::{Group, Inventory, Status, User};
+use tenantry_layout::{group_role, Group, Ident};
+use tenantry_manifest::{Inventory, Status, User};
 
 /// Everything the inventory asks for.
 #[derive(Debug, Default)]
@@ -21,7 +22,7 @@ pub struct Desired {
 
 #[derive(Debug)]
 pub struct DesiredTenant {
-    pub name: String,
+    pub name: Ident,
     pub plan: String,
     pub status: Status,
     pub deletion_protection: bool,
@@ -34,7 +35,7 @@ pub struct DesiredTenant {
 
 #[derive(Debug)]
 pub struct DesiredUser {
-    pub name: String,
+    pub name: Ident,
     pub group: Group,
     /// The password if it can be known now (None: generated on apply).
     pub password: Option<SecretString>,
@@ -44,14 +45,9 @@ pub struct DesiredUser {
 
 impl DesiredTenant {
     /// Name of one of the tenant's group roles: `<db>_<group>`.
-    pub fn role(&self, group: Group) -> String {
-        role_name(&self.name, group)
+    pub fn role(&self, group: Group) -> Ident {
+        group_role(&self.name, group)
     }
-}
-
-/// `<db>_<group>`: the derived group role names.
-pub fn role_name(db: &str, group: Group) -> String {
-    format!("{db}_{}", group.as_str())
 }
 
 impl Desired {
@@ -68,14 +64,14 @@ impl Desired {
             let mut users = Vec::with_capacity(t.users.len());
             for u in &t.users {
                 users.push(DesiredUser {
-                    name: u.name.to_string(),
+                    name: u.name.clone(),
                     group: u.group,
                     password: password(u)?,
                     password_source: u.password.describe(),
                 });
             }
             tenants.push(DesiredTenant {
-                name: t.name.to_string(),
+                name: t.name.clone(),
                 plan: t.plan.clone(),
                 status: t.status,
                 deletion_protection: t.deletion_protection,
@@ -160,6 +156,38 @@ pub struct ObservedContents {
     pub default_acl: BTreeMap<char, Acl>,
     /// Highest applied migration version (None: no migration history).
     pub migration_version: Option<i64>,
+    /// The gateway's token store (schema `tenantry`).
+    pub token_store: ObservedTokenStore,
+}
+
+/// The token store as the catalog has it; what it should be is
+/// `tenantry_layout::tokens`. `None`: that object does not exist.
+#[derive(Debug, Default, Clone)]
+pub struct ObservedTokenStore {
+    pub schema: Option<ObservedObject>,
+    pub table: Option<ObservedObject>,
+    pub function: Option<ObservedFunction>,
+}
+
+/// An object's owner and effective ACL.
+#[derive(Debug, Default, Clone)]
+pub struct ObservedObject {
+    pub owner: String,
+    pub acl: Acl,
+}
+
+/// The token lookup function as defined.
+#[derive(Debug, Default, Clone)]
+pub struct ObservedFunction {
+    pub owner: String,
+    pub acl: Acl,
+    pub security_definer: bool,
+    /// `proconfig`, e.g. `search_path=pg_catalog, pg_temp`.
+    pub config: Vec<String>,
+    /// `prosrc`.
+    pub body: String,
+    /// The result type, as `pg_get_function_result` prints it.
+    pub returns: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

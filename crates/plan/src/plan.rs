@@ -3,7 +3,7 @@
 use serde::Serialize;
 use tenantry_manifest::Group;
 
-use crate::sql::Kind;
+use tenantry_layout::Kind;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Plan {
@@ -94,6 +94,16 @@ pub enum Change {
         diffs: Vec<Diff>,
         foreign_grantees: Vec<String>,
     },
+    /// Creates or repairs the gateway's token store (schema `tenantry`)
+    /// inside the tenant database; `diffs` is empty on creation.
+    TokenStore {
+        database: String,
+        diffs: Vec<Diff>,
+        foreign_grantees: Vec<String>,
+        /// Some object of the store belongs to another role: hand it to the
+        /// owner role first (as the admin).
+        reown: bool,
+    },
     CreateUser {
         user: String,
         group: Group,
@@ -142,6 +152,7 @@ impl Change {
                 Sign::Destroy
             }
             Change::Privileges { diffs, .. } if diffs.is_empty() => Sign::Add,
+            Change::TokenStore { diffs, .. } if diffs.is_empty() => Sign::Add,
             Change::Migrate { from: None, .. } => Sign::Add,
             _ => Sign::Change,
         }
@@ -188,4 +199,35 @@ impl Plan {
     pub fn has_destroys(&self) -> bool {
         self.tenants.iter().any(|t| t.action == Action::Destroy)
     }
+
+    /// Whether this plan may run: no conflicts, no deletion-protected
+    /// tenant to destroy, and destroys only when `allow_destroy` (the
+    /// user's explicit `--allow-destroy`). Apply backs a tenant up before it
+    /// drops it; this rule decides whether it may drop it at all.
+    pub fn check_runnable(&self, allow_destroy: bool) -> Result<(), Refusal> {
+        if !self.conflicts.is_empty() {
+            return Err(Refusal::Conflicts(self.conflicts.len()));
+        }
+        let protected = self.protected_destroys();
+        if !protected.is_empty() {
+            return Err(Refusal::Protected(
+                protected.into_iter().map(str::to_owned).collect(),
+            ));
+        }
+        if self.has_destroys() && !allow_destroy {
+            return Err(Refusal::DestroyNotAllowed);
+        }
+        Ok(())
+    }
+}
+
+/// Why a plan may not run (see [`Plan::check_runnable`]); nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0} conflict(s) above: nothing was changed")]
+    Conflicts(usize),
+    #[error("refusing to destroy {}: deletion_protection is on. Put the tenant back, set deletion_protection = false, apply, then remove it and apply with --allow-destroy. Nothing was changed.", .0.join(", "))]
+    Protected(Vec<String>),
+    #[error("this plan destroys tenants; re-run with --allow-destroy to back them up and drop them. Nothing was changed.")]
+    DestroyNotAllowed,
 }

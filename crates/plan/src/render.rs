@@ -79,6 +79,7 @@ fn diffs(c: &Change) -> &[crate::plan::Diff] {
         Change::UpdateRole { diffs, .. }
         | Change::UpdateDatabase { diffs, .. }
         | Change::Privileges { diffs, .. }
+        | Change::TokenStore { diffs, .. }
         | Change::UpdateUser { diffs, .. } => diffs,
         _ => &[],
     }
@@ -101,6 +102,10 @@ fn line(c: &Change) -> String {
             "privileges in {database}: admin SELECT, INSERT, UPDATE, DELETE; developer SELECT, INSERT, UPDATE; customer SELECT"
         ),
         Change::Privileges { database, .. } => format!("privileges in {database}"),
+        Change::TokenStore { database, diffs, .. } if diffs.is_empty() => format!(
+            "token store in {database} (schema tenantry: token hashes, lookup only for the tenant's groups)"
+        ),
+        Change::TokenStore { database, .. } => format!("token store in {database}"),
         Change::CreateUser {
             user,
             group,

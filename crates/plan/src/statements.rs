@@ -2,16 +2,11 @@
 //! [`ident`]/[`literal`]. Every block is idempotent: re-running it after a crash
 //! converges. Execution (connections, transactions, order) lives in `tenantry-pg`.
 
-use tenantry_manifest::Group;
+use tenantry_layout::roles::{group_role_name, member_roles, DATABASE_PRIVILEGES};
+use tenantry_layout::{history, idents, literal, quote, tokens, Group, Kind, Marker};
 
-use crate::diff::{sequence_privileges, table_privileges, DATABASE_PRIVILEGES, HISTORY_TABLE};
-use crate::model::{role_name, DesiredTenant};
+use crate::model::DesiredTenant;
 use crate::plan::Diff;
-use crate::sql::{ident, idents, literal, Kind, Marker};
-
-fn member_roles(db: &str) -> Vec<String> {
-    Group::MEMBERS.iter().map(|&g| role_name(db, g)).collect()
-}
 
 /// `NOSUPERUSER NOCREATEDB ...` for the forbidden attributes a diff found set.
 /// Only the attributes that drifted are named: a non-superuser admin may not
@@ -41,24 +36,27 @@ pub fn group_role(
     diffs: &[Diff],
     revoke: &[String],
 ) -> Vec<String> {
-    let role = format!("{tenant}_{}", kind.as_str());
+    let group = kind
+        .group()
+        .expect("group_role is called with a group role's kind");
+    let role = group_role_name(tenant, group);
     let mut sql = Vec::new();
     if create {
-        sql.push(format!("CREATE ROLE {} NOLOGIN", ident(&role)));
+        sql.push(format!("CREATE ROLE {} NOLOGIN", quote(&role)));
     } else {
         sql.push(format!(
             "ALTER ROLE {} NOLOGIN{}",
-            ident(&role),
+            quote(&role),
             attribute_fixes(diffs)
         ));
     }
     for m in revoke {
-        sql.push(format!("REVOKE {} FROM {}", ident(m), ident(&role)));
+        sql.push(format!("REVOKE {} FROM {}", quote(m), quote(&role)));
     }
     let marker = Marker::new(fleet, tenant, kind).render();
     sql.push(format!(
         "COMMENT ON ROLE {} IS {}",
-        ident(&role),
+        quote(&role),
         literal(&marker)
     ));
     sql
@@ -67,15 +65,15 @@ pub fn group_role(
 /// Lets a non-superuser admin (CREATEROLE, as on managed clouds) act as the
 /// tenant's owner: create the database for it, run migrations, grant.
 pub fn admin_membership(role: &str) -> String {
-    format!("GRANT {} TO CURRENT_USER", ident(role))
+    format!("GRANT {} TO CURRENT_USER", quote(role))
 }
 
 /// `CREATE DATABASE`: cannot run inside a transaction.
 pub fn create_database(t: &DesiredTenant) -> String {
     format!(
         "CREATE DATABASE {} OWNER {}",
-        ident(&t.name),
-        ident(&t.role(Group::Owner))
+        quote(&t.name),
+        quote(&t.role(Group::Owner))
     )
 }
 
@@ -86,19 +84,19 @@ pub fn database(
     allow_connections: bool,
     foreign: &[String],
 ) -> Vec<String> {
-    let db = ident(&t.name);
+    let db = quote(&t.name);
     let mut marker = Marker::new(fleet, &t.name, Kind::Database);
     marker.protected = Some(t.deletion_protection);
     let mut sql = vec![
         format!(
             "ALTER DATABASE {db} OWNER TO {}",
-            ident(&t.role(Group::Owner))
+            quote(&t.role(Group::Owner))
         ),
         format!("COMMENT ON DATABASE {db} IS {}", literal(&marker.render())),
         format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
     ];
     for f in foreign.iter().filter(|f| *f != "PUBLIC") {
-        sql.push(format!("REVOKE ALL ON DATABASE {db} FROM {}", ident(f)));
+        sql.push(format!("REVOKE ALL ON DATABASE {db} FROM {}", quote(f)));
     }
     sql.push(format!(
         "GRANT {} ON DATABASE {db} TO {}",
@@ -113,21 +111,21 @@ pub fn database(
 
 /// Run inside the tenant database, before migrations and grants: act as the owner.
 pub fn set_owner_role(t: &DesiredTenant) -> String {
-    format!("SET ROLE {}", ident(&t.role(Group::Owner)))
+    format!("SET ROLE {}", quote(&t.role(Group::Owner)))
 }
 
 /// Schema, table, sequence and default privileges inside the tenant database,
 /// run as the owner role. One transaction. `has_history`: the migration
 /// history table exists (no group may touch it).
 pub fn privileges(t: &DesiredTenant, foreign: &[String], has_history: bool) -> Vec<String> {
-    let owner = ident(&t.role(Group::Owner));
+    let owner = quote(&t.role(Group::Owner));
     let groups = idents(member_roles(&t.name));
     let mut revoke_from = vec!["PUBLIC".to_owned()];
     revoke_from.extend(
         foreign
             .iter()
             .filter(|f| *f != "PUBLIC" && **f != t.role(Group::Owner))
-            .map(|f| ident(f)),
+            .map(|f| quote(f)),
     );
     revoke_from.push(groups.clone());
     let revoke_from = revoke_from.join(", ");
@@ -142,15 +140,15 @@ pub fn privileges(t: &DesiredTenant, foreign: &[String], has_history: bool) -> V
         format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public REVOKE ALL ON SEQUENCES FROM {revoke_from}"),
     ];
     for g in Group::MEMBERS {
-        let role = ident(&t.role(g));
-        let tables = table_privileges(g).join(", ");
+        let role = quote(&t.role(g));
+        let tables = g.table_privileges().join(", ");
         sql.push(format!(
             "GRANT {tables} ON ALL TABLES IN SCHEMA public TO {role}"
         ));
         sql.push(format!(
             "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT {tables} ON TABLES TO {role}"
         ));
-        let seqs = sequence_privileges(g);
+        let seqs = g.sequence_privileges();
         if !seqs.is_empty() {
             let seqs = seqs.join(", ");
             sql.push(format!(
@@ -163,11 +161,34 @@ pub fn privileges(t: &DesiredTenant, foreign: &[String], has_history: bool) -> V
     }
     if has_history {
         sql.push(format!(
-            "REVOKE ALL ON TABLE public.{} FROM {groups}",
-            ident(HISTORY_TABLE)
+            "REVOKE ALL ON TABLE {} FROM {groups}",
+            history::QUALIFIED
         ));
     }
     sql
+}
+
+/// Creates or repairs the tenant's token store (`tenantry_layout::tokens`),
+/// revoking what `foreign` roles hold on it. One transaction, as the owner
+/// role; stored tokens are kept.
+pub fn token_store(t: &DesiredTenant, foreign: &[String]) -> Vec<String> {
+    tokens::setup(&t.name, foreign)
+}
+
+/// Hands the token store's objects to the owner role, as the admin, before
+/// [`token_store`] when another role owns some (the function is dropped:
+/// [`token_store`] creates it anew). Needs the schema to exist.
+pub fn token_store_owner(t: &DesiredTenant) -> Vec<String> {
+    let owner = t.role(Group::Owner).quoted();
+    vec![
+        format!("ALTER SCHEMA {} OWNER TO {owner}", tokens::SCHEMA),
+        format!(
+            "ALTER TABLE IF EXISTS {}.{} OWNER TO {owner}",
+            tokens::SCHEMA,
+            tokens::TABLE
+        ),
+        format!("DROP FUNCTION IF EXISTS {}", tokens::FUNCTION_SIGNATURE),
+    ]
 }
 
 /// What a login user should look like.
@@ -184,8 +205,8 @@ pub struct UserSpec<'a> {
 /// Creates (`create`) or repairs a login user. One transaction.
 pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]) -> Vec<String> {
     let t = spec.tenant;
-    let role = ident(spec.user);
-    let group = ident(&t.role(spec.group));
+    let role = quote(spec.user);
+    let group = quote(&t.role(spec.group));
     let login = if spec.login { "LOGIN" } else { "NOLOGIN" };
     let password = spec
         .verifier
@@ -206,7 +227,7 @@ pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]
         sql.push(format!("GRANT {group} TO {role}"));
     }
     for m in revoke {
-        sql.push(format!("REVOKE {} FROM {role}", ident(m)));
+        sql.push(format!("REVOKE {} FROM {role}", quote(m)));
     }
     sql.push(format!(
         "ALTER ROLE {role} SET statement_timeout = {}",
@@ -220,26 +241,26 @@ pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]
 /// Inside the tenant database: hand what a removed user owns to the owner role.
 pub fn disown(user: &str, owner: &str) -> Vec<String> {
     vec![
-        format!("REASSIGN OWNED BY {} TO {}", ident(user), ident(owner)),
-        format!("DROP OWNED BY {}", ident(user)),
+        format!("REASSIGN OWNED BY {} TO {}", quote(user), quote(owner)),
+        format!("DROP OWNED BY {}", quote(user)),
     ]
 }
 
 pub fn drop_role(role: &str) -> String {
-    format!("DROP ROLE IF EXISTS {}", ident(role))
+    format!("DROP ROLE IF EXISTS {}", quote(role))
 }
 
 /// Stops new connections by the tenant's groups before a backup and drop.
 pub fn revoke_connect(db: &str) -> String {
     format!(
         "REVOKE CONNECT ON DATABASE {} FROM PUBLIC, {}",
-        ident(db),
-        idents(member_roles(db))
+        quote(db),
+        idents(Group::MEMBERS.map(|g| group_role_name(db, g)))
     )
 }
 
 pub fn drop_database(db: &str) -> String {
-    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db))
+    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(db))
 }
 
 #[cfg(test)]
@@ -249,7 +270,7 @@ mod tests {
 
     fn tenant() -> DesiredTenant {
         DesiredTenant {
-            name: "shop".into(),
+            name: tenantry_layout::Ident::parse("shop").unwrap(),
             plan: "starter".into(),
             status: Status::Active,
             deletion_protection: true,
@@ -272,7 +293,7 @@ mod tests {
         assert!(sql.contains("GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"shop_customer\""));
         assert!(!sql.contains("ON ALL SEQUENCES IN SCHEMA public TO \"shop_customer\""));
         assert!(sql.contains("FROM PUBLIC, \"intruder\", \"shop_admin\""));
-        assert!(sql.contains("REVOKE ALL ON TABLE public.\"refinery_schema_history\""));
+        assert!(sql.contains("REVOKE ALL ON TABLE public.refinery_schema_history"));
     }
 
     #[test]

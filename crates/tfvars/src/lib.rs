@@ -49,7 +49,7 @@ use hcl_edit::structure::Structure;
 use hcl_edit::Span;
 
 use tenantry_manifest::{
-    percent_encode, render, Diagnostic, Group, Ident, Reporter, ADMIN_URL_ENV, DEFAULT_SECRETS_DIR,
+    render, Diagnostic, Group, Ident, Reporter, ADMIN_URL_ENV, DEFAULT_SECRETS_DIR,
     LONGEST_ROLE_SUFFIX, MAX_IDENT_BYTES, RESERVED_ROLE_NAMES,
 };
 
@@ -363,7 +363,7 @@ impl<'a> Importer<'a> {
                 );
                 return None;
             }
-            Some(percent_encode(u))
+            Some(tenantry_pgconn::percent_encode(u))
         });
 
         let given: Vec<&Var> = [&host, &port, &user].into_iter().flatten().collect();

@@ -303,7 +303,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_wrong_password_is_refused_for_that_role_only() {
         let db = database("auth");
-        let role = format!("{db}_customer");
+        let role = tenantry_layout::roles::group_role_name(&db, tenantry_layout::Group::Customer);
         cluster()
             .psql(
                 "postgres",

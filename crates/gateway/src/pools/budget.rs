@@ -145,9 +145,9 @@ fn set_phase(phase: u8) {
     let _ = CHECKOUT.try_with(|p| p.store(phase, Ordering::Release));
 }
 
-/// The TLS connector every connection uses (see `tenantry_pgtls`).
+/// The TLS connector every connection uses (see `tenantry_pgconn`).
 fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
-    tenantry_pgtls::connector()
+    tenantry_pgconn::connector()
 }
 
 /// deadpool's [`Connect`] for our pools: takes a budget permit (evicting idle

@@ -1,6 +1,9 @@
-//! [`Ident`]: a validated, lower-case PostgreSQL identifier (database or role
-//! name). Holding an `Ident` proves the name is safe to put in SQL once quoted
-//! with [`Ident::quoted`]; nothing here talks to a server.
+//! Names in SQL: [`Ident`], a validated lower-case PostgreSQL identifier
+//! (database or role name), and the only quoting functions tenantry uses:
+//! [`quote`] for identifiers, [`literal`] for string values. Holding an
+//! `Ident` proves the name is safe to put in SQL once quoted; every other
+//! string (a name read from the catalog) is quoted too, so quoting never
+//! relies on validation. Nothing here talks to a server.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -67,11 +70,32 @@ impl Ident {
         &self.0
     }
 
-    /// The name for SQL: always double-quoted, any inner `"` doubled (a
-    /// validated name has none, but quoting does not rely on that).
+    /// The name for SQL, through [`quote`].
     pub fn quoted(&self) -> String {
-        format!("\"{}\"", self.0.replace('"', "\"\""))
+        quote(&self.0)
     }
+}
+
+/// A double-quoted identifier, any inner `"` doubled: safe in SQL whatever
+/// the name holds (a validated [`Ident`] has no `"`, but quoting does not
+/// rely on that).
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A comma-separated list of quoted identifiers.
+pub fn idents<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    names
+        .into_iter()
+        .map(|n| quote(n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A single-quoted string literal (standard_conforming_strings), quotes
+/// doubled. Backslashes are safe as they are; NUL cannot reach PostgreSQL.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 impl fmt::Display for Ident {
@@ -102,6 +126,24 @@ impl Borrow<str> for Ident {
 impl PartialEq<str> for Ident {
     fn eq(&self, other: &str) -> bool {
         self.0 == other
+    }
+}
+
+impl PartialEq<Ident> for String {
+    fn eq(&self, other: &Ident) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<Ident> for str {
+    fn eq(&self, other: &Ident) -> bool {
+        self == other.0
+    }
+}
+
+impl From<Ident> for String {
+    fn from(i: Ident) -> String {
+        i.0
     }
 }
 
@@ -143,6 +185,17 @@ mod tests {
         assert!(Ident::parse(&"a".repeat(64))
             .unwrap_err()
             .contains("64 bytes"));
+    }
+
+    #[test]
+    fn quoting_neutralises_injection() {
+        assert_eq!(quote("shop"), "\"shop\"");
+        assert_eq!(
+            quote("shop\"; DROP DATABASE x; --"),
+            "\"shop\"\"; DROP DATABASE x; --\""
+        );
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(idents(["a", "b"]), "\"a\", \"b\"");
     }
 
     #[test]

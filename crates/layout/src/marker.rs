@@ -1,31 +1,17 @@
-//! SQL text helpers: identifier and literal quoting, and the ownership marker.
-//!
-//! Every identifier tenantry writes into SQL goes through [`ident`], every
-//! string value through [`literal`]; nothing else builds SQL from strings.
-//! The marker is the COMMENT tenantry puts on each database and role it manages,
-//! so the catalog alone tells managed objects from others (no state file).
+//! The ownership marker: the COMMENT tenantry puts on each database and role
+//! it manages, `tenantry:v1 fleet=<fleet> tenant=<db> kind=<kind>
+//! [protected=<bool>]`, so the catalog alone tells managed objects from
+//! others (no state file). Reading markers into a plan is the planner's job.
 
 use serde::Serialize;
 
-/// A double-quoted identifier, inner quotes doubled: always safe in SQL.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+use crate::roles::Group;
 
-/// A comma-separated list of quoted identifiers.
-pub fn idents<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
-    names
-        .into_iter()
-        .map(|n| ident(n.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+/// The first word of every marker.
+pub const PREFIX: &str = "tenantry:v1";
 
-/// A single-quoted string literal (standard_conforming_strings), quotes doubled.
-/// Backslashes are safe as-is; NUL cannot occur in Rust strings sent to Postgres.
-pub fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
+/// A `LIKE` pattern matching every marker, for catalog queries.
+pub const LIKE: &str = "tenantry:v1 %";
 
 /// What kind of object a marker labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -51,6 +37,21 @@ impl Kind {
         }
     }
 
+    /// The kind of a group role.
+    pub fn of(group: Group) -> Kind {
+        match group {
+            Group::Owner => Kind::Owner,
+            Group::Admin => Kind::Admin,
+            Group::Developer => Kind::Developer,
+            Group::Customer => Kind::Customer,
+        }
+    }
+
+    /// The group of a group role's kind; `None` for a database or a user.
+    pub fn group(self) -> Option<Group> {
+        Group::ALL.into_iter().find(|&g| Kind::of(g) == self)
+    }
+
     fn parse(s: &str) -> Option<Kind> {
         Some(match s {
             "database" => Kind::Database,
@@ -64,8 +65,7 @@ impl Kind {
     }
 }
 
-/// The ownership tag kept in an object's COMMENT:
-/// `tenantry:v1 fleet=<fleet> tenant=<db> kind=<kind> [protected=<bool>]`.
+/// The ownership tag kept in an object's COMMENT.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Marker {
     pub fleet: String,
@@ -74,8 +74,6 @@ pub struct Marker {
     /// Only on databases: deletion protection as last applied.
     pub protected: Option<bool>,
 }
-
-const PREFIX: &str = "tenantry:v1";
 
 impl Marker {
     pub fn new(fleet: &str, tenant: &str, kind: Kind) -> Marker {
@@ -131,17 +129,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoting_neutralises_injection() {
-        assert_eq!(ident("shop"), "\"shop\"");
-        assert_eq!(
-            ident("shop\"; DROP DATABASE x; --"),
-            "\"shop\"\"; DROP DATABASE x; --\""
-        );
-        assert_eq!(literal("it's"), "'it''s'");
-        assert_eq!(idents(["a", "b"]), "\"a\", \"b\"");
-    }
-
-    #[test]
     fn marker_round_trips() {
         let mut m = Marker::new("prod", "building_shop", Kind::Database);
         m.protected = Some(true);
@@ -151,6 +138,7 @@ mod tests {
             "tenantry:v1 fleet=prod tenant=building_shop kind=database protected=true"
         );
         assert_eq!(Marker::parse(&text), Some(m));
+        assert!(text.starts_with(LIKE.trim_end_matches('%')));
     }
 
     #[test]

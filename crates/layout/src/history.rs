@@ -1,0 +1,44 @@
+//! The migration history table refinery keeps in each tenant database,
+//! `public.refinery_schema_history`, and the statements tenantry runs on it
+//! besides refinery's own (reading the version, adopting a Terraform-made
+//! database's history). The table is not tenant data: no group may touch it,
+//! and a database holding only history rows is empty.
+
+/// The table's name, in schema `public`.
+pub const TABLE: &str = "refinery_schema_history";
+
+/// The table, schema-qualified, for SQL.
+pub const QUALIFIED: &str = "public.refinery_schema_history";
+
+/// Refinery's layout of the table (refinery 0.8, `tokio-postgres`).
+pub const CREATE: &str = "CREATE TABLE IF NOT EXISTS public.refinery_schema_history \
+     (version int4 PRIMARY KEY, name varchar(255), applied_on varchar(255), checksum varchar(255))";
+
+/// Whether the table exists: one boolean.
+pub const EXISTS: &str = "SELECT to_regclass('public.refinery_schema_history') IS NOT NULL";
+
+/// The newest applied version, NULL when none: one `bigint`, named `v`.
+pub const MAX_VERSION: &str =
+    "SELECT max(version)::bigint AS v FROM public.refinery_schema_history";
+
+/// Every applied migration, oldest first: version, name, applied_on, checksum.
+pub const ROWS: &str =
+    "SELECT version, name, applied_on, checksum FROM public.refinery_schema_history ORDER BY version";
+
+/// Records one applied migration: `$1` version, `$2` name, `$3` applied_on,
+/// `$4` checksum, as refinery writes them.
+pub const INSERT: &str = "INSERT INTO public.refinery_schema_history \
+     (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_statement_names_the_same_table() {
+        assert_eq!(QUALIFIED, format!("public.{TABLE}"));
+        for sql in [CREATE, EXISTS, MAX_VERSION, ROWS, INSERT] {
+            assert!(sql.contains(QUALIFIED), "{sql}");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The gateway's token store, kept in each tenant's own database: schema
+//! `tenantry`, owned by `<db>_owner`, holding table `tokens` (one row per
+//! token: its role, label and SHA-256 hash, never the token) and
+//! `token_role(hash)`, a SECURITY DEFINER function the tenant's member groups
+//! may execute. The groups can neither read nor write the table, so a tenant
+//! user cannot list or mint tokens; the gateway, logged in as one of them,
+//! can only ask what role a hash has.
+//!
+//! Here: the names, the token format ([`generate`], [`hash`]), the SQL that
+//! creates or repairs the store ([`setup`]) and that reads and writes it,
+//! and the state apply expects to observe ([`Expected`]). Running it is
+//! `tenantry-pg`'s (apply, restore, `tenantry token`) and the gateway's.
+//! A restore leaves the store out of the archive (tokens are credentials: a
+//! restore must neither revive a revoked token nor bring another database's
+//! tokens along) and sets it up afresh where none exists.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+use crate::ident::{idents, literal, Ident};
+use crate::roles::{member_roles, Group};
+
+/// The schema holding the store.
+pub const SCHEMA: &str = "tenantry";
+/// The table of token hashes, in [`SCHEMA`].
+pub const TABLE: &str = "tokens";
+/// The lookup function, in [`SCHEMA`].
+pub const FUNCTION: &str = "token_role";
+/// The lookup function with its argument types, for `to_regprocedure`.
+pub const FUNCTION_SIGNATURE: &str = "tenantry.token_role(text)";
+
+/// The lookup function's body (`prosrc`).
+pub const FUNCTION_BODY: &str =
+    " SELECT role FROM tenantry.tokens WHERE hash = token_hash AND revoked_at IS NULL ";
+
+/// The lookup function's only setting (`proconfig`), so that a tenant user
+/// cannot shadow `=` or the table through its search path.
+pub const FUNCTION_CONFIG: &str = "search_path=pg_catalog, pg_temp";
+
+/// The groups a token may carry.
+pub const ROLES: [Group; 3] = Group::MEMBERS;
+
+/// The first characters of every token.
+const PREFIX: &str = "tnt_";
+
+/// A new random token (`tnt_` + 43 URL-safe characters, 256 bits).
+pub fn generate() -> SecretString {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    SecretString::from(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// The stored form of a token: hex SHA-256.
+pub fn hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The statements creating or repairing tenant `db`'s store, to run in one
+/// transaction acting as `<db>_owner`; idempotent, and they keep every
+/// stored token. `foreign` are other roles holding privileges on the store,
+/// to revoke.
+pub fn setup(db: &Ident, foreign: &[String]) -> Vec<String> {
+    setup_for(&member_roles(db), foreign)
+}
+
+/// [`setup`] with the roles allowed to look tokens up named directly (a
+/// database tenantry did not provision, such as a single-tenant DSN's).
+pub fn setup_for<S: AsRef<str>>(groups: &[S], foreign: &[String]) -> Vec<String> {
+    let groups = idents(groups.iter().map(AsRef::as_ref));
+    let mut revoke = vec!["PUBLIC".to_owned()];
+    revoke.extend(
+        foreign
+            .iter()
+            .filter(|f| *f != "PUBLIC")
+            .map(|f| crate::ident::quote(f)),
+    );
+    revoke.push(groups.clone());
+    let revoke = revoke.join(", ");
+    vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"),
+        format!(
+            "COMMENT ON SCHEMA {SCHEMA} IS {}",
+            literal("the gateway's token store; managed by tenantry apply")
+        ),
+        format!("REVOKE ALL ON SCHEMA {SCHEMA} FROM {revoke}"),
+        format!("GRANT USAGE ON SCHEMA {SCHEMA} TO {groups}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {SCHEMA}.{TABLE} (
+             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             role text NOT NULL CHECK (role IN ('admin', 'developer', 'customer')),
+             label text NOT NULL DEFAULT '',
+             hash text NOT NULL UNIQUE,
+             created_at timestamptz NOT NULL DEFAULT now(),
+             revoked_at timestamptz)"
+        ),
+        format!("REVOKE ALL ON {SCHEMA}.{TABLE} FROM {revoke}"),
+        // Dropped and created, not replaced: a function someone altered may
+        // have another return type, which CREATE OR REPLACE cannot change.
+        format!("DROP FUNCTION IF EXISTS {FUNCTION_SIGNATURE}"),
+        format!(
+            "CREATE FUNCTION {SCHEMA}.{FUNCTION}(token_hash text) RETURNS text \
+             LANGUAGE sql STABLE SECURITY DEFINER \
+             SET search_path = pg_catalog, pg_temp \
+             AS $${FUNCTION_BODY}$$"
+        ),
+        format!("REVOKE ALL ON FUNCTION {FUNCTION_SIGNATURE} FROM {revoke}"),
+        format!("GRANT EXECUTE ON FUNCTION {FUNCTION_SIGNATURE} TO {groups}"),
+    ]
+}
+
+/// The gateway's check: the role of token hash `$1`, NULL when it is unknown
+/// or revoked.
+pub const LOOKUP: &str = "SELECT tenantry.token_role($1)";
+
+/// Stores a new token: `$1` role, `$2` label, `$3` hash; returns its id.
+pub const INSERT: &str =
+    "INSERT INTO tenantry.tokens (role, label, hash) VALUES ($1, $2, $3) RETURNING id";
+
+/// Every stored token, oldest first: id, role, label, created_at and
+/// revoked_at as text.
+pub const LIST: &str =
+    "SELECT id, role, label, created_at::text, revoked_at::text FROM tenantry.tokens ORDER BY id";
+
+/// Revokes live token `$1` (by id); one row when it was live.
+pub const REVOKE: &str =
+    "UPDATE tenantry.tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL";
+
+/// Whether hash `$1` is a live token: one boolean.
+pub const IS_LIVE: &str =
+    "SELECT EXISTS (SELECT 1 FROM tenantry.tokens WHERE hash = $1 AND revoked_at IS NULL)";
+
+/// What apply expects to observe of tenant `db`'s store, object by object:
+/// each owned by `<db>_owner`, the member groups holding exactly
+/// [`Expected::schema_privileges`] on the schema, nothing on the table and
+/// [`Expected::function_privileges`] on the function, nobody else anything.
+pub struct Expected {
+    pub owner: Ident,
+    pub groups: [Ident; 3],
+}
+
+impl Expected {
+    pub const SCHEMA_PRIVILEGES: &'static [&'static str] = &["USAGE"];
+    pub const TABLE_PRIVILEGES: &'static [&'static str] = &[];
+    pub const FUNCTION_PRIVILEGES: &'static [&'static str] = &["EXECUTE"];
+
+    pub fn of(db: &Ident) -> Expected {
+        Expected {
+            owner: crate::roles::group_role(db, Group::Owner),
+            groups: member_roles(db),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_hashed() {
+        use secrecy::ExposeSecret;
+        let (a, b) = (generate(), generate());
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert!(a.expose_secret().starts_with(PREFIX));
+        assert_eq!(a.expose_secret().len(), PREFIX.len() + 43);
+        assert_eq!(
+            hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn setup_grants_lookup_only_and_revokes_the_rest() {
+        let db = Ident::parse("shop").unwrap();
+        let sql = setup(&db, &["PUBLIC".to_owned(), "intruder".to_owned()]).join(";\n");
+        let groups = "\"shop_admin\", \"shop_developer\", \"shop_customer\"";
+        assert!(sql.contains(&format!("GRANT USAGE ON SCHEMA tenantry TO {groups}")));
+        assert!(sql.contains(&format!(
+            "REVOKE ALL ON tenantry.tokens FROM PUBLIC, \"intruder\", {groups}"
+        )));
+        assert!(sql.contains(&format!(
+            "GRANT EXECUTE ON FUNCTION tenantry.token_role(text) TO {groups}"
+        )));
+        assert!(sql.contains(&format!("AS $${FUNCTION_BODY}$$")));
+        assert!(sql.contains("SECURITY DEFINER SET search_path = pg_catalog, pg_temp"));
+        assert!(!sql.contains("GRANT SELECT"), "{sql}");
+        for stmt in [LOOKUP, INSERT, LIST, REVOKE, IS_LIVE] {
+            assert!(stmt.contains(&format!("{SCHEMA}.")), "{stmt}");
+        }
+        assert!(FUNCTION_SIGNATURE.starts_with(&format!("{SCHEMA}.{FUNCTION}(")));
+        assert_eq!(
+            FUNCTION_CONFIG.replace('=', " = "),
+            "search_path = pg_catalog, pg_temp"
+        );
+    }
+}
