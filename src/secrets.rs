@@ -30,6 +30,7 @@ pub fn orphaned(inventory: &Inventory, tp: &TenantPlan) -> Vec<PathBuf> {
         .collect();
     if tp.action == Action::Destroy && safe(&tp.tenant) {
         files.push(token_file(inventory, &tp.tenant));
+        files.push(dir.join(tenantry_layout::roles::gateway_login_name(&tp.tenant)));
     }
     let in_use: Vec<&Path> = inventory
         .tenants
@@ -114,7 +115,12 @@ developers = [{ username = "kept_d", password_file = "s/old_d" }]
         };
         assert_eq!(
             orphaned(&inv, &tp),
-            [s.join("gone_a"), s.join("gone_c"), s.join("gone.token")]
+            [
+                s.join("gone_a"),
+                s.join("gone_c"),
+                s.join("gone.token"),
+                s.join("gone_gateway")
+            ]
         );
     }
 

@@ -47,8 +47,13 @@ pub fn psql(bin_dir: &Path, url: &str) -> Command {
 }
 
 fn desired(name: String) -> DesiredTenant {
+    let name = tenantry_layout::Ident::parse(&name).expect("bench tenant names are valid");
     DesiredTenant {
-        name: tenantry_layout::Ident::parse(&name).expect("bench tenant names are valid"),
+        gateway: tenantry_plan::model::DesiredGateway {
+            name: tenantry_layout::gateway_login(&name),
+            password: None,
+        },
+        name,
         plan: "starter".into(),
         status: Status::Active,
         deletion_protection: true,
@@ -75,8 +80,8 @@ fn push(script: &mut String, sql: &[String]) {
 
 /// The whole `psql` script that provisions tenant `db` from scratch: the
 /// statements tenantry's apply runs for a new tenant, in the same order
-/// (group roles, database, migration as the owner, privileges, token
-/// store, users).
+/// (group roles, the gateway login, database, migration as the owner,
+/// privileges, token store, users).
 /// Passwords are generated and turned into SCRAM verifiers here, as
 /// tenantry does.
 pub fn script(db: &str, migration: &str) -> String {
@@ -88,6 +93,14 @@ pub fn script(db: &str, migration: &str) -> String {
             &statements::group_role(FLEET, db, kind, true, &[], &[]),
         );
     }
+    let gateway = scram::verifier_iterations(
+        &password(),
+        tenantry_layout::roles::GATEWAY_SCRAM_ITERATIONS,
+    );
+    push_tx(
+        &mut s,
+        &statements::gateway_login(FLEET, &t, true, Some(&gateway), &[], &[]),
+    );
     push(&mut s, &[statements::create_database(&t)]);
     push_tx(&mut s, &statements::database(FLEET, &t, true, &[]));
     s.push_str(&format!("\\c {db}\n"));

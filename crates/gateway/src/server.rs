@@ -211,23 +211,17 @@ impl Gateway {
             self.metrics.rate_limited(&t.info.name);
             return Err(ApiError::rate_limited(wait.as_secs().max(1)));
         }
-        let pool_role = if snap.single.is_some() {
-            "dsn".to_owned()
-        } else {
-            role
-        };
-        let config = match t.logins.get(&pool_role) {
-            Some(Login::Ready { .. }) => t.config(&pool_role).expect("a ready login has a config"),
+        // One pool per tenant; each request runs as the token's group.
+        let pool_role = t.pool_key_role();
+        let config = match t.logins.get(pool_role) {
+            Some(Login::Ready { .. }) => t.config(pool_role).expect("a ready login has a config"),
             Some(Login::Unavailable(why)) => {
                 tracing::debug!(tenant = %t.info.name, role = %pool_role, reason = %why, "login unavailable");
                 return Err(ApiError::login_unavailable());
             }
-            None => {
-                return Err(ApiError::permission_denied(format!(
-                    "this tenant has no {pool_role} user configured"
-                )))
-            }
+            None => return Err(ApiError::login_unavailable()),
         };
+        let session_role = t.session_role(&role);
         let json_body = body_is_json(req.headers())?;
 
         let (parts, body) = req.into_parts();
@@ -265,7 +259,7 @@ impl Gateway {
         }
         let key = PoolKey {
             tenant: t.info.name.clone(),
-            role: pool_role,
+            role: pool_role.to_owned(),
         };
         let size = t.pool_size;
         let mut conn = self
@@ -276,6 +270,9 @@ impl Gateway {
             })
             .await
             .map_err(|e| pool_error(&key, e))?;
+        if let Some(group) = &session_role {
+            act_as(&conn, group).await?;
+        }
         let out = api::handle(&areq, &t.info, &mut conn).await?;
         Ok(json_response(out.status, out.body.as_ref()))
     }
@@ -312,8 +309,8 @@ impl Gateway {
                         wait.as_secs().max(1),
                     ));
                 }
-                let vrole = t.verifier_role().ok_or_else(ApiError::login_unavailable)?;
-                let config = t.config(vrole).expect("verifier_role returns ready logins");
+                let vrole = t.pool_login().ok_or_else(ApiError::login_unavailable)?;
+                let config = t.config(vrole).expect("pool_login returns ready logins");
                 let key = PoolKey {
                     tenant: t.info.name.clone(),
                     role: vrole.to_owned(),
@@ -326,6 +323,11 @@ impl Gateway {
                     })
                     .await
                     .map_err(|e| pool_error(&key, e))?;
+                // The lookup function is the member groups' to execute;
+                // the least privileged one asks.
+                if let Some(group) = t.session_role("customer") {
+                    act_as(&conn, &group).await?;
+                }
                 let role = tokens::role_of(&conn, &hash)
                     .await
                     .map_err(|e| ApiError::from_db(&e))?;
@@ -389,10 +391,10 @@ impl Gateway {
         let Some(t) = snap.tenants.get(name) else {
             return error_response(&ApiError::unknown_tenant());
         };
-        let Some(role) = t.verifier_role() else {
+        let Some(role) = t.pool_login() else {
             return error_response(&ApiError::login_unavailable());
         };
-        let config = t.config(role).expect("verifier_role returns ready logins");
+        let config = t.config(role).expect("pool_login returns ready logins");
         let key = PoolKey {
             tenant: name.to_owned(),
             role: role.to_owned(),
@@ -421,6 +423,17 @@ impl Gateway {
             ),
         }
     }
+}
+
+/// Switches a gateway session to `group` (`SET ROLE`), so every statement
+/// of the request runs with that group's privileges and no other: the
+/// gateway login itself is NOINHERIT and holds nothing. A switch that fails
+/// (the group was dropped or the membership revoked) fails the request
+/// before any of its statements runs.
+async fn act_as(conn: &deadpool_postgres::Object, group: &str) -> Result<(), ApiError> {
+    conn.batch_execute(&tenantry_layout::roles::set_role(group))
+        .await
+        .map_err(|e| ApiError::from_db(&e))
 }
 
 /// The answer for a pool that cannot give a connection. The reason (which

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use tenantry_manifest::{Group, Inventory, PasswordSource, Status};
+use tenantry_manifest::{Group, Inventory, Login as _, PasswordSource, Status};
 use tenantry_pgconn::ServerAddress;
 
 use crate::api::TenantInfo;
@@ -39,7 +39,16 @@ pub struct TenantEntry {
     pub fingerprint: String,
     /// Server address and options shared by all tenants (one allocation).
     base: Arc<ServerAddress>,
+    /// Requests run as the caller's group role (`SET ROLE <db>_<role>`):
+    /// a tenant of the inventory, served through its gateway login. False
+    /// in single-tenant mode, where the DSN's user is the only role.
+    groups: bool,
 }
+
+/// The key of a tenant's gateway login in [`TenantEntry::logins`].
+pub const GATEWAY: &str = "gateway";
+/// The key of the `DATABASE_DSN` login in single-tenant mode.
+pub const DSN: &str = "dsn";
 
 /// How a role's pool connects, or why it cannot.
 pub enum Login {
@@ -95,12 +104,30 @@ impl TenantEntry {
                 })
     }
 
-    /// The pool that checks tokens: any role that can log in, the least
-    /// privileged first.
-    pub fn verifier_role(&self) -> Option<&str> {
-        ["dsn", "customer", "developer", "admin"]
+    /// The login of the tenant's one pool, when it can log in: the gateway
+    /// login, or the DSN's user in single-tenant mode.
+    pub fn pool_login(&self) -> Option<&'static str> {
+        [GATEWAY, DSN]
             .into_iter()
             .find(|r| matches!(self.logins.get(*r), Some(Login::Ready { .. })))
+    }
+
+    /// The login the pool uses (ready or not): what errors name.
+    pub fn pool_key_role(&self) -> &'static str {
+        if self.groups {
+            GATEWAY
+        } else {
+            DSN
+        }
+    }
+
+    /// The group role a request of a `role` token runs as (`<db>_<role>`),
+    /// or None when the pool's login is the only role (single-tenant mode)
+    /// or `role` is no member group.
+    pub fn session_role(&self, role: &str) -> Option<String> {
+        let group = Group::parse(role).filter(|g| Group::MEMBERS.contains(g))?;
+        self.groups
+            .then(|| tenantry_layout::roles::group_role_name(&self.info.name, group))
     }
 }
 
@@ -121,28 +148,25 @@ impl Snapshot {
             let mut logins = BTreeMap::new();
             let mut fingerprint = Sha256::new();
             fingerprint.update(tier.pool_size.to_le_bytes());
-            for group in Group::MEMBERS {
-                // The tenant's first user of each role.
-                let Some(user) = t.users_in(group).next() else {
-                    continue;
-                };
-                let login = match user.load_password() {
-                    Ok(Some(pw)) => {
-                        fingerprint.update(format!("{}:{}:", group.as_str(), user.name));
-                        fingerprint.update(pw.expose_secret().as_bytes());
-                        Login::Ready {
-                            user: user.name.to_string(),
-                            password: pw,
-                        }
+            // One login per tenant: its gateway login (`<db>_gateway`),
+            // which runs each request as the caller's group (`SET ROLE`).
+            let gateway = &t.gateway;
+            let login = match gateway.load_password() {
+                Ok(Some(pw)) => {
+                    fingerprint.update(format!("gateway:{}:", gateway.name));
+                    fingerprint.update(pw.expose_secret().as_bytes());
+                    Login::Ready {
+                        user: gateway.name.to_string(),
+                        password: pw,
                     }
-                    Ok(None) => Login::Unavailable(format!(
-                        "the password of {} has not been generated yet: run `tenantry apply`",
-                        user.name
-                    )),
-                    Err(e) => Login::Unavailable(e.to_string()),
-                };
-                logins.insert(group.as_str().to_owned(), login);
-            }
+                }
+                Ok(None) => Login::Unavailable(format!(
+                    "the password of the gateway login {} has not been generated yet: run `tenantry apply`",
+                    gateway.name
+                )),
+                Err(e) => Login::Unavailable(e.to_string()),
+            };
+            logins.insert(GATEWAY.to_owned(), login);
             let entry = TenantEntry {
                 info: TenantInfo {
                     name: t.name.to_string(),
@@ -155,6 +179,7 @@ impl Snapshot {
                 logins,
                 fingerprint: format!("{:x}", fingerprint.finalize()),
                 base: base.clone(),
+                groups: true,
             };
             tenants.insert(t.name.to_string(), Arc::new(entry));
         }
@@ -197,7 +222,7 @@ impl Snapshot {
             .password()
             .unwrap_or_else(|| SecretString::from(String::new()));
         let mut logins = BTreeMap::new();
-        logins.insert("dsn".to_owned(), Login::Ready { user, password });
+        logins.insert(DSN.to_owned(), Login::Ready { user, password });
         let entry = Arc::new(TenantEntry {
             info: TenantInfo {
                 name: db.clone(),
@@ -210,6 +235,7 @@ impl Snapshot {
             logins,
             fingerprint: String::new(),
             base: Arc::new(address),
+            groups: false,
         });
         Ok(Snapshot {
             secrets_dir: None,
@@ -239,16 +265,19 @@ impl Snapshot {
 mod tests {
     use super::*;
 
-    /// One tenant whose admin and developer read their passwords from files
-    /// (the gateway reads env passwords from its own environment).
-    fn snapshot(dir: &std::path::Path, admin_pw: &str, dev_pw: &str, pool_size: u32) -> Snapshot {
-        std::fs::write(dir.join("admin.pw"), admin_pw).unwrap();
-        std::fs::write(dir.join("dev.pw"), dev_pw).unwrap();
-        // Password files must be private (tenantry_manifest refuses others).
-        for f in ["admin.pw", "dev.pw"] {
+    /// One tenant, its gateway login's password generated as `gateway_pw`
+    /// (or not yet, when None).
+    fn snapshot(dir: &std::path::Path, gateway_pw: Option<&str>, pool_size: u32) -> Snapshot {
+        let secrets = dir.join(".tenantry/secrets");
+        tenantry_manifest::create_private_dir(&secrets).unwrap();
+        let file = secrets.join("shop_gateway");
+        let _ = std::fs::remove_file(&file);
+        if let Some(pw) = gateway_pw {
+            std::fs::write(&file, pw).unwrap();
+            // Password files must be private (tenantry_manifest refuses others).
             let private =
                 <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
-            std::fs::set_permissions(dir.join(f), private).unwrap();
+            std::fs::set_permissions(&file, private).unwrap();
         }
         let text = format!(
             r#"
@@ -266,38 +295,61 @@ requests_per_second = 20
 
 [tenants.shop]
 plan = "p"
-admins     = [{{ username = "shop_a", password_file = "admin.pw" }}]
-developers = [{{ username = "shop_d", password_file = "dev.pw" }}]
+admins     = [{{ username = "shop_a", password_env = "UNUSED_BY_THE_GATEWAY" }}]
 "#
         );
-        let inventory =
-            Inventory::from_str_with(&text, &dir.join("tenants.toml"), &|_| None).unwrap();
+        let env = |var: &str| {
+            (var == "UNUSED_BY_THE_GATEWAY").then(|| "the admin's, unused here".to_owned())
+        };
+        let inventory = Inventory::from_str_with(&text, &dir.join("tenants.toml"), &env).unwrap();
         Snapshot::from_inventory(&inventory).unwrap()
+    }
+
+    #[test]
+    fn one_login_per_tenant_and_requests_run_as_the_callers_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = snapshot(dir.path(), Some("gw-one"), 2);
+        let shop = &snap.tenants["shop"];
+        assert_eq!(shop.logins.len(), 1);
+        assert!(
+            matches!(&shop.logins[GATEWAY], Login::Ready { user, .. } if user == "shop_gateway")
+        );
+        assert_eq!(shop.pool_login(), Some(GATEWAY));
+        assert_eq!(
+            shop.session_role("developer").as_deref(),
+            Some("shop_developer")
+        );
+        assert_eq!(shop.session_role("owner"), None, "never the owner");
+        assert_eq!(shop.session_role("root"), None);
+        let config = shop.config(GATEWAY).unwrap();
+        assert_eq!(config.get_user(), Some("shop_gateway"));
+        assert_eq!(config.get_dbname(), Some("shop"));
+
+        let missing = snapshot(dir.path(), None, 2);
+        let shop = &missing.tenants["shop"];
+        assert!(
+            matches!(&shop.logins[GATEWAY], Login::Unavailable(why) if why.contains("tenantry apply"))
+        );
+        assert_eq!(shop.pool_login(), None);
     }
 
     #[test]
     fn logins_tell_a_new_password_from_a_new_size() {
         let dir = tempfile::tempdir().unwrap();
         let shop = |s: &Snapshot| s.tenants["shop"].clone();
-        let a = snapshot(dir.path(), "one", "dev-one", 2);
-        assert!(matches!(shop(&a).logins["admin"], Login::Ready { .. }));
-        assert_eq!(
-            a.password_files,
-            vec![dir.path().join("admin.pw"), dir.path().join("dev.pw")]
-        );
-
-        let same = snapshot(dir.path(), "one", "dev-one", 2);
+        let a = snapshot(dir.path(), Some("one"), 2);
+        let same = snapshot(dir.path(), Some("one"), 2);
         assert_eq!(shop(&a).fingerprint, shop(&same).fingerprint);
         assert!(shop(&a).same_logins(&shop(&same)));
 
         // Only the size: same logins (the pools can be resized).
-        let bigger = snapshot(dir.path(), "one", "dev-one", 8);
+        let bigger = snapshot(dir.path(), Some("one"), 8);
         assert_ne!(shop(&a).fingerprint, shop(&bigger).fingerprint);
         assert!(shop(&a).same_logins(&shop(&bigger)));
 
         // A new password, with or without a new size: new logins.
-        for (admin_pw, dev_pw, size) in [("two", "dev-one", 2), ("one", "dev-two", 8)] {
-            let rotated = snapshot(dir.path(), admin_pw, dev_pw, size);
+        for size in [2, 8] {
+            let rotated = snapshot(dir.path(), Some("two"), size);
             assert_ne!(shop(&a).fingerprint, shop(&rotated).fingerprint);
             assert!(!shop(&a).same_logins(&shop(&rotated)));
         }

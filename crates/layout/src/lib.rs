@@ -8,7 +8,8 @@
 //!   quotes identifiers ([`quote`]) and the one that quotes literals
 //!   ([`literal`]);
 //! - [`roles`]: the tenant's [`Group`]s, their roles `<db>_<group>`
-//!   ([`roles::group_role`]) and the privileges each group holds;
+//!   ([`roles::group_role`]), the privileges each group holds, and the
+//!   gateway's login `<db>_gateway` ([`roles::gateway_login`]);
 //! - [`marker`]: the COMMENT that tells tenantry's databases and roles from
 //!   others (the catalog is the state);
 //! - [`history`]: refinery's migration history table;
@@ -28,4 +29,4 @@ pub mod tokens;
 
 pub use ident::{idents, literal, quote, Ident, MAX_IDENT_BYTES};
 pub use marker::{Kind, Marker};
-pub use roles::{group_role, Group};
+pub use roles::{gateway_login, group_role, Group};

@@ -23,6 +23,8 @@ pub enum Kind {
     Developer,
     Customer,
     User,
+    /// The gateway's login (`<db>_gateway`).
+    Gateway,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Developer => "developer",
             Kind::Customer => "customer",
             Kind::User => "user",
+            Kind::Gateway => "gateway",
         }
     }
 
@@ -60,6 +63,7 @@ impl Kind {
             "developer" => Kind::Developer,
             "customer" => Kind::Customer,
             "user" => Kind::User,
+            "gateway" => Kind::Gateway,
             _ => return None,
         })
     }

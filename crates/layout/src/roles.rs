@@ -74,6 +74,10 @@ impl std::fmt::Display for Group {
 /// Database privileges of each member group.
 pub const DATABASE_PRIVILEGES: &[&str] = &["CONNECT", "TEMPORARY"];
 
+/// Database privileges of the gateway's login (NOINHERIT: it must hold
+/// CONNECT itself to log in; everything else comes with `SET ROLE`).
+pub const GATEWAY_DATABASE_PRIVILEGES: &[&str] = &["CONNECT"];
+
 /// Longest suffix a tenant name gets in a group role (`_developer`).
 pub const LONGEST_ROLE_SUFFIX: usize = "_developer".len();
 
@@ -102,6 +106,36 @@ pub fn group_role_name(db: &str, group: Group) -> String {
     format!("{db}_{}", group.as_str())
 }
 
+/// The gateway's login to tenant `db`: `<db>_gateway`. LOGIN, NOINHERIT,
+/// member of the three member groups, CONNECT on the database and no other
+/// privilege of its own: logged in alone it can read nothing. The gateway
+/// runs each request as the caller's group ([`set_role`]), so PostgreSQL
+/// enforces the tier on every statement, and a tenant needs one pool of
+/// connections, not one per group. Its password is always generated.
+pub fn gateway_login(db: &Ident) -> Ident {
+    Ident::new_unchecked(gateway_login_name(db))
+}
+
+/// [`gateway_login`] for a name read from elsewhere (quote it before use).
+pub fn gateway_login_name(db: &str) -> String {
+    format!("{db}{GATEWAY_SUFFIX}")
+}
+
+const GATEWAY_SUFFIX: &str = "_gateway";
+
+/// SCRAM-SHA-256 iterations of the gateway login's stored verifier. The
+/// password is generated (about 190 bits), so the iteration count adds
+/// nothing against guessing it, and a low one makes every new connection of
+/// the gateway cheaper (the client side of SCRAM runs PBKDF2 with the
+/// server's count). Passwords people choose keep PostgreSQL's 4096.
+pub const GATEWAY_SCRAM_ITERATIONS: u32 = 16;
+
+/// Switches a gateway session to `role` (a tenant's group role): the
+/// statement the gateway runs before a request's queries.
+pub fn set_role(role: &str) -> String {
+    format!("SET ROLE {}", crate::ident::quote(role))
+}
+
 /// The roles users are members of: `<db>_admin`, `<db>_developer`,
 /// `<db>_customer`.
 pub fn member_roles(db: &Ident) -> [Ident; 3] {
@@ -120,7 +154,10 @@ mod tests {
             member_roles(&db).map(|r| r.to_string()),
             ["shop_admin", "shop_developer", "shop_customer"]
         );
+        assert_eq!(gateway_login(&db), "shop_gateway");
+        assert_eq!(set_role("shop_admin"), "SET ROLE \"shop_admin\"");
         let longest = Ident::parse(&"a".repeat(MAX_TENANT_NAME_BYTES)).unwrap();
+        assert!(gateway_login(&longest).len() <= MAX_IDENT_BYTES);
         assert_eq!(
             group_role(&longest, Group::Developer).len(),
             MAX_IDENT_BYTES

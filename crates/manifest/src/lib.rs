@@ -54,7 +54,8 @@ pub use secrecy::{ExposeSecret, SecretString};
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use error::{line_col, render, Diagnostic, ManifestError, Reporter};
 pub use model::{
-    Inventory, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User, MAX_MANIFEST_BYTES,
+    GatewayLogin, Inventory, Login, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User,
+    MAX_MANIFEST_BYTES,
 };
 pub use password::{create_private_dir, PasswordSource, GENERATED_PASSWORD_LEN};
 pub use secret_file::MAX_PASSWORD_FILE_BYTES;

@@ -213,6 +213,55 @@ pub struct Tenant {
     pub deletion_protection: bool,
     /// Admins, then developers, then customers, each in file order.
     pub users: Vec<User>,
+    /// The gateway's login to this tenant (see
+    /// `tenantry_layout::roles::gateway_login`); its password is generated
+    /// under `[paths] secrets`.
+    pub gateway: GatewayLogin,
+}
+
+/// The login the gateway's pool of one tenant uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayLogin {
+    /// `<db>_gateway`.
+    pub name: Ident,
+    /// Always [`PasswordSource::Generated`].
+    pub password: PasswordSource,
+}
+
+/// A login role whose password tenantry knows: a [`User`] or a tenant's
+/// [`GatewayLogin`].
+pub trait Login {
+    fn name(&self) -> &Ident;
+    fn source(&self) -> &PasswordSource;
+
+    /// The password if available now (see [`PasswordSource::load`]), errors
+    /// naming the role.
+    fn load_password(&self) -> Result<Option<SecretString>, ManifestError> {
+        self.source().load().map_err(|e| e.for_user(self.name()))
+    }
+
+    /// The password, generated now if needed (see [`PasswordSource::ensure`]).
+    fn ensure_password(&self) -> Result<SecretString, ManifestError> {
+        self.source().ensure().map_err(|e| e.for_user(self.name()))
+    }
+}
+
+impl Login for GatewayLogin {
+    fn name(&self) -> &Ident {
+        &self.name
+    }
+    fn source(&self) -> &PasswordSource {
+        &self.password
+    }
+}
+
+impl Login for User {
+    fn name(&self) -> &Ident {
+        &self.name
+    }
+    fn source(&self) -> &PasswordSource {
+        &self.password
+    }
 }
 
 impl Tenant {
@@ -241,12 +290,12 @@ pub struct User {
 impl User {
     /// [`PasswordSource::load`], with errors naming this user.
     pub fn load_password(&self) -> Result<Option<SecretString>, ManifestError> {
-        self.password.load().map_err(|e| e.for_user(&self.name))
+        Login::load_password(self)
     }
 
     /// [`PasswordSource::ensure`], with errors naming this user.
     pub fn ensure_password(&self) -> Result<SecretString, ManifestError> {
-        self.password.ensure().map_err(|e| e.for_user(&self.name))
+        Login::ensure_password(self)
     }
 }
 
@@ -300,6 +349,12 @@ mod tests {
             status: Status::Active,
             deletion_protection: true,
             users: vec![],
+            gateway: GatewayLogin {
+                name: Ident::parse("building_shop_gateway").unwrap(),
+                password: PasswordSource::Generated {
+                    path: "/s/building_shop_gateway".into(),
+                },
+            },
         };
         let roles: Vec<String> = Group::ALL.iter().map(|g| t.role(*g).to_string()).collect();
         assert_eq!(

@@ -187,6 +187,12 @@ deletion_protection = false
             status: Status::Suspended,
             deletion_protection: false,
             users: vec![],
+            gateway: GatewayLogin {
+                name: Ident::parse("acme_gateway").unwrap(),
+                password: PasswordSource::Generated {
+                    path: inv.paths.secrets.join("acme_gateway"),
+                },
+            },
         }
     );
     assert_eq!(inv.tier(acme).name, "starter");
@@ -202,6 +208,12 @@ deletion_protection = false
             domains: vec!["shop.building.example".into()],
             status: Status::Active,
             deletion_protection: true,
+            gateway: GatewayLogin {
+                name: Ident::parse("building_shop_gateway").unwrap(),
+                password: PasswordSource::Generated {
+                    path: inv.paths.secrets.join("building_shop_gateway"),
+                },
+            },
             users: vec![
                 User {
                     name: Ident::parse("building_admin").unwrap(),
@@ -708,6 +720,19 @@ customers = [{ username = "sam" }]
     let d = one_error(load(&src), second, "username `sam` is already used at");
     assert!(d.message.contains(&format!("tenants.toml:{first}:")), "{d}");
     assert!(d.help.unwrap().contains("cluster"));
+}
+
+#[test]
+fn username_equal_to_a_gateway_login_is_an_error() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\ndevelopers = [{ username = \"shop_gateway\" }]\n",
+    );
+    let d = one_error(
+        load(&src),
+        line_of(&src, "shop_gateway"),
+        "username `shop_gateway` is the gateway login of tenant `shop`",
+    );
+    assert!(d.help.unwrap().contains("<db>_gateway"));
 }
 
 #[test]

@@ -453,8 +453,9 @@ struct Context<'a> {
 struct Tenants {
     /// Every tenant database name (valid or not).
     databases: BTreeSet<String>,
-    /// Derived group role -> (tenant, group), for valid tenant names.
-    roles: HashMap<String, (String, Group)>,
+    /// Derived role (group roles, gateway login) -> (tenant, what it is),
+    /// for valid tenant names.
+    roles: HashMap<String, (String, &'static str)>,
     /// Username -> where it first appeared.
     usernames: HashMap<String, Range<usize>>,
     /// Subdomain -> (tenant, where).
@@ -471,11 +472,21 @@ impl Tenants {
         for key in raw.keys() {
             if Ident::parse(key.get_ref()).is_ok() {
                 for g in Group::ALL {
+                    let what = match g {
+                        Group::Owner => "owner group role",
+                        Group::Admin => "admin group role",
+                        Group::Developer => "developer group role",
+                        Group::Customer => "customer group role",
+                    };
                     roles.insert(
                         tenantry_layout::roles::group_role_name(key.get_ref(), g),
-                        (key.get_ref().clone(), g),
+                        (key.get_ref().clone(), what),
                     );
                 }
+                roles.insert(
+                    tenantry_layout::roles::gateway_login_name(key.get_ref()),
+                    (key.get_ref().clone(), "gateway login"),
+                );
             }
         }
         Tenants {
@@ -574,8 +585,16 @@ impl Tenants {
         if !(plan_ok && users_ok) {
             return None;
         }
+        let name = name?;
+        let gateway = tenantry_layout::gateway_login(&name);
         Some(Tenant {
-            name: name?,
+            gateway: crate::GatewayLogin {
+                password: PasswordSource::Generated {
+                    path: cx.secrets.join(gateway.as_str()),
+                },
+                name: gateway,
+            },
+            name,
             display_name,
             plan: raw.plan.into_inner(),
             subdomain: subdomain?,
@@ -775,11 +794,11 @@ impl Tenants {
             } else {
                 self.usernames.insert(uname.to_owned(), uspan.clone());
             }
-            if let Some((owner, g)) = self.roles.get(uname) {
+            if let Some((owner, what)) = self.roles.get(uname) {
                 r.error_help(
                     uspan.clone(),
-                    format!("tenant `{tenant}`: username `{uname}` is the {g} group role of tenant `{owner}`"),
-                    "tenantry creates <db>_owner, <db>_admin, <db>_developer and <db>_customer for every tenant: choose another username",
+                    format!("tenant `{tenant}`: username `{uname}` is the {what} of tenant `{owner}`"),
+                    "tenantry creates <db>_owner, <db>_admin, <db>_developer, <db>_customer and <db>_gateway for every tenant: choose another username",
                 );
                 ok = false;
             }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{stream, StreamExt};
 use secrecy::ExposeSecret;
-use tenantry_layout::roles::group_role_name;
+use tenantry_layout::roles::{group_role_name, GATEWAY_SCRAM_ITERATIONS};
 use tenantry_layout::Kind;
-use tenantry_manifest::{Group, Inventory};
+use tenantry_manifest::{Group, Inventory, Login as _};
 use tenantry_plan::model::{Desired, DesiredTenant, Observed};
 use tenantry_plan::plan::{Action, Change, Plan, TenantPlan};
 use tenantry_plan::{scram, statements};
@@ -155,6 +155,48 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
             sql.push(statements::admin_membership(role));
         }
         tx(&mut client, &sql, format!("tenant {}: role {role}", t.name)).await?;
+    }
+    // 1b. The gateway's login (a member of the groups, CONNECT on the database).
+    for c in &tp.changes {
+        let (create, set_password, diffs, revoke) = match c {
+            Change::CreateGatewayLogin { .. } => (true, true, &[][..], &[][..]),
+            Change::UpdateGatewayLogin {
+                diffs,
+                set_password,
+                revoke,
+                ..
+            } => (false, *set_password, &diffs[..], &revoke[..]),
+            _ => continue,
+        };
+        let verifier = if set_password {
+            let source = ctx
+                .inventory
+                .tenant(&t.name)
+                .expect("planned tenants come from the inventory")
+                .gateway
+                .clone();
+            let verifier = crate::blocking::run(move || {
+                source.ensure_password().map(|pw| {
+                    scram::verifier_iterations(pw.expose_secret(), GATEWAY_SCRAM_ITERATIONS)
+                })
+            })
+            .await?;
+            Some(verifier)
+        } else {
+            None
+        };
+        let role = &t.gateway.name;
+        let sql = statements::gateway_login(fleet, t, create, verifier.as_deref(), diffs, revoke);
+        tx(
+            &mut client,
+            &sql,
+            format!("tenant {}: gateway login {role}", t.name),
+        )
+        .await?;
+        if t.status != tenantry_manifest::Status::Active && diffs.iter().any(|d| d.what == "login")
+        {
+            terminate_user(&client, role, &mut notes).await?;
+        }
     }
     if !superuser {
         // A CREATEROLE admin acts through the owner role (idempotent).

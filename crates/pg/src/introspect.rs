@@ -71,7 +71,8 @@ pub async fn observe(
                 shobj_description(r.oid, 'pg_authid'),
                 coalesce((SELECT array_agg(g.rolname::text ORDER BY g.rolname)
                           FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-                          WHERE m.member = r.oid), '{{}}')
+                          WHERE m.member = r.oid), '{{}}'),
+                r.rolinherit
          FROM pg_roles r
          WHERE r.rolname = ANY($1) OR shobj_description(r.oid, 'pg_authid') LIKE '{MARKER_LIKE}'"
     );
@@ -105,6 +106,7 @@ pub async fn observe(
             comment: row.get(9),
             password: None,
             member_of: row.get::<_, Vec<String>>(10).into_iter().collect(),
+            inherit: row.get(11),
         };
         observed.roles.insert(role.name.clone(), role);
     }

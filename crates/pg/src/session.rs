@@ -29,6 +29,7 @@ pub fn wanted_names(inventory: &Inventory) -> Vec<String> {
         names.push(t.name.to_string());
         names.extend(Group::ALL.iter().map(|&g| t.role(g).to_string()));
         names.extend(t.users.iter().map(|u| u.name.to_string()));
+        names.push(t.gateway.name.to_string());
     }
     names
 }
@@ -84,7 +85,7 @@ pub(crate) async fn desired(
 ) -> Result<Desired, Error> {
     let inventory = inventory.clone();
     crate::blocking::run(move || {
-        Desired::from_inventory(&inventory, schema_version, |u| u.load_password())
+        Desired::from_inventory(&inventory, schema_version, |l| l.load_password())
     })
     .await
     .map_err(Error::from)

@@ -305,6 +305,10 @@ mod tests {
         };
         DesiredTenant {
             name: tenantry_layout::Ident::parse("shop").unwrap(),
+            gateway: crate::model::DesiredGateway {
+                name: tenantry_layout::Ident::parse("shop_gateway").unwrap(),
+                password: None,
+            },
             plan: "p".into(),
             status: Status::Active,
             deletion_protection: true,

@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use secrecy::ExposeSecret;
-use tenantry_layout::roles::DATABASE_PRIVILEGES;
+use tenantry_layout::roles::{
+    DATABASE_PRIVILEGES, GATEWAY_DATABASE_PRIVILEGES, GATEWAY_SCRAM_ITERATIONS,
+};
 use tenantry_layout::{history, tokens, Group, Kind, Marker};
 use tenantry_manifest::{parse_duration_ms, Status};
 
@@ -134,6 +136,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         for u in &t.users {
             changes.extend(user(t, u, fleet, observed, &matching));
         }
+        changes.extend(gateway(t, fleet, observed, &matching));
         // Login users of this tenant that the file no longer lists.
         for name in unwanted_users.get(t.name.as_str()).into_iter().flatten() {
             changes.push(Change::DropUser {
@@ -272,6 +275,20 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
             }
         }
     }
+    if let Some(r) = o.roles.get(t.gateway.name.as_str()) {
+        let m = marker_of(r.comment.as_deref());
+        let ok = m
+            .as_ref()
+            .is_some_and(|m| m.fleet == fleet && m.kind == Kind::Gateway && m.tenant == t.name);
+        if !ok {
+            out.push(Conflict {
+                tenant: t.name.to_string(),
+                object: "role",
+                name: t.gateway.name.to_string(),
+                reason: describe(m),
+            });
+        }
+    }
     for u in &t.users {
         if let Some(r) = o.roles.get(u.name.as_str()) {
             let m = marker_of(r.comment.as_deref());
@@ -373,10 +390,11 @@ fn database_diffs(
     if !db.allow_connections {
         diffs.push(Diff::new("allow_connections", false, true));
     }
-    let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
+    let mut expect: BTreeMap<String, &[&str]> = Group::MEMBERS
         .iter()
         .map(|&g| (t.role(g).to_string(), DATABASE_PRIVILEGES))
         .collect();
+    expect.insert(t.gateway.name.to_string(), GATEWAY_DATABASE_PRIVILEGES);
     let foreign = acl_diffs("database", &db.acl, &expect, &[owner.as_str()], &mut diffs);
     (diffs, foreign)
 }
@@ -605,13 +623,24 @@ fn matching_passwords<'a>(desired: &'a Desired, o: &Observed) -> BTreeSet<&'a st
     if !o.can_read_passwords {
         return BTreeSet::new();
     }
-    let work: Vec<(&str, &secrecy::SecretString, &str)> = desired
-        .tenants
-        .iter()
-        .flat_map(|t| &t.users)
-        .filter_map(|u| {
-            let stored = o.roles.get(u.name.as_str())?.password.as_deref()?;
-            Some((u.name.as_str(), u.password.as_ref()?, stored))
+    const GATEWAY: std::ops::RangeInclusive<u32> =
+        GATEWAY_SCRAM_ITERATIONS..=GATEWAY_SCRAM_ITERATIONS;
+    type Work<'d, 'o> = (
+        &'d str,
+        &'d secrecy::SecretString,
+        &'o str,
+        &'static std::ops::RangeInclusive<u32>,
+    );
+    let logins = desired.tenants.iter().flat_map(|t| {
+        t.users
+            .iter()
+            .map(|u| (&u.name, &u.password, &scram::VERIFIABLE_ITERATIONS))
+            .chain([(&t.gateway.name, &t.gateway.password, &GATEWAY)])
+    });
+    let work: Vec<Work<'a, '_>> = logins
+        .filter_map(|(name, password, allowed)| {
+            let stored = o.roles.get(name.as_str())?.password.as_deref()?;
+            Some((name.as_str(), password.as_ref()?, stored, allowed))
         })
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -622,8 +651,10 @@ fn matching_passwords<'a>(desired: &'a Desired, o: &Observed) -> BTreeSet<&'a st
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .filter(|(_, pw, stored)| scram::verify(pw.expose_secret(), stored))
-                        .map(|(name, _, _)| *name)
+                        .filter(|(_, pw, stored, allowed)| {
+                            scram::verify_within(pw.expose_secret(), stored, allowed)
+                        })
+                        .map(|(name, ..)| *name)
                         .collect::<Vec<_>>()
                 })
             })
@@ -632,6 +663,87 @@ fn matching_passwords<'a>(desired: &'a Desired, o: &Observed) -> BTreeSet<&'a st
             .into_iter()
             .flat_map(|h| h.join().expect("verifier threads do not panic"))
             .collect()
+    })
+}
+
+/// The gateway's login: created, or the drift from what
+/// `tenantry_layout::roles::gateway_login` says it is.
+fn gateway(
+    t: &DesiredTenant,
+    fleet: &str,
+    o: &Observed,
+    matching: &BTreeSet<&str>,
+) -> Option<Change> {
+    let g = &t.gateway;
+    let login = t.status == Status::Active;
+    let Some(r) = o.roles.get(g.name.as_str()) else {
+        return Some(Change::CreateGatewayLogin {
+            role: g.name.to_string(),
+            login,
+            connection_limit: t.connection_limit,
+        });
+    };
+    let mut diffs = forbidden_attributes(r);
+    if r.login != login {
+        diffs.push(Diff::new("login", r.login, login));
+    }
+    if r.inherit {
+        diffs.push(Diff::new("inherit", true, false));
+    }
+    if r.connection_limit != t.connection_limit {
+        diffs.push(Diff::new(
+            "connection limit",
+            r.connection_limit,
+            t.connection_limit,
+        ));
+    }
+    let timeout = r.setting("statement_timeout");
+    if timeout.and_then(parse_duration_ms) != Some(t.statement_timeout_ms) {
+        diffs.push(Diff::new(
+            "statement_timeout",
+            timeout.unwrap_or("(unset)"),
+            &t.statement_timeout,
+        ));
+    }
+    let marker = Marker::new(fleet, &t.name, Kind::Gateway).render();
+    if r.comment.as_deref() != Some(marker.as_str()) {
+        diffs.push(Diff::new(
+            "marker",
+            r.comment.as_deref().unwrap_or("(none)"),
+            &marker,
+        ));
+    }
+    let groups: Vec<String> = Group::MEMBERS
+        .iter()
+        .map(|&m| t.role(m).to_string())
+        .collect();
+    for group in &groups {
+        if !r.member_of.contains(group) {
+            diffs.push(Diff::new(format!("member of {group}"), "no", "yes"));
+        }
+    }
+    let revoke: Vec<String> = r
+        .member_of
+        .iter()
+        .filter(|m| !groups.contains(m))
+        .cloned()
+        .collect();
+    for m in &revoke {
+        diffs.push(Diff::new(format!("member of {m}"), "yes", "no"));
+    }
+    let set_password = match (&g.password, o.can_read_passwords) {
+        (None, _) => true,
+        (Some(_), true) => !matching.contains(g.name.as_str()),
+        (Some(_), false) => false,
+    };
+    if set_password {
+        diffs.push(Diff::new("password", "(hidden)", "(changed)"));
+    }
+    (!diffs.is_empty()).then_some(Change::UpdateGatewayLogin {
+        role: g.name.to_string(),
+        diffs,
+        set_password,
+        revoke,
     })
 }
 

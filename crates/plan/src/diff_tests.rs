@@ -5,7 +5,7 @@ use super::*;
 use secrecy::SecretString;
 
 use crate::model::{
-    DesiredUser, ObservedDatabase, ObservedFunction, ObservedRelation, ObservedRole,
+    DesiredGateway, DesiredUser, ObservedDatabase, ObservedFunction, ObservedRelation, ObservedRole,
 };
 use crate::render;
 use tenantry_layout::Ident;
@@ -49,6 +49,10 @@ fn tenant(name: &str) -> DesiredTenant {
             user(&format!("{name}_bob"), Group::Developer),
             user(&format!("{name}_carol"), Group::Customer),
         ],
+        gateway: DesiredGateway {
+            name: tenantry_layout::gateway_login(&id(name)),
+            password: Some(SecretString::from(password_of(&format!("{name}_gateway")))),
+        },
     }
 }
 
@@ -79,6 +83,26 @@ fn db_marker(fleet: &str, tenant: &str, protected: Option<bool>) -> String {
 }
 
 /// The token store exactly as `tokens::setup` leaves it.
+fn converged_gateway(d: &Desired, t: &DesiredTenant) -> ObservedRole {
+    ObservedRole {
+        name: t.gateway.name.to_string(),
+        login: t.status == Status::Active,
+        connection_limit: t.connection_limit,
+        config: vec![format!("statement_timeout={}", t.statement_timeout)],
+        comment: Some(marker(&d.fleet, &t.name, Kind::Gateway)),
+        password: Some(scram::verifier_iterations(
+            &password_of(t.gateway.name.as_str()),
+            tenantry_layout::roles::GATEWAY_SCRAM_ITERATIONS,
+        )),
+        member_of: Group::MEMBERS
+            .iter()
+            .map(|&g| t.role(g).to_string())
+            .collect(),
+        inherit: false,
+        ..ObservedRole::default()
+    }
+}
+
 fn converged_token_store(t: &DesiredTenant) -> ObservedTokenStore {
     let owner = t.role(Group::Owner).to_string();
     let acl = |privileges: &[&str]| -> Acl {
@@ -124,6 +148,8 @@ fn add_converged(o: &mut Observed, d: &Desired) {
     for t in &d.tenants {
         let db = t.name.as_str();
         let owner = t.role(Group::Owner).to_string();
+        o.roles
+            .insert(t.gateway.name.to_string(), converged_gateway(d, t));
         for group in Group::ALL {
             let name = t.role(group).to_string();
             o.roles.insert(
@@ -144,6 +170,7 @@ fn add_converged(o: &mut Observed, d: &Desired) {
                 .collect()
         };
         let mut db_acl = members(|_| DATABASE_PRIVILEGES);
+        db_acl.insert(t.gateway.name.to_string(), privs(&["CONNECT"]));
         db_acl.insert(owner.clone(), privs(&["CREATE", "CONNECT", "TEMPORARY"]));
         o.databases.insert(
             t.name.to_string(),
@@ -278,7 +305,11 @@ fn empty_catalog_creates_everything() {
     let t = tenant_plan(&plan, "shop");
     assert_eq!(t.action, Action::Create);
     let c = &t.changes;
-    assert_eq!(c.len(), 11, "{c:#?}");
+    assert_eq!(c.len(), 12, "{c:#?}");
+    assert!(
+        matches!(&c[11], Change::CreateGatewayLogin { role, login: true, connection_limit: 5 }
+        if role == "shop_gateway")
+    );
     let groups = [
         ("shop_owner", Kind::Owner),
         ("shop_admin", Kind::Admin),
@@ -328,14 +359,14 @@ fn empty_catalog_creates_everything() {
             other => panic!("expected CreateUser for {name}, got {other:?}"),
         }
     }
-    assert_eq!(plan.counts(), (11, 0, 0));
+    assert_eq!(plan.counts(), (12, 0, 0));
     assert!(!plan.is_empty());
     assert!(!plan.has_destroys());
     assert!(plan.protected_destroys().is_empty());
     let text = render::text(&plan);
     assert!(text.contains("+ tenant shop will be created"), "{text}");
     assert!(
-        text.contains("Plan: 11 to add, 0 to change, 0 to destroy."),
+        text.contains("Plan: 12 to add, 0 to change, 0 to destroy."),
         "{text}"
     );
 }
@@ -350,7 +381,54 @@ fn no_migrations_means_no_migrate_step() {
         !c.iter().any(|c| matches!(c, Change::Migrate { .. })),
         "{c:#?}"
     );
-    assert_eq!(plan.counts(), (10, 0, 0));
+    assert_eq!(plan.counts(), (11, 0, 0));
+}
+
+// ---------------------------------------------------------------- gateway login
+
+#[test]
+fn the_gateway_login_that_inherits_or_holds_more_is_repaired() {
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    let gw = o.roles.get_mut("shop_gateway").unwrap();
+    gw.inherit = true;
+    gw.member_of.insert("shop_owner".to_owned());
+    gw.member_of.remove("shop_customer");
+    // Its own password, but at 4096 rounds: the gateway's count is 16.
+    gw.password = Some(scram::verifier(&password_of("shop_gateway")));
+    let plan = plan(&want, &o);
+    match only_change(&plan, "shop") {
+        Change::UpdateGatewayLogin {
+            role,
+            diffs,
+            set_password,
+            revoke,
+        } => {
+            assert_eq!(role, "shop_gateway");
+            assert!(*set_password);
+            assert_eq!(revoke, &["shop_owner"]);
+            assert_eq!(
+                diffs,
+                &[
+                    d("inherit", "true", "false"),
+                    d("member of shop_customer", "no", "yes"),
+                    d("member of shop_owner", "yes", "no"),
+                    d("password", "(hidden)", "(changed)"),
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_unmarked_role_named_like_the_gateway_login_is_a_conflict() {
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    o.roles.get_mut("shop_gateway").unwrap().comment = None;
+    let plan = plan(&want, &o);
+    assert_eq!(plan.conflicts.len(), 1, "{:#?}", plan.conflicts);
+    assert_eq!(plan.conflicts[0].name, "shop_gateway");
 }
 
 // ---------------------------------------------------------------- token store
@@ -881,10 +959,19 @@ fn suspended_tenant_users_lose_login() {
                 revoke,
                 ..
             } if diffs == &[d("login", "true", "false")] && revoke.is_empty() => user.as_str(),
+            Change::UpdateGatewayLogin {
+                role,
+                diffs,
+                set_password: false,
+                revoke,
+            } if diffs == &[d("login", "true", "false")] && revoke.is_empty() => role.as_str(),
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(names, ["shop_alice", "shop_bob", "shop_carol"]);
+    assert_eq!(
+        names,
+        ["shop_alice", "shop_bob", "shop_carol", "shop_gateway"]
+    );
 
     // A suspended tenant created from scratch gets NOLOGIN users.
     let plan = plan_fn(&suspended, &empty_observed());
@@ -975,18 +1062,23 @@ fn removed_tenant_is_destroyed_owner_last() {
     let t = tenant_plan(&plan, "shop");
     assert_eq!(t.action, Action::Destroy);
     let c = &t.changes;
-    assert_eq!(c.len(), 8, "{c:#?}");
+    assert_eq!(c.len(), 9, "{c:#?}");
     assert!(
         matches!(&c[0], Change::DropDatabase { database, protected: true } if database == "shop")
+    );
+    assert!(
+        matches!(&c[1], Change::DropRole { role, kind: Kind::Gateway } if role == "shop_gateway"),
+        "{:?}",
+        c[1]
     );
     for (i, name) in ["shop_alice", "shop_bob", "shop_carol"]
         .into_iter()
         .enumerate()
     {
         assert!(
-            matches!(&c[1 + i], Change::DropUser { user } if user == name),
+            matches!(&c[2 + i], Change::DropUser { user } if user == name),
             "{:?}",
-            c[1 + i]
+            c[2 + i]
         );
     }
     let groups = [
@@ -997,9 +1089,9 @@ fn removed_tenant_is_destroyed_owner_last() {
     ];
     for (i, (name, k)) in groups.into_iter().enumerate() {
         assert!(
-            matches!(&c[4 + i], Change::DropRole { role, kind } if role == name && *kind == k),
+            matches!(&c[5 + i], Change::DropRole { role, kind } if role == name && *kind == k),
             "{:?}",
-            c[4 + i]
+            c[5 + i]
         );
     }
     assert!(plan.has_destroys());
@@ -1011,7 +1103,7 @@ fn removed_tenant_is_destroyed_owner_last() {
             Err(crate::plan::Refusal::Protected(vec!["shop".to_owned()]))
         );
     }
-    assert_eq!(plan.counts(), (0, 0, 8));
+    assert_eq!(plan.counts(), (0, 0, 9));
     let text = render::text(&plan);
     assert!(text.contains("- tenant shop will be destroyed"), "{text}");
     assert!(text.contains("[deletion_protection = true]"), "{text}");
@@ -1228,8 +1320,8 @@ fn other_fleets_database_is_a_conflict() {
     let o = converged_observed(&desired_in("staging", vec![tenant("shop")]));
     let plan = plan(&want, &o);
     assert!(plan.tenants.is_empty(), "{plan:#?}");
-    // The database, the four group roles and the three users.
-    assert_eq!(plan.conflicts.len(), 8, "{:#?}", plan.conflicts);
+    // The database, the four group roles, the gateway login and the three users.
+    assert_eq!(plan.conflicts.len(), 9, "{:#?}", plan.conflicts);
     let db = &plan.conflicts[0];
     assert_eq!((db.object, db.name.as_str()), ("database", "shop"));
     assert_eq!(
@@ -1400,13 +1492,13 @@ fn json_rendering_has_summary_counts() {
     o.contents.append(&mut shop_o.contents);
     let want = desired(vec![tenant("new"), tenant("shop"), tenant("bad")]);
     let plan = plan(&want, &o);
-    assert_eq!(plan.counts(), (11, 1, 8));
+    assert_eq!(plan.counts(), (12, 1, 9));
 
     let json: serde_json::Value = serde_json::from_str(&render::json(&plan)).expect("valid JSON");
     assert_eq!(json["fleet"], "prod");
     assert_eq!(
         json["summary"],
-        serde_json::json!({"add": 11, "change": 1, "destroy": 8})
+        serde_json::json!({"add": 12, "change": 1, "destroy": 9})
     );
     let tenants = json["tenants"].as_array().unwrap();
     let summary: Vec<(&str, &str)> = tenants

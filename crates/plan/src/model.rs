@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use secrecy::SecretString;
 use tenantry_layout::{group_role, Group, Ident};
-use tenantry_manifest::{Inventory, Status, User};
+use tenantry_manifest::{Inventory, Login, Status};
 
 /// Everything the inventory asks for.
 #[derive(Debug, Default)]
@@ -31,6 +31,16 @@ pub struct DesiredTenant {
     /// Canonical GUC text of the timeout, e.g. `5s`.
     pub statement_timeout: String,
     pub users: Vec<DesiredUser>,
+    /// The gateway's login (`<db>_gateway`).
+    pub gateway: DesiredGateway,
+}
+
+/// The gateway's login to a tenant, as the inventory wants it.
+#[derive(Debug)]
+pub struct DesiredGateway {
+    pub name: Ident,
+    /// The generated password if it exists already (None: generated on apply).
+    pub password: Option<SecretString>,
 }
 
 #[derive(Debug)]
@@ -56,7 +66,7 @@ impl Desired {
     pub fn from_inventory<E>(
         inventory: &Inventory,
         schema_version: Option<i64>,
-        mut password: impl FnMut(&User) -> Result<Option<SecretString>, E>,
+        mut password: impl FnMut(&dyn Login) -> Result<Option<SecretString>, E>,
     ) -> Result<Desired, E> {
         let mut tenants = Vec::with_capacity(inventory.tenants.len());
         for t in &inventory.tenants {
@@ -79,6 +89,10 @@ impl Desired {
                 statement_timeout_ms: tier.statement_timeout_ms,
                 statement_timeout: tier.statement_timeout_pg(),
                 users,
+                gateway: DesiredGateway {
+                    name: t.gateway.name.clone(),
+                    password: password(&t.gateway)?,
+                },
             });
         }
         Ok(Desired {
@@ -124,6 +138,9 @@ pub struct ObservedRole {
     pub password: Option<String>,
     /// Roles this role is a member of.
     pub member_of: BTreeSet<String>,
+    /// `rolinherit`: uses the privileges of the roles it is a member of
+    /// without `SET ROLE`.
+    pub inherit: bool,
 }
 
 impl ObservedRole {

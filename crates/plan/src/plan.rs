@@ -123,6 +123,21 @@ pub enum Change {
     DropUser {
         user: String,
     },
+    /// The gateway's login `<db>_gateway`: LOGIN (while the tenant is
+    /// active), NOINHERIT, member of the member groups, a generated password.
+    CreateGatewayLogin {
+        role: String,
+        login: bool,
+        connection_limit: i32,
+    },
+    UpdateGatewayLogin {
+        role: String,
+        diffs: Vec<Diff>,
+        /// Send a new verifier (the password changed or is unknown to the server).
+        set_password: bool,
+        /// Memberships to take away.
+        revoke: Vec<String>,
+    },
     DropDatabase {
         database: String,
         /// Deletion protection as last applied (kept in the database's marker).
@@ -147,7 +162,8 @@ impl Change {
         match self {
             Change::CreateRole { .. }
             | Change::CreateDatabase { .. }
-            | Change::CreateUser { .. } => Sign::Add,
+            | Change::CreateUser { .. }
+            | Change::CreateGatewayLogin { .. } => Sign::Add,
             Change::DropUser { .. } | Change::DropDatabase { .. } | Change::DropRole { .. } => {
                 Sign::Destroy
             }

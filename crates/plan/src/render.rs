@@ -3,6 +3,7 @@
 //! their source, or "(changed)".
 
 use std::fmt::Write;
+use tenantry_layout::Kind;
 
 use crate::plan::{Action, Change, Plan, Sign};
 
@@ -80,7 +81,8 @@ fn diffs(c: &Change) -> &[crate::plan::Diff] {
         | Change::UpdateDatabase { diffs, .. }
         | Change::Privileges { diffs, .. }
         | Change::TokenStore { diffs, .. }
-        | Change::UpdateUser { diffs, .. } => diffs,
+        | Change::UpdateUser { diffs, .. }
+        | Change::UpdateGatewayLogin { diffs, .. } => diffs,
         _ => &[],
     }
 }
@@ -106,6 +108,15 @@ fn line(c: &Change) -> String {
             "token store in {database} (schema tenantry: token hashes, lookup only for the tenant's groups)"
         ),
         Change::TokenStore { database, .. } => format!("token store in {database}"),
+        Change::CreateGatewayLogin {
+            role,
+            login,
+            connection_limit,
+        } => format!(
+            "gateway login {role} (NOINHERIT, member of the admin, developer and customer groups, connection limit {connection_limit}, generated password{})",
+            if *login { "" } else { ", NOLOGIN: suspended" }
+        ),
+        Change::UpdateGatewayLogin { role, .. } => format!("gateway login {role}"),
         Change::CreateUser {
             user,
             group,
@@ -124,6 +135,10 @@ fn line(c: &Change) -> String {
             "database {database} (pg_dump backup, then DROP){}",
             if *protected { " [deletion_protection = true]" } else { "" }
         ),
+        Change::DropRole {
+            role,
+            kind: Kind::Gateway,
+        } => format!("gateway login {role}"),
         Change::DropRole { role, kind } => format!("role {role} ({} group)", kind.as_str()),
     }
 }

@@ -35,6 +35,14 @@ pub fn verifier(password: &str) -> String {
     verifier_with(password, &salt, DEFAULT_ITERATIONS)
 }
 
+/// A fresh verifier with `iterations` rounds (the gateway's generated
+/// password: `tenantry_layout::roles::GATEWAY_SCRAM_ITERATIONS`).
+pub fn verifier_iterations(password: &str, iterations: u32) -> String {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    verifier_with(password, &salt, iterations)
+}
+
 /// The verifier for `password` with a given salt and iteration count.
 pub fn verifier_with(password: &str, salt: &[u8], iterations: u32) -> String {
     let (stored, server) = keys(password, salt, iterations);
@@ -51,7 +59,17 @@ pub fn verifier_with(password: &str, salt: &[u8], iterations: u32) -> String {
 /// clear-text password, garbage) or whose iteration count is outside
 /// [`VERIFIABLE_ITERATIONS`] does not match, and costs no PBKDF2 round.
 pub fn verify(password: &str, stored: &str) -> bool {
-    let Some(parts) = parse(stored) else {
+    verify_within(password, stored, &VERIFIABLE_ITERATIONS)
+}
+
+/// [`verify`] for a verifier whose iteration count must be in `allowed`
+/// (exactly `n..=n` for the gateway's login: any other count is drift).
+pub fn verify_within(
+    password: &str,
+    stored: &str,
+    allowed: &std::ops::RangeInclusive<u32>,
+) -> bool {
+    let Some(parts) = parse(stored).filter(|p| allowed.contains(&p.iterations)) else {
         return false;
     };
     let (stored_key, server_key) = keys(password, &parts.salt, parts.iterations);
@@ -75,7 +93,7 @@ fn parse(stored: &str) -> Option<Parts> {
     let iterations: u32 = iterations
         .parse()
         .ok()
-        .filter(|i| VERIFIABLE_ITERATIONS.contains(i))?;
+        .filter(|i| *i >= 1 && *i <= *VERIFIABLE_ITERATIONS.end())?;
     Some(Parts {
         iterations,
         salt: B64.decode(salt).ok()?,
@@ -153,6 +171,19 @@ mod tests {
             let v = verifier_with("pw", salt, iterations);
             assert!(!verify("pw", &v), "{iterations} rounds verified");
         }
+    }
+
+    #[test]
+    fn the_gateway_login_verifies_only_at_its_own_count() {
+        let only = 16..=16;
+        let v = verifier_iterations("generated", 16);
+        assert!(v.starts_with("SCRAM-SHA-256$16:"));
+        assert!(verify_within("generated", &v, &only));
+        assert!(
+            !verify("generated", &v),
+            "a user's verifier needs 4096 rounds"
+        );
+        assert!(!verify_within("generated", &verifier("generated"), &only));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! [`ident`]/[`literal`]. Every block is idempotent: re-running it after a crash
 //! converges. Execution (connections, transactions, order) lives in `tenantry-pg`.
 
-use tenantry_layout::roles::{group_role_name, member_roles, DATABASE_PRIVILEGES};
+use tenantry_layout::roles::{
+    gateway_login_name, group_role_name, member_roles, DATABASE_PRIVILEGES,
+    GATEWAY_DATABASE_PRIVILEGES,
+};
 use tenantry_layout::{history, idents, literal, quote, tokens, Group, Kind, Marker};
 
 use crate::model::DesiredTenant;
@@ -102,6 +105,11 @@ pub fn database(
         "GRANT {} ON DATABASE {db} TO {}",
         DATABASE_PRIVILEGES.join(", "),
         idents(member_roles(&t.name))
+    ));
+    sql.push(format!(
+        "GRANT {} ON DATABASE {db} TO {}",
+        GATEWAY_DATABASE_PRIVILEGES.join(", "),
+        t.gateway.name.quoted()
     ));
     if !allow_connections {
         sql.push(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"));
@@ -238,6 +246,53 @@ pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]
     sql
 }
 
+/// Creates (`create`) or repairs the gateway's login of `t`: LOGIN while the
+/// tenant is active, NOINHERIT, a member of the three member groups and of
+/// nothing else, the tier's connection limit and statement timeout, its
+/// marker. One transaction.
+pub fn gateway_login(
+    fleet: &str,
+    t: &DesiredTenant,
+    create: bool,
+    verifier: Option<&str>,
+    diffs: &[Diff],
+    revoke: &[String],
+) -> Vec<String> {
+    let role = t.gateway.name.quoted();
+    let groups = idents(member_roles(&t.name));
+    let login = if t.status == tenantry_manifest::Status::Active {
+        "LOGIN"
+    } else {
+        "NOLOGIN"
+    };
+    let password = verifier
+        .map(|v| format!(" PASSWORD {}", literal(v)))
+        .unwrap_or_default();
+    let limit = t.connection_limit;
+    let mut sql = Vec::new();
+    if create {
+        sql.push(format!(
+            "CREATE ROLE {role} {login} NOINHERIT CONNECTION LIMIT {limit}{password} IN ROLE {groups}"
+        ));
+    } else {
+        sql.push(format!(
+            "ALTER ROLE {role} {login} NOINHERIT CONNECTION LIMIT {limit}{password}{}",
+            attribute_fixes(diffs)
+        ));
+        sql.push(format!("GRANT {groups} TO {role}"));
+    }
+    for m in revoke {
+        sql.push(format!("REVOKE {} FROM {role}", quote(m)));
+    }
+    sql.push(format!(
+        "ALTER ROLE {role} SET statement_timeout = {}",
+        literal(&t.statement_timeout)
+    ));
+    let marker = Marker::new(fleet, &t.name, Kind::Gateway).render();
+    sql.push(format!("COMMENT ON ROLE {role} IS {}", literal(&marker)));
+    sql
+}
+
 /// Inside the tenant database: hand what a removed user owns to the owner role.
 pub fn disown(user: &str, owner: &str) -> Vec<String> {
     vec![
@@ -250,12 +305,14 @@ pub fn drop_role(role: &str) -> String {
     format!("DROP ROLE IF EXISTS {}", quote(role))
 }
 
-/// Stops new connections by the tenant's groups before a backup and drop.
+/// Stops new connections by the tenant's groups and the gateway before a
+/// backup and drop.
 pub fn revoke_connect(db: &str) -> String {
     format!(
-        "REVOKE CONNECT ON DATABASE {} FROM PUBLIC, {}",
+        "REVOKE CONNECT ON DATABASE {} FROM PUBLIC, {}, {}",
         quote(db),
-        idents(Group::MEMBERS.map(|g| group_role_name(db, g)))
+        idents(Group::MEMBERS.map(|g| group_role_name(db, g))),
+        quote(&gateway_login_name(db))
     )
 }
 
@@ -271,6 +328,10 @@ mod tests {
     fn tenant() -> DesiredTenant {
         DesiredTenant {
             name: tenantry_layout::Ident::parse("shop").unwrap(),
+            gateway: crate::model::DesiredGateway {
+                name: tenantry_layout::Ident::parse("shop_gateway").unwrap(),
+                password: None,
+            },
             plan: "starter".into(),
             status: Status::Active,
             deletion_protection: true,
