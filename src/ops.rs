@@ -39,8 +39,11 @@ async fn admin_and_database(
 
 pub async fn rotate(inventory: &Inventory, tenant_name: &str, user: Option<&str>) -> Result<u8> {
     let t = crate::commands::tenant(inventory, tenant_name)?;
+    // The gateway login rotates with the whole tenant, or alone by its name.
+    let gateway = user.is_none_or(|u| u == t.gateway.name.as_str());
     let users: Vec<&tenantry_manifest::User> = match user {
         None => t.users.iter().collect(),
+        Some(u) if u == t.gateway.name.as_str() => Vec::new(),
         Some(u) => match t.users.iter().find(|x| x.name.as_str() == u) {
             Some(x) => vec![x],
             None => bail!(
@@ -57,17 +60,19 @@ pub async fn rotate(inventory: &Inventory, tenant_name: &str, user: Option<&str>
             ),
         },
     };
-    if users.is_empty() {
-        outln!("Tenant {tenant_name} has no users: nothing to rotate.");
-        return Ok(0);
-    }
     let admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
     let client = admin.connect(None).await?;
     tenantry_pg::lock::acquire(&client, &inventory.fleet, LOCK_WAIT).await?;
-    rotate::rotate(&client, &inventory.fleet, t, &users, &mut |u, how| {
-        outln!("{}: {how}", u.name);
-    })
-    .await?;
+    if !users.is_empty() {
+        rotate::rotate(&client, &inventory.fleet, t, &users, &mut |u, how| {
+            outln!("{}: {how}", u.name);
+        })
+        .await?;
+    }
+    if gateway {
+        let how = rotate::rotate_gateway(&client, &inventory.fleet, t).await?;
+        outln!("{}: {how}", t.gateway.name);
+    }
     drop(client); // releases the apply lock
     Ok(0)
 }

@@ -286,12 +286,21 @@ async fn rotate_generated_passwords_one_user_or_all_as_a_createrole_admin() {
     names.sort();
     let mut want: Vec<String> = users.iter().map(|u| f.name(u)).collect();
     want.push(f.name("{p}_cafe_c"));
+    want.push(f.name("{p}_shop_gateway"));
+    want.push(f.name("{p}_cafe_gateway"));
     want.sort();
     assert_eq!(names, want);
 
-    // The whole tenant: its three users, not the other tenant's.
+    // The whole tenant: its three users and its gateway login, not the
+    // other tenant's.
+    let gateway_before = f.secret("{p}_shop_gateway");
     let out = f.tenantry(&["rotate", &shop]);
-    assert_eq!(out.ok().lines().count(), 3, "{}", out.stdout);
+    assert_eq!(out.ok().lines().count(), 4, "{}", out.stdout);
+    let gateway_after = f.secret("{p}_shop_gateway");
+    assert_ne!(gateway_after, gateway_before);
+    login(&f, "{p}_shop_gateway", &gateway_after, "{p}_shop")
+        .await
+        .unwrap();
     for (i, u) in users.iter().enumerate().take(3) {
         let new = f.secret(u);
         assert_ne!(new, old[i]);
@@ -386,7 +395,14 @@ customers  = [{{ username = "{{p}}_env_c" }}]
         )),
         "{text}"
     );
-    assert_eq!(text.lines().count(), 3, "{text}");
+    // The three users, then the tenant's gateway login.
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(
+        text.lines()
+            .nth(3)
+            .is_some_and(|l| l.starts_with(&f.name("{p}_env_gateway: new generated password"))),
+        "{text}"
+    );
     login(&f, "{p}_env_d", "file-pw-two", "{p}_env")
         .await
         .unwrap();
@@ -475,11 +491,11 @@ fn rotate_keeps_the_gateway_serving_and_reload_uses_the_new_passwords() {
                 s.spawn(|| assert_eq!(g.get(&shop_host, &dev).0, 200));
             }
         });
-        if g.open(&shop, "developer") >= LOOPS {
+        if g.open(&shop, "gateway") >= LOOPS {
             break;
         }
     }
-    assert!(g.open(&shop, "developer") >= LOOPS);
+    assert!(g.open(&shop, "gateway") >= LOOPS);
 
     // Requests in loops while the shop's passwords rotate.
     let stop = AtomicBool::new(false);
@@ -506,7 +522,7 @@ fn rotate_keeps_the_gateway_serving_and_reload_uses_the_new_passwords() {
         wait_for(20);
         let before = g.reloads();
         let out = f.tenantry(&["rotate", &shop]);
-        assert_eq!(out.ok().lines().count(), 3, "{}", out.stdout);
+        assert_eq!(out.ok().lines().count(), 4, "{}", out.stdout);
         // Old sessions keep working; then the reload swaps the pools.
         wait_for(20);
         g.wait_for_reload(before);
@@ -525,20 +541,30 @@ fn rotate_keeps_the_gateway_serving_and_reload_uses_the_new_passwords() {
     // With the old sessions gone, new ones log in with the new passwords.
     terminate_and_check(&f, &g, &shop, &shop_host, &dev);
 
-    // The cafe's admin reads a password_file: the gateway watches it.
+    // A user's password (the cafe's admin reads a password_file) is not
+    // the gateway's: rotating it leaves the gateway's pool alone.
+    std::fs::write(&pw_file, "cafe-pw-two\n").unwrap();
+    let out = f.tenantry(&["rotate", &cafe, "--user", &f.name("{p}_cafe_a")]);
+    assert!(out.ok().contains("re-read from file"), "{}", out.stdout);
     assert_eq!(g.get(&cafe_host, &cafe_admin).0, 200);
-    let rotate_cafe_admin = |password: &str| {
+
+    // The cafe's gateway login alone: the gateway watches the secrets
+    // directory and logs in with the new password.
+    let rotate_cafe_gateway = || {
         let before = g.reloads();
-        std::fs::write(&pw_file, format!("{password}\n")).unwrap();
-        let out = f.tenantry(&["rotate", &cafe, "--user", &f.name("{p}_cafe_a")]);
-        assert!(out.ok().contains("re-read from file"), "{}", out.stdout);
+        let out = f.tenantry(&["rotate", &cafe, "--user", &f.name("{p}_cafe_gateway")]);
+        assert!(
+            out.ok().contains("new generated password"),
+            "{}",
+            out.stdout
+        );
         g.wait_for_reload(before);
         assert_eq!(g.get(&cafe_host, &cafe_admin).0, 200);
         terminate_and_check(&f, &g, &cafe, &cafe_host, &cafe_admin);
     };
-    rotate_cafe_admin("cafe-pw-two");
+    rotate_cafe_gateway();
     // A new password and, in the same reload, a new plan (pool size): the
     // pool must be rebuilt with the new password, not just resized.
     f.write(&tenants.replace("plan = \"starter\"", "plan = \"professional\""));
-    rotate_cafe_admin("cafe-pw-three");
+    rotate_cafe_gateway();
 }

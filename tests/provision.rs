@@ -60,6 +60,34 @@ async fn tiers_and_isolation(admin: Admin) {
         try_sql(&c, "UPDATE widgets SET price = 0").await,
         "permission denied for table widgets"
     );
+    // The gateway's login holds nothing itself: it reads nothing, may not
+    // become the owner or another tenant's group, and acts only as one of
+    // its tenant's member groups, with exactly that group's rights.
+    let g = f.connect_as("{p}_shop_gateway", "{p}_shop").await.unwrap();
+    assert_eq!(
+        try_sql(&g, "SELECT * FROM public.widgets").await,
+        "permission denied for schema public"
+    );
+    assert_eq!(
+        try_sql(&g, "SELECT tenantry.token_role('x')").await,
+        "permission denied for schema tenantry"
+    );
+    for other in ["{p}_shop_owner", "{p}_cafe_customer"] {
+        let other = f.name(other);
+        assert_eq!(
+            try_sql(&g, &format!("SET ROLE {other}")).await,
+            format!("permission denied to set role \"{other}\""),
+        );
+    }
+    let set = f.name("SET ROLE {p}_shop_customer");
+    assert_eq!(
+        try_sql(&g, &format!("{set}; SELECT * FROM widgets")).await,
+        "ok"
+    );
+    assert_eq!(
+        try_sql(&g, "DELETE FROM widgets").await,
+        "permission denied for table widgets"
+    );
     // Nobody but the owner creates objects.
     assert!(try_sql(&a, "CREATE TABLE evil (id int)")
         .await

@@ -213,7 +213,7 @@ async fn adopt_converges(admin: Admin) {
     assert_eq!(count(&su, comment, &f.name("{p}_store")).await, 1);
 
     // The next plan only repairs grants, memberships and settings, and adds
-    // the token store Terraform never made.
+    // the token store and the gateway login Terraform never made.
     let plan = f.tenantry_env(&["plan", "--json"], &PASSWORDS);
     let json: serde_json::Value = serde_json::from_str(plan.ok()).unwrap();
     let tenants = json["tenants"].as_array().unwrap();
@@ -226,6 +226,7 @@ async fn adopt_converges(admin: Admin) {
                 "update_database",
                 "privileges",
                 "token_store",
+                "create_gateway_login",
                 "update_user",
                 "update_role"
             ]

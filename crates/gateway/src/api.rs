@@ -111,7 +111,7 @@ pub fn is_static(req: &Request<'_>) -> bool {
 pub async fn handle(
     req: &Request<'_>,
     tenant: &TenantInfo,
-    client: &mut deadpool_postgres::Object,
+    client: &mut deadpool_postgres::ClientWrapper,
 ) -> Result<Response, ApiError> {
     match handle_once(req, tenant, client).await {
         Err(e) if e.is_stale_statement() => {
@@ -126,7 +126,7 @@ pub async fn handle(
 async fn handle_once(
     req: &Request<'_>,
     tenant: &TenantInfo,
-    client: &mut deadpool_postgres::Object,
+    client: &mut deadpool_postgres::ClientWrapper,
 ) -> Result<Response, ApiError> {
     match route(req.method, req.path)? {
         Op::Tenant => Ok(Response::ok(json!({
@@ -206,7 +206,7 @@ async fn handle_once(
 /// One transaction: check the customer, lock the widget row, check and
 /// decrement its inventory, insert the order at `price * quantity`.
 async fn create_order(
-    client: &mut deadpool_postgres::Object,
+    client: &mut deadpool_postgres::ClientWrapper,
     o: &NewOrder,
 ) -> Result<Response, ApiError> {
     let tx = client.transaction().await?;

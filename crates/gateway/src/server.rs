@@ -27,7 +27,7 @@ use crate::api;
 use crate::error::ApiError;
 use crate::limit::{AddressLimits, Limits};
 use crate::metrics::Metrics;
-use crate::pools::{PoolError, PoolKey, Registry, Settings, Target};
+use crate::pools::{Object, PoolError, PoolKey, Registry, Settings, Target};
 use crate::snapshot::{Login, Snapshot, TenantEntry};
 use crate::tokens;
 
@@ -271,7 +271,7 @@ impl Gateway {
             .await
             .map_err(|e| pool_error(&key, e))?;
         if let Some(group) = &session_role {
-            act_as(&conn, group).await?;
+            act_as(&mut conn, group).await?;
         }
         let out = api::handle(&areq, &t.info, &mut conn).await?;
         Ok(json_response(out.status, out.body.as_ref()))
@@ -315,7 +315,7 @@ impl Gateway {
                     tenant: t.info.name.clone(),
                     role: vrole.to_owned(),
                 };
-                let conn = self
+                let mut conn = self
                     .pools
                     .get(&key, &|| Target {
                         config: config.clone(),
@@ -326,7 +326,7 @@ impl Gateway {
                 // The lookup function is the member groups' to execute;
                 // the least privileged one asks.
                 if let Some(group) = t.session_role("customer") {
-                    act_as(&conn, &group).await?;
+                    act_as(&mut conn, &group).await?;
                 }
                 let role = tokens::role_of(&conn, &hash)
                     .await
@@ -425,15 +425,13 @@ impl Gateway {
     }
 }
 
-/// Switches a gateway session to `group` (`SET ROLE`), so every statement
-/// of the request runs with that group's privileges and no other: the
-/// gateway login itself is NOINHERIT and holds nothing. A switch that fails
-/// (the group was dropped or the membership revoked) fails the request
-/// before any of its statements runs.
-async fn act_as(conn: &deadpool_postgres::Object, group: &str) -> Result<(), ApiError> {
-    conn.batch_execute(&tenantry_layout::roles::set_role(group))
-        .await
-        .map_err(|e| ApiError::from_db(&e))
+/// Switches a gateway session to `group` (`SET ROLE`, skipped when it acts
+/// as `group` already), so every statement of the request runs with that
+/// group's privileges and no other: the gateway login itself is NOINHERIT
+/// and holds nothing. A switch that fails (the group was dropped or the
+/// membership revoked) fails the request before any of its statements runs.
+async fn act_as(conn: &mut Object, group: &str) -> Result<(), ApiError> {
+    conn.act_as(group).await.map_err(|e| ApiError::from_db(&e))
 }
 
 /// The answer for a pool that cannot give a connection. The reason (which

@@ -202,6 +202,63 @@ pub async fn rotate(
     Ok(())
 }
 
+/// Rotates the generated password of `tenant`'s gateway login (new password
+/// saved first, then its verifier set, with the gateway's iteration count).
+/// Gateways pick it up on reload; their open connections stay open.
+pub async fn rotate_gateway(
+    client: &Client,
+    fleet: &str,
+    tenant: &Tenant,
+) -> Result<Rotated, RotateError> {
+    let gateway = &tenant.gateway;
+    let name = gateway.name.as_str();
+    let row = client
+        .query_opt(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| Error::sql("looking up the gateway login", e))?;
+    let ours = row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|c| Marker::parse(&c))
+        .is_some_and(|m| {
+            m.fleet == fleet && m.tenant == tenant.name.as_str() && m.kind == Kind::Gateway
+        });
+    if !ours {
+        return Err(RotateError::NotReady {
+            tenant: tenant.name.to_string(),
+            problems: vec![(
+                name.to_owned(),
+                "is not this tenant's gateway login on the server yet (see `tenantry plan`)"
+                    .to_owned(),
+            )],
+        });
+    }
+    let PasswordSource::Generated { path } = &gateway.password else {
+        unreachable!("a gateway login's password is always generated");
+    };
+    let source = gateway.password.clone();
+    let verifier = crate::blocking::run(move || {
+        let password = PasswordSource::generate();
+        let verifier = scram::verifier_iterations(
+            password.expose_secret(),
+            tenantry_layout::roles::GATEWAY_SCRAM_ITERATIONS,
+        );
+        source.store_generated(&password).map(|()| verifier)
+    })
+    .await?;
+    set_verifier(client, name, &verifier)
+        .await
+        .map_err(|e| RotateError::SavedNotSet {
+            tenant: tenant.name.to_string(),
+            user: name.to_owned(),
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(Rotated::Generated { path: path.clone() })
+}
+
 /// A fresh verifier of an env or file password, read now.
 async fn reread(user: &User) -> Result<String, ManifestError> {
     let user = user.clone();

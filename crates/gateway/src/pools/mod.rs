@@ -26,10 +26,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError as DeadpoolError, RecyclingMethod, Runtime,
-    TimeoutType, Timeouts,
-};
+use deadpool::managed::{PoolError as DeadpoolError, TimeoutType, Timeouts};
+use deadpool::Runtime;
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -38,6 +37,15 @@ use budget::{BudgetConnect, CHECKOUT, DIALING, QUEUED};
 
 mod breaker;
 mod budget;
+mod session;
+
+pub use session::Session;
+use session::SessionManager;
+
+/// A tenant's pool of [`Session`]s.
+type Pool = deadpool::managed::Pool<SessionManager>;
+/// A connection checked out of a tenant's pool; back to it when dropped.
+pub type Object = deadpool::managed::Object<SessionManager>;
 #[cfg(test)]
 mod testkit;
 
@@ -373,13 +381,13 @@ impl Registry {
             budget: self.shared.budget.clone(),
             shared: Arc::downgrade(&self.shared),
         };
-        let manager = Manager::from_connect(
+        let manager = SessionManager(Manager::from_connect(
             config,
             connect,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
-        );
+        ));
         let built = Pool::builder(manager)
             .max_size(size)
             .runtime(Runtime::Tokio1)

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::Object;
+use super::Object;
 use tenantry_localpg::Cluster;
 
 use super::{PoolKey, Settings, Target};
