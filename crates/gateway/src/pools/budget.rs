@@ -13,8 +13,8 @@
 //!   of open connections can therefore never exceed the budget.
 //! - When no permit is free, the connector closes idle connections
 //!   (`Pool::retain`, which only touches idle objects; one "eviction" per pool
-//!   shrunk): one of a pool that has several, else those of a pool chosen at
-//!   random (see [`victim`] for why not LRU), and waits for the
+//!   shrunk): one of a pool that has several, else those of the least used
+//!   pool (see [`victim`] for why by frequency, not LRU), and waits for the
 //!   permit to come back. Closing is graceful (the client is dropped, so
 //!   tokio-postgres sends Terminate) and the permit is freed when the socket
 //!   is closed. While waiting it re-checks every `EVICT_POLL` (20 ms) because a
@@ -55,7 +55,23 @@ const EVICT_POLL: Duration = Duration::from_millis(20);
 /// How long a closing connection may take to say goodbye before it is cut.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// Every this many checkouts (times the budget), every pool's hit count is
+/// halved: a count weighs recent traffic over old (TinyLFU's reset).
+const AGE_EVERY: u64 = 8;
+
 impl Shared {
+    /// Counts a checkout; every `AGE_EVERY` x budget of them, halves every
+    /// pool's hit count. Called with the pools locked.
+    pub(super) fn age(&self, pools: &mut std::collections::HashMap<PoolKey, Entry>) {
+        let every = AGE_EVERY * self.settings.budget.max(1) as u64;
+        if self.since_aging.fetch_add(1, Ordering::Relaxed) + 1 >= every {
+            self.since_aging.store(0, Ordering::Relaxed);
+            for entry in pools.values_mut() {
+                entry.hits /= 2;
+            }
+        }
+    }
+
     /// Frees one budget slot's worth of idle connections (see [`victim`]).
     /// Returns whether it closed something.
     fn evict(&self) -> bool {
@@ -68,7 +84,7 @@ impl Shared {
                 .map(|(k, e)| (k, e, e.pool.status().size))
                 .filter(|(_, _, size)| *size > 0)
                 .collect();
-            let sizes: Vec<usize> = candidates.iter().map(|c| c.2).collect();
+            let sizes: Vec<(usize, u32)> = candidates.iter().map(|c| (c.2, c.1.hits)).collect();
             let mut found = None;
             // A victim may turn out to have nothing idle (all busy): try the
             // next choice, at most once per candidate.
@@ -108,28 +124,31 @@ impl Shared {
 }
 
 /// Which pool gives up connections when the budget is spent, among pools
-/// with `sizes[i]` open connections (not yet `tried`): first one with more
-/// than one connection (it keeps the others, so the tenant keeps being served
-/// without a new login); else any, chosen at random (`seed`).
+/// with `pools[i] = (open connections, recent hits)` (not yet `tried`):
 ///
-/// Random, not least-recently-used: a load that visits more tenants than the
-/// budget holds in a cycle (a crawler, a batch job, a load generator rotating
-/// hosts) makes LRU evict exactly the pool needed next, so every request
-/// would pay a new connection and login; random replacement keeps most of
-/// them.
-fn victim(sizes: &[usize], tried: &[bool], seed: u64) -> Option<usize> {
-    let open: Vec<usize> = (0..sizes.len()).filter(|&i| !tried[i]).collect();
-    let pick = |among: &[usize]| {
-        among
-            .get((seed % among.len().max(1) as u64) as usize)
-            .copied()
-    };
-    let shared: Vec<usize> = open.iter().copied().filter(|&i| sizes[i] > 1).collect();
-    if shared.is_empty() {
-        pick(&open)
-    } else {
-        pick(&shared)
-    }
+/// 1. a pool with a spare connection (more than one open) gives one up, the
+///    least used such pool first: its tenant keeps being served without a
+///    new login;
+/// 2. else the least used pool closes its connection, ties broken at random
+///    (`seed`).
+///
+/// Frequency, not recency: a load that visits more tenants than the budget
+/// holds in a cycle (a crawler, a batch job, a load generator rotating
+/// hosts) makes least-recently-used evict exactly the pool needed next, so
+/// every request would pay a new connection and login; under such a scan
+/// every count is alike and the choice is random, which keeps most pools.
+/// Under skew, which is what real traffic looks like, the hot tenants'
+/// counts keep their connections and the cold ones take turns.
+fn victim(pools: &[(usize, u32)], tried: &[bool], seed: u64) -> Option<usize> {
+    let open: Vec<usize> = (0..pools.len()).filter(|&i| !tried[i]).collect();
+    let spare: Vec<usize> = open.iter().copied().filter(|&i| pools[i].0 > 1).collect();
+    let among = if spare.is_empty() { open } else { spare };
+    let coldest = among.iter().map(|&i| pools[i].1).min()?;
+    let ties: Vec<usize> = among
+        .into_iter()
+        .filter(|&i| pools[i].1 == coldest)
+        .collect();
+    ties.get((seed % ties.len() as u64) as usize).copied()
 }
 /// Where a checkout is, for the deadline in [`super::Registry::checkout_once`].
 pub(super) const QUEUED: u8 = 0;
@@ -267,21 +286,74 @@ mod tests {
     }
 
     #[test]
-    fn victims_are_spare_connections_first_then_random() {
+    fn victims_are_spare_connections_first_then_the_least_used() {
         let none = [false; 4];
+        let cold = |sizes: [usize; 4]| sizes.map(|s| (s, 0u32));
         // A pool with a spare connection gives it up first, whatever the draw.
         for seed in 0..8 {
-            assert_eq!(victim(&[1, 1, 3, 1], &none, seed), Some(2));
+            assert_eq!(victim(&cold([1, 1, 3, 1]), &none, seed), Some(2));
+            // ...even a busy one: its tenant keeps a connection.
+            assert_eq!(
+                victim(&[(1, 0), (1, 0), (3, 90), (1, 0)], &none, seed),
+                Some(2)
+            );
         }
-        // Else any pool, spread by the draw.
+        // Else the least used pool; a hot one is never picked.
+        for seed in 0..8 {
+            assert_eq!(
+                victim(&[(1, 50), (1, 3), (1, 40), (1, 9)], &none, seed),
+                Some(1)
+            );
+        }
+        // Equal counts (a scan over more tenants than the budget): spread
+        // by the draw, never always the same.
         let picked: std::collections::BTreeSet<usize> = (0..8)
-            .filter_map(|seed| victim(&[1, 1, 1, 1], &none, seed))
+            .filter_map(|seed| victim(&cold([1, 1, 1, 1]), &none, seed))
             .collect();
         assert_eq!(picked.len(), 4, "{picked:?}");
         // Tried ones are skipped; nothing left: none.
-        assert_eq!(victim(&[1, 2], &[false, true], 5), Some(0));
-        assert_eq!(victim(&[1, 2], &[true, true], 5), None);
+        assert_eq!(victim(&[(1, 9), (2, 0)], &[false, true], 5), Some(0));
+        assert_eq!(victim(&[(1, 0), (2, 0)], &[true, true], 5), None);
         assert_eq!(victim(&[], &[], 5), None);
+    }
+
+    /// Skewed traffic: two hot tenants and a stream of cold ones through
+    /// four slots. The cold ones take turns; the hot ones are never evicted
+    /// (a random or least-recently-used victim would evict them often: each
+    /// round below evicts six times).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hot_tenants_keep_their_connection_while_cold_ones_take_turns() {
+        let hot: Vec<String> = (0..2).map(|_| database("hot")).collect();
+        let cold: Vec<String> = (0..6).map(|_| database("cold")).collect();
+        let reg = Registry::new(settings(4));
+        let visit = |db: &String| {
+            let (reg, db) = (reg.clone(), db.clone());
+            async move {
+                let client = reg.get(&key(&db), &|| superuser(&db, 1)).await.unwrap();
+                select_one(&client).await;
+            }
+        };
+        for round in 0..3 {
+            for _ in 0..5 {
+                for db in &hot {
+                    visit(db).await;
+                }
+            }
+            let evictions = reg.stats().evictions;
+            for db in &cold {
+                visit(db).await;
+                let stats = reg.stats();
+                for db in &hot {
+                    let pool = stats.pools.iter().find(|p| &p.key.tenant == db).unwrap();
+                    assert_eq!(
+                        pool.size, 1,
+                        "round {round}: hot {db} lost its connection: {stats:?}"
+                    );
+                }
+            }
+            assert!(reg.stats().evictions >= evictions + 4, "{:?}", reg.stats());
+        }
+        assert!(reg.stats().open_connections <= 4);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -154,6 +154,8 @@ pub struct Registry {
 
 struct Shared {
     settings: Settings,
+    /// Checkouts since the pools' hit counts were last halved.
+    since_aging: AtomicU64,
     budget: Arc<Semaphore>,
     pools: Mutex<HashMap<PoolKey, Entry>>,
     breakers: Mutex<HashMap<BreakerKey, Breaker>>,
@@ -165,8 +167,12 @@ struct Shared {
 #[derive(Clone)]
 struct Entry {
     pool: Pool,
-    /// Set each time a request asks for this pool (the LRU order).
+    /// Set each time a request asks for this pool (for `reap_idle`).
     last_used: Instant,
+    /// Requests for this pool lately: counted on each checkout, halved for
+    /// every pool each `AGE_EVERY` checkouts, so it follows the traffic
+    /// (see `budget::victim`).
+    hits: u32,
     /// Kept to rebuild the pool (shrinking, or after a race with a close).
     config: tokio_postgres::Config,
     max_size: usize,
@@ -176,6 +182,7 @@ impl Registry {
         Arc::new(Registry {
             shared: Arc::new(Shared {
                 budget: Arc::new(Semaphore::new(settings.budget)),
+                since_aging: AtomicU64::new(0),
                 settings,
                 pools: Mutex::default(),
                 breakers: Mutex::default(),
@@ -350,7 +357,10 @@ impl Registry {
         let mut pools = lock(&self.shared.pools);
         let entry = pools.get_mut(key)?;
         entry.last_used = Instant::now();
-        Some(entry.clone())
+        entry.hits = entry.hits.saturating_add(1);
+        let found = entry.clone();
+        self.shared.age(&mut pools);
+        Some(found)
     }
 
     /// The pool of `key`, created from `config` and `size` unless another
@@ -363,12 +373,16 @@ impl Registry {
             Entry {
                 pool: self.build_pool(&config, size),
                 last_used: Instant::now(),
+                hits: 0,
                 config,
                 max_size: size,
             }
         });
         entry.last_used = Instant::now();
-        entry.clone()
+        entry.hits = entry.hits.saturating_add(1);
+        let found = entry.clone();
+        self.shared.age(&mut pools);
+        found
     }
 
     fn build_pool(&self, config: &tokio_postgres::Config, size: usize) -> Pool {
