@@ -39,6 +39,8 @@ use tenantry_localpg::Cluster;
 use crate::{progress, secs, Tenantry};
 
 mod baseline;
+mod logins;
+mod openloop;
 mod report;
 mod serve;
 mod setup;
@@ -47,8 +49,8 @@ mod wrk;
 use baseline::{baseline_run, BaselineRun};
 use report::{ms, report, Report};
 use serve::{check_widget, cpu_time, gateway_run, idle_rss, GatewayRun, Idle, PgSide};
-use setup::{create_tokens, insert_widgets, render, tenant};
-use wrk::{ensure_wrk, lua_script, wrk_version, Load, Wrk};
+use setup::{create_tokens, gateway_secrets, insert_widgets, render, tenant, zipf_order};
+use wrk::{ensure_wrk, lua_script, lua_script_in, wrk_version, Load, Wrk};
 
 /// gateway/baseline throughput the gateway should reach at least.
 const THROUGHPUT_RATIO_TARGET: f64 = 0.9;
@@ -103,6 +105,12 @@ pub struct Args {
     /// `--jobs` of the setup apply (untimed).
     #[arg(long, default_value_t = 8)]
     pub setup_jobs: u16,
+    /// Arrival rate of the open-loop run (requests a second).
+    #[arg(long, default_value_t = 1500)]
+    pub rate: u32,
+    /// Logins of each login-cost measurement.
+    #[arg(long, default_value_t = 300)]
+    pub logins: usize,
     /// A smoke run: 10 tenants, 3 s runs, 20 many-tenants, 1000 idle tenants.
     #[arg(long)]
     pub quick: bool,
@@ -116,6 +124,7 @@ impl Args {
             self.warmup = Duration::from_secs(1);
             self.many_tenants = 20;
             self.idle_tenants = 1000;
+            self.logins = 30;
         }
     }
 }
@@ -172,7 +181,21 @@ pub fn run(args: &Args) -> Result<()> {
     let dbs: Vec<String> = (1..=fleet_n).map(tenant).collect();
     insert_widgets(&cluster, &dbs)?;
     let tokens_start = Instant::now();
-    let tokens = create_tokens(&bin, &fleet_toml, &admin_url, work.path(), &dbs)?;
+    let tokens = create_tokens(&bin, &fleet_toml, &admin_url, work.path(), &dbs, "customer")?;
+    // The first N tenants also get an admin and a developer token, for the
+    // run whose requests are spread over the three roles.
+    let mut role_tokens = Vec::new();
+    for role in ["admin", "developer"] {
+        let n = args.tenants.min(dbs.len());
+        role_tokens.push(create_tokens(
+            &bin,
+            &fleet_toml,
+            &admin_url,
+            work.path(),
+            &dbs[..n],
+            role,
+        )?);
+    }
     println!(
         "  {} widgets inserted, {} tokens created ({})",
         dbs.len(),
@@ -251,6 +274,55 @@ pub fn run(args: &Args) -> Result<()> {
         None
     };
 
+    // 2b. The same tenants, requests spread over their three roles: each
+    // visit of a tenant comes with the next role's token.
+    println!("      the same over the {n} tenants' admin, developer and customer tokens ...");
+    let mut mixed: Vec<Target> = Vec::with_capacity(3 * n);
+    for tokens in &role_tokens {
+        for (i, token) in tokens.iter().enumerate() {
+            mixed.push(Target {
+                host: targets[i].host.clone(),
+                token: token.clone(),
+            });
+        }
+    }
+    mixed.extend(targets[..n].iter().map(|t| Target {
+        host: t.host.clone(),
+        token: t.token.clone(),
+    }));
+    let mixed_lua = work.path().join("rotate-roles.lua");
+    std::fs::write(&mixed_lua, lua_script(&mixed)?)?;
+    let roles = gateway_run(
+        &bin,
+        &small_toml,
+        &admin_url,
+        work.path(),
+        args.max_connections,
+        &mixed,
+        &mixed_lua,
+        &load,
+        &cluster,
+        None,
+    )?;
+    println!("  {}", roles.line());
+
+    // 2c. Open loop: a fixed arrival rate over the N tenants.
+    println!(
+        "      open loop: {} req/s over {n} tenants, `--max-connections {}`, {} connections ...",
+        args.rate, args.max_connections, args.connections
+    );
+    let open = serve::open_loop_run(
+        &bin,
+        &small_toml,
+        &admin_url,
+        work.path(),
+        args.max_connections,
+        &targets[..n],
+        args.rate,
+        &load,
+    )?;
+    println!("  {}", open.line());
+
     // 3. The baseline.
     println!(
         "[3/5] baseline: hyper 1 + one deadpool-postgres pool ({BASELINE_POOL_SIZE}, superuser, database {}); same wrk settings ...",
@@ -295,6 +367,41 @@ pub fn run(args: &Args) -> Result<()> {
     )?;
     println!("  {}", many.line());
 
+    // 4b. The same tenants, Zipf-distributed (s = 1.0): a few hot, most cold.
+    println!("      the same, hosts drawn from Zipf s=1.0 over the {m} tenants ...");
+    let zipf_lua = work.path().join("zipf-many.lua");
+    let order = zipf_order(m, 1.0, 50_000, 11);
+    std::fs::write(&zipf_lua, lua_script_in(&targets[..m], Some(&order))?)?;
+    let zipf = gateway_run(
+        &bin,
+        &many_toml,
+        &admin_url,
+        work.path(),
+        args.max_connections,
+        &targets[..m],
+        &zipf_lua,
+        &load,
+        &cluster,
+        None,
+    )?;
+    println!("  {}", zipf.line());
+
+    // 4c. What a new connection costs: the gateway login's rounds and the
+    // default 4096.
+    println!(
+        "      logins: {} one after the other, per SCRAM iteration count ...",
+        args.logins
+    );
+    let mut logins = Vec::new();
+    for iterations in [
+        tenantry_plan::scram::DEFAULT_ITERATIONS,
+        tenantry_layout::roles::GATEWAY_SCRAM_ITERATIONS,
+    ] {
+        let cost = logins::login_cost(&cluster, iterations, args.logins)?;
+        println!("  {}", cost.line());
+        logins.push(cost);
+    }
+
     // 5. Idle memory with many tenants configured.
     let k = args.idle_tenants;
     println!("[5/5] tenantry serve with {k} tenants configured (not created), idle ...");
@@ -309,6 +416,10 @@ pub fn run(args: &Args) -> Result<()> {
         args,
         &Report {
             gw: &gw,
+            roles: &roles,
+            open: &open,
+            zipf: &zipf,
+            logins: &logins,
             wide: wide.as_ref(),
             base: &base,
             many: &many,

@@ -10,6 +10,12 @@ use super::*;
 
 pub(super) struct Report<'a> {
     pub(super) gw: &'a GatewayRun,
+    /// The same tenants, requests spread over admin, developer and customer.
+    pub(super) roles: &'a GatewayRun,
+    pub(super) open: &'a super::openloop::OpenLoop,
+    /// The many tenants, Zipf s=1.0.
+    pub(super) zipf: &'a GatewayRun,
+    pub(super) logins: &'a [super::logins::LoginCost],
     pub(super) wide: Option<&'a GatewayRun>,
     pub(super) base: &'a BaselineRun,
     pub(super) many: &'a GatewayRun,
@@ -129,6 +135,55 @@ pub(super) fn report(args: &Args, r: &Report<'_>) {
         "| resident memory, {} tenants configured, idle (VmRSS 1 s after start) | {:.1} MiB | - | - | < {RSS_TARGET_MIB:.0} MiB |",
         args.idle_tenants, r.idle.rss_mib
     );
+
+    println!("\n## Under the connection budget (`--max-connections {budget}`)\n");
+    println!("| measure | result | target |");
+    println!("|---|---|---|");
+    let row = |what: String, run: &GatewayRun, target: &str| {
+        println!(
+            "| {what} | {:.0} req/s, p99 {}, {} non-2xx, {} socket errors, PostgreSQL CPU {:.0} µs/request, {:.0} evictions, at most {:.0} connections | {target} |",
+            run.wrk.rps(),
+            ms(run.wrk.p99_us),
+            run.wrk.non_2xx,
+            run.wrk.socket_errors(),
+            run.pg.cpu_us_per(run.wrk.requests),
+            run.evictions,
+            run.max_open
+        )
+    };
+    row(
+        format!("{n} tenants uniform, one role"),
+        r.gw,
+        ">= 3,000 req/s, zero errors",
+    );
+    row(
+        format!("{n} tenants uniform, requests over admin/developer/customer tokens"),
+        r.roles,
+        ">= 3,000 req/s, zero errors",
+    );
+    row(
+        format!("{m} tenants, Zipf s=1.0"),
+        r.zipf,
+        ">= 1,100 req/s, zero errors, never above the budget",
+    );
+    row(format!("{m} tenants uniform"), r.many, ">= 400 req/s");
+    println!(
+        "| open loop, {} req/s over {n} tenants | p50 {}, p99 {}, p99.9 {}, max {}; {} of {} non-2xx, {} errors | p99 <= 10 ms |",
+        r.open.rate,
+        ms(r.open.p50_us),
+        ms(r.open.p99_us),
+        ms(r.open.p999_us),
+        ms(r.open.max_us),
+        r.open.non_2xx,
+        r.open.sent,
+        r.open.errors
+    );
+    for l in r.logins {
+        println!(
+            "| a login with a {}-round SCRAM verifier | {:.0} logins/s one at a time; client CPU {:.0} µs, server CPU {:.0} µs | - |",
+            l.iterations, l.per_second, l.client_cpu_us, l.server_cpu_us
+        );
+    }
     println!(
         "\nMeasured on one throwaway PostgreSQL {} cluster (fsync off), {} CPU(s) shared by wrk, the server and PostgreSQL; {}; \
          each run after a {} warm-up; plan `bench`: pool_size {}, 100000 requests/s; tenantry logs at its default level (warn). \

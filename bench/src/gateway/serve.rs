@@ -481,6 +481,30 @@ pub(super) struct Idle {
 
 /// `tenantry serve` with `k` tenants configured (one shared password file),
 /// VmRSS 1 s after its first line.
+/// The gateway over `targets` under an open-loop load of `rate` requests a
+/// second: a warm-up at the same rate, then the measured run.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn open_loop_run(
+    bin: &Path,
+    config: &Path,
+    admin_url: &str,
+    workdir: &Path,
+    budget: usize,
+    targets: &[Target],
+    rate: u32,
+    load: &Load<'_>,
+) -> Result<super::openloop::OpenLoop> {
+    let served = Served::start(bin, config, admin_url, workdir, budget)?;
+    check_widget(&served.api, &[&targets[0], &targets[targets.len() - 1]])?;
+    if !load.warmup.is_zero() {
+        super::openloop::open_loop(&served.api, targets, rate, load.warmup, load.connections)?;
+    }
+    let run =
+        super::openloop::open_loop(&served.api, targets, rate, load.duration, load.connections)?;
+    served.stop()?;
+    Ok(run)
+}
+
 pub(super) fn idle_rss(
     bin: &Path,
     schema: &Path,
@@ -493,7 +517,7 @@ pub(super) fn idle_rss(
     std::fs::write(&pw, "not-a-real-password\n")?;
     // Password files must be private (0600), or tenantry refuses them.
     std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    std::fs::create_dir_all(workdir.join("idle-secrets"))?;
+    gateway_secrets(&workdir.join("idle-secrets"), (1..=k).map(tenant))?;
     let toml = workdir.join("idle.toml");
     std::fs::write(&toml, render(k, schema, args.pool_size, Some(&pw)))?;
     let served = Served::start(bin, &toml, admin_url, workdir, args.max_connections)?;

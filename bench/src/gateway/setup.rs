@@ -102,6 +102,7 @@ pub(super) fn create_tokens(
     admin_url: &str,
     workdir: &Path,
     dbs: &[String],
+    role: &str,
 ) -> Result<Vec<String>> {
     const PARALLEL: usize = 4;
     let chunk = dbs.len().div_ceil(PARALLEL).max(1);
@@ -111,7 +112,7 @@ pub(super) fn create_tokens(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|db| token_create(bin, config, admin_url, workdir, db))
+                        .map(|db| token_create(bin, config, admin_url, workdir, db, role))
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -137,11 +138,10 @@ pub(super) fn token_create(
     admin_url: &str,
     workdir: &Path,
     db: &str,
+    role: &str,
 ) -> Result<String> {
     let out = Command::new(bin)
-        .args([
-            "token", "create", db, "--role", "customer", "--label", "bench",
-        ])
+        .args(["token", "create", db, "--role", role, "--label", "bench"])
         .arg("--config")
         .arg(config)
         .args(["--admin-url", admin_url])
@@ -161,8 +161,56 @@ pub(super) fn token_create(
     Ok(token)
 }
 
+/// `len` tenant indexes (0-based, of `n`) drawn from a Zipf distribution
+/// with exponent `s` (tenant 0 the most frequent), from a fixed seed, so
+/// every run replays the same sequence.
+pub(super) fn zipf_order(n: usize, s: f64, len: usize, seed: u64) -> Vec<usize> {
+    use rand::{Rng, SeedableRng};
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(n);
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..len)
+        .map(|_| {
+            let u: f64 = rng.gen();
+            cdf.partition_point(|&c| c < u).min(n - 1)
+        })
+        .collect()
+}
+
+/// Writes a gateway login password (0600) for each of `dbs` into `dir`, as
+/// apply would have generated them: the idle gateway then has a ready
+/// login per tenant, as in production.
+pub(super) fn gateway_secrets(dir: &Path, dbs: impl Iterator<Item = String>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for db in dbs {
+        let path = dir.join(format!("{db}_gateway"));
+        std::fs::write(&path, "not-a-real-password\n")?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zipf_favours_the_first_tenants() {
+        let order = zipf_order(1000, 1.0, 20_000, 7);
+        assert_eq!(order.len(), 20_000);
+        assert!(order.iter().all(|&i| i < 1000));
+        let top90 = order.iter().filter(|&&i| i < 90).count() as f64 / 20_000.0;
+        // Zipf s=1 over 1000: the 90 hottest take ~68% of requests.
+        assert!((0.63..0.73).contains(&top90), "{top90}");
+        assert_eq!(order, zipf_order(1000, 1.0, 20_000, 7), "seeded");
+    }
+
     use super::*;
 
     #[test]

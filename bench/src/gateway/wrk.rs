@@ -74,6 +74,12 @@ pub(super) fn wrk_version(wrk: &Path) -> String {
 /// turn, each thread starting at its own offset; `done` prints one
 /// machine-readable line.
 pub(super) fn lua_script(targets: &[Target]) -> Result<String> {
+    lua_script_in(targets, None)
+}
+
+/// [`lua_script`] visiting `targets` in `order` (indexes, cycled) instead
+/// of one after the other: a skewed load.
+pub(super) fn lua_script_in(targets: &[Target], order: Option<&[usize]>) -> Result<String> {
     let safe = |s: &str| {
         s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -85,10 +91,28 @@ pub(super) fn lua_script(targets: &[Target]) -> Result<String> {
         }
         let _ = writeln!(s, "  {{ \"{}\", \"Bearer {}\" }},", t.host, t.token);
     }
+    s.push_str("}\nlocal order = {");
+    if let Some(order) = order {
+        for (k, i) in order.iter().enumerate() {
+            if *i >= targets.len() {
+                bail!("order index {i} beyond the {} targets", targets.len());
+            }
+            if k % 32 == 0 {
+                s.push('\n');
+            }
+            let _ = write!(s, "{},", i + 1);
+        }
+    }
     let _ = write!(
         s,
         r#"}}
 local n = #targets
+if #order > 0 then
+  local picked = {{}}
+  for k, i in ipairs(order) do picked[k] = targets[i] end
+  targets = picked
+  n = #targets
+end
 local path = "/api/widgets/{WIDGET_ID}"
 local threads = 0
 local i = 0
@@ -254,6 +278,10 @@ mod tests {
         }];
         let s = lua_script(&t).unwrap();
         assert!(s.contains("{ \"t0001.localhost\", \"Bearer tnt_abc-_x\" },"));
+        assert!(s.contains("local order = {}"));
+        let z = lua_script_in(&t, Some(&[0, 0])).unwrap();
+        assert!(z.contains("1,1,"), "{z}");
+        assert!(lua_script_in(&t, Some(&[1])).is_err());
         assert!(s.contains("function done(summary, latency, requests)"));
         let bad = [Target {
             host: "x\"".into(),
