@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{stream, StreamExt};
 use secrecy::ExposeSecret;
-use tenantry_layout::roles::{group_role_name, GATEWAY_SCRAM_ITERATIONS};
+use tenantry_layout::roles::{gateway_login_name, group_role_name, GATEWAY_SCRAM_ITERATIONS};
 use tenantry_layout::Kind;
 use tenantry_manifest::{Group, Inventory, Login as _};
 use tenantry_plan::model::{Desired, DesiredTenant, Observed};
@@ -417,7 +417,12 @@ async fn destroy(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Erro
                 }
                 exec(
                     &client,
-                    &statements::revoke_connect(database),
+                    &statements::revoke_connect(
+                        database,
+                        ctx.observed
+                            .roles
+                            .contains_key(&gateway_login_name(database)),
+                    ),
                     format!("tenant {name}: closing the database"),
                 )
                 .await?;

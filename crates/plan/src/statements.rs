@@ -305,14 +305,21 @@ pub fn drop_role(role: &str) -> String {
     format!("DROP ROLE IF EXISTS {}", quote(role))
 }
 
-/// Stops new connections by the tenant's groups and the gateway before a
-/// backup and drop.
-pub fn revoke_connect(db: &str) -> String {
-    format!(
-        "REVOKE CONNECT ON DATABASE {} FROM PUBLIC, {}, {}",
-        quote(db),
+/// Stops new connections by the tenant's groups and, when it exists (a
+/// tenant made before tenantry had one may lack it), its gateway login,
+/// before a backup and drop.
+pub fn revoke_connect(db: &str, gateway_exists: bool) -> String {
+    let mut from = vec![
+        "PUBLIC".to_owned(),
         idents(Group::MEMBERS.map(|g| group_role_name(db, g))),
-        quote(&gateway_login_name(db))
+    ];
+    if gateway_exists {
+        from.push(quote(&gateway_login_name(db)));
+    }
+    format!(
+        "REVOKE CONNECT ON DATABASE {} FROM {}",
+        quote(db),
+        from.join(", ")
     )
 }
 
