@@ -452,6 +452,20 @@ fn show_text(inventory: &Inventory, t: &Tenant, server: ServerView<'_>) -> Strin
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let gateway = match server {
+        Err(why) => why.to_owned(),
+        Ok((observed, _)) => match observed.roles.get(t.gateway.name.as_str()) {
+            Some(r) if r.login => "can log in".to_owned(),
+            Some(_) => "NOLOGIN".to_owned(),
+            None => "not created yet".to_owned(),
+        },
+    };
+    let _ = writeln!(
+        out,
+        "gateway      {} ({gateway}; password {})",
+        t.gateway.name,
+        t.gateway.password.describe()
+    );
     let _ = writeln!(out, "users:");
     for u in &t.users {
         let state = match server {

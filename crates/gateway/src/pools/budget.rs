@@ -356,6 +356,56 @@ mod tests {
         assert!(reg.stats().open_connections <= 4);
     }
 
+    /// At the budget, a tenant that holds a connection waits for its own
+    /// instead of growing its pool into another tenant's last connection;
+    /// with room again it grows to its tier's size.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn under_pressure_a_pool_waits_for_its_own_connection_instead_of_growing() {
+        let (a, b) = (database("grow"), database("grow"));
+        let reg = Registry::new(Settings {
+            checkout_timeout: Duration::from_secs(5),
+            ..settings(2)
+        });
+        let held = reg.get(&key(&a), &|| superuser(&a, 3)).await.unwrap();
+        select_one(&held).await;
+        drop(reg.get(&key(&b), &|| superuser(&b, 3)).await.unwrap());
+        assert_eq!(reg.stats().open_connections, 2);
+        let waiter = {
+            let (reg, a) = (reg.clone(), a.clone());
+            tokio::spawn(async move {
+                let c = reg.get(&key(&a), &|| superuser(&a, 3)).await?;
+                select_one(&c).await;
+                Ok::<_, PoolError>(())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the second request waits for a's connection"
+        );
+        drop(held);
+        waiter.await.unwrap().unwrap();
+        let stats = reg.stats();
+        assert_eq!(stats.evictions, 0, "b kept its connection: {stats:?}");
+        let pool_b = stats.pools.iter().find(|p| p.key.tenant == b).unwrap();
+        assert_eq!(pool_b.size, 1, "{stats:?}");
+
+        // Room again (b's pool is gone): a may grow back to its size.
+        reg.remove_tenant(&b);
+        assert!(eventually(|| reg.stats().open_connections == 1).await);
+        let one = reg.get(&key(&a), &|| superuser(&a, 3)).await.unwrap();
+        let two = reg.get(&key(&a), &|| superuser(&a, 3)).await.unwrap();
+        select_one(&one).await;
+        select_one(&two).await;
+        let pool_a = reg
+            .stats()
+            .pools
+            .into_iter()
+            .find(|p| p.key.tenant == a)
+            .unwrap();
+        assert_eq!((pool_a.size, pool_a.max_size), (2, 3));
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_load_on_many_tenants_stays_within_the_budget() {
         let dbs: Vec<String> = (0..8).map(|_| database("load")).collect();

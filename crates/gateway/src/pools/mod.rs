@@ -49,6 +49,11 @@ pub type Object = deadpool::managed::Object<SessionManager>;
 #[cfg(test)]
 mod testkit;
 
+/// How often a request waiting for its tenant's own connection under budget
+/// pressure looks again (see `Registry::wait_for_own`): far below what a
+/// new connection costs (a backend start and a login, milliseconds).
+const OWN_POLL: Duration = Duration::from_millis(1);
+
 /// The `Retry-After` suggested with [`PoolError::Busy`].
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -435,6 +440,7 @@ impl Registry {
         let deadline = Instant::now() + self.shared.settings.checkout_timeout;
         let mut closed_races = 0;
         loop {
+            self.wait_for_own(&entry.pool, deadline).await;
             match self.checkout_once(&entry.pool, deadline).await {
                 Ok(client) => {
                     probe.succeeded();
@@ -477,6 +483,23 @@ impl Registry {
                     })
                 }
             }
+        }
+    }
+
+    /// Under budget pressure (no permit free), a request for a tenant whose
+    /// connections are all busy waits for one of them to come back rather
+    /// than dial another: a new one would close some other tenant's last
+    /// connection and make it pay a new login. Polls every `OWN_POLL` until
+    /// a connection is idle, the pressure is gone or `deadline`.
+    async fn wait_for_own(&self, pool: &Pool, deadline: Instant) {
+        loop {
+            let s = pool.status();
+            let pressed = self.shared.budget.available_permits() == 0;
+            if !(pressed && s.size >= 1 && s.available == 0) || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(OWN_POLL.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
         }
     }
 
