@@ -666,28 +666,36 @@ fn matching_passwords<'a>(desired: &'a Desired, o: &Observed) -> BTreeSet<&'a st
     })
 }
 
-/// The gateway's login: created, or the drift from what
-/// `tenantry_layout::roles::gateway_login` says it is.
-fn gateway(
+/// A login role of a tenant as it should be: a user or the gateway login.
+struct LoginRole<'a> {
+    name: &'a str,
+    kind: Kind,
+    /// Only checked when false: the gateway login must not inherit.
+    inherit: bool,
+    /// Exactly the roles it is a member of.
+    groups: &'a [String],
+    /// Whether the source password is known now.
+    password: bool,
+}
+
+/// How login role `r` differs from `want`: the diffs, whether to send a new
+/// verifier, and the memberships to revoke. Shared by users and the gateway
+/// login: login while the tenant is active, the tier's connection limit and
+/// statement timeout, the marker, exact memberships, the password.
+fn login_role_diffs(
     t: &DesiredTenant,
+    want: &LoginRole<'_>,
+    r: &crate::model::ObservedRole,
     fleet: &str,
     o: &Observed,
     matching: &BTreeSet<&str>,
-) -> Option<Change> {
-    let g = &t.gateway;
+) -> (Vec<Diff>, bool, Vec<String>) {
     let login = t.status == Status::Active;
-    let Some(r) = o.roles.get(g.name.as_str()) else {
-        return Some(Change::CreateGatewayLogin {
-            role: g.name.to_string(),
-            login,
-            connection_limit: t.connection_limit,
-        });
-    };
     let mut diffs = forbidden_attributes(r);
     if r.login != login {
         diffs.push(Diff::new("login", r.login, login));
     }
-    if r.inherit {
+    if !want.inherit && r.inherit {
         diffs.push(Diff::new("inherit", true, false));
     }
     if r.connection_limit != t.connection_limit {
@@ -705,7 +713,7 @@ fn gateway(
             &t.statement_timeout,
         ));
     }
-    let marker = Marker::new(fleet, &t.name, Kind::Gateway).render();
+    let marker = Marker::new(fleet, &t.name, want.kind).render();
     if r.comment.as_deref() != Some(marker.as_str()) {
         diffs.push(Diff::new(
             "marker",
@@ -713,11 +721,7 @@ fn gateway(
             &marker,
         ));
     }
-    let groups: Vec<String> = Group::MEMBERS
-        .iter()
-        .map(|&m| t.role(m).to_string())
-        .collect();
-    for group in &groups {
+    for group in want.groups {
         if !r.member_of.contains(group) {
             diffs.push(Diff::new(format!("member of {group}"), "no", "yes"));
         }
@@ -725,20 +729,54 @@ fn gateway(
     let revoke: Vec<String> = r
         .member_of
         .iter()
-        .filter(|m| !groups.contains(m))
+        .filter(|m| !want.groups.contains(m))
         .cloned()
         .collect();
     for m in &revoke {
         diffs.push(Diff::new(format!("member of {m}"), "yes", "no"));
     }
-    let set_password = match (&g.password, o.can_read_passwords) {
-        (None, _) => true,
-        (Some(_), true) => !matching.contains(g.name.as_str()),
-        (Some(_), false) => false,
+    let set_password = match (want.password, o.can_read_passwords) {
+        // Not generated yet (the file is gone): a new one replaces whatever is set.
+        (false, _) => true,
+        (true, true) => !matching.contains(want.name),
+        // The verifier cannot be read: never reset blindly on every run.
+        (true, false) => false,
     };
     if set_password {
         diffs.push(Diff::new("password", "(hidden)", "(changed)"));
     }
+    (diffs, set_password, revoke)
+}
+
+/// The gateway's login: created, or the drift from what
+/// `tenantry_layout::roles::gateway_login` says it is.
+fn gateway(
+    t: &DesiredTenant,
+    fleet: &str,
+    o: &Observed,
+    matching: &BTreeSet<&str>,
+) -> Option<Change> {
+    let g = &t.gateway;
+    let login = t.status == Status::Active;
+    let Some(r) = o.roles.get(g.name.as_str()) else {
+        return Some(Change::CreateGatewayLogin {
+            role: g.name.to_string(),
+            login,
+            connection_limit: t.connection_limit,
+        });
+    };
+    let groups: Vec<String> = Group::MEMBERS
+        .iter()
+        .map(|&m| t.role(m).to_string())
+        .collect();
+    let want = LoginRole {
+        name: &g.name,
+        kind: Kind::Gateway,
+        inherit: false,
+        groups: &groups,
+        password: g.password.is_some(),
+    };
+    let (diffs, set_password, revoke) = login_role_diffs(t, &want, r, fleet, o, matching);
     (!diffs.is_empty()).then_some(Change::UpdateGatewayLogin {
         role: g.name.to_string(),
         diffs,
@@ -766,55 +804,15 @@ fn user(
             password_source: u.password_source.clone(),
         });
     };
-    let mut diffs = forbidden_attributes(r);
-    if r.login != login {
-        diffs.push(Diff::new("login", r.login, login));
-    }
-    if r.connection_limit != t.connection_limit {
-        diffs.push(Diff::new(
-            "connection limit",
-            r.connection_limit,
-            t.connection_limit,
-        ));
-    }
-    let timeout = r.setting("statement_timeout");
-    if timeout.and_then(parse_duration_ms) != Some(t.statement_timeout_ms) {
-        diffs.push(Diff::new(
-            "statement_timeout",
-            timeout.unwrap_or("(unset)"),
-            &t.statement_timeout,
-        ));
-    }
-    let marker = Marker::new(fleet, &t.name, Kind::User).render();
-    if r.comment.as_deref() != Some(marker.as_str()) {
-        diffs.push(Diff::new(
-            "marker",
-            r.comment.as_deref().unwrap_or("(none)"),
-            &marker,
-        ));
-    }
-    if !r.member_of.contains(group_role.as_str()) {
-        diffs.push(Diff::new(format!("member of {group_role}"), "no", "yes"));
-    }
-    let revoke: Vec<String> = r
-        .member_of
-        .iter()
-        .filter(|m| **m != group_role)
-        .cloned()
-        .collect();
-    for m in &revoke {
-        diffs.push(Diff::new(format!("member of {m}"), "yes", "no"));
-    }
-    let set_password = match (&u.password, o.can_read_passwords) {
-        // Not generated yet (the file is gone): a new one replaces whatever is set.
-        (None, _) => true,
-        (Some(_), true) => !matching.contains(u.name.as_str()),
-        // The verifier cannot be read: never reset blindly on every run.
-        (Some(_), false) => false,
+    let groups = [group_role.to_string()];
+    let want = LoginRole {
+        name: &u.name,
+        kind: Kind::User,
+        inherit: true,
+        groups: &groups,
+        password: u.password.is_some(),
     };
-    if set_password {
-        diffs.push(Diff::new("password", "(hidden)", "(changed)"));
-    }
+    let (diffs, set_password, revoke) = login_role_diffs(t, &want, r, fleet, o, matching);
     (!diffs.is_empty()).then_some(Change::UpdateUser {
         user: u.name.to_string(),
         group: u.group,

@@ -213,37 +213,21 @@ pub struct UserSpec<'a> {
 /// Creates (`create`) or repairs a login user. One transaction.
 pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]) -> Vec<String> {
     let t = spec.tenant;
-    let role = quote(spec.user);
-    let group = quote(&t.role(spec.group));
-    let login = if spec.login { "LOGIN" } else { "NOLOGIN" };
-    let password = spec
-        .verifier
-        .map(|v| format!(" PASSWORD {}", literal(v)))
-        .unwrap_or_default();
-    let mut sql = Vec::new();
-    if create {
-        sql.push(format!(
-            "CREATE ROLE {role} {login} CONNECTION LIMIT {}{password} IN ROLE {group}",
-            t.connection_limit
-        ));
-    } else {
-        sql.push(format!(
-            "ALTER ROLE {role} {login} CONNECTION LIMIT {}{password}{}",
-            t.connection_limit,
-            attribute_fixes(diffs)
-        ));
-        sql.push(format!("GRANT {group} TO {role}"));
-    }
-    for m in revoke {
-        sql.push(format!("REVOKE {} FROM {role}", quote(m)));
-    }
-    sql.push(format!(
-        "ALTER ROLE {role} SET statement_timeout = {}",
-        literal(&t.statement_timeout)
-    ));
-    let marker = Marker::new(spec.fleet, &t.name, Kind::User).render();
-    sql.push(format!("COMMENT ON ROLE {role} IS {}", literal(&marker)));
-    sql
+    login_role(
+        spec.fleet,
+        t,
+        &LoginSql {
+            role: quote(spec.user),
+            kind: Kind::User,
+            login: spec.login,
+            attributes: "",
+            groups: quote(&t.role(spec.group)),
+            verifier: spec.verifier,
+        },
+        create,
+        diffs,
+        revoke,
+    )
 }
 
 /// Creates (`create`) or repairs the gateway's login of `t`: LOGIN while the
@@ -258,25 +242,62 @@ pub fn gateway_login(
     diffs: &[Diff],
     revoke: &[String],
 ) -> Vec<String> {
-    let role = t.gateway.name.quoted();
-    let groups = idents(member_roles(&t.name));
-    let login = if t.status == tenantry_manifest::Status::Active {
-        "LOGIN"
-    } else {
-        "NOLOGIN"
-    };
-    let password = verifier
+    login_role(
+        fleet,
+        t,
+        &LoginSql {
+            role: t.gateway.name.quoted(),
+            kind: Kind::Gateway,
+            login: t.status == tenantry_manifest::Status::Active,
+            attributes: " NOINHERIT",
+            groups: idents(member_roles(&t.name)),
+            verifier,
+        },
+        create,
+        diffs,
+        revoke,
+    )
+}
+
+/// A login role of tenant `t` as [`login_role`] writes it.
+struct LoginSql<'a> {
+    /// Quoted.
+    role: String,
+    kind: Kind,
+    login: bool,
+    /// Extra role attributes, e.g. ` NOINHERIT`.
+    attributes: &'a str,
+    /// The quoted roles it is a member of, comma-separated.
+    groups: String,
+    /// A SCRAM verifier to set, if any (never a clear password).
+    verifier: Option<&'a str>,
+}
+
+/// The statements creating or repairing a login role of `t`: a user or the
+/// gateway login.
+fn login_role(
+    fleet: &str,
+    t: &DesiredTenant,
+    l: &LoginSql<'_>,
+    create: bool,
+    diffs: &[Diff],
+    revoke: &[String],
+) -> Vec<String> {
+    let (role, groups, attributes) = (&l.role, &l.groups, l.attributes);
+    let login = if l.login { "LOGIN" } else { "NOLOGIN" };
+    let password = l
+        .verifier
         .map(|v| format!(" PASSWORD {}", literal(v)))
         .unwrap_or_default();
     let limit = t.connection_limit;
     let mut sql = Vec::new();
     if create {
         sql.push(format!(
-            "CREATE ROLE {role} {login} NOINHERIT CONNECTION LIMIT {limit}{password} IN ROLE {groups}"
+            "CREATE ROLE {role} {login}{attributes} CONNECTION LIMIT {limit}{password} IN ROLE {groups}"
         ));
     } else {
         sql.push(format!(
-            "ALTER ROLE {role} {login} NOINHERIT CONNECTION LIMIT {limit}{password}{}",
+            "ALTER ROLE {role} {login}{attributes} CONNECTION LIMIT {limit}{password}{}",
             attribute_fixes(diffs)
         ));
         sql.push(format!("GRANT {groups} TO {role}"));
@@ -288,7 +309,7 @@ pub fn gateway_login(
         "ALTER ROLE {role} SET statement_timeout = {}",
         literal(&t.statement_timeout)
     ));
-    let marker = Marker::new(fleet, &t.name, Kind::Gateway).render();
+    let marker = Marker::new(fleet, &t.name, l.kind).render();
     sql.push(format!("COMMENT ON ROLE {role} IS {}", literal(&marker)));
     sql
 }
