@@ -1,5 +1,6 @@
 //! The configuration in force: which hosts route where, each tenant's status,
-//! plan limits and the login each role's pool uses. Built from tenants.toml
+//! plan limits, the one login its pool uses (its gateway login, or the
+//! DSN's user) and the group a request of each role runs as. Built from tenants.toml
 //! (or a `DATABASE_DSN` in single-tenant mode), swapped whole on reload, so a
 //! request sees one consistent snapshot from start to end.
 
@@ -33,7 +34,8 @@ pub struct TenantEntry {
     pub suspended: bool,
     pub pool_size: usize,
     pub requests_per_second: u32,
-    /// Per role (`admin`, `developer`, `customer`, or `dsn`): how its pool logs in.
+    /// How the tenant's pool logs in: [`GATEWAY`] (its gateway login) or,
+    /// in single-tenant mode, [`DSN`].
     pub logins: BTreeMap<String, Login>,
     /// Changes when sizes or credentials change: pools must be rebuilt.
     pub fingerprint: String,

@@ -1,7 +1,9 @@
-//! [`Registry`]: one deadpool-postgres pool per (tenant, role) — a
-//! [`PoolKey`] — all of them under one global connection budget, plus a
-//! per-tenant circuit breaker so a tenant whose database is down fails fast
-//! without hurting the others.
+//! [`Registry`]: one deadpool-postgres pool per [`PoolKey`] (a tenant and
+//! the login its pool uses: the tenant's gateway login, or the DSN's user),
+//! all of them under one global connection budget, plus a per-tenant
+//! circuit breaker so a tenant whose database is down fails fast without
+//! hurting the others. Its connections are [`Session`]s, which remember the
+//! group role they act as (`session`).
 //!
 //! This module holds the registry itself and its public types: creating pools
 //! lazily, checking a connection out within `checkout_timeout`, closing pools
@@ -57,11 +59,11 @@ const OWN_POLL: Duration = Duration::from_millis(1);
 /// The `Retry-After` suggested with [`PoolError::Busy`].
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Which pool: a tenant and the role its connections log in as.
+/// Which pool: a tenant and the login its connections use.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
     pub tenant: String,
-    /// "admin" | "developer" | "customer" | "dsn" (single-tenant mode)
+    /// "gateway" (the tenant's gateway login) or "dsn" (single-tenant mode).
     pub role: String,
 }
 
@@ -152,7 +154,7 @@ pub struct PoolStat {
     pub max_size: usize,
 }
 
-/// The pools of every (tenant, role), shared by all requests.
+/// The pools of every tenant, shared by all requests.
 pub struct Registry {
     shared: Arc<Shared>,
 }
