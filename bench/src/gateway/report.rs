@@ -141,13 +141,14 @@ pub(super) fn report(args: &Args, r: &Report<'_>) {
     println!("|---|---|---|");
     let row = |what: String, run: &GatewayRun, target: &str| {
         println!(
-            "| {what} | {:.0} req/s, p99 {}, {} non-2xx, {} socket errors, PostgreSQL CPU {:.0} µs/request, {:.0} evictions, at most {:.0} connections | {target} |",
+            "| {what} | {:.0} req/s, p99 {}, {} non-2xx, {} socket errors, PostgreSQL CPU {:.0} µs/request, {:.0} evictions, {:.0} connections opened (warm-up and run), at most {:.0} open | {target} |",
             run.wrk.rps(),
             ms(run.wrk.p99_us),
             run.wrk.non_2xx,
             run.wrk.socket_errors(),
             run.pg.cpu_us_per(run.wrk.requests),
             run.evictions,
+            run.opened,
             run.max_open
         )
     };

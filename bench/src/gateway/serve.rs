@@ -371,6 +371,8 @@ pub(super) struct GatewayRun {
     pub(super) cpu: Duration,
     pub(super) max_open: f64,
     pub(super) evictions: f64,
+    /// Connections dialed during warm-up and run (each a backend and a login).
+    pub(super) opened: f64,
     pub(super) hwm_mib: f64,
     /// Token lookups that reached the database during the measured run.
     pub(super) token_lookups: Option<u64>,
@@ -386,12 +388,13 @@ impl GatewayRun {
         let mut s = self.wrk.line();
         let _ = write!(
             s,
-            "; gateway CPU {:.0} µs/request, PostgreSQL CPU {:.0} µs and {:.2} transactions/request, max open connections {:.0}, evictions {:.0}, VmHWM {:.1} MiB",
+            "; gateway CPU {:.0} µs/request, PostgreSQL CPU {:.0} µs and {:.2} transactions/request, max open connections {:.0}, evictions {:.0}, connections opened {:.0}, VmHWM {:.1} MiB",
             self.cpu_us_per_request(),
             self.pg.cpu_us_per(self.wrk.requests),
             self.pg.xacts_per(self.wrk.requests),
             self.max_open,
             self.evictions,
+            self.opened,
             self.hwm_mib
         );
         if let Some(t) = self.token_lookups {
@@ -435,6 +438,7 @@ pub(super) fn gateway_run(
     let max_open = poller.finish();
     let text = served.metrics()?;
     let evictions = metric(&text, "tenantry_pool_evictions_total").unwrap_or(0.0);
+    let opened = metric(&text, "tenantry_connections_opened_total").unwrap_or(0.0);
     let max_open = max_open.max(metric(&text, "tenantry_connections_open").unwrap_or(0.0));
     let from_metrics = non_2xx_from_metrics(&text);
     if from_metrics > 0.0 {
@@ -451,6 +455,7 @@ pub(super) fn gateway_run(
         cpu,
         max_open,
         evictions,
+        opened,
         hwm_mib,
         token_lookups,
         pg,

@@ -232,12 +232,18 @@ impl Metrics {
                 p.waiting,
             );
         }
-        let totals: [(&str, &str, &str, u64); 5] = [
+        let totals: [(&str, &str, &str, u64); 6] = [
             (
                 "tenantry_pool_evictions_total",
                 "counter",
                 "Pools whose idle connections were closed to make room under the budget.",
                 pools.evictions,
+            ),
+            (
+                "tenantry_connections_opened_total",
+                "counter",
+                "Database connections dialed (each a new backend and a login).",
+                pools.opened,
             ),
             (
                 "tenantry_pool_rejections_total",
@@ -404,6 +410,7 @@ mod tests {
             open_connections: 5,
             budget: 40,
             evictions: 7,
+            opened: 11,
             rejections: 2,
             down_rejections: 4,
         }
@@ -488,6 +495,10 @@ mod tests {
         let waiting = [("tenant", "shop"), ("role", "customer")];
         assert_eq!(value(&s, "tenantry_pool_waiting", &waiting), Some(1.0));
         assert_eq!(value(&s, "tenantry_pool_evictions_total", &[]), Some(7.0));
+        assert_eq!(
+            value(&s, "tenantry_connections_opened_total", &[]),
+            Some(11.0)
+        );
         assert_eq!(value(&s, "tenantry_pool_rejections_total", &[]), Some(2.0));
         assert_eq!(
             value(&s, "tenantry_pool_down_rejections_total", &[]),

@@ -189,6 +189,9 @@ impl Connect for BudgetConnect {
             set_phase(BUDGET);
             let permit = self.reserve().await;
             set_phase(DIALING);
+            if let Some(shared) = self.shared.upgrade() {
+                shared.opened.fetch_add(1, Ordering::Relaxed);
+            }
             let (client, connection) = config.connect(tls()).await?;
             Ok((client, spawn_driver(connection, permit)))
         })

@@ -135,6 +135,8 @@ pub struct Stats {
     pub budget: usize,
     /// Pools whose idle connections were closed to make room for another's.
     pub evictions: u64,
+    /// Connections dialed (each a new backend and a login).
+    pub opened: u64,
     /// [`PoolError::Busy`] answers.
     pub rejections: u64,
     /// Requests failed fast by the circuit breaker (down or refused).
@@ -167,6 +169,7 @@ struct Shared {
     pools: Mutex<HashMap<PoolKey, Entry>>,
     breakers: Mutex<HashMap<BreakerKey, Breaker>>,
     evictions: AtomicU64,
+    opened: AtomicU64,
     rejections: AtomicU64,
     down_rejections: AtomicU64,
 }
@@ -194,6 +197,7 @@ impl Registry {
                 pools: Mutex::default(),
                 breakers: Mutex::default(),
                 evictions: AtomicU64::new(0),
+                opened: AtomicU64::new(0),
                 rejections: AtomicU64::new(0),
                 down_rejections: AtomicU64::new(0),
             }),
@@ -338,6 +342,7 @@ impl Registry {
             open_connections: budget.saturating_sub(shared.budget.available_permits()),
             budget,
             evictions: shared.evictions.load(Ordering::Relaxed),
+            opened: shared.opened.load(Ordering::Relaxed),
             rejections: shared.rejections.load(Ordering::Relaxed),
             down_rejections: shared.down_rejections.load(Ordering::Relaxed),
         }
@@ -488,15 +493,18 @@ impl Registry {
         }
     }
 
-    /// Under budget pressure (no permit free), a request for a tenant whose
+    /// Under budget pressure (a tenth of the budget or less free), a request for a tenant whose
     /// connections are all busy waits for one of them to come back rather
     /// than dial another: a new one would close some other tenant's last
     /// connection and make it pay a new login. Polls every `OWN_POLL` until
     /// a connection is idle, the pressure is gone or `deadline`.
     async fn wait_for_own(&self, pool: &Pool, deadline: Instant) {
+        // Near the budget, not only at it: a permit an eviction just freed
+        // is for the request that evicted, not for a pool to grow into.
+        let headroom = self.shared.settings.budget / 10;
         loop {
             let s = pool.status();
-            let pressed = self.shared.budget.available_permits() == 0;
+            let pressed = self.shared.budget.available_permits() <= headroom;
             if !(pressed && s.size >= 1 && s.available == 0) || Instant::now() >= deadline {
                 return;
             }
