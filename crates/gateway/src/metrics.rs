@@ -114,7 +114,8 @@ impl Metrics {
     /// `tenantry_pool_connections{tenant,role,state="open"|"in_use"}`,
     /// `tenantry_pool_waiting{tenant,role}`, `tenantry_pool_evictions_total`,
     /// `tenantry_pool_rejections_total`, `tenantry_pool_down_rejections_total`,
-    /// `tenantry_connections_open`, `tenantry_connections_budget`.
+    /// `tenantry_connections_opened_total`, `tenantry_connections_open`,
+    /// `tenantry_connections_budget`.
     pub fn render(&self, pools: &Stats) -> String {
         let mut out = String::new();
         {
