@@ -1,60 +1,48 @@
-//! [`Registry`]: one deadpool-postgres pool per [`PoolKey`] (a tenant and
-//! the login its pool uses: the tenant's gateway login, or the DSN's user),
-//! all of them under one global connection budget, plus a per-tenant
-//! circuit breaker so a tenant whose database is down fails fast without
-//! hurting the others. Its connections are [`Session`]s, which remember the
-//! group role they act as (`session`).
+//! [`Registry`]: a pool of connections per [`PoolKey`] (a tenant and the
+//! login its pool uses: the tenant's gateway login, or the DSN's user), all
+//! of them under one global connection budget, plus a per-tenant circuit
+//! breaker so a tenant whose database is down fails fast without hurting
+//! the others. Its connections are [`Session`]s, which remember the group
+//! role they act as.
 //!
-//! This module holds the registry itself and its public types: creating pools
-//! lazily, checking a connection out within `checkout_timeout`, closing pools
-//! whole ([`Registry::remove_tenant`], [`Registry::reap_idle`], shrinking
-//! [`Registry::resize_tenant`]; busy connections of a closed pool finish
-//! their request, then close) and [`Registry::stats`]. The two policies live
-//! next door:
+//! This module holds the registry's public face: the types, creating pools
+//! lazily, closing pools whole ([`Registry::remove_tenant`],
+//! [`Registry::reap_idle`]) or shrinking them ([`Registry::resize_tenant`];
+//! busy connections finish their request, then close) and
+//! [`Registry::stats`]. The rest lives next door:
 //!
-//! - `budget`: the global connection budget (a permit per open connection,
-//!   moved into the task driving it), evicting idle connections of other
-//!   pools and the choice of victim, the checkout's phase, TLS.
+//! - `checkout`: handing out a connection within `checkout_timeout`: an idle
+//!   one, a new one within the budget, or the next one its tenant returns;
+//!   closing another tenant's idle connection to make room; taking one back.
+//! - `policy`: which connection gives way and which tenants keep theirs
+//!   (pure).
+//! - `session`: one connection, its role and its budget permit.
 //! - `breaker`: the circuit breaker and its backoff for a tenant whose
 //!   database is down or a role whose login is refused.
 //!
 //! What does not live here: which database or login a key uses (the caller
-//! builds the [`Target`] from the snapshot), HTTP status codes, and TLS to the
-//! database beyond the one place it plugs in (`budget::tls`).
+//! builds the [`Target`] from the snapshot), HTTP status codes, and TLS to
+//! the database (`tenantry_pgconn`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use deadpool::managed::{PoolError as DeadpoolError, TimeoutType, Timeouts};
-use deadpool::Runtime;
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 
-use breaker::{Breaker, BreakerKey, Dial, Probe};
-use budget::{BudgetConnect, CHECKOUT, DIALING, QUEUED};
+use breaker::{Breaker, BreakerKey};
 
 mod breaker;
-mod budget;
+mod checkout;
+mod policy;
 mod session;
-
-pub use session::Session;
-use session::SessionManager;
-
-/// A tenant's pool of [`Session`]s.
-type Pool = deadpool::managed::Pool<SessionManager>;
-/// A connection checked out of a tenant's pool; back to it when dropped.
-pub type Object = deadpool::managed::Object<SessionManager>;
 #[cfg(test)]
 mod testkit;
 
-/// How often a request waiting for its tenant's own connection under budget
-/// pressure looks again (see `Registry::wait_for_own`): far below what a
-/// new connection costs (a backend start and a login, milliseconds).
-const OWN_POLL: Duration = Duration::from_millis(1);
+pub use session::{Object, Session};
 
 /// The `Retry-After` suggested with [`PoolError::Busy`].
 const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -84,8 +72,7 @@ pub struct Settings {
     pub checkout_timeout: Duration,
     /// A pool unused this long is closed by [`Registry::reap_idle`].
     pub idle_timeout: Duration,
-    /// How long dialing a connection may take (also the TCP connect timeout
-    /// when the target's config sets none).
+    /// How long dialing a connection may take, login included.
     pub connect_timeout: Duration,
     /// First backoff after a failed dial; doubles per failed probe...
     pub backoff_min: Duration,
@@ -128,12 +115,12 @@ pub enum PoolError {
 /// What [`Registry::stats`] reports, for metrics and the admin listener.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
-    /// Every live pool, sorted by key.
+    /// Every pool holding or awaiting a connection, sorted by key.
     pub pools: Vec<PoolStat>,
-    /// Connections open (or being opened) across all pools.
+    /// Connections open (or being opened, or closing) across all pools.
     pub open_connections: usize,
     pub budget: usize,
-    /// Pools whose idle connections were closed to make room for another's.
+    /// Idle connections closed to make room for another tenant's.
     pub evictions: u64,
     /// Connections dialed (each a new backend and a login).
     pub opened: u64,
@@ -147,7 +134,7 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 pub struct PoolStat {
     pub key: PoolKey,
-    /// Connections open.
+    /// Connections open (or being dialed).
     pub size: usize,
     /// Of which checked out.
     pub in_use: usize,
@@ -163,10 +150,9 @@ pub struct Registry {
 
 struct Shared {
     settings: Settings,
-    /// Checkouts since the pools' hit counts were last halved.
-    since_aging: AtomicU64,
+    /// A permit per open connection (held by the task driving it).
     budget: Arc<Semaphore>,
-    pools: Mutex<HashMap<PoolKey, Entry>>,
+    state: Mutex<State>,
     breakers: Mutex<HashMap<BreakerKey, Breaker>>,
     evictions: AtomicU64,
     opened: AtomicU64,
@@ -174,27 +160,77 @@ struct Shared {
     down_rejections: AtomicU64,
 }
 
-#[derive(Clone)]
-struct Entry {
-    pool: Pool,
-    /// Set each time a request asks for this pool (for `reap_idle`).
-    last_used: Instant,
-    /// Requests for this pool lately: counted on each checkout, halved for
-    /// every pool each `AGE_EVERY` checkouts, so it follows the traffic
-    /// (see `budget::victim`).
-    hits: u32,
-    /// Kept to rebuild the pool (shrinking, or after a race with a close).
-    config: tokio_postgres::Config,
-    max_size: usize,
+/// Every pool and the policy's bookkeeping, under one lock (held for
+/// bookkeeping only, never across I/O).
+#[derive(Default)]
+struct State {
+    pools: HashMap<PoolKey, Pool>,
+    /// Pools holding at least one connection (the only possible victims).
+    holders: HashSet<Arc<PoolKey>>,
+    /// Of which in the protected segment (see `policy`).
+    protected: HashSet<Arc<PoolKey>>,
+    /// Checkouts so far: the clock recency is measured on.
+    clock: u64,
+    /// Checkouts since the hit counts were last halved.
+    since_aging: u64,
+    /// Requests waiting for a budget permit, their tenant having no
+    /// connection at all and none idle anywhere: a connection coming back
+    /// is closed for them.
+    starving: usize,
+    /// Connections closed for them whose permit has not been taken yet.
+    freeing: usize,
+    /// Tells pools apart over time (a removed tenant's connections must not
+    /// come back into the pool that replaced it).
+    generations: u64,
 }
+
+/// One pool's connections and standing.
+struct Pool {
+    key: Arc<PoolKey>,
+    generation: u64,
+    config: Arc<tokio_postgres::Config>,
+    max_size: usize,
+    /// Idle connections, the most recently returned last.
+    idle: Vec<Session>,
+    /// Checked out.
+    busy: usize,
+    /// Being dialed for a request.
+    dialing: usize,
+    /// Requests waiting for one of this pool's connections; None tells one
+    /// to look again (a connection closed or a dial failed).
+    waiters: VecDeque<oneshot::Sender<Option<Session>>>,
+    /// Recent checkouts (see `policy::AGE_EVERY`).
+    hits: u32,
+    /// The clock at the last checkout.
+    touched: u64,
+    /// When a request last asked for this pool (for `reap_idle`).
+    last_used: Instant,
+    protected: bool,
+}
+
+impl Pool {
+    fn open(&self) -> usize {
+        self.idle.len() + self.busy + self.dialing
+    }
+
+    fn standing(&self) -> policy::Standing {
+        policy::Standing {
+            open: self.open(),
+            idle: self.idle.len(),
+            hits: self.hits,
+            touched: self.touched,
+            protected: self.protected,
+        }
+    }
+}
+
 impl Registry {
     pub fn new(settings: Settings) -> Arc<Registry> {
         Arc::new(Registry {
             shared: Arc::new(Shared {
                 budget: Arc::new(Semaphore::new(settings.budget)),
-                since_aging: AtomicU64::new(0),
                 settings,
-                pools: Mutex::default(),
+                state: Mutex::default(),
                 breakers: Mutex::default(),
                 evictions: AtomicU64::new(0),
                 opened: AtomicU64::new(0),
@@ -216,8 +252,8 @@ impl Registry {
         let start = self.start(key, target);
         let key = key.clone();
         async move {
-            let (entry, probe) = start?;
-            self.checkout(&key, entry, probe).await
+            let probe = start?;
+            self.checkout(&key, probe).await
         }
     }
 
@@ -244,50 +280,56 @@ impl Registry {
         }
     }
 
-    /// Drops every pool of a tenant (removed from the configuration); in-flight
-    /// connections finish, then close.
+    /// Drops every pool of a tenant (removed from the configuration, or its
+    /// credentials changed); in-flight connections finish, then close.
     pub fn remove_tenant(&self, tenant: &str) {
-        let removed: Vec<(PoolKey, Entry)> = {
-            let mut pools = lock(&self.shared.pools);
-            let keys: Vec<PoolKey> = pools
+        let mut closing = Vec::new();
+        {
+            let mut state = lock(&self.shared.state);
+            let keys: Vec<PoolKey> = state
+                .pools
                 .keys()
                 .filter(|k| k.tenant == tenant)
                 .cloned()
                 .collect();
-            keys.into_iter()
-                .filter_map(|k| pools.remove(&k).map(|e| (k, e)))
-                .collect()
-        };
-        lock(&self.shared.breakers).retain(|k, _| k.tenant != tenant);
-        for (key, entry) in removed {
-            tracing::debug!(tenant = %key.tenant, role = %key.role, "closing the pool of a removed tenant");
-            entry.pool.close();
+            for key in keys {
+                if let Some(pool) = state.forget(&key) {
+                    tracing::debug!(tenant = %key.tenant, role = %key.role, "closing the pool of a removed tenant");
+                    closing.extend(pool.idle);
+                    // Its waiters hear the pool is gone (their senders drop).
+                }
+            }
         }
+        lock(&self.shared.breakers).retain(|k, _| k.tenant != tenant);
+        drop(closing);
     }
 
     /// Changes the size of a tenant's pools (plan change). Growing takes effect
-    /// at once; a shrunk pool is replaced by a new one of the new size (the
-    /// old one's busy connections finish, then close), so the new limit holds
-    /// exactly.
+    /// at once; shrinking closes idle connections beyond the new size now
+    /// and busy ones when they come back, so the new limit holds exactly.
     pub fn resize_tenant(&self, tenant: &str, size: usize) {
         let size = size.max(1);
-        let mut retired = Vec::new();
+        let mut closing = Vec::new();
         {
-            let mut pools = lock(&self.shared.pools);
-            for (key, entry) in pools.iter_mut().filter(|(k, _)| k.tenant == tenant) {
-                if size >= entry.max_size {
-                    entry.pool.resize(size);
-                } else {
-                    let fresh = self.build_pool(&entry.config, size);
-                    retired.push(std::mem::replace(&mut entry.pool, fresh));
-                    tracing::debug!(tenant = %key.tenant, role = %key.role, size, "pool replaced by a smaller one");
+            let mut state = lock(&self.shared.state);
+            for (key, pool) in state.pools.iter_mut().filter(|(k, _)| k.tenant == tenant) {
+                pool.max_size = size;
+                while pool.open() > size && !pool.idle.is_empty() {
+                    closing.push(pool.idle.remove(0));
                 }
-                entry.max_size = size;
+                tracing::debug!(tenant = %key.tenant, role = %key.role, size, "pool resized");
+            }
+            let keys: Vec<PoolKey> = state
+                .pools
+                .keys()
+                .filter(|k| k.tenant == tenant)
+                .cloned()
+                .collect();
+            for key in keys {
+                state.settle(&key);
             }
         }
-        for pool in retired {
-            pool.close();
-        }
+        drop(closing);
     }
 
     /// Closes pools unused for `idle_timeout` (and forgets breaker marks long
@@ -295,26 +337,29 @@ impl Registry {
     pub fn reap_idle(&self) {
         let settings = &self.shared.settings;
         let now = Instant::now();
-        let reaped: Vec<(PoolKey, Entry)> = {
-            let mut pools = lock(&self.shared.pools);
-            let idle: Vec<PoolKey> = pools
+        let mut closing = Vec::new();
+        {
+            let mut state = lock(&self.shared.state);
+            let idle: Vec<PoolKey> = state
+                .pools
                 .iter()
-                .filter(|(_, e)| {
-                    let s = e.pool.status();
+                .filter(|(_, p)| {
                     // No request holds or awaits a connection of it.
-                    let unused = s.available == s.size && s.waiting == 0;
-                    unused && now.saturating_duration_since(e.last_used) >= settings.idle_timeout
+                    let unused = p.busy == 0 && p.dialing == 0 && p.waiters.is_empty();
+                    unused && now.saturating_duration_since(p.last_used) >= settings.idle_timeout
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
-            idle.into_iter()
-                .filter_map(|k| pools.remove(&k).map(|e| (k, e)))
-                .collect()
-        };
-        for (key, entry) in reaped {
-            tracing::debug!(tenant = %key.tenant, role = %key.role, "closing an idle pool");
-            entry.pool.close();
+            for key in idle {
+                if let Some(pool) = state.forget(&key) {
+                    if !pool.idle.is_empty() {
+                        tracing::debug!(tenant = %key.tenant, role = %key.role, "closing an idle pool");
+                    }
+                    closing.extend(pool.idle);
+                }
+            }
         }
+        drop(closing);
         lock(&self.shared.breakers).retain(|_, b| {
             b.probing || now.saturating_duration_since(b.until) < settings.backoff_max
         });
@@ -322,17 +367,16 @@ impl Registry {
 
     pub fn stats(&self) -> Stats {
         let shared = &self.shared;
-        let mut pools: Vec<PoolStat> = lock(&shared.pools)
+        let mut pools: Vec<PoolStat> = lock(&shared.state)
+            .pools
             .iter()
-            .map(|(key, e)| {
-                let s = e.pool.status();
-                PoolStat {
-                    key: key.clone(),
-                    size: s.size,
-                    in_use: s.size - s.available,
-                    waiting: s.waiting,
-                    max_size: s.max_size,
-                }
+            .filter(|(_, p)| p.open() > 0 || !p.waiters.is_empty())
+            .map(|(key, p)| PoolStat {
+                key: key.clone(),
+                size: p.open(),
+                in_use: p.busy,
+                waiting: p.waiters.len(),
+                max_size: p.max_size,
             })
             .collect();
         pools.sort_by(|a, b| a.key.cmp(&b.key));
@@ -347,206 +391,38 @@ impl Registry {
             down_rejections: shared.down_rejections.load(Ordering::Relaxed),
         }
     }
+}
 
-    /// The synchronous start of [`Registry::get`]: the breaker's verdict, then
-    /// the pool (created with `target()` if missing) marked as just used.
-    fn start(
-        &self,
-        key: &PoolKey,
-        target: &dyn Fn() -> Target,
-    ) -> Result<(Entry, Probe), PoolError> {
-        let probe = self.admit(key)?;
-        if let Some(entry) = self.touch(key) {
-            return Ok((entry, probe));
-        }
-        // Not under the lock: the closure is the caller's.
-        let Target { config, size } = target();
-        Ok((self.insert(key, config, size), probe))
+impl State {
+    /// Removes a pool and its bookkeeping; the caller closes its idle
+    /// connections (outside the lock).
+    fn forget(&mut self, key: &PoolKey) -> Option<Pool> {
+        let pool = self.pools.remove(key)?;
+        self.holders.remove(&pool.key);
+        self.protected.remove(&pool.key);
+        Some(pool)
     }
 
-    /// The pool of `key` if it exists, marked as just used.
-    fn touch(&self, key: &PoolKey) -> Option<Entry> {
-        let mut pools = lock(&self.shared.pools);
-        let entry = pools.get_mut(key)?;
-        entry.last_used = Instant::now();
-        entry.hits = entry.hits.saturating_add(1);
-        let found = entry.clone();
-        self.shared.age(&mut pools);
-        Some(found)
-    }
-
-    /// The pool of `key`, created from `config` and `size` unless another
-    /// request created it meanwhile.
-    fn insert(&self, key: &PoolKey, config: tokio_postgres::Config, size: usize) -> Entry {
-        let mut pools = lock(&self.shared.pools);
-        let entry = pools.entry(key.clone()).or_insert_with(|| {
-            let size = size.max(1);
-            tracing::debug!(tenant = %key.tenant, role = %key.role, size, "new pool");
-            Entry {
-                pool: self.build_pool(&config, size),
-                last_used: Instant::now(),
-                hits: 0,
-                config,
-                max_size: size,
-            }
-        });
-        entry.last_used = Instant::now();
-        entry.hits = entry.hits.saturating_add(1);
-        let found = entry.clone();
-        self.shared.age(&mut pools);
-        found
-    }
-
-    fn build_pool(&self, config: &tokio_postgres::Config, size: usize) -> Pool {
-        let settings = &self.shared.settings;
-        let mut config = config.clone();
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(settings.connect_timeout);
-        }
-        let connect = BudgetConnect {
-            budget: self.shared.budget.clone(),
-            shared: Arc::downgrade(&self.shared),
+    /// Keeps `holders` and `protected` in step with a pool's connections
+    /// after they changed: a pool without any is neither.
+    fn settle(&mut self, key: &PoolKey) {
+        let Some(pool) = self.pools.get_mut(key) else {
+            return;
         };
-        let manager = SessionManager(Manager::from_connect(
-            config,
-            connect,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        ));
-        let built = Pool::builder(manager)
-            .max_size(size)
-            .runtime(Runtime::Tokio1)
-            .timeouts(self.timeouts(settings.checkout_timeout))
-            .build();
-        match built {
-            Ok(pool) => pool,
-            // Only fails when timeouts are set without a runtime; one is set.
-            Err(e) => unreachable!("building a pool with a runtime: {e}"),
-        }
-    }
-
-    /// deadpool's timeouts for a checkout with `wait` left before its
-    /// deadline. `create` covers waiting for budget (bounded by the deadline
-    /// we enforce ourselves) and dialing (bounded by `connect_timeout`).
-    fn timeouts(&self, wait: Duration) -> Timeouts {
-        let s = &self.shared.settings;
-        Timeouts {
-            wait: Some(wait),
-            create: Some(s.checkout_timeout + s.connect_timeout),
-            recycle: Some(s.connect_timeout),
-        }
-    }
-
-    async fn checkout(
-        &self,
-        key: &PoolKey,
-        mut entry: Entry,
-        probe: Probe,
-    ) -> Result<Object, PoolError> {
-        let deadline = Instant::now() + self.shared.settings.checkout_timeout;
-        let mut closed_races = 0;
-        loop {
-            self.wait_for_own(&entry.pool, deadline).await;
-            match self.checkout_once(&entry.pool, deadline).await {
-                Ok(client) => {
-                    probe.succeeded();
-                    return Ok(client);
-                }
-                Err(Failure::Busy) => {
-                    self.shared.rejections.fetch_add(1, Ordering::Relaxed);
-                    return Err(PoolError::Busy {
-                        retry_after: BUSY_RETRY_AFTER,
-                    });
-                }
-                Err(Failure::Dial(dial)) => return Err(self.trip(key, dial)),
-                Err(Failure::Other(reason)) => {
-                    return Err(PoolError::Down {
-                        reason,
-                        retry_after: self.shared.settings.backoff_min,
-                    })
-                }
-                // The pool was closed under us (tenant removed or resized, or
-                // reaped): take the current one. If there is none, do not
-                // make one from this request's configuration: a reload may
-                // have just replaced it (new credentials), and a pool made
-                // from the old one would outlive the request. The caller
-                // retries (503, Retry-After).
-                Err(Failure::Closed) if closed_races < 2 => {
-                    closed_races += 1;
-                    entry = match self.touch(key) {
-                        Some(current) => current,
-                        None => {
-                            return Err(PoolError::Busy {
-                                retry_after: BUSY_RETRY_AFTER,
-                            })
-                        }
-                    };
-                }
-                Err(Failure::Closed) => {
-                    return Err(PoolError::Down {
-                        reason: "the pool was closed".into(),
-                        retry_after: self.shared.settings.backoff_min,
-                    })
-                }
+        if pool.open() > 0 {
+            if !self.holders.contains(key) {
+                self.holders.insert(pool.key.clone());
+            }
+        } else {
+            self.holders.remove(key);
+            if pool.protected {
+                pool.protected = false;
+                self.protected.remove(key);
             }
         }
-    }
-
-    /// Under budget pressure (a tenth of the budget or less free), a request for a tenant whose
-    /// connections are all busy waits for one of them to come back rather
-    /// than dial another: a new one would close some other tenant's last
-    /// connection and make it pay a new login. Polls every `OWN_POLL` until
-    /// a connection is idle, the pressure is gone or `deadline`.
-    async fn wait_for_own(&self, pool: &Pool, deadline: Instant) {
-        // Near the budget, not only at it: a permit an eviction just freed
-        // is for the request that evicted, not for a pool to grow into.
-        let headroom = self.shared.settings.budget / 10;
-        loop {
-            let s = pool.status();
-            let pressed = self.shared.budget.available_permits() <= headroom;
-            if !(pressed && s.size >= 1 && s.available == 0) || Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep(OWN_POLL.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
-        }
-    }
-
-    async fn checkout_once(&self, pool: &Pool, deadline: Instant) -> Result<Object, Failure> {
-        let phase = Arc::new(AtomicU8::new(QUEUED));
-        let timeouts = self.timeouts(deadline.saturating_duration_since(Instant::now()));
-        let get = CHECKOUT.scope(phase.clone(), pool.timeout_get(&timeouts));
-        tokio::pin!(get);
-        let result = tokio::select! {
-            biased;
-            result = &mut get => result,
-            () = tokio::time::sleep_until(deadline) => {
-                if phase.load(Ordering::Acquire) == DIALING {
-                    // Bounded by connect_timeout; a slow database is not "busy".
-                    get.await
-                } else {
-                    return Err(Failure::Busy);
-                }
-            }
-        };
-        result.map_err(|e| match e {
-            DeadpoolError::Timeout(TimeoutType::Wait) => Failure::Busy,
-            DeadpoolError::Timeout(TimeoutType::Create) => Failure::Dial(Dial::TimedOut),
-            DeadpoolError::Backend(e) => Failure::Dial(Dial::Error(e)),
-            DeadpoolError::Closed => Failure::Closed,
-            other => Failure::Other(other.to_string()),
-        })
     }
 }
 
-/// Why one checkout attempt failed.
-enum Failure {
-    Busy,
-    Dial(Dial),
-    Closed,
-    Other(String),
-}
 /// A std mutex lock that survives poisoning (every critical section here
 /// leaves the data consistent).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -555,7 +431,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     //! The registry's own behaviour (pool sizes, closing pools, health);
-    //! the budget's and the breaker's tests are in their modules.
+    //! the budget's (in `checkout`) and the breaker's tests are in their modules.
     use super::testkit::*;
     use super::*;
 
@@ -638,12 +514,17 @@ mod tests {
 
         reg.resize_tenant(&a, 1);
         assert_eq!(reg.stats().pools[0].max_size, 1);
-        // The old connections finish their work on the retired pool.
+        // Busy connections finish their work; back, the one beyond the
+        // new size closes and the other stays.
         select_one(&first).await;
         select_one(&second).await;
+        let opened = reg.stats().opened;
         drop((first, second));
-        assert!(eventually(|| reg.stats().open_connections == 0).await);
+        assert!(eventually(|| reg.stats().open_connections == 1).await);
+        assert!(eventually(|| backends(std::slice::from_ref(&a)) == 1).await);
         let third = reg.get(&key(&a), &|| superuser(&a, 1)).await.unwrap();
+        select_one(&third).await;
+        assert_eq!(reg.stats().opened, opened, "the kept connection is reused");
         assert!(matches!(
             reg.get(&key(&a), &|| superuser(&a, 1)).await,
             Err(PoolError::Busy { .. })

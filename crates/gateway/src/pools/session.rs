@@ -1,19 +1,35 @@
-//! [`Session`]: a pooled connection and the role the gateway last switched
-//! it to, so a run of requests of the same role pays no round trip; and
-//! [`SessionManager`], deadpool-postgres' manager with that state added.
+//! One connection and what travels with it: [`Session`] (the client, the
+//! group role the gateway last switched it to, and the task driving it,
+//! which holds the connection's budget permit), [`Object`] (a session
+//! checked out, back to its pool when dropped) and dialing one.
 //!
 //! The role lives with the connection it describes: a new connection starts
 //! unknown, a failed switch makes it unknown again, and a connection that
 //! is closed takes its state along. The gateway never runs a caller's SQL,
 //! so nothing else changes a session's role.
 //!
+//! The budget permit lives in the driver task, so it is released exactly
+//! when the connection is gone (closed by the registry, dropped, or
+//! broken), never while a socket is still open; [`Session::close`] hands it
+//! to whoever closed the connection to make room, so the freed place goes to
+//! the request that paid for it.
+//!
 //! What does not live here: which role a request needs (the server asks the
-//! snapshot) and the budget and breaker (next door).
+//! snapshot), when connections are opened or closed (`checkout`, `policy`).
 
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_postgres::ClientWrapper;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
+
+use super::{PoolKey, Shared};
+
+/// How long a closing connection may take to say goodbye before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A connection of a tenant's pool.
 pub struct Session {
@@ -21,9 +37,26 @@ pub struct Session {
     /// The role set by the last successful [`Session::act_as`] (None: the
     /// login's own, or unknown).
     role: Option<String>,
+    /// The task driving the connection; it ends with the connection and
+    /// yields the budget permit it held.
+    ended: JoinHandle<OwnedSemaphorePermit>,
 }
 
 impl Session {
+    /// Dials `config`, the connection holding `permit` until it is gone.
+    pub(super) async fn dial(
+        config: &tokio_postgres::Config,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Session, tokio_postgres::Error> {
+        let (client, connection) = config.connect(tenantry_pgconn::connector()).await?;
+        let (signal, ended) = spawn_driver(connection, permit);
+        Ok(Session {
+            client: ClientWrapper::new(client, signal),
+            role: None,
+            ended,
+        })
+    }
+
     /// Switches the session to `role` (`SET ROLE`) unless it acts as it
     /// already. A failed switch leaves the role unknown, so the next request
     /// switches again, and fails this request before any of its statements.
@@ -42,6 +75,15 @@ impl Session {
     /// The role the session acts as, if known.
     pub fn role(&self) -> Option<&str> {
         self.role.as_deref()
+    }
+
+    /// Closes the connection (gracefully: tokio-postgres says Terminate once
+    /// its client is gone); the returned task ends with it and yields its
+    /// budget permit.
+    pub(super) fn close(self) -> JoinHandle<OwnedSemaphorePermit> {
+        let Session { client, ended, .. } = self;
+        drop(client);
+        ended
     }
 }
 
@@ -64,32 +106,94 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// deadpool-postgres' [`deadpool_postgres::Manager`], making [`Session`]s.
-#[derive(Debug)]
-pub struct SessionManager(pub deadpool_postgres::Manager);
+/// A [`Session`] checked out of a tenant's pool; back to it when dropped
+/// (or closed, if its pool was closed or shrunk meanwhile, or the
+/// connection broke).
+pub struct Object {
+    session: Option<Session>,
+    shared: Arc<Shared>,
+    key: Arc<PoolKey>,
+    generation: u64,
+}
 
-impl managed::Manager for SessionManager {
-    type Type = Session;
-    type Error = tokio_postgres::Error;
-
-    async fn create(&self) -> Result<Session, tokio_postgres::Error> {
-        Ok(Session {
-            client: self.0.create().await?,
-            role: None,
-        })
+impl Object {
+    pub(super) fn new(
+        session: Session,
+        shared: Arc<Shared>,
+        key: Arc<PoolKey>,
+        generation: u64,
+    ) -> Object {
+        Object {
+            session: Some(session),
+            shared,
+            key,
+            generation,
+        }
     }
+}
 
-    async fn recycle(
-        &self,
-        session: &mut Session,
-        metrics: &Metrics,
-    ) -> RecycleResult<tokio_postgres::Error> {
-        self.0.recycle(&mut session.client, metrics).await
+impl Deref for Object {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.session.as_ref().expect("present until dropped")
     }
+}
 
-    fn detach(&self, session: &mut Session) {
-        self.0.detach(&mut session.client);
+impl DerefMut for Object {
+    fn deref_mut(&mut self) -> &mut Session {
+        self.session.as_mut().expect("present until dropped")
     }
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Object")
+            .field("key", &self.key)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.shared.put_back(&self.key, self.generation, session);
+        }
+    }
+}
+
+/// Spawns the task driving `connection`, which holds `permit` for as long as
+/// the connection is open and yields it when the connection is gone.
+/// Returns, first, the handle the client wrapper aborts when the client is
+/// dropped: aborting it does not cut the connection but lets it end
+/// gracefully (tokio-postgres sends Terminate once its client is gone),
+/// within [`CLOSE_GRACE`]; second, the driver itself.
+fn spawn_driver<C>(
+    connection: C,
+    permit: OwnedSemaphorePermit,
+) -> (JoinHandle<()>, JoinHandle<OwnedSemaphorePermit>)
+where
+    C: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+    let ended = tokio::spawn(async move {
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = &mut connection => Some(ended),
+            _ = dropped_rx => tokio::time::timeout(CLOSE_GRACE, &mut connection).await.ok(),
+        };
+        match ended {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::debug!(error = %e, "database connection ended with an error"),
+            None => tracing::debug!("database connection cut after the close grace period"),
+        }
+        permit
+    });
+    let signal = tokio::spawn(async move {
+        let _dropped = dropped_tx;
+        std::future::pending::<()>().await
+    });
+    (signal, ended)
 }
 
 #[cfg(test)]
