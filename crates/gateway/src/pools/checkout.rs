@@ -131,12 +131,12 @@ impl Registry {
                     }
                 }
                 Step::Wait(handoff) => match self.wait(key, handoff, deadline).await {
-                    Waited::Ready(conn) => {
+                    Ok(Some(conn)) => {
                         probe.succeeded();
                         return Ok(conn);
                     }
-                    Waited::LookAgain => {}
-                    Waited::TimedOut => return Err(self.busy()),
+                    Ok(None) => {}
+                    Err(TimedOut) => return Err(self.busy()),
                 },
                 Step::Starve => {
                     let starving = Starving(shared);
@@ -307,12 +307,13 @@ impl Registry {
     }
 
     /// Waits for the pool to hand over a connection, until `deadline`.
+    /// Ok(None): look again.
     async fn wait(
         &self,
         key: &PoolKey,
         mut handoff: oneshot::Receiver<Option<Session>>,
         deadline: Instant,
-    ) -> Waited {
+    ) -> Result<Option<Object>, TimedOut> {
         let handed = match tokio::time::timeout_at(deadline, &mut handoff).await {
             Ok(handed) => handed,
             Err(_) => {
@@ -321,14 +322,14 @@ impl Registry {
                 if let Ok(Some(session)) = handoff.try_recv() {
                     drop(self.adopt(key, session));
                 }
-                return Waited::TimedOut;
+                return Err(TimedOut);
             }
         };
         match handed {
-            Ok(Some(session)) => Waited::Ready(self.adopt(key, session)),
+            Ok(Some(session)) => Ok(Some(self.adopt(key, session))),
             // Told to look again, or the pool was closed (then the next
             // step says so).
-            Ok(None) | Err(_) => Waited::LookAgain,
+            Ok(None) | Err(_) => Ok(None),
         }
     }
 
@@ -343,11 +344,8 @@ impl Registry {
     }
 }
 
-enum Waited {
-    Ready(Object),
-    LookAgain,
-    TimedOut,
-}
+/// No connection came before the deadline.
+struct TimedOut;
 
 /// A dial in progress for a pool: if it fails or the request goes away,
 /// the pool forgets it and a waiter looks again (it may dial instead).
