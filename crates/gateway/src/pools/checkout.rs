@@ -52,8 +52,13 @@ enum Step {
         generation: u64,
         room: Room,
     },
-    /// Wait for the pool to hand over one of its connections.
-    Wait(oneshot::Receiver<Option<Session>>),
+    /// Wait for the pool (of `generation`) to hand over one of its
+    /// connections.
+    Wait {
+        handoff: oneshot::Receiver<Option<Session>>,
+        key: Arc<PoolKey>,
+        generation: u64,
+    },
     /// Wait for a budget permit (counted in `State::starving`).
     Starve,
     /// The pool was closed (tenant removed or its credentials changed).
@@ -130,7 +135,11 @@ impl Registry {
                         Err(None) => Err(self.busy()),
                     }
                 }
-                Step::Wait(handoff) => match self.wait(key, handoff, deadline).await {
+                Step::Wait {
+                    handoff,
+                    key: pool_key,
+                    generation,
+                } => match self.wait(handoff, pool_key, generation, deadline).await {
                     Ok(Some(conn)) => {
                         probe.succeeded();
                         return Ok(conn);
@@ -236,7 +245,11 @@ impl Registry {
         }
         let (tx, rx) = oneshot::channel();
         pool.waiters.push_back(tx);
-        Step::Wait(rx)
+        Step::Wait {
+            handoff: rx,
+            key: pool.key.clone(),
+            generation,
+        }
     }
 
     /// Dials a connection for `key` into `room`. Err(None): no permit came
@@ -306,41 +319,35 @@ impl Registry {
         ))
     }
 
-    /// Waits for the pool to hand over a connection, until `deadline`.
-    /// Ok(None): look again.
+    /// Waits for the pool `key` of `generation` to hand over a connection,
+    /// until `deadline`. Ok(None): look again. (A pool closed meanwhile
+    /// hands over nothing: its waiters' senders drop with it.)
     async fn wait(
         &self,
-        key: &PoolKey,
         mut handoff: oneshot::Receiver<Option<Session>>,
+        key: Arc<PoolKey>,
+        generation: u64,
         deadline: Instant,
     ) -> Result<Option<Object>, TimedOut> {
+        let shared = &self.shared;
+        let adopt = |session| Object::new(session, Arc::clone(shared), key.clone(), generation);
         let handed = match tokio::time::timeout_at(deadline, &mut handoff).await {
             Ok(handed) => handed,
             Err(_) => {
                 // A connection handed over just now is not lost.
                 handoff.close();
                 if let Ok(Some(session)) = handoff.try_recv() {
-                    drop(self.adopt(key, session));
+                    drop(adopt(session));
                 }
                 return Err(TimedOut);
             }
         };
         match handed {
-            Ok(Some(session)) => Ok(Some(self.adopt(key, session))),
+            Ok(Some(session)) => Ok(Some(adopt(session))),
             // Told to look again, or the pool was closed (then the next
             // step says so).
             Ok(None) | Err(_) => Ok(None),
         }
-    }
-
-    /// Wraps a session handed over by `key`'s pool (counted busy by it).
-    fn adopt(&self, key: &PoolKey, session: Session) -> Object {
-        let state = lock(&self.shared.state);
-        let (pool_key, generation) = match state.pools.get(key) {
-            Some(pool) => (pool.key.clone(), pool.generation),
-            None => (Arc::new(key.clone()), 0),
-        };
-        Object::new(session, Arc::clone(&self.shared), pool_key, generation)
     }
 }
 
