@@ -52,13 +52,8 @@ enum Step {
         generation: u64,
         room: Room,
     },
-    /// Wait for the pool (of `generation`) to hand over one of its
-    /// connections.
-    Wait {
-        handoff: oneshot::Receiver<Option<Session>>,
-        key: Arc<PoolKey>,
-        generation: u64,
-    },
+    /// Wait for the pool to hand over one of its connections.
+    Wait(oneshot::Receiver<Option<Object>>),
     /// Wait for a budget permit (counted in `State::starving`).
     Starve,
     /// The pool was closed (tenant removed or its credentials changed).
@@ -135,11 +130,7 @@ impl Registry {
                         Err(None) => Err(self.busy()),
                     }
                 }
-                Step::Wait {
-                    handoff,
-                    key: pool_key,
-                    generation,
-                } => match self.wait(handoff, pool_key, generation, deadline).await {
+                Step::Wait(handoff) => match wait(handoff, deadline).await {
                     Ok(Some(conn)) => {
                         probe.succeeded();
                         return Ok(conn);
@@ -245,11 +236,7 @@ impl Registry {
         }
         let (tx, rx) = oneshot::channel();
         pool.waiters.push_back(tx);
-        Step::Wait {
-            handoff: rx,
-            key: pool.key.clone(),
-            generation,
-        }
+        Step::Wait(rx)
     }
 
     /// Dials a connection for `key` into `room`. Err(None): no permit came
@@ -318,35 +305,25 @@ impl Registry {
             generation,
         ))
     }
+}
 
-    /// Waits for the pool `key` of `generation` to hand over a connection,
-    /// until `deadline`. Ok(None): look again. (A pool closed meanwhile
-    /// hands over nothing: its waiters' senders drop with it.)
-    async fn wait(
-        &self,
-        mut handoff: oneshot::Receiver<Option<Session>>,
-        key: Arc<PoolKey>,
-        generation: u64,
-        deadline: Instant,
-    ) -> Result<Option<Object>, TimedOut> {
-        let shared = &self.shared;
-        let adopt = |session| Object::new(session, Arc::clone(shared), key.clone(), generation);
-        let handed = match tokio::time::timeout_at(deadline, &mut handoff).await {
-            Ok(handed) => handed,
-            Err(_) => {
-                // A connection handed over just now is not lost.
-                handoff.close();
-                if let Ok(Some(session)) = handoff.try_recv() {
-                    drop(adopt(session));
-                }
-                return Err(TimedOut);
-            }
-        };
-        match handed {
-            Ok(Some(session)) => Ok(Some(adopt(session))),
-            // Told to look again, or the pool was closed (then the next
-            // step says so).
-            Ok(None) | Err(_) => Ok(None),
+/// Waits for a pool to hand over a connection, until `deadline`. Ok(None):
+/// look again. (A pool closed meanwhile hands over nothing: its waiters'
+/// senders drop with it.) A connection is handed over as an [`Object`], so
+/// one handed to a request that went away goes back to its pool.
+async fn wait(
+    mut handoff: oneshot::Receiver<Option<Object>>,
+    deadline: Instant,
+) -> Result<Option<Object>, TimedOut> {
+    match tokio::time::timeout_at(deadline, &mut handoff).await {
+        Ok(Ok(handed)) => Ok(handed),
+        // The pool was closed: the next step says so.
+        Ok(Err(_)) => Ok(None),
+        Err(_) => {
+            // Dropped with the receiver, a connection handed over just now
+            // goes back to its pool.
+            handoff.close();
+            Err(TimedOut)
         }
     }
 }
@@ -372,7 +349,7 @@ impl Drop for Dialing<'_> {
         if let Some(pool) = state.pools.get_mut(self.key) {
             if pool.generation == self.generation {
                 pool.dialing -= 1;
-                pool.wake_one(None);
+                pool.wake_one();
                 state.settle(self.key);
             }
         }
@@ -391,31 +368,42 @@ impl Drop for Starving<'_> {
 }
 
 impl Pool {
-    /// Hands `session` (or a "look again") to the first waiter still
-    /// waiting; gives it back if there is none.
-    fn wake_one(&mut self, mut session: Option<Session>) -> Option<Session> {
+    /// Tells the first waiter still waiting to look again (a connection
+    /// closed, or a dial failed: it may dial instead).
+    fn wake_one(&mut self) {
         while let Some(waiter) = self.waiters.pop_front() {
-            let handing = session.is_some();
-            if handing {
-                self.busy += 1;
+            if waiter.send(None).is_ok() {
+                return;
             }
-            match waiter.send(session) {
+        }
+    }
+
+    /// Hands `session` to the first waiter still waiting, checked out as an
+    /// [`Object`] of this pool; gives it back if there is none.
+    fn hand_over(&mut self, shared: &Arc<Shared>, mut session: Session) -> Option<Session> {
+        while let Some(waiter) = self.waiters.pop_front() {
+            self.busy += 1;
+            let conn = Object::new(
+                session,
+                Arc::clone(shared),
+                self.key.clone(),
+                self.generation,
+            );
+            match waiter.send(Some(conn)) {
                 Ok(()) => return None,
                 Err(back) => {
-                    if handing {
-                        self.busy -= 1;
-                    }
-                    session = back;
+                    self.busy -= 1;
+                    session = back.expect("sent Some").into_session();
                 }
             }
         }
-        session
+        Some(session)
     }
 }
 
 impl Shared {
     /// Takes back a connection checked out of `key`'s pool of `generation`.
-    pub(super) fn put_back(&self, key: &PoolKey, generation: u64, session: Session) {
+    pub(super) fn put_back(self: &Arc<Self>, key: &PoolKey, generation: u64, session: Session) {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let Some(pool) = state
@@ -432,12 +420,12 @@ impl Shared {
         if session.is_closed() || pool.open() >= pool.max_size {
             // Broken, or beyond a shrunk pool's size: closed; a waiter
             // looks again (and may dial).
-            pool.wake_one(None);
+            pool.wake_one();
             state.settle(key);
             drop(session);
             return;
         }
-        let Some(session) = pool.wake_one(Some(session)) else {
+        let Some(session) = pool.hand_over(self, session) else {
             return;
         };
         if state.starving > state.freeing {

@@ -198,7 +198,7 @@ struct Pool {
     dialing: usize,
     /// Requests waiting for one of this pool's connections; None tells one
     /// to look again (a connection closed or a dial failed).
-    waiters: VecDeque<oneshot::Sender<Option<Session>>>,
+    waiters: VecDeque<oneshot::Sender<Option<Object>>>,
     /// Recent checkouts (see `policy::AGE_EVERY`).
     hits: u32,
     /// The clock at the last checkout.
@@ -450,6 +450,32 @@ mod tests {
         drop(held);
         waiter.await.unwrap().unwrap();
         assert_eq!(reg.stats().open_connections, 1);
+    }
+
+    /// A connection handed to a waiting request that then goes away (its
+    /// client hung up) goes back to the pool: it is neither lost nor
+    /// counted in use forever (which would make every later request of the
+    /// tenant wait for it until its checkout timeout).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_connection_handed_to_a_request_that_went_away_comes_back() {
+        let a = database("handoff");
+        let reg = Registry::new(settings(4));
+        let held = reg.get(&key(&a), &|| superuser(&a, 1)).await.unwrap();
+        let mut waiter = Box::pin(reg.get(&key(&a), &|| superuser(&a, 1)));
+        assert!(futures_util::poll!(waiter.as_mut()).is_pending());
+        assert_eq!(reg.stats().pools[0].waiting, 1);
+        // Handed over to the waiter, which is dropped before it looks.
+        drop(held);
+        drop(waiter);
+        let stats = reg.stats();
+        assert_eq!(
+            (stats.pools[0].size, stats.pools[0].in_use),
+            (1, 0),
+            "{stats:?}"
+        );
+        let again = reg.get(&key(&a), &|| superuser(&a, 1)).await.unwrap();
+        select_one(&again).await;
+        assert_eq!(reg.stats().opened, 1, "the same connection");
     }
 
     #[tokio::test(flavor = "multi_thread")]

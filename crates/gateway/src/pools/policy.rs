@@ -14,7 +14,14 @@
 //! - A miss that needs room closes, in order: a *spare* connection (of a
 //!   pool that holds several, least valuable first, so its tenant keeps being
 //!   served without a login), else the window's least recently used idle
-//!   connection, else the protected segment's coldest idle one.
+//!   connection, else a cold protected one: of the protected tenants whose
+//!   count does not clearly beat the coldest's, the *most* recently used.
+//!   (The window is often all busy when misses overlap. Among equals, the
+//!   tenant just served is the one a scan needs last, while the least
+//!   recently used is the one it needs next: closing that one would make
+//!   its next visit a miss that closes the next one, and so on around the
+//!   cycle. Under skew the hot tenants are never among equals of the
+//!   coldest.)
 //! - A window tenant is promoted when the protected segment has room, or
 //!   when its count clearly beats the coldest protected tenant's
 //!   ([`beats`]: half as much again, plus one); the two swap labels and no
@@ -92,9 +99,12 @@ pub(super) fn victim(pools: &[Standing]) -> Option<usize> {
     if let Some((i, _)) = window {
         return Some(i);
     }
-    // 3. The coldest protected tenant (the least recently used of equals).
+    // 3. A cold protected tenant: of those the coldest does not clearly
+    //    beat, the most recently used.
+    let coldest = idle().map(|(_, p)| p.hits).min()?;
     idle()
-        .min_by_key(|(_, p)| (p.hits, p.touched))
+        .filter(|(_, p)| !beats(p.hits, coldest))
+        .max_by_key(|(_, p)| p.touched)
         .map(|(i, _)| i)
 }
 
@@ -157,10 +167,17 @@ mod tests {
         let pools = [
             standing(1, 0, 1, 1, false),
             standing(1, 1, 8, 1, true),
-            standing(1, 1, 3, 5, true),
+            standing(1, 1, 4, 3, true),
             standing(1, 1, 3, 4, true),
+            standing(1, 1, 9, 9, true),
         ];
-        assert_eq!(victim(&pools), Some(3), "coldest, then least recent");
+        assert_eq!(
+            victim(&pools),
+            Some(3),
+            "among the cold (3 and 4 hits), the most recent; 8 and 9 are hot"
+        );
+        let pools = [standing(1, 1, 3, 5, true), standing(1, 1, 10, 6, true)];
+        assert_eq!(victim(&pools), Some(0), "a hot tenant is never a victim");
         // Busy connections are never victims.
         assert_eq!(victim(&[standing(2, 0, 0, 0, false)]), None);
         assert_eq!(victim(&[]), None);

@@ -132,6 +132,14 @@ impl Object {
     }
 }
 
+impl Object {
+    /// The session, no longer checked out of anything (nothing happens
+    /// when the object drops).
+    pub(super) fn into_session(mut self) -> Session {
+        self.session.take().expect("present until dropped")
+    }
+}
+
 impl Deref for Object {
     type Target = Session;
     fn deref(&self) -> &Session {
