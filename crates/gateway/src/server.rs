@@ -213,14 +213,14 @@ impl Gateway {
         }
         // One pool per tenant; each request runs as the token's group.
         let pool_role = t.pool_key_role();
-        let config = match t.logins.get(pool_role) {
-            Some(Login::Ready { .. }) => t.config(pool_role).expect("a ready login has a config"),
+        match t.logins.get(pool_role) {
+            Some(Login::Ready { .. }) => {}
             Some(Login::Unavailable(why)) => {
                 tracing::debug!(tenant = %t.info.name, role = %pool_role, reason = %why, "login unavailable");
                 return Err(ApiError::login_unavailable());
             }
             None => return Err(ApiError::login_unavailable()),
-        };
+        }
         let session_role = t.session_role(&role);
         let json_body = body_is_json(req.headers())?;
 
@@ -262,10 +262,11 @@ impl Gateway {
             role: pool_role.to_owned(),
         };
         let size = t.pool_size;
+        // The connection settings are only built for a new pool.
         let mut conn = self
             .pools
             .get(&key, &|| Target {
-                config: config.clone(),
+                config: t.config(pool_role).expect("a ready login has a config"),
                 size,
             })
             .await
