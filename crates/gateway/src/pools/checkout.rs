@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::breaker::{Dial, Probe};
-use super::policy::{self, Promotion};
+use super::policy::{self, For, Promotion};
 use super::session::{Object, Session};
 use super::{lock, Pool, PoolError, PoolKey, Registry, Shared, State, Target, BUSY_RETRY_AFTER};
 
@@ -46,12 +46,16 @@ use super::{lock, Pool, PoolError, PoolKey, Registry, Shared, State, Target, BUS
 enum Step {
     /// A connection, checked out.
     Ready(Object),
-    /// Dial a new connection into `room`.
+    /// Dial a new connection into `room` (`probe`: the breaker let it).
     Dial {
         config: Arc<tokio_postgres::Config>,
         generation: u64,
         room: Room,
+        probe: Probe,
     },
+    /// The circuit breaker says no (the tenant's database is down or
+    /// refuses the login): fail fast.
+    Blocked(PoolError),
     /// Wait for the pool to hand over one of its connections.
     Wait(oneshot::Receiver<Option<Object>>),
     /// Wait for a budget permit (counted in `State::starving`).
@@ -68,16 +72,11 @@ enum Room {
 }
 
 impl Registry {
-    /// The synchronous start of [`Registry::get`]: the breaker's verdict,
-    /// then the pool (created with `target()` if missing) marked as used.
-    pub(super) fn start(
-        &self,
-        key: &PoolKey,
-        target: &dyn Fn() -> Target,
-    ) -> Result<Probe, PoolError> {
-        let probe = self.admit(key)?;
+    /// The synchronous start of [`Registry::get`]: the pool (created with
+    /// `target()` if missing) marked as used.
+    pub(super) fn start(&self, key: &PoolKey, target: &dyn Fn() -> Target) {
         if lock(&self.shared.state).touch(key, &self.shared) {
-            return Ok(probe);
+            return;
         }
         // Not under the lock: the closure is the caller's.
         let Target { config, size } = target();
@@ -103,23 +102,21 @@ impl Registry {
             state.pools.insert(key.clone(), pool);
         }
         state.touch(key, &self.shared);
-        Ok(probe)
     }
 
-    pub(super) async fn checkout(&self, key: &PoolKey, probe: Probe) -> Result<Object, PoolError> {
+    pub(super) async fn checkout(&self, key: &PoolKey) -> Result<Object, PoolError> {
         let shared = &self.shared;
         let deadline = Instant::now() + shared.settings.checkout_timeout;
         let mut held = None;
         loop {
-            match self.step(key, &mut held) {
-                Step::Ready(conn) => {
-                    probe.succeeded();
-                    return Ok(conn);
-                }
+            match self.step(key, &mut held, deadline) {
+                Step::Ready(conn) => return Ok(conn),
+                Step::Blocked(e) => return Err(e),
                 Step::Dial {
                     config,
                     generation,
                     room,
+                    probe,
                 } => {
                     return match self.dial(key, generation, &config, room, deadline).await {
                         Ok(conn) => {
@@ -130,22 +127,31 @@ impl Registry {
                         Err(None) => Err(self.busy()),
                     }
                 }
-                Step::Wait(handoff) => match wait(handoff, deadline).await {
-                    Ok(Some(conn)) => {
-                        probe.succeeded();
-                        return Ok(conn);
+                Step::Wait(handoff) => {
+                    let waiting = Waiting {
+                        handoff,
+                        shared,
+                        key,
+                    };
+                    match waiting.wait(deadline).await {
+                        Ok(Some(conn)) => return Ok(conn),
+                        Ok(None) => {}
+                        Err(TimedOut) => return Err(self.busy()),
                     }
-                    Ok(None) => {}
-                    Err(TimedOut) => return Err(self.busy()),
-                },
+                }
                 Step::Starve => {
-                    let starving = Starving(shared);
+                    let mut starving = Starving {
+                        shared,
+                        served: false,
+                    };
                     let permit =
                         tokio::time::timeout_at(deadline, shared.budget.clone().acquire_owned())
                             .await;
-                    drop(starving);
                     match permit {
-                        Ok(Ok(permit)) => held = Some(permit),
+                        Ok(Ok(permit)) => {
+                            starving.served = true;
+                            held = Some(permit);
+                        }
                         _ => return Err(self.busy()),
                     }
                 }
@@ -170,8 +176,14 @@ impl Registry {
     }
 
     /// Decides the checkout's next step (see the module docs), with `held`
-    /// a permit this request already waited for.
-    fn step(&self, key: &PoolKey, held: &mut Option<OwnedSemaphorePermit>) -> Step {
+    /// a permit this request already waited for. No dial starts after
+    /// `deadline`.
+    fn step(
+        &self,
+        key: &PoolKey,
+        held: &mut Option<OwnedSemaphorePermit>,
+        deadline: Instant,
+    ) -> Step {
         let shared = &self.shared;
         let mut state = lock(&shared.state);
         let state = &mut *state;
@@ -193,47 +205,54 @@ impl Registry {
             return Step::Ready(conn);
         }
         let open = pool.open();
-        let (generation, config) = (pool.generation, pool.config.clone());
-        if open < pool.max_size {
+        let (generation, config, hits) = (pool.generation, pool.config.clone(), pool.hits);
+        if open < pool.max_size && Instant::now() < deadline {
             let headroom = shared.settings.budget / 10;
-            let may_grow = open == 0 || shared.budget.available_permits() > headroom;
-            if may_grow {
-                let permit = held
-                    .take()
-                    .or_else(|| shared.budget.clone().try_acquire_owned().ok());
-                if let Some(permit) = permit {
+            let may_grow =
+                held.is_some() || open == 0 || shared.budget.available_permits() > headroom;
+            let permit = if may_grow {
+                held.take()
+                    .or_else(|| shared.budget.clone().try_acquire_owned().ok())
+            } else {
+                None
+            };
+            if permit.is_some() || open == 0 {
+                // About to dial: the breaker has its say first (a tenant
+                // whose database is down fails fast, without closing
+                // anybody's connection).
+                let probe = match self.admit(key) {
+                    Ok(probe) => probe,
+                    Err(e) => return Step::Blocked(e),
+                };
+                let room = match permit {
+                    Some(permit) => Room::Permit(permit),
+                    None => match state.evict(Some(key), For::Miss(hits), shared) {
+                        Some(victim) => Room::Closing(victim),
+                        None => {
+                            state.starving += 1;
+                            return Step::Starve;
+                        }
+                    },
+                };
+                if let Some(pool) = state.pools.get_mut(key) {
                     pool.dialing += 1;
-                    state.settle(key);
-                    state.consider(key, shared.settings.budget);
-                    return Step::Dial {
-                        config,
-                        generation,
-                        room: Room::Permit(permit),
-                    };
                 }
-            }
-            if open == 0 {
-                return match state.evict(key, shared) {
-                    Some(victim) => {
-                        if let Some(pool) = state.pools.get_mut(key) {
-                            pool.dialing += 1;
-                        }
-                        state.settle(key);
-                        state.consider(key, shared.settings.budget);
-                        Step::Dial {
-                            config,
-                            generation,
-                            room: Room::Closing(victim),
-                        }
-                    }
-                    None => {
-                        state.starving += 1;
-                        state.settle(key);
-                        Step::Starve
-                    }
+                state.settle(key);
+                state.consider(key, shared.settings.budget);
+                return Step::Dial {
+                    config,
+                    generation,
+                    room,
+                    probe,
                 };
             }
         }
+        // A permit held while waiting for a connection of its own would be
+        // one nobody uses.
+        drop(held.take());
+        let Some(pool) = state.pools.get_mut(key) else {
+            return Step::Gone;
+        };
         let (tx, rx) = oneshot::channel();
         pool.waiters.push_back(tx);
         Step::Wait(rx)
@@ -307,23 +326,42 @@ impl Registry {
     }
 }
 
-/// Waits for a pool to hand over a connection, until `deadline`. Ok(None):
-/// look again. (A pool closed meanwhile hands over nothing: its waiters'
-/// senders drop with it.) A connection is handed over as an [`Object`], so
-/// one handed to a request that went away goes back to its pool.
-async fn wait(
-    mut handoff: oneshot::Receiver<Option<Object>>,
-    deadline: Instant,
-) -> Result<Option<Object>, TimedOut> {
-    match tokio::time::timeout_at(deadline, &mut handoff).await {
-        Ok(Ok(handed)) => Ok(handed),
-        // The pool was closed: the next step says so.
-        Ok(Err(_)) => Ok(None),
-        Err(_) => {
-            // Dropped with the receiver, a connection handed over just now
-            // goes back to its pool.
-            handoff.close();
-            Err(TimedOut)
+/// A request waiting for its pool to hand over a connection. Dropped with
+/// something handed over (it timed out, or its client went away), it
+/// passes it on: a connection goes back to its pool (an [`Object`]), a
+/// "look again" to the next waiter, so no wake-up is lost.
+struct Waiting<'a> {
+    handoff: oneshot::Receiver<Option<Object>>,
+    shared: &'a Shared,
+    key: &'a PoolKey,
+}
+
+impl Waiting<'_> {
+    /// Until `deadline`. Ok(None): look again. (A pool closed meanwhile
+    /// hands over nothing: its waiters' senders drop with it.)
+    async fn wait(mut self, deadline: Instant) -> Result<Option<Object>, TimedOut> {
+        match tokio::time::timeout_at(deadline, &mut self.handoff).await {
+            Ok(Ok(handed)) => Ok(handed),
+            // The pool was closed: the next step says so.
+            Ok(Err(_)) => Ok(None),
+            Err(_) => Err(TimedOut),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.handoff.close();
+        match self.handoff.try_recv() {
+            // Back to its pool (the lock is not held here).
+            Ok(Some(conn)) => drop(conn),
+            Ok(None) => {
+                let mut state = lock(&self.shared.state);
+                if let Some(pool) = state.pools.get_mut(self.key) {
+                    pool.wake_one();
+                }
+            }
+            Err(_) => {}
         }
     }
 }
@@ -356,21 +394,29 @@ impl Drop for Dialing<'_> {
     }
 }
 
-/// A request counted in `State::starving` while it waits for a permit.
-struct Starving<'a>(&'a Shared);
+/// A request counted in `State::starving` while it waits for a permit
+/// (`served` once it has one).
+struct Starving<'a> {
+    shared: &'a Shared,
+    served: bool,
+}
 
 impl Drop for Starving<'_> {
     fn drop(&mut self) {
-        let mut state = lock(&self.0.state);
+        let mut state = lock(&self.shared.state);
         state.starving -= 1;
-        state.freeing = state.freeing.saturating_sub(1);
+        if self.served {
+            state.freeing = state.freeing.saturating_sub(1);
+        }
+        // Never more permits on their way than requests waiting for one.
+        state.freeing = state.freeing.min(state.starving);
     }
 }
 
 impl Pool {
     /// Tells the first waiter still waiting to look again (a connection
     /// closed, or a dial failed: it may dial instead).
-    fn wake_one(&mut self) {
+    pub(super) fn wake_one(&mut self) {
         while let Some(waiter) = self.waiters.pop_front() {
             if waiter.send(None).is_ok() {
                 return;
@@ -428,15 +474,17 @@ impl Shared {
         let Some(session) = pool.hand_over(self, session) else {
             return;
         };
-        if state.starving > state.freeing {
-            // A request with no connection at all waits for a permit.
-            state.freeing += 1;
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-            state.settle(key);
-            drop(session);
-            return;
-        }
         pool.idle.push(session);
+        if state.starving > state.freeing {
+            // A request with no connection at all waits for a permit: an
+            // idle connection gives way, the policy says which (this one
+            // is among the candidates).
+            if let Some(victim) = state.evict(None, For::Starving, self) {
+                state.freeing += 1;
+                drop(guard);
+                drop(victim);
+            }
+        }
     }
 }
 
@@ -474,17 +522,19 @@ impl State {
             return;
         }
         let hits = pool.hits;
-        let protected: Vec<(Arc<PoolKey>, u32)> = self
-            .protected
-            .iter()
-            .filter_map(|k| self.pools.get(&**k).map(|p| (k.clone(), p.hits)))
-            .collect();
-        let counts: Vec<u32> = protected.iter().map(|(_, h)| *h).collect();
-        let capacity = policy::protected_capacity(budget);
-        let demoted = match policy::promotion(hits, &counts, capacity) {
+        let room = self.protected.len() < policy::protected_capacity(budget);
+        let coldest = if room {
+            None
+        } else {
+            self.protected
+                .iter()
+                .filter_map(|k| self.pools.get(&**k).map(|p| (p.hits, k)))
+                .min_by_key(|(h, _)| *h)
+        };
+        let demoted = match policy::promotion(hits, room, coldest.map(|(h, _)| h)) {
             Promotion::Stay => return,
             Promotion::Join => None,
-            Promotion::Replace(i) => Some(protected[i].0.clone()),
+            Promotion::Replace => coldest.map(|(_, k)| k.clone()),
         };
         if let Some(demoted) = demoted {
             self.protected.remove(&demoted);
@@ -498,20 +548,20 @@ impl State {
         }
     }
 
-    /// Takes an idle connection of another pool to close for `key`'s miss
-    /// (see `policy::victim`).
-    fn evict(&mut self, key: &PoolKey, shared: &Shared) -> Option<Session> {
+    /// Takes an idle connection of a pool other than `asking`'s to close
+    /// for it (see `policy::victim`).
+    fn evict(&mut self, asking: Option<&PoolKey>, needs: For, shared: &Shared) -> Option<Session> {
         let candidates: Vec<Arc<PoolKey>> = self
             .holders
             .iter()
-            .filter(|k| ***k != *key)
+            .filter(|k| Some(&***k) != asking)
             .cloned()
             .collect();
         let standings: Vec<policy::Standing> = candidates
             .iter()
             .map(|k| self.pools.get(&**k).map(Pool::standing).unwrap_or_default())
             .collect();
-        let victim = candidates[policy::victim(&standings)?].clone();
+        let victim = candidates[policy::victim(&standings, needs)?].clone();
         let pool = self.pools.get_mut(&*victim)?;
         // The longest idle of its connections.
         let session = pool.idle.remove(0);

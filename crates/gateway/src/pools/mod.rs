@@ -249,12 +249,9 @@ impl Registry {
         key: &PoolKey,
         target: &dyn Fn() -> Target,
     ) -> impl Future<Output = Result<Object, PoolError>> + Send + 'r {
-        let start = self.start(key, target);
+        self.start(key, target);
         let key = key.clone();
-        async move {
-            let probe = start?;
-            self.checkout(&key, probe).await
-        }
+        async move { self.checkout(&key).await }
     }
 
     /// Can the tenant's `role` pool hand out a connection now, and the round
@@ -317,6 +314,10 @@ impl Registry {
                 while pool.open() > size && !pool.idle.is_empty() {
                     closing.push(pool.idle.remove(0));
                 }
+                // Requests waiting for a full pool may dial into the room.
+                for _ in pool.open()..size {
+                    pool.wake_one();
+                }
                 tracing::debug!(tenant = %key.tenant, role = %key.role, size, "pool resized");
             }
             let keys: Vec<PoolKey> = state
@@ -370,12 +371,12 @@ impl Registry {
         let mut pools: Vec<PoolStat> = lock(&shared.state)
             .pools
             .iter()
-            .filter(|(_, p)| p.open() > 0 || !p.waiters.is_empty())
+            .filter(|(_, p)| p.open() > 0 || p.waiters.iter().any(|w| !w.is_closed()))
             .map(|(key, p)| PoolStat {
                 key: key.clone(),
                 size: p.open(),
                 in_use: p.busy,
-                waiting: p.waiters.len(),
+                waiting: p.waiters.iter().filter(|w| !w.is_closed()).count(),
                 max_size: p.max_size,
             })
             .collect();
@@ -476,6 +477,36 @@ mod tests {
         let again = reg.get(&key(&a), &|| superuser(&a, 1)).await.unwrap();
         select_one(&again).await;
         assert_eq!(reg.stats().opened, 1, "the same connection");
+    }
+
+    /// A waiter told to look again (its pool's connection broke) that goes
+    /// away before it looks passes the word on: the next waiter dials at
+    /// once instead of waiting for its deadline.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wake_up_is_passed_on_by_a_waiter_that_went_away() {
+        let a = database("wake");
+        let reg = Registry::new(settings(4));
+        let held = reg.get(&key(&a), &|| superuser(&a, 1)).await.unwrap();
+        let pid: i32 = held
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let mut first = Box::pin(reg.get(&key(&a), &|| superuser(&a, 1)));
+        let mut second = Box::pin(reg.get(&key(&a), &|| superuser(&a, 1)));
+        assert!(futures_util::poll!(first.as_mut()).is_pending());
+        assert!(futures_util::poll!(second.as_mut()).is_pending());
+        cluster()
+            .psql("postgres", &format!("SELECT pg_terminate_backend({pid})"))
+            .unwrap();
+        assert!(eventually(|| held.is_closed()).await);
+        // Back broken: closed, and the first waiter is told to look again,
+        // but it goes away before it looks.
+        drop(held);
+        drop(first);
+        let conn = second.await.expect("the second waiter dials");
+        select_one(&conn).await;
+        assert_eq!(reg.stats().opened, 2);
     }
 
     #[tokio::test(flavor = "multi_thread")]

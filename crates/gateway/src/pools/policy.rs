@@ -15,7 +15,10 @@
 //!   pool that holds several, least valuable first, so its tenant keeps being
 //!   served without a login), else the window's least recently used idle
 //!   connection, else a cold protected one: of the protected tenants whose
-//!   count does not clearly beat the coldest's, the *most* recently used.
+//!   count clearly beats neither the coldest protected tenant's nor the
+//!   asking tenant's, the *most* recently used. When only hot tenants are
+//!   idle, the miss waits for a connection to come back instead, and the
+//!   policy picks again then (`For::Starving`).
 //!   (The window is often all busy when misses overlap. Among equals, the
 //!   tenant just served is the one a scan needs last, while the least
 //!   recently used is the one it needs next: closing that one would make
@@ -80,9 +83,22 @@ pub(super) fn beats(hits: u32, other: u32) -> bool {
     u64::from(hits) > u64::from(other) + u64::from(other / 2) + 1
 }
 
+/// Who needs the room [`victim`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum For {
+    /// A tenant with this many hits that holds no connection: it waits
+    /// (for a connection coming back) rather than close a tenant's that
+    /// clearly beats it.
+    Miss(u32),
+    /// A request that has waited for a permit already: something idle
+    /// gives way, the policy only says what.
+    Starving,
+}
+
 /// Which pool closes one idle connection to make room (an index into
-/// `pools`), or None when no connection is idle.
-pub(super) fn victim(pools: &[Standing]) -> Option<usize> {
+/// `pools`), or None when none should (nothing idle, or only tenants that
+/// clearly beat the one asking).
+pub(super) fn victim(pools: &[Standing], asking: For) -> Option<usize> {
     let idle = || pools.iter().enumerate().filter(|(_, p)| p.idle > 0);
     // 1. A spare connection: the pool whose connections each serve the
     //    fewest hits gives one up.
@@ -99,13 +115,29 @@ pub(super) fn victim(pools: &[Standing]) -> Option<usize> {
     if let Some((i, _)) = window {
         return Some(i);
     }
-    // 3. A cold protected tenant: of those the coldest does not clearly
-    //    beat, the most recently used.
-    let coldest = idle().map(|(_, p)| p.hits).min()?;
-    idle()
-        .filter(|(_, p)| !beats(p.hits, coldest))
-        .max_by_key(|(_, p)| p.touched)
-        .map(|(i, _)| i)
+    // 3. A cold protected tenant: of the idle ones the coldest protected
+    //    tenant (busy or not) does not clearly beat, nor the one asking,
+    //    the most recently used.
+    let coldest = pools
+        .iter()
+        .filter(|p| p.protected && p.open > 0)
+        .map(|p| p.hits)
+        .min()?;
+    let asking_hits = match asking {
+        For::Miss(hits) => hits,
+        For::Starving => u32::MAX,
+    };
+    let cold = idle()
+        .filter(|(_, p)| !beats(p.hits, coldest) && !beats(p.hits, asking_hits))
+        .max_by_key(|(_, p)| p.touched);
+    match (cold, asking) {
+        (Some((i, _)), _) => Some(i),
+        // 4. Only hot tenants idle: a starving request takes the coldest.
+        (None, For::Starving) => idle()
+            .min_by_key(|(_, p)| (p.hits, std::cmp::Reverse(p.touched)))
+            .map(|(i, _)| i),
+        (None, For::Miss(_)) => None,
+    }
 }
 
 fn per_connection(p: &Standing) -> f64 {
@@ -113,24 +145,23 @@ fn per_connection(p: &Standing) -> f64 {
 }
 
 /// What to do with a window tenant of `hits` checkouts that was just used,
-/// given the protected tenants (`protected[i] = hits`) and the segment's
-/// capacity.
+/// given whether the protected segment has `room`, and else the count of
+/// its coldest tenant.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Promotion {
     /// Stays in the window.
     Stay,
     /// Joins the protected segment, which has room.
     Join,
-    /// Takes the place of `protected[i]`, which goes to the window.
-    Replace(usize),
+    /// Takes the place of the coldest protected tenant, which goes to the
+    /// window.
+    Replace,
 }
 
-pub(super) fn promotion(hits: u32, protected: &[u32], capacity: usize) -> Promotion {
-    if protected.len() < capacity {
-        return Promotion::Join;
-    }
-    match protected.iter().enumerate().min_by_key(|(_, h)| **h) {
-        Some((i, &coldest)) if beats(hits, coldest) => Promotion::Replace(i),
+pub(super) fn promotion(hits: u32, room: bool, coldest: Option<u32>) -> Promotion {
+    match coldest {
+        _ if room => Promotion::Join,
+        Some(coldest) if beats(hits, coldest) => Promotion::Replace,
         _ => Promotion::Stay,
     }
 }
@@ -157,13 +188,21 @@ mod tests {
             standing(3, 1, 90, 9, true),
             standing(1, 1, 0, 2, true),
         ];
-        assert_eq!(victim(&pools), Some(1), "a spare, even of a hot tenant");
+        assert_eq!(
+            victim(&pools, For::Miss(1)),
+            Some(1),
+            "a spare, even of a hot tenant"
+        );
         let pools = [
             standing(1, 1, 50, 7, false),
             standing(1, 1, 0, 1, true),
             standing(1, 1, 9, 3, false),
         ];
-        assert_eq!(victim(&pools), Some(2), "the window's least recent");
+        assert_eq!(
+            victim(&pools, For::Miss(1)),
+            Some(2),
+            "the window's least recent"
+        );
         let pools = [
             standing(1, 0, 1, 1, false),
             standing(1, 1, 8, 1, true),
@@ -172,24 +211,45 @@ mod tests {
             standing(1, 1, 9, 9, true),
         ];
         assert_eq!(
-            victim(&pools),
+            victim(&pools, For::Miss(3)),
             Some(3),
             "among the cold (3 and 4 hits), the most recent; 8 and 9 are hot"
         );
         let pools = [standing(1, 1, 3, 5, true), standing(1, 1, 10, 6, true)];
-        assert_eq!(victim(&pools), Some(0), "a hot tenant is never a victim");
+        assert_eq!(
+            victim(&pools, For::Miss(3)),
+            Some(0),
+            "a hot tenant is never a victim"
+        );
+        assert_eq!(
+            victim(&pools, For::Miss(1)),
+            None,
+            "nor one beating the miss"
+        );
+        // Only hot tenants idle (the cold one is busy): a miss waits (the
+        // cold one's connection will come back and give way), even a hot
+        // one; a request that waited already takes the coldest idle.
+        let pools = [
+            standing(1, 0, 2, 1, true),
+            standing(1, 1, 40, 5, true),
+            standing(1, 1, 38, 6, true),
+        ];
+        assert_eq!(victim(&pools, For::Miss(1)), None);
+        assert_eq!(victim(&pools, For::Miss(39)), None);
+        assert_eq!(victim(&pools, For::Starving), Some(2));
         // Busy connections are never victims.
-        assert_eq!(victim(&[standing(2, 0, 0, 0, false)]), None);
-        assert_eq!(victim(&[]), None);
+        assert_eq!(victim(&[standing(2, 0, 0, 0, false)], For::Starving), None);
+        assert_eq!(victim(&[], For::Starving), None);
     }
 
     #[test]
     fn promotion_needs_room_or_a_clear_win() {
-        assert_eq!(promotion(1, &[5, 6], 3), Promotion::Join);
-        assert_eq!(promotion(9, &[5, 6], 2), Promotion::Replace(0));
+        assert_eq!(promotion(1, true, Some(5)), Promotion::Join);
+        assert_eq!(promotion(9, false, Some(5)), Promotion::Replace);
         // One more hit than the coldest (a scan) is not a win.
-        assert_eq!(promotion(6, &[5, 6], 2), Promotion::Stay);
-        assert_eq!(promotion(8, &[5, 6], 2), Promotion::Stay);
+        assert_eq!(promotion(6, false, Some(5)), Promotion::Stay);
+        assert_eq!(promotion(8, false, Some(5)), Promotion::Stay);
+        assert_eq!(promotion(8, false, None), Promotion::Stay);
         assert!(beats(2, 0) && !beats(1, 0));
         assert!(beats(u32::MAX, u32::MAX / 2) && !beats(u32::MAX, u32::MAX));
     }
@@ -225,7 +285,10 @@ mod tests {
                 if open >= budget {
                     let keys: Vec<usize> = pools.keys().copied().collect();
                     let standings: Vec<Standing> = keys.iter().map(|k| pools[k]).collect();
-                    let v = keys[victim(&standings).expect("all idle")];
+                    let v = victim(&standings, For::Miss(pools[&t].hits))
+                        .or_else(|| victim(&standings, For::Starving))
+                        .expect("all idle");
+                    let v = keys[v];
                     let v = pools.get_mut(&v).unwrap();
                     v.open -= 1;
                     v.idle -= 1;
@@ -243,13 +306,14 @@ mod tests {
                     .filter(|(_, p)| p.protected)
                     .map(|(k, _)| *k)
                     .collect();
-                let hits: Vec<u32> = prot.iter().map(|k| pools[k].hits).collect();
+                let coldest = prot.iter().min_by_key(|k| pools[k].hits).copied();
                 let me = pools[&t].hits;
-                match promotion(me, &hits, protected_capacity(budget)) {
+                let room = prot.len() < protected_capacity(budget);
+                match promotion(me, room, coldest.map(|k| pools[&k].hits)) {
                     Promotion::Stay => {}
                     Promotion::Join => pools.get_mut(&t).unwrap().protected = true,
-                    Promotion::Replace(i) => {
-                        pools.get_mut(&prot[i]).unwrap().protected = false;
+                    Promotion::Replace => {
+                        pools.get_mut(&coldest.unwrap()).unwrap().protected = false;
                         pools.get_mut(&t).unwrap().protected = true;
                     }
                 }
