@@ -97,26 +97,28 @@ impl Gateway {
     /// Swaps in a new configuration. Requests in flight finish on the old
     /// one; pools of removed tenants are drained, pools whose size or
     /// credentials changed are rebuilt on next use.
-    pub fn replace(&self, new: Snapshot) {
+    pub fn replace(&self, mut new: Snapshot) {
+        new.epoch = self.snapshot.load().epoch + 1;
+        let epoch = new.epoch;
         let old = self.snapshot.swap(Arc::new(new));
         let new = self.snapshot.load();
         for (name, before) in &old.tenants {
             match new.tenants.get(name) {
                 None => {
-                    self.pools.remove_tenant(name);
+                    self.pools.remove_tenant(name, epoch);
                     self.limits.remove(name);
                     self.tokens.forget_tenant(name);
                 }
                 Some(after) if after.fingerprint != before.fingerprint => {
                     if after.same_logins(before) {
                         // Only the size changed: resize, keeping connections.
-                        self.pools.resize_tenant(name, after.pool_size);
+                        self.pools.resize_tenant(name, after.pool_size, epoch);
                     } else {
                         // New credentials (and perhaps a new size): a resized
                         // pool would keep dialing with the old password, so
                         // the pools go (in-flight requests finish on them)
                         // and new ones are built from this snapshot on next use.
-                        self.pools.remove_tenant(name);
+                        self.pools.remove_tenant(name, epoch);
                         tracing::info!(tenant = %name, "credentials changed: the tenant's pools are rebuilt with them");
                     }
                     self.tokens.forget_tenant(name);
@@ -205,7 +207,7 @@ impl Gateway {
                 return Err(ApiError::unauthorized(why));
             }
         };
-        let role = self.token_role(&t, &token, peer).await?;
+        let role = self.token_role(&t, snap.epoch, &token, peer).await?;
         *role_out = role.clone();
         if let Err(wait) = self.limits.check(&t.info.name, t.requests_per_second) {
             self.metrics.rate_limited(&t.info.name);
@@ -268,6 +270,7 @@ impl Gateway {
             .get(&key, &|| Target {
                 config: t.config(pool_role).expect("a ready login has a config"),
                 size,
+                epoch: snap.epoch,
             })
             .await
             .map_err(|e| pool_error(&key, e))?;
@@ -297,6 +300,7 @@ impl Gateway {
     async fn token_role(
         &self,
         t: &TenantEntry,
+        epoch: u64,
         token: &str,
         peer: IpAddr,
     ) -> Result<String, ApiError> {
@@ -321,6 +325,7 @@ impl Gateway {
                     .get(&key, &|| Target {
                         config: config.clone(),
                         size: t.pool_size,
+                        epoch,
                     })
                     .await
                     .map_err(|e| pool_error(&key, e))?;
@@ -406,6 +411,7 @@ impl Gateway {
             .health(&key, &|| Target {
                 config: config.clone(),
                 size,
+                epoch: snap.epoch,
             })
             .await
         {

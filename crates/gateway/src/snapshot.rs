@@ -26,6 +26,11 @@ pub struct Snapshot {
     pub trust_tenant_header: bool,
     /// Single-tenant mode: every request goes to this tenant, Host ignored.
     pub single: Option<Arc<TenantEntry>>,
+    /// Which load this is: 0 for the first, one more per reload (set by
+    /// [`crate::server::Gateway::replace`]). Pools are never made from a
+    /// snapshot older than the one that last closed or resized its
+    /// tenant's (see [`crate::pools::Target::epoch`]).
+    pub epoch: u64,
 }
 
 /// One tenant as the gateway serves it.
@@ -203,6 +208,7 @@ impl Snapshot {
             tenants,
             trust_tenant_header: inventory.routing.trust_tenant_header,
             single: None,
+            epoch: 0,
         })
     }
 
@@ -246,6 +252,7 @@ impl Snapshot {
             tenants: HashMap::from([(db, entry.clone())]),
             trust_tenant_header: false,
             single: Some(entry),
+            epoch: 0,
         })
     }
 

@@ -288,7 +288,11 @@ mod tests {
                 .port(port)
                 .user("postgres")
                 .dbname("postgres");
-            Target { config, size: 2 }
+            Target {
+                config,
+                size: 2,
+                epoch: 0,
+            }
         };
         let reg = Registry::new(settings(4));
         let err = reg.get(&key("nowhere"), &closed).await.unwrap_err();
@@ -313,6 +317,7 @@ mod tests {
         let wrong = || Target {
             config: cluster().user_url(&role, "wrong", &db).parse().unwrap(),
             size: 2,
+            epoch: 0,
         };
         let customer = PoolKey {
             tenant: db.clone(),

@@ -79,8 +79,19 @@ impl Registry {
             return;
         }
         // Not under the lock: the closure is the caller's.
-        let Target { config, size } = target();
+        let Target {
+            config,
+            size,
+            epoch,
+        } = target();
         let mut state = lock(&self.shared.state);
+        let stale = matches!(state.floors.get(&key.tenant), Some((floor, _)) if epoch < *floor);
+        if stale {
+            // The checkout finds no pool and answers 503 (retry): this
+            // request's configuration was replaced while it ran.
+            tracing::debug!(tenant = %key.tenant, "a request older than the last reload makes no pool");
+            return;
+        }
         if !state.pools.contains_key(key) {
             state.generations += 1;
             let size = size.max(1);
@@ -708,7 +719,7 @@ mod tests {
         assert_eq!(pool_b.size, 1, "{stats:?}");
 
         // Room again (b's pool is gone): a may grow back to its size.
-        reg.remove_tenant(&b);
+        reg.remove_tenant(&b, 0);
         assert!(eventually(|| reg.stats().open_connections == 1).await);
         let one = reg.get(&key(&a), &|| superuser(&a, 3)).await.unwrap();
         let two = reg.get(&key(&a), &|| superuser(&a, 3)).await.unwrap();

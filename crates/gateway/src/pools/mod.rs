@@ -61,6 +61,11 @@ pub struct Target {
     pub config: tokio_postgres::Config,
     /// Most connections this key's pool may hold (the tier's pool size).
     pub size: usize,
+    /// The configuration load it was built from (`Snapshot::epoch`): no
+    /// pool is made from one older than the load that last closed or
+    /// resized the tenant's pools (a request that started before a reload
+    /// must not bring back the old password or size).
+    pub epoch: u64,
 }
 
 /// Limits and timeouts of the [`Registry`].
@@ -182,7 +187,15 @@ struct State {
     /// Tells pools apart over time (a removed tenant's connections must not
     /// come back into the pool that replaced it).
     generations: u64,
+    /// Per tenant, the configuration load that last closed or resized its
+    /// pools, and when (forgotten after `FLOOR_KEPT`): pools are made only
+    /// from that load or a later one.
+    floors: HashMap<String, (u64, Instant)>,
 }
+
+/// How long a tenant's floor is kept: far beyond any request still holding
+/// an older configuration.
+const FLOOR_KEPT: Duration = Duration::from_secs(600);
 
 /// One pool's connections and standing.
 struct Pool {
@@ -278,11 +291,13 @@ impl Registry {
     }
 
     /// Drops every pool of a tenant (removed from the configuration, or its
-    /// credentials changed); in-flight connections finish, then close.
-    pub fn remove_tenant(&self, tenant: &str) {
+    /// credentials changed, by the load of `epoch`); in-flight connections
+    /// finish, then close.
+    pub fn remove_tenant(&self, tenant: &str, epoch: u64) {
         let mut closing = Vec::new();
         {
             let mut state = lock(&self.shared.state);
+            state.raise_floor(tenant, epoch);
             let keys: Vec<PoolKey> = state
                 .pools
                 .keys()
@@ -304,11 +319,12 @@ impl Registry {
     /// Changes the size of a tenant's pools (plan change). Growing takes effect
     /// at once; shrinking closes idle connections beyond the new size now
     /// and busy ones when they come back, so the new limit holds exactly.
-    pub fn resize_tenant(&self, tenant: &str, size: usize) {
+    pub fn resize_tenant(&self, tenant: &str, size: usize, epoch: u64) {
         let size = size.max(1);
         let mut closing = Vec::new();
         {
             let mut state = lock(&self.shared.state);
+            state.raise_floor(tenant, epoch);
             for (key, pool) in state.pools.iter_mut().filter(|(k, _)| k.tenant == tenant) {
                 pool.max_size = size;
                 while pool.open() > size && !pool.idle.is_empty() {
@@ -351,6 +367,9 @@ impl Registry {
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
+            state
+                .floors
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < FLOOR_KEPT);
             for key in idle {
                 if let Some(pool) = state.forget(&key) {
                     if !pool.idle.is_empty() {
@@ -395,6 +414,15 @@ impl Registry {
 }
 
 impl State {
+    /// Records that the load of `epoch` closed or resized `tenant`'s pools.
+    fn raise_floor(&mut self, tenant: &str, epoch: u64) {
+        let floor = self
+            .floors
+            .entry(tenant.to_owned())
+            .or_insert((epoch, Instant::now()));
+        *floor = (floor.0.max(epoch), Instant::now());
+    }
+
     /// Removes a pool and its bookkeeping; the caller closes its idle
     /// connections (outside the lock).
     fn forget(&mut self, key: &PoolKey) -> Option<Pool> {
@@ -522,7 +550,7 @@ mod tests {
         drop(reg.get(&key(&b), &|| superuser(&b, 2)).await.unwrap());
         assert_eq!(reg.stats().pools.len(), 3);
 
-        reg.remove_tenant(&a);
+        reg.remove_tenant(&a, 0);
         let stats = reg.stats();
         assert_eq!(stats.pools.len(), 1);
         assert_eq!(stats.pools[0].key.tenant, b);
@@ -532,6 +560,31 @@ mod tests {
         drop(held);
         assert!(eventually(|| reg.stats().open_connections == 1).await);
         assert!(eventually(|| backends(std::slice::from_ref(&a)) == 0).await);
+    }
+
+    /// A request that started before a reload closed its tenant's pool
+    /// (new credentials) does not make one from its old configuration; a
+    /// request of the new configuration does.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn no_pool_is_made_from_a_configuration_older_than_the_last_reload() {
+        let a = database("epoch");
+        let reg = Registry::new(settings(4));
+        drop(reg.get(&key(&a), &|| superuser(&a, 1)).await.unwrap());
+        reg.remove_tenant(&a, 3);
+        let old = || Target {
+            epoch: 2,
+            ..superuser(&a, 1)
+        };
+        let err = reg.get(&key(&a), &old).await.unwrap_err();
+        assert!(matches!(err, PoolError::Busy { .. }), "{err}");
+        assert!(reg.stats().pools.is_empty(), "{:?}", reg.stats());
+        let new = || Target {
+            epoch: 3,
+            ..superuser(&a, 1)
+        };
+        select_one(&reg.get(&key(&a), &new).await.unwrap()).await;
+        // Once made, the pool serves requests of any configuration.
+        select_one(&reg.get(&key(&a), &old).await.unwrap()).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -565,11 +618,11 @@ mod tests {
             reg.get(&key(&a), &|| superuser(&a, 1)).await,
             Err(PoolError::Busy { .. })
         ));
-        reg.resize_tenant(&a, 3);
+        reg.resize_tenant(&a, 3, 0);
         let second = reg.get(&key(&a), &|| superuser(&a, 1)).await.unwrap();
         assert_eq!(reg.stats().pools[0].max_size, 3);
 
-        reg.resize_tenant(&a, 1);
+        reg.resize_tenant(&a, 1, 0);
         assert_eq!(reg.stats().pools[0].max_size, 1);
         // Busy connections finish their work; back, the one beyond the
         // new size closes and the other stays.

@@ -28,6 +28,7 @@ pub(super) fn superuser(db: &str, size: usize) -> Target {
     Target {
         config: cluster().url(db).parse().unwrap(),
         size,
+        epoch: 0,
     }
 }
 
