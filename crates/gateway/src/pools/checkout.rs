@@ -216,7 +216,7 @@ impl Registry {
             return Step::Ready(conn);
         }
         let open = pool.open();
-        let (generation, config, hits) = (pool.generation, pool.config.clone(), pool.hits);
+        let (generation, config) = (pool.generation, pool.config.clone());
         if open < pool.max_size && Instant::now() < deadline {
             let headroom = shared.settings.budget / 10;
             let may_grow =
@@ -237,7 +237,7 @@ impl Registry {
                 };
                 let room = match permit {
                     Some(permit) => Room::Permit(permit),
-                    None => match state.evict(Some(key), For::Miss(hits), shared) {
+                    None => match state.evict(Some(key), For::Miss, shared) {
                         Some(victim) => Room::Closing(victim),
                         None => {
                             state.starving += 1;

@@ -15,8 +15,8 @@
 //!   pool that holds several, least valuable first, so its tenant keeps being
 //!   served without a login), else the window's least recently used idle
 //!   connection, else a cold protected one: of the protected tenants whose
-//!   count clearly beats neither the coldest protected tenant's nor the
-//!   asking tenant's, the *most* recently used. When only hot tenants are
+//!   count does not clearly beat the coldest protected tenant's (busy or
+//!   not), the *most* recently used. When only hot tenants are
 //!   idle, the miss waits for a connection to come back instead, and the
 //!   policy picks again then (`For::Starving`).
 //!   (The window is often all busy when misses overlap. Among equals, the
@@ -86,18 +86,17 @@ pub(super) fn beats(hits: u32, other: u32) -> bool {
 /// Who needs the room [`victim`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum For {
-    /// A tenant with this many hits that holds no connection: it waits
-    /// (for a connection coming back) rather than close a tenant's that
-    /// clearly beats it.
-    Miss(u32),
+    /// A tenant that holds no connection: it waits (for a connection coming
+    /// back) rather than close a hot tenant's.
+    Miss,
     /// A request that has waited for a permit already: something idle
     /// gives way, the policy only says what.
     Starving,
 }
 
 /// Which pool closes one idle connection to make room (an index into
-/// `pools`), or None when none should (nothing idle, or only tenants that
-/// clearly beat the one asking).
+/// `pools`), or None when none should (nothing idle, or only hot tenants
+/// for a miss).
 pub(super) fn victim(pools: &[Standing], asking: For) -> Option<usize> {
     let idle = || pools.iter().enumerate().filter(|(_, p)| p.idle > 0);
     // 1. A spare connection: the pool whose connections each serve the
@@ -115,20 +114,16 @@ pub(super) fn victim(pools: &[Standing], asking: For) -> Option<usize> {
     if let Some((i, _)) = window {
         return Some(i);
     }
-    // 3. A cold protected tenant: of the idle ones the coldest protected
-    //    tenant (busy or not) does not clearly beat, nor the one asking,
-    //    the most recently used.
+    // 3. A cold protected tenant: of the idle ones that the coldest
+    //    protected tenant (busy or not) does not clearly beat, the most
+    //    recently used.
     let coldest = pools
         .iter()
         .filter(|p| p.protected && p.open > 0)
         .map(|p| p.hits)
         .min()?;
-    let asking_hits = match asking {
-        For::Miss(hits) => hits,
-        For::Starving => u32::MAX,
-    };
     let cold = idle()
-        .filter(|(_, p)| !beats(p.hits, coldest) && !beats(p.hits, asking_hits))
+        .filter(|(_, p)| !beats(p.hits, coldest))
         .max_by_key(|(_, p)| p.touched);
     match (cold, asking) {
         (Some((i, _)), _) => Some(i),
@@ -136,7 +131,7 @@ pub(super) fn victim(pools: &[Standing], asking: For) -> Option<usize> {
         (None, For::Starving) => idle()
             .min_by_key(|(_, p)| (p.hits, std::cmp::Reverse(p.touched)))
             .map(|(i, _)| i),
-        (None, For::Miss(_)) => None,
+        (None, For::Miss) => None,
     }
 }
 
@@ -189,7 +184,7 @@ mod tests {
             standing(1, 1, 0, 2, true),
         ];
         assert_eq!(
-            victim(&pools, For::Miss(1)),
+            victim(&pools, For::Miss),
             Some(1),
             "a spare, even of a hot tenant"
         );
@@ -199,7 +194,7 @@ mod tests {
             standing(1, 1, 9, 3, false),
         ];
         assert_eq!(
-            victim(&pools, For::Miss(1)),
+            victim(&pools, For::Miss),
             Some(2),
             "the window's least recent"
         );
@@ -211,31 +206,25 @@ mod tests {
             standing(1, 1, 9, 9, true),
         ];
         assert_eq!(
-            victim(&pools, For::Miss(3)),
+            victim(&pools, For::Miss),
             Some(3),
             "among the cold (3 and 4 hits), the most recent; 8 and 9 are hot"
         );
         let pools = [standing(1, 1, 3, 5, true), standing(1, 1, 10, 6, true)];
         assert_eq!(
-            victim(&pools, For::Miss(3)),
+            victim(&pools, For::Miss),
             Some(0),
             "a hot tenant is never a victim"
         );
-        assert_eq!(
-            victim(&pools, For::Miss(1)),
-            None,
-            "nor one beating the miss"
-        );
         // Only hot tenants idle (the cold one is busy): a miss waits (the
-        // cold one's connection will come back and give way), even a hot
-        // one; a request that waited already takes the coldest idle.
+        // cold one's connection will come back and give way); a request
+        // that waited already takes the coldest idle.
         let pools = [
             standing(1, 0, 2, 1, true),
             standing(1, 1, 40, 5, true),
             standing(1, 1, 38, 6, true),
         ];
-        assert_eq!(victim(&pools, For::Miss(1)), None);
-        assert_eq!(victim(&pools, For::Miss(39)), None);
+        assert_eq!(victim(&pools, For::Miss), None);
         assert_eq!(victim(&pools, For::Starving), Some(2));
         // Busy connections are never victims.
         assert_eq!(victim(&[standing(2, 0, 0, 0, false)], For::Starving), None);
@@ -285,7 +274,7 @@ mod tests {
                 if open >= budget {
                     let keys: Vec<usize> = pools.keys().copied().collect();
                     let standings: Vec<Standing> = keys.iter().map(|k| pools[k]).collect();
-                    let v = victim(&standings, For::Miss(pools[&t].hits))
+                    let v = victim(&standings, For::Miss)
                         .or_else(|| victim(&standings, For::Starving))
                         .expect("all idle");
                     let v = keys[v];
