@@ -152,8 +152,25 @@ pub(crate) fn load(common: &Common) -> Result<Inventory> {
 pub(crate) fn load_with(common: &Common, secrets: tenantry_manifest::Secrets) -> Result<Inventory> {
     let mut inventory = Inventory::load_with(&common.config, secrets)?;
     if let Some(url) = &common.admin_url {
-        inventory.server.admin_url = Some(SecretString::from(url.clone()));
+        if inventory.servers.len() > 1 {
+            let vars: Vec<String> = inventory
+                .servers
+                .keys()
+                .map(|n| tenantry_manifest::admin_url_env(n))
+                .collect();
+            anyhow::bail!(
+                "--admin-url overrides the admin URL of a file with one server, and {} names {} ({})\nhelp: give each server's URL in its [servers.<name>] table or with {}",
+                common.config.display(),
+                inventory.servers.len(),
+                inventory.servers.keys().cloned().collect::<Vec<_>>().join(", "),
+                vars.join(" / ")
+            );
+        }
+        inventory.only_server_mut()?.admin_url = Some(SecretString::from(url.clone()));
     }
+    // Every command but `validate` works on one server so far: say so
+    // before anything else is read or touched.
+    inventory.only_server()?;
     Ok(inventory)
 }
 
@@ -563,7 +580,7 @@ async fn up(
         cluster.port(),
         cluster.socket_dir().display()
     );
-    inventory.server.admin_url = Some(SecretString::from(url.clone()));
+    inventory.only_server_mut()?.admin_url = Some(SecretString::from(url.clone()));
     let flags = ApplyFlags {
         auto_approve: true,
         allow_destroy: false,
@@ -683,7 +700,7 @@ async fn migrate(common: &Common, flags: &MigrateFlags) -> Result<u8> {
         }
     }
     let migrations = tenantry_pg::Migrations::load(&inventory.paths.schema)?;
-    let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let admin = tenantry_pg::Admin::from_url(inventory.only_server()?.admin_url.as_ref())?;
     let (client, tenants) = fleet_tenants(&inventory, &admin).await?;
     let jobs = match flags.jobs {
         Some(j) => usize::from(j),
@@ -824,7 +841,7 @@ fn migrate_error(tenant: &str, text: &str) -> String {
 async fn status(common: &Common, jobs: usize, json: bool) -> Result<u8> {
     let inventory = load(common)?;
     let migrations = tenantry_pg::Migrations::load(&inventory.paths.schema)?;
-    let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let admin = tenantry_pg::Admin::from_url(inventory.only_server()?.admin_url.as_ref())?;
     let (_client, tenants) = fleet_tenants(&inventory, &admin).await?;
     let rows = tenantry_pg::fleet::status(&admin, &migrations, &tenants, jobs * 4).await;
     let bad: Vec<&str> = rows

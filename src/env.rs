@@ -96,7 +96,7 @@ fn vars(inventory: &Inventory, tenant: &str, role: Group, user: Option<&str>) ->
 
 /// Where applications connect: `[server] app_*`, else the admin URL's.
 fn endpoint(inventory: &Inventory) -> Result<Endpoint> {
-    let server = &inventory.server;
+    let server = inventory.only_server()?;
     let admin =
         match &server.admin_url {
             Some(url) => Some(ServerAddress::parse(url).map_err(|e| {

@@ -24,7 +24,7 @@ async fn admin_and_database(
     inventory: &Inventory,
     t: &Tenant,
 ) -> Result<(Admin, tokio_postgres::Client, bool)> {
-    let admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let admin = Admin::from_url(inventory.only_server()?.admin_url.as_ref())?;
     let client = admin.connect(None).await?;
     let name = t.name.to_string();
     let exists = tenantry_pg::introspect::managed_databases(
@@ -60,7 +60,7 @@ pub async fn rotate(inventory: &Inventory, tenant_name: &str, user: Option<&str>
             ),
         },
     };
-    let admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let admin = Admin::from_url(inventory.only_server()?.admin_url.as_ref())?;
     let client = admin.connect(None).await?;
     tenantry_pg::lock::acquire(&client, &inventory.fleet, LOCK_WAIT).await?;
     if !users.is_empty() {

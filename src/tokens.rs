@@ -10,7 +10,7 @@ use tenantry_pg::tokens::Store;
 
 async fn open(inventory: &Inventory, tenant: &str) -> Result<Store> {
     let t = crate::commands::tenant(inventory, tenant)?;
-    let admin = tenantry_pg::Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let admin = tenantry_pg::Admin::from_url(inventory.only_server()?.admin_url.as_ref())?;
     Ok(Store::open(&admin, &t.name).await?)
 }
 

@@ -191,6 +191,41 @@ fn an_empty_file_is_refused_by_every_command() {
     }
 }
 
+/// A file naming several servers is valid; a command that works on one
+/// server says so before touching any, and `--admin-url` (one server's
+/// override) is refused with the per-server variables to use instead.
+#[test]
+fn several_servers_validate_and_one_server_commands_say_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenants.toml");
+    let text = format!(
+        "[servers.eu1]\nadmin_url = \"postgres://u@127.0.0.1:1/postgres\"\n\n[servers.eu2]\nadmin_url = \"postgres://u@127.0.0.1:2/postgres\"\n\n{PLAN}[tenants.shop]\nplan = \"starter\"\nserver = \"eu2\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, stdout, stderr) = tenantry(&config, &["validate"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for cmd in [&["plan"][..], &["list"], &["env", "shop"]] {
+        let (code, stdout, stderr) = tenantry(&config, cmd);
+        assert_eq!(code, 1, "{cmd:?}: {stdout}{stderr}");
+        assert!(
+            stderr
+                .contains("names 2 servers (eu1, eu2), and this command works on one server only")
+                && stderr.contains("help: "),
+            "{cmd:?}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = tenantry(
+        &config,
+        &["plan", "--admin-url", "postgres://u@127.0.0.1:3/postgres"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--admin-url overrides the admin URL of a file with one server")
+            && stderr.contains("TENANTRY_ADMIN_URL_EU1 / TENANTRY_ADMIN_URL_EU2"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_missing_file_is_said_once_with_a_way_forward() {
     let dir = tempfile::tempdir().unwrap();

@@ -48,7 +48,7 @@ pub fn loader(admin_url: Option<SecretString>) -> Arc<Loader> {
         )
         .map_err(|e| e.to_string())?;
         if let Some(url) = &admin_url {
-            inv.server.admin_url = Some(url.clone());
+            inv.only_server_mut().map_err(|e| e.to_string())?.admin_url = Some(url.clone());
         }
         Snapshot::from_inventory(&inv)
     })

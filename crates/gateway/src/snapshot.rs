@@ -142,7 +142,8 @@ impl Snapshot {
     /// From a validated inventory: reads every user's password now (from its
     /// env variable or file), so requests never touch the filesystem.
     pub fn from_inventory(inventory: &Inventory) -> Result<Snapshot, String> {
-        let url = inventory.server.admin_url.as_ref().ok_or(
+        let server = inventory.only_server().map_err(|e| e.to_string())?;
+        let url = server.admin_url.as_ref().ok_or(
             "the gateway needs [server].admin_url (or TENANTRY_ADMIN_URL) for the server's host and port",
         )?;
         let base = Arc::new(

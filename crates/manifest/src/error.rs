@@ -23,6 +23,13 @@ pub enum ManifestError {
     /// The manifest is invalid; holds every problem found, in file order.
     #[error("{}", render(.0))]
     Invalid(Vec<Diagnostic>),
+    /// A command that works on one server was given a file that names
+    /// several.
+    #[error(
+        "{} names {} servers ({}), and this command works on one server only\nhelp: several servers are not supported by this command yet; run it with a file of one [server]",
+        .path.display(), .names.len(), .names.join(", ")
+    )]
+    SeveralServers { path: PathBuf, names: Vec<String> },
     /// A password could not be read or generated. Names the user (when known)
     /// and where the password comes from, never the value.
     #[error("{}", secret_message(.user, .origin, .reason))]

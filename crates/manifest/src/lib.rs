@@ -46,6 +46,7 @@ mod model;
 mod password;
 mod raw;
 mod secret_file;
+mod servers;
 mod shape;
 mod validate;
 
@@ -54,11 +55,12 @@ pub use secrecy::{ExposeSecret, SecretString};
 pub use duration::{format_duration_ms, parse_duration_ms};
 pub use error::{line_col, render, Diagnostic, ManifestError, Reporter};
 pub use model::{
-    GatewayLogin, Inventory, Login, Paths, Routing, Secrets, Server, Status, Tenant, Tier, User,
-    MAX_MANIFEST_BYTES,
+    GatewayLogin, Inventory, Login, Paths, Routing, Secrets, Server, ServerStatus, Status, Tenant,
+    Tier, User, MAX_MANIFEST_BYTES,
 };
 pub use password::{create_private_dir, PasswordSource, GENERATED_PASSWORD_LEN};
 pub use secret_file::MAX_PASSWORD_FILE_BYTES;
+pub use servers::{admin_url_env, valid_server_name, DEFAULT_SERVER};
 pub use tenantry_layout::roles::{LONGEST_ROLE_SUFFIX, RESERVED_ROLE_NAMES};
 pub use tenantry_layout::{Group, Ident, MAX_IDENT_BYTES};
 pub use validate::{

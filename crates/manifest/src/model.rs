@@ -19,7 +19,9 @@ pub struct Inventory {
     pub base_dir: PathBuf,
     /// Tags every object this file manages: `[a-z0-9_-]{1,32}`.
     pub fleet: String,
-    pub server: Server,
+    /// The PostgreSQL servers by name: `[servers.<name>]`, or the one
+    /// `[server]` as [`crate::DEFAULT_SERVER`]. Never empty.
+    pub servers: BTreeMap<String, Server>,
     pub routing: Routing,
     pub paths: Paths,
     /// Plans by name.
@@ -85,6 +87,31 @@ impl Inventory {
         crate::validate::validate(source, path, env, secrets)
     }
 
+    /// The one server of a file that names one, for the commands that
+    /// work on one server; an error naming them for a file with several.
+    pub fn only_server(&self) -> Result<&Server, ManifestError> {
+        match self.servers.values().next() {
+            Some(server) if self.servers.len() == 1 => Ok(server),
+            _ => Err(self.several_servers()),
+        }
+    }
+
+    /// [`only_server`](Self::only_server), to override its admin URL
+    /// (`--admin-url`).
+    pub fn only_server_mut(&mut self) -> Result<&mut Server, ManifestError> {
+        if self.servers.len() != 1 {
+            return Err(self.several_servers());
+        }
+        Ok(self.servers.values_mut().next().expect("one server"))
+    }
+
+    fn several_servers(&self) -> ManifestError {
+        ManifestError::SeveralServers {
+            path: self.path.clone(),
+            names: self.servers.keys().cloned().collect(),
+        }
+    }
+
     /// The tenant whose database is `name`.
     pub fn tenant(&self, name: &str) -> Option<&Tenant> {
         self.tenants
@@ -109,9 +136,12 @@ impl Inventory {
 }
 
 /// How to reach the cluster as an administrator.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Server {
-    /// `TENANTRY_ADMIN_URL` if set, else `[server] admin_url`. Never printed:
+    /// `[servers.<name>]`'s name, or [`crate::DEFAULT_SERVER`].
+    pub name: String,
+    /// `TENANTRY_ADMIN_URL_<NAME>` (or, for a file with one server,
+    /// `TENANTRY_ADMIN_URL`) if set, else `admin_url`. Never printed:
     /// `Debug` shows it redacted.
     pub admin_url: Option<SecretString>,
     /// Where applications reach the cluster, when not where the admin does
@@ -121,6 +151,21 @@ pub struct Server {
     pub app_port: Option<u16>,
     /// `sslmode` in the DSNs given to applications (`[server] app_sslmode`).
     pub app_sslmode: Option<String>,
+    /// Most tenants placement puts here (None: no limit).
+    pub max_tenants: Option<u32>,
+    /// The gateway's connection budget on this server (None: its
+    /// `--max-connections`).
+    pub gateway_connections: Option<usize>,
+    pub status: ServerStatus,
+}
+
+/// Whether a server takes new tenants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerStatus {
+    #[default]
+    Active,
+    /// Keeps its tenants, gets no new ones.
+    Draining,
 }
 
 /// Directories the tool works with, all absolute.
@@ -205,6 +250,9 @@ pub struct Tenant {
     pub display_name: Option<String>,
     /// Names a key of [`Inventory::plans`].
     pub plan: String,
+    /// The server it is pinned to (a key of [`Inventory::servers`]); None:
+    /// placed by tenantry.
+    pub server: Option<String>,
     /// A DNS label, unique across tenants.
     pub subdomain: String,
     /// Extra host names routed to this tenant, unique across tenants.
@@ -344,6 +392,7 @@ mod tests {
             name: Ident::parse("building_shop").unwrap(),
             display_name: None,
             plan: "starter".into(),
+            server: None,
             subdomain: "building-shop".into(),
             domains: vec![],
             status: Status::Active,

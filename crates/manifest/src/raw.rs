@@ -25,6 +25,8 @@ use crate::Status;
 
 /// `fleet`: 1 to 32 of a-z, 0-9, '_' and '-'.
 const FLEET_PATTERN: &str = "^[a-z0-9_-]{1,32}$";
+/// A server's name (`[servers.<name>]`, a tenant's `server`).
+pub(crate) const SERVER_NAME_PATTERN: &str = "^[a-z0-9_]{1,32}$";
 /// `[server] app_host`: ASCII letters, digits, '.', '-', '_' and ':'.
 const APP_HOST_PATTERN: &str = "^[A-Za-z0-9._:-]{1,253}$";
 /// One DNS label: a-z, 0-9 and '-', 1 to 63, no '-' at either end.
@@ -70,9 +72,20 @@ pub(crate) struct RawManifest {
     #[schemars(with = "Option<String>", pattern(FLEET_PATTERN), extend("default" = DEFAULT_FLEET))]
     pub fleet: Option<Spanned<String>>,
     /// How tenantry reaches the cluster as an administrator, and where
-    /// applications reach it. Optional table.
+    /// applications reach it: the one server of a single-server fleet (its
+    /// name is "default"). Optional table; not together with `[servers]`.
     #[serde(default)]
     pub server: RawServer,
+    /// Several servers by name, `[servers.<name>]` (1 to 32 characters
+    /// among a-z, 0-9 and '_'), each with the keys of `[server]`: tenants are
+    /// placed on them (or pinned with a tenant's `server`). Not together
+    /// with `[server]`. Default: none.
+    #[serde(default)]
+    #[schemars(
+        with = "BTreeMap<String, RawServer>",
+        extend("propertyNames" = { "pattern": SERVER_NAME_PATTERN }),
+    )]
+    pub servers: BTreeMap<Spanned<String>, RawServer>,
     /// Directories tenantry works with, relative to the directory of
     /// tenants.toml. Optional table; every key has a default.
     #[serde(default)]
@@ -133,6 +146,18 @@ pub(crate) struct RawServer {
         extend("enum" = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
     )]
     pub app_sslmode: Option<Spanned<String>>,
+    /// Most tenants placement puts on this server, from 1 to 1000000.
+    /// Default: unset (no limit; servers are then filled evenly).
+    #[schemars(with = "Option<i64>", range(min = 1, max = 1_000_000))]
+    pub max_tenants: Option<Spanned<i64>>,
+    /// The gateway's connection budget on this server, from 1 to 100000.
+    /// Default: unset (`tenantry serve --max-connections`).
+    #[schemars(with = "Option<i64>", range(min = 1, max = 100_000))]
+    pub gateway_connections: Option<Spanned<i64>>,
+    /// "active", or "draining": keeps its tenants but gets no new ones.
+    /// Default: "active".
+    #[schemars(with = "Option<String>", extend("enum" = ["active", "draining"]))]
+    pub status: Option<Spanned<String>>,
 }
 
 /// `[paths]`: directories tenantry works with. Relative paths are taken from
@@ -237,6 +262,10 @@ pub(crate) struct RawTenant {
     /// blank. Default: unset.
     #[schemars(with = "Option<String>", pattern(NOT_BLANK_PATTERN))]
     pub display_name: Option<Spanned<String>>,
+    /// The server the tenant lives on: a key of `[servers]` (or "default"
+    /// with a single `[server]`). Default: unset (tenantry places it).
+    #[schemars(with = "Option<String>", pattern(SERVER_NAME_PATTERN))]
+    pub server: Option<Spanned<String>>,
     /// Name of the tenant's plan: a key of `[plans]`. Required.
     #[schemars(with = "String")]
     pub plan: Spanned<String>,

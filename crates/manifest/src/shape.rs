@@ -70,6 +70,7 @@ const fn req(key: &'static str, kind: Kind, example: &'static str) -> Field {
 pub(crate) const ROOT: &[Field] = &[
     opt("fleet", Kind::Str, "\"default\""),
     opt("server", Kind::Table(SERVER), "{ admin_url = \"...\" }"),
+    opt("servers", Kind::Named(SERVER), "a [servers.eu1] table"),
     opt(
         "paths",
         Kind::Table(PATHS),
@@ -93,6 +94,9 @@ const SERVER: &[Field] = &[
     opt("app_host", Kind::Str, "\"db.internal\""),
     opt("app_port", Kind::Int, "6432"),
     opt("app_sslmode", Kind::Str, "\"require\""),
+    opt("max_tenants", Kind::Int, "2000"),
+    opt("gateway_connections", Kind::Int, "80"),
+    opt("status", Kind::OneOf(&["active", "draining"]), "\"active\""),
 ];
 
 const PATHS: &[Field] = &[
@@ -120,6 +124,7 @@ const PLAN: &[Field] = &[
 
 const TENANT: &[Field] = &[
     opt("display_name", Kind::Str, "\"Building Shop Inc.\""),
+    opt("server", Kind::Str, "\"eu1\""),
     req("plan", Kind::Str, "\"starter\""),
     opt("subdomain", Kind::Str, "\"shop\""),
     opt("domains", Kind::Strs, "[\"shop.example.com\"]"),

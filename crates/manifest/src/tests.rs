@@ -140,7 +140,12 @@ deletion_protection = false
     assert_eq!(inv.base_dir, base);
     assert_eq!(inv.fleet, "default");
     assert_eq!(
-        inv.server.admin_url.as_ref().unwrap().expose_secret(),
+        inv.only_server()
+            .unwrap()
+            .admin_url
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "postgres://postgres:topsecret@localhost:5432/postgres"
     );
     assert_eq!(
@@ -182,6 +187,7 @@ deletion_protection = false
             name: Ident::parse("acme").unwrap(),
             display_name: None,
             plan: "starter".into(),
+            server: None,
             subdomain: "acme".into(),
             domains: vec![],
             status: Status::Suspended,
@@ -204,6 +210,7 @@ deletion_protection = false
             name: Ident::parse("building_shop").unwrap(),
             display_name: Some("Building Shop Inc.".into()),
             plan: "professional".into(),
+            server: None,
             subdomain: "building".into(),
             domains: vec!["shop.building.example".into()],
             status: Status::Active,
@@ -264,7 +271,7 @@ fn minimal_file_uses_defaults() {
     // The smallest file that is not empty.
     let inv = load("[tenants]\n").unwrap();
     assert_eq!(inv.fleet, "default");
-    assert!(inv.server.admin_url.is_none());
+    assert!(inv.only_server().unwrap().admin_url.is_none());
     assert!(inv.tenants.is_empty() && inv.plans.is_empty());
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(inv.base_dir, cwd);
@@ -287,17 +294,32 @@ fn admin_url_env_wins_over_the_file() {
     let env = |name: &str| (name == ADMIN_URL_ENV).then(|| "postgres://from-env".to_string());
     let inv = Inventory::from_str_with(src, Path::new("t.toml"), &env).unwrap();
     assert_eq!(
-        inv.server.admin_url.unwrap().expose_secret(),
+        inv.only_server()
+            .unwrap()
+            .admin_url
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "postgres://from-env"
     );
     let inv = Inventory::from_str_with("[tenants]\n", Path::new("t.toml"), &env).unwrap();
     assert_eq!(
-        inv.server.admin_url.unwrap().expose_secret(),
+        inv.only_server()
+            .unwrap()
+            .admin_url
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "postgres://from-env"
     );
     let inv = load(src).unwrap();
     assert_eq!(
-        inv.server.admin_url.unwrap().expose_secret(),
+        inv.only_server()
+            .unwrap()
+            .admin_url
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
         "postgres://from-file"
     );
 }
@@ -307,10 +329,16 @@ fn app_endpoint_is_read_and_checked() {
     let src =
         "[server]\napp_host = \"pgbouncer.internal\"\napp_port = 6432\napp_sslmode = \"require\"\n";
     let inv = load(src).unwrap();
-    assert_eq!(inv.server.app_host.as_deref(), Some("pgbouncer.internal"));
-    assert_eq!(inv.server.app_port, Some(6432));
-    assert_eq!(inv.server.app_sslmode.as_deref(), Some("require"));
-    let defaults = load("[tenants]\n").unwrap().server;
+    assert_eq!(
+        inv.only_server().unwrap().app_host.as_deref(),
+        Some("pgbouncer.internal")
+    );
+    assert_eq!(inv.only_server().unwrap().app_port, Some(6432));
+    assert_eq!(
+        inv.only_server().unwrap().app_sslmode.as_deref(),
+        Some("require")
+    );
+    let defaults = load("[tenants]\n").unwrap().only_server().unwrap().clone();
     assert_eq!(
         (defaults.app_host, defaults.app_port, defaults.app_sslmode),
         (None, None, None)

@@ -17,16 +17,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
 use toml::Spanned;
 
 use crate::error::Reporter;
-use crate::raw::{RawManifest, RawPlan, RawServer, RawTenant, RawUser};
+use crate::raw::{RawManifest, RawPlan, RawTenant, RawUser};
 use crate::secret_file::{self, Whose};
+use crate::servers;
 use crate::shape;
 use crate::{
     parse_duration_ms, Diagnostic, Group, Ident, Inventory, ManifestError, PasswordSource, Paths,
-    Routing, Secrets, Server, Tenant, Tier, User,
+    Routing, Secrets, Tenant, Tier, User,
 };
 use tenantry_layout::roles::{LONGEST_ROLE_SUFFIX, RESERVED_ROLE_NAMES};
 use tenantry_layout::MAX_IDENT_BYTES;
@@ -67,6 +67,9 @@ pub(crate) fn validate(
         );
         return Err(ManifestError::Invalid(vec![d]));
     }
+    // Where `[server]` is, if it is there (its absence and an empty table
+    // read alike below).
+    let single_span = root.get("server").and_then(|item| item.span());
     // Every unknown key and type error, before serde would stop at the first.
     let sound = shape::check(&mut r, &mut root);
     if !sound {
@@ -84,7 +87,8 @@ pub(crate) fn validate(
     let base_dir = base_dir_of(path)?;
 
     let fleet = fleet(&mut r, raw.fleet);
-    let server = server(&mut r, raw.server, env);
+    let servers = servers::servers(&mut r, raw.server, single_span, raw.servers, env);
+    let server_names: Vec<String> = servers.keys().cloned().collect();
     let paths = Paths {
         schema: resolve_dir(&mut r, &base_dir, raw.paths.schema, DEFAULT_SCHEMA_DIR),
         backups: resolve_dir(&mut r, &base_dir, raw.paths.backups, DEFAULT_BACKUPS_DIR),
@@ -110,6 +114,7 @@ pub(crate) fn validate(
                 secrets: &paths.secrets,
                 routing: &routing,
                 plan_names: &plan_names,
+                server_names: &server_names,
                 env,
                 passwords: secrets,
             },
@@ -129,7 +134,7 @@ pub(crate) fn validate(
         path: path.to_path_buf(),
         base_dir,
         fleet,
-        server,
+        servers,
         routing,
         paths,
         plans,
@@ -217,81 +222,6 @@ fn fleet(r: &mut Reporter, fleet: Option<Spanned<String>>) -> String {
         );
     }
     fleet.into_inner()
-}
-
-/// The sslmode values libpq knows.
-const SSLMODES: [&str; 6] = [
-    "disable",
-    "allow",
-    "prefer",
-    "require",
-    "verify-ca",
-    "verify-full",
-];
-
-fn server(r: &mut Reporter, raw: RawServer, env: &dyn Fn(&str) -> Option<String>) -> Server {
-    let app_host = raw.app_host.and_then(|host| {
-        let value = host.get_ref();
-        let ok = !value.is_empty()
-            && value.len() <= 253
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
-        if ok {
-            Some(host.into_inner())
-        } else {
-            r.error_help(
-                host.span(),
-                format!("invalid server.app_host {value:?}"),
-                "give a host name or IP address, e.g. app_host = \"db.internal\"",
-            );
-            None
-        }
-    });
-    let app_port = raw
-        .app_port
-        .and_then(|port| match u16::try_from(*port.get_ref()) {
-            Ok(p) if p > 0 => Some(p),
-            _ => {
-                r.error_help(
-                    port.span(),
-                    format!("server.app_port {} is not a TCP port", port.get_ref()),
-                    "use 1 to 65535, e.g. app_port = 6432",
-                );
-                None
-            }
-        });
-    let app_sslmode = raw.app_sslmode.and_then(|mode| {
-        if SSLMODES.contains(&mode.get_ref().as_str()) {
-            Some(mode.into_inner())
-        } else {
-            r.error_help(
-                mode.span(),
-                format!("unknown server.app_sslmode {:?}", mode.get_ref()),
-                format!("use one of {}", SSLMODES.join(", ")),
-            );
-            None
-        }
-    });
-    let from_file = raw.admin_url.and_then(|url| {
-        if url.get_ref().trim().is_empty() {
-            r.error_help(
-                url.span(),
-                "server.admin_url is empty",
-                format!("remove the key, or give a URL like \"postgres://postgres@localhost:5432/postgres\" (or set {ADMIN_URL_ENV})"),
-            );
-            None
-        } else {
-            Some(url.into_inner())
-        }
-    });
-    let from_env = env(ADMIN_URL_ENV).filter(|v| !v.trim().is_empty());
-    Server {
-        admin_url: from_env.or(from_file).map(SecretString::from),
-        app_host,
-        app_port,
-        app_sslmode,
-    }
 }
 
 fn resolve_dir(
@@ -444,6 +374,7 @@ struct Context<'a> {
     secrets: &'a Path,
     routing: &'a Routing,
     plan_names: &'a [String],
+    server_names: &'a [String],
     env: &'a dyn Fn(&str) -> Option<String>,
     /// Whether passwords must be readable now.
     passwords: Secrets,
@@ -564,6 +495,7 @@ impl Tenants {
             );
         }
 
+        let server = servers::pin(r, &key, raw.server, cx.server_names);
         let subdomain = self.subdomain(r, cx, &key, &key_span, name.is_some(), raw.subdomain);
         self.domains(r, cx, &key, &raw.domains);
 
@@ -597,6 +529,7 @@ impl Tenants {
             name,
             display_name,
             plan: raw.plan.into_inner(),
+            server,
             subdomain: subdomain?,
             domains: raw.domains.into_iter().map(Spanned::into_inner).collect(),
             status: raw.status,

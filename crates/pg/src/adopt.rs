@@ -90,7 +90,7 @@ pub async fn adopt(
 ) -> Result<Report, Error> {
     let schema = inventory.paths.schema.clone();
     let migrations = crate::blocking::run(move || Migrations::load(&schema)).await?;
-    let mut admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let mut admin = Admin::from_url(inventory.only_server()?.admin_url.as_ref())?;
     admin.set_application_name(&format!("tenantry apply {}", inventory.fleet));
     let mut client = admin.connect(None).await?;
     crate::lock::acquire(&client, &inventory.fleet, lock_wait).await?;

@@ -45,7 +45,7 @@ pub async fn open(
 ) -> Result<Session, Error> {
     let schema = inventory.paths.schema.clone();
     let migrations = crate::blocking::run(move || Migrations::load(&schema)).await?;
-    let mut admin = Admin::from_url(inventory.server.admin_url.as_ref())?;
+    let mut admin = Admin::from_url(inventory.only_server()?.admin_url.as_ref())?;
     if lock.is_some() {
         admin.set_application_name(&format!("tenantry apply {}", inventory.fleet));
     }

@@ -1135,7 +1135,7 @@ mod tests {
             inv.plans.keys().collect::<Vec<_>>(),
             ["professional", "starter"]
         );
-        assert!(inv.server.admin_url.is_some());
+        assert!(inv.only_server().unwrap().admin_url.is_some());
 
         let users = |t: &str, g: Group| -> Vec<String> {
             inv.tenant(t)
