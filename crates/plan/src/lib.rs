@@ -6,6 +6,7 @@
 //! - [`model`]: the desired and observed state as plain data;
 //! - [`adopt`]: taking over a tenant another tool made;
 //! - [`diff`]: the planner itself;
+//! - [`placement`]: which server each tenant lives on or goes to;
 //! - [`plan`]: the plan's types;
 //! - [`render`]: text and JSON output;
 //! - [`statements`]: the SQL of each change;
@@ -15,6 +16,7 @@
 pub mod adopt;
 pub mod diff;
 pub mod model;
+pub mod placement;
 pub mod plan;
 pub mod render;
 pub mod scram;

@@ -1,0 +1,354 @@
+//! Where each tenant of a fleet lives, or goes, across its servers: pure,
+//! from what each server's catalog holds and what the file says (pins,
+//! `max_tenants`, draining). The catalogs are the only state: a tenant lives
+//! where its marked database is, and nothing here remembers a placement.
+//!
+//! - A tenant marked on one server lives there, whatever its pin says; a pin
+//!   naming another server is a [`Conflict`] (moving tenants is not done
+//!   here), never a drop and a re-create.
+//! - A tenant marked on several servers is a [`Conflict`]: nothing is done
+//!   for it until an operator decides.
+//! - A new tenant goes to its pin, else to the active server with the most
+//!   free capacity: the fewest tenants relative to its `max_tenants` (a
+//!   server without one counts as the largest limit given, so the fill is
+//!   comparable), ties by name. Tenants placed earlier in the same plan
+//!   count, so a plan of many new tenants spreads them. A server at its
+//!   `max_tenants`, or draining, gets none.
+//!
+//! What does not live here: reading the catalogs (`tenantry-pg`), the
+//! per-server plans themselves ([`crate::diff`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One server as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub name: String,
+    /// Most tenants placement puts here (None: no limit).
+    pub max_tenants: Option<u32>,
+    /// Keeps its tenants, gets no new ones.
+    pub draining: bool,
+    /// The fleet's tenants its catalog holds (marked databases), whether or
+    /// not the file still names them.
+    pub holds: BTreeSet<String>,
+}
+
+/// One tenant of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub name: String,
+    /// Its `server = "..."`.
+    pub pin: Option<String>,
+}
+
+/// Where one tenant is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Its database is on `server`.
+    Lives { server: String },
+    /// New: to be created on `server`.
+    New {
+        server: String,
+        /// The file pinned it there (else placement chose).
+        pinned: bool,
+        /// Pinned to a draining server: allowed, with a warning.
+        draining: bool,
+    },
+    /// Nothing is done for it.
+    Conflict(Conflict),
+}
+
+impl Placement {
+    /// The server the tenant's plan runs against, unless it conflicts.
+    pub fn server(&self) -> Option<&str> {
+        match self {
+            Placement::Lives { server } | Placement::New { server, .. } => Some(server),
+            Placement::Conflict(_) => None,
+        }
+    }
+}
+
+/// Why a tenant is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflict {
+    /// Its database is marked on each of these servers.
+    OnSeveral { servers: Vec<String> },
+    /// It lives on `lives` but the file pins it to `pinned`.
+    PinnedElsewhere { lives: String, pinned: String },
+    /// New, unpinned, and no active server has room.
+    NoRoom,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Conflict::OnSeveral { servers } => write!(
+                f,
+                "its database exists on servers {}: keep one (back the others up and drop them by hand), then plan again",
+                servers.join(" and ")
+            ),
+            Conflict::PinnedElsewhere { lives, pinned } => write!(
+                f,
+                "it lives on server {lives} but the file pins it to server {pinned}: moving tenants between servers is not supported yet; set server = \"{lives}\" (or remove the pin)"
+            ),
+            Conflict::NoRoom => write!(
+                f,
+                "no active server has room for a new tenant: raise a server's max_tenants, add a server, or pin the tenant"
+            ),
+        }
+    }
+}
+
+/// Places every tenant of `tenants` (see the module docs). `servers` are
+/// all the fleet's servers, read in full.
+pub fn place(servers: &[Server], tenants: &[Wanted]) -> BTreeMap<String, Placement> {
+    let mut count: BTreeMap<&str, usize> = servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.holds.len()))
+        .collect();
+    let widest = servers.iter().filter_map(|s| s.max_tenants).max();
+    let mut out = BTreeMap::new();
+    let mut new = Vec::new();
+    for t in tenants {
+        let lives: Vec<&str> = servers
+            .iter()
+            .filter(|s| s.holds.contains(&t.name))
+            .map(|s| s.name.as_str())
+            .collect();
+        let placed = match (lives.as_slice(), &t.pin) {
+            ([], Some(pin)) => {
+                let draining = servers.iter().any(|s| &s.name == pin && s.draining);
+                *count.entry(pin.as_str()).or_default() += 1;
+                Placement::New {
+                    server: pin.clone(),
+                    pinned: true,
+                    draining,
+                }
+            }
+            ([], None) => {
+                new.push(&t.name);
+                continue;
+            }
+            ([one], Some(pin)) if *one != pin.as_str() => {
+                Placement::Conflict(Conflict::PinnedElsewhere {
+                    lives: (*one).to_owned(),
+                    pinned: pin.clone(),
+                })
+            }
+            ([one], _) => Placement::Lives {
+                server: (*one).to_owned(),
+            },
+            (several, _) => Placement::Conflict(Conflict::OnSeveral {
+                servers: several.iter().map(|s| (*s).to_owned()).collect(),
+            }),
+        };
+        out.insert(t.name.clone(), placed);
+    }
+    // Unpinned new tenants, in name order: each to the emptiest server.
+    new.sort();
+    for name in new {
+        let best = servers
+            .iter()
+            .filter(|s| !s.draining)
+            .filter(|s| {
+                s.max_tenants
+                    .is_none_or(|max| count[s.name.as_str()] < max as usize)
+            })
+            .min_by(|a, b| {
+                let fill = |s: &Server| {
+                    let capacity = s.max_tenants.or(widest).unwrap_or(1).max(1);
+                    count[s.name.as_str()] as f64 / f64::from(capacity)
+                };
+                fill(a)
+                    .total_cmp(&fill(b))
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+        let placed = match best {
+            Some(server) => {
+                *count.entry(server.name.as_str()).or_default() += 1;
+                Placement::New {
+                    server: server.name.clone(),
+                    pinned: false,
+                    draining: false,
+                }
+            }
+            None => Placement::Conflict(Conflict::NoRoom),
+        };
+        out.insert(name.clone(), placed);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str, max: Option<u32>, draining: bool, holds: &[&str]) -> Server {
+        Server {
+            name: name.into(),
+            max_tenants: max,
+            draining,
+            holds: holds.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn wanted(name: &str, pin: Option<&str>) -> Wanted {
+        Wanted {
+            name: name.into(),
+            pin: pin.map(Into::into),
+        }
+    }
+
+    fn new(server: &str) -> Placement {
+        Placement::New {
+            server: server.into(),
+            pinned: false,
+            draining: false,
+        }
+    }
+
+    #[test]
+    fn a_tenant_lives_where_its_database_is() {
+        let servers = [
+            server("eu1", None, false, &["a", "b"]),
+            server("eu2", None, true, &["c"]),
+        ];
+        let got = place(
+            &servers,
+            &[
+                wanted("a", None),
+                wanted("b", Some("eu1")),
+                wanted("c", None),
+            ],
+        );
+        assert_eq!(
+            got["a"],
+            Placement::Lives {
+                server: "eu1".into()
+            }
+        );
+        assert_eq!(
+            got["b"],
+            Placement::Lives {
+                server: "eu1".into()
+            }
+        );
+        // Draining keeps its tenants.
+        assert_eq!(
+            got["c"],
+            Placement::Lives {
+                server: "eu2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_pin_elsewhere_or_two_copies_are_conflicts_never_moves() {
+        let servers = [
+            server("eu1", None, false, &["a", "b"]),
+            server("eu2", None, false, &["b"]),
+        ];
+        let got = place(&servers, &[wanted("a", Some("eu2")), wanted("b", None)]);
+        let pinned = Placement::Conflict(Conflict::PinnedElsewhere {
+            lives: "eu1".into(),
+            pinned: "eu2".into(),
+        });
+        assert_eq!(got["a"], pinned);
+        assert!(pinned_text(&got["a"])
+            .contains("lives on server eu1 but the file pins it to server eu2"));
+        assert_eq!(
+            got["b"],
+            Placement::Conflict(Conflict::OnSeveral {
+                servers: vec!["eu1".into(), "eu2".into()]
+            })
+        );
+        assert_eq!(got["b"].server(), None);
+    }
+
+    fn pinned_text(p: &Placement) -> String {
+        match p {
+            Placement::Conflict(c) => c.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_tenants_spread_over_the_emptiest_servers() {
+        let servers = [
+            server("eu1", None, false, &["x", "y"]),
+            server("eu2", None, false, &["z"]),
+            server("eu3", None, false, &[]),
+        ];
+        let tenants: Vec<Wanted> = ["n1", "n2", "n3", "n4", "n5", "n6"]
+            .iter()
+            .map(|n| wanted(n, None))
+            .collect();
+        let got = place(&servers, &tenants);
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in got.values() {
+            *per.entry(p.server().unwrap()).or_default() += 1;
+        }
+        // 2 + 1 + 0 existing and 6 new: three each.
+        assert_eq!(per, BTreeMap::from([("eu1", 1), ("eu2", 2), ("eu3", 3)]));
+        // Ties go by name: the first new one to the empty eu3, the next
+        // (eu2 and eu3 at one each) to eu2.
+        assert_eq!(got["n1"], new("eu3"));
+        assert_eq!(got["n2"], new("eu2"));
+    }
+
+    #[test]
+    fn capacity_is_relative_and_never_exceeded_and_draining_gets_none() {
+        // Half full against a tenth full: the larger server.
+        let servers = [
+            server("big", Some(1000), false, &[]),
+            server("small", Some(4), false, &["a", "b"]),
+        ];
+        let mut servers = servers.to_vec();
+        servers[0].holds = (0..100).map(|i| format!("t{i}")).collect();
+        let got = place(&servers, &[wanted("n", None)]);
+        assert_eq!(got["n"], new("big"));
+        // A full server gets nothing; a draining one neither; a pin may.
+        let servers = [
+            server("full", Some(1), false, &["a"]),
+            server("old", None, true, &[]),
+        ];
+        let got = place(&servers, &[wanted("n", None), wanted("p", Some("old"))]);
+        assert_eq!(got["n"], Placement::Conflict(Conflict::NoRoom));
+        assert_eq!(
+            got["p"],
+            Placement::New {
+                server: "old".into(),
+                pinned: true,
+                draining: true
+            }
+        );
+        // Room for two more: the third new tenant finds none.
+        let servers = [server("s", Some(3), false, &["a"])];
+        let got = place(
+            &servers,
+            &[wanted("n1", None), wanted("n2", None), wanted("n3", None)],
+        );
+        assert_eq!(
+            (got["n1"].server(), got["n2"].server()),
+            (Some("s"), Some("s"))
+        );
+        assert_eq!(got["n3"], Placement::Conflict(Conflict::NoRoom));
+    }
+
+    #[test]
+    fn pinned_new_tenants_count_for_the_others() {
+        let servers = [
+            server("eu1", None, false, &[]),
+            server("eu2", None, false, &[]),
+        ];
+        let got = place(
+            &servers,
+            &[
+                wanted("p1", Some("eu1")),
+                wanted("p2", Some("eu1")),
+                wanted("n", None),
+            ],
+        );
+        assert_eq!(got["n"], new("eu2"));
+    }
+}
