@@ -106,6 +106,14 @@ pub enum Command {
         #[command(flatten)]
         jobs: Jobs,
     },
+    /// Each server of the fleet: reachable, PostgreSQL version, tenants, their size, connections, room for new tenants.
+    Servers {
+        #[command(flatten)]
+        common: Common,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one tenant: its settings, users and what the server has.
     Show {
         #[command(flatten)]
@@ -237,6 +245,7 @@ impl Command {
             | Command::Migrate { common, .. }
             | Command::Status { common, .. }
             | Command::List { common, .. }
+            | Command::Servers { common, .. }
             | Command::Show { common, .. }
             | Command::Serve { common, .. }
             | Command::Env { common, .. }

@@ -59,6 +59,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Status { common, jobs, json } => status(&common, jobs.get(), json).await,
         Command::List { common, jobs } => list(&common, jobs.get()).await,
+        Command::Servers { common, json } => crate::servers::servers(&common, json).await,
         Command::Show { common, tenant } => show(&common, &tenant).await,
         Command::Up {
             file,
@@ -150,6 +151,19 @@ pub(crate) fn load(common: &Common) -> Result<Inventory> {
 /// [`load`], choosing whether every password must be readable now (the
 /// gateway serves a tenant whose password is not as unavailable instead).
 pub(crate) fn load_with(common: &Common, secrets: tenantry_manifest::Secrets) -> Result<Inventory> {
+    let inventory = load_fleet(common, secrets)?;
+    // Every command but `validate` and `servers` works on one server so
+    // far: say so before anything else is read or touched.
+    inventory.only_server()?;
+    Ok(inventory)
+}
+
+/// The inventory with `--admin-url` applied (refused for a file with
+/// several servers), whatever its number of servers.
+pub(crate) fn load_fleet(
+    common: &Common,
+    secrets: tenantry_manifest::Secrets,
+) -> Result<Inventory> {
     let mut inventory = Inventory::load_with(&common.config, secrets)?;
     if let Some(url) = &common.admin_url {
         if inventory.servers.len() > 1 {
@@ -168,9 +182,6 @@ pub(crate) fn load_with(common: &Common, secrets: tenantry_manifest::Secrets) ->
         }
         inventory.only_server_mut()?.admin_url = Some(SecretString::from(url.clone()));
     }
-    // Every command but `validate` works on one server so far: say so
-    // before anything else is read or touched.
-    inventory.only_server()?;
     Ok(inventory)
 }
 

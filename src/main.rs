@@ -15,6 +15,7 @@ mod logging;
 mod ops;
 mod secrets;
 mod serve;
+mod servers;
 mod switch;
 mod tokens;
 

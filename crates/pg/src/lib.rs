@@ -16,6 +16,7 @@ pub mod introspect;
 pub mod lock;
 pub mod migrate;
 pub mod rotate;
+pub mod servers;
 pub mod session;
 pub mod tokens;
 
