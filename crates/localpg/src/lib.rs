@@ -337,6 +337,24 @@ impl Cluster {
         Ok(self.user_url(name, password, "postgres"))
     }
 
+    /// Stops the server (fast shutdown: every session is ended), keeping
+    /// its data, to test what happens while a server is down;
+    /// [`resume`](Self::resume) starts it again on the same port.
+    pub fn pause(&self) -> Result<(), Error> {
+        let mut cmd = self.pg_ctl();
+        cmd.args(["stop", "-w", "-t", "120", "-m", "fast"]);
+        os::run(cmd, None, "").map(drop)
+    }
+
+    /// Starts a server [`pause`](Self::pause)d earlier, on its port (an
+    /// error if something took the port meanwhile).
+    pub fn resume(&self) -> Result<(), Error> {
+        let mut cmd = self.pg_ctl();
+        cmd.args(["start", "-w", "-t", "120", "-l"])
+            .arg(&self.log_file);
+        os::run(cmd, None, "").map(drop)
+    }
+
     /// A `pg_ctl` command for this cluster's data directory.
     fn pg_ctl(&self) -> Command {
         let mut cmd = self.run_as.command(self.bin_dir.join("pg_ctl"));
