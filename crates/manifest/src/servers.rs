@@ -306,7 +306,8 @@ mod tests {
 
     use secrecy::ExposeSecret;
 
-    use crate::{Diagnostic, Inventory, ManifestError, ServerStatus};
+    use crate::tests::{line_of, one_error};
+    use crate::{Inventory, ManifestError, ServerStatus};
 
     const PLAN: &str = "[plans.p]\nconnection_limit = 5\nstatement_timeout = \"5s\"\npool_size = 2\nrequests_per_second = 20\n";
 
@@ -321,27 +322,6 @@ mod tests {
 
     fn load(src: &str) -> Result<Inventory, ManifestError> {
         load_env(src, &[])
-    }
-
-    /// The only diagnostic of a failed load, which must contain `needle`
-    /// and point at `line` (0: no position).
-    #[track_caller]
-    fn one_error(
-        result: Result<Inventory, ManifestError>,
-        line: usize,
-        needle: &str,
-    ) -> Diagnostic {
-        let err = result.expect_err("an invalid file");
-        let diags = err.diagnostics();
-        assert_eq!(diags.len(), 1, "{err}");
-        let d = diags[0].clone();
-        assert!(d.message.contains(needle), "{d:?}");
-        assert_eq!(d.line, line, "{d:?}");
-        d
-    }
-
-    fn line_of(src: &str, needle: &str) -> usize {
-        src.lines().position(|l| l.contains(needle)).unwrap() + 1
     }
 
     fn url(inv: &Inventory, server: &str) -> String {
@@ -450,13 +430,20 @@ mod tests {
     #[test]
     fn the_plain_variable_is_an_error_with_several_servers() {
         let src = "[servers.eu1]\nadmin_url = \"postgres://a@eu1/postgres\"\n\n[servers.eu2]\nadmin_url = \"postgres://a@eu2/postgres\"\n";
-        let d = one_error(
-            load_env(src, &[("TENANTRY_ADMIN_URL", "postgres://x@y/postgres")]),
-            0,
-            "TENANTRY_ADMIN_URL is set, but this file has 2 servers",
+        // Not a place in the file: a diagnostic without a position.
+        let err = load_env(src, &[("TENANTRY_ADMIN_URL", "postgres://x@y/postgres")]).unwrap_err();
+        let diags = err.diagnostics();
+        assert_eq!(diags.len(), 1, "{err}");
+        let d = &diags[0];
+        assert!(
+            d.message
+                .contains("TENANTRY_ADMIN_URL is set, but this file has 2 servers"),
+            "{d:?}"
         );
+        assert_eq!((d.line, d.column), (0, 0), "{d:?}");
         assert!(d
             .help
+            .as_deref()
             .unwrap()
             .contains("TENANTRY_ADMIN_URL_EU1 / TENANTRY_ADMIN_URL_EU2"));
     }

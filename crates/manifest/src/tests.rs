@@ -25,7 +25,7 @@ fn load_in(dir: &Path, src: &str) -> Result<Inventory, ManifestError> {
 }
 
 /// 1-based line of the first line of `src` containing `needle`.
-fn line_of(src: &str, needle: &str) -> usize {
+pub(crate) fn line_of(src: &str, needle: &str) -> usize {
     src.lines()
         .position(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("{needle:?} not in source"))
@@ -52,7 +52,11 @@ fn line_starting(src: &str, prefix: &str) -> usize {
 /// Asserts `src` fails with exactly one diagnostic, containing `needle`, on
 /// `line`; returns it.
 #[track_caller]
-fn one_error(result: Result<Inventory, ManifestError>, line: usize, needle: &str) -> Diagnostic {
+pub(crate) fn one_error(
+    result: Result<Inventory, ManifestError>,
+    line: usize,
+    needle: &str,
+) -> Diagnostic {
     let err = match result {
         Ok(inv) => panic!("expected an error containing {needle:?}, got {inv:#?}"),
         Err(e) => e,

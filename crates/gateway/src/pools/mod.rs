@@ -298,13 +298,7 @@ impl Registry {
         {
             let mut state = lock(&self.shared.state);
             state.raise_floor(tenant, epoch);
-            let keys: Vec<PoolKey> = state
-                .pools
-                .keys()
-                .filter(|k| k.tenant == tenant)
-                .cloned()
-                .collect();
-            for key in keys {
+            for key in state.keys_of(tenant) {
                 if let Some(pool) = state.forget(&key) {
                     tracing::debug!(tenant = %key.tenant, role = %key.role, "closing the pool of a removed tenant");
                     closing.extend(pool.idle);
@@ -336,13 +330,7 @@ impl Registry {
                 }
                 tracing::debug!(tenant = %key.tenant, role = %key.role, size, "pool resized");
             }
-            let keys: Vec<PoolKey> = state
-                .pools
-                .keys()
-                .filter(|k| k.tenant == tenant)
-                .cloned()
-                .collect();
-            for key in keys {
+            for key in state.keys_of(tenant) {
                 state.settle(&key);
             }
         }
@@ -421,6 +409,15 @@ impl State {
             .entry(tenant.to_owned())
             .or_insert((epoch, Instant::now()));
         *floor = (floor.0.max(epoch), Instant::now());
+    }
+
+    /// The keys of `tenant`'s pools.
+    fn keys_of(&self, tenant: &str) -> Vec<PoolKey> {
+        self.pools
+            .keys()
+            .filter(|k| k.tenant == tenant)
+            .cloned()
+            .collect()
     }
 
     /// Removes a pool and its bookkeeping; the caller closes its idle
