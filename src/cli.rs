@@ -279,6 +279,11 @@ pub struct ApplyFlags {
     /// How long to wait for another apply of the same fleet ("0s": fail at once).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse::duration)]
     pub lock_timeout: Duration,
+    /// Apply to the servers that can be read when others cannot (exits 1
+    /// naming the ones skipped; a new tenant waits until every server can
+    /// be read, as it may live on one of them).
+    #[arg(long)]
+    pub skip_unreachable: bool,
 }
 
 #[derive(Args, Debug, Clone)]

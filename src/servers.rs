@@ -14,7 +14,7 @@ use crate::cli::Common;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn servers(common: &Common, json: bool) -> Result<u8> {
-    let inventory = crate::commands::load_fleet(common, Secrets::Deferred)?;
+    let inventory = crate::commands::load_with(common, Secrets::Deferred)?;
     let report = tenantry_pg::servers::survey(&inventory, TIMEOUT).await;
     let unreachable: Vec<&str> = report
         .iter()

@@ -104,6 +104,12 @@ impl Fleet {
     /// the tests' fixture ([`fixture_schema`]), never the repository's
     /// `schema/`, which users edit.
     pub fn write(&self, tenants: &str) {
+        self.write_servers("", tenants);
+    }
+
+    /// [`write`](Self::write) with `servers` (e.g. `[servers.a]` tables)
+    /// in the header; run such a file with [`tenantry_fleet`](Self::tenantry_fleet).
+    pub fn write_servers(&self, servers: &str, tenants: &str) {
         // A test that made its own schema directory (see `own_schema`) uses it.
         let own = self.dir.path().join("schema");
         let schema = if own.is_dir() { own } else { fixture_schema() };
@@ -112,7 +118,7 @@ impl Fleet {
 
 [paths]
 schema = "{schema}"
-
+{servers}
 [routing]
 base_domains = ["usualstore.com", "localhost"]
 reserved_subdomains = ["www", "api", "admin"]
@@ -133,6 +139,7 @@ requests_per_second = 200
 "#,
             p = self.p,
             schema = schema.display(),
+            servers = servers.replace("{p}", &self.p),
             tenants = tenants.replace("{p}", &self.p)
         );
         std::fs::write(self.config(), text).expect("write tenants.toml");
@@ -158,6 +165,14 @@ requests_per_second = 200
     /// Runs the real binary against this fleet's file and server.
     pub fn tenantry(&self, args: &[&str]) -> Run {
         self.tenantry_env(args, &[])
+    }
+
+    /// Runs the real binary on a file naming its servers (no
+    /// `TENANTRY_ADMIN_URL`: it is refused for a file with several).
+    pub fn tenantry_fleet(&self, args: &[&str]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.env_remove("TENANTRY_ADMIN_URL");
+        Run::from(cmd.output().expect("run tenantry"))
     }
 
     pub fn tenantry_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {

@@ -105,6 +105,30 @@ impl Inventory {
         Ok(self.servers.values_mut().next().expect("one server"))
     }
 
+    /// This inventory cut down to one server's share: that server alone and
+    /// the tenants `keep` names (the ones placed there). What a per-server
+    /// plan and apply work from.
+    ///
+    /// # Panics
+    /// If `server` is not one of this inventory's servers.
+    pub fn share(&self, server: &str, keep: &dyn Fn(&str) -> bool) -> Inventory {
+        let one = self
+            .servers
+            .get(server)
+            .unwrap_or_else(|| panic!("no server {server} in this inventory"))
+            .clone();
+        Inventory {
+            servers: BTreeMap::from([(server.to_owned(), one)]),
+            tenants: self
+                .tenants
+                .iter()
+                .filter(|t| keep(t.name.as_str()))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     fn several_servers(&self) -> ManifestError {
         ManifestError::SeveralServers {
             path: self.path.clone(),

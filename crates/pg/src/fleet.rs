@@ -57,6 +57,9 @@ impl Result {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub tenant: String,
+    /// The server it lives on, for a fleet of several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub duration_ms: u64,
@@ -67,9 +70,11 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(tenant: &str, result: Result, error: Option<String>) -> Report {
+    /// A report of `result` without versions (for a tenant not migrated).
+    pub fn new(tenant: &str, result: Result, error: Option<String>) -> Report {
         Report {
             tenant: tenant.to_owned(),
+            server: None,
             from: None,
             to: None,
             duration_ms: 0,
@@ -93,16 +98,18 @@ pub async fn default_jobs(client: &Client) -> std::result::Result<usize, Error> 
 /// Migrates `tenants` (database names; `exists` says which have a database),
 /// `options.jobs` at a time, or fewer when the server has few free
 /// connections ([`crate::budget`]). `done` is called as each tenant
-/// finishes, in completion order.
+/// finishes, in completion order. `stop` is set by a failed canary (or any
+/// failure with `fail_fast`) and, once set, keeps the tenants not started
+/// from running: share one between the runs on several servers.
 pub async fn migrate(
     admin: &Admin,
     migrations: &Migrations,
     tenants: &[(String, bool)],
     options: &Options,
+    stop: &AtomicBool,
     done: &(dyn Fn(&Report) + Sync),
 ) -> Vec<Report> {
     let jobs = crate::budget::workers_for(admin, options.jobs.min(tenants.len()), 1).await;
-    let stop = AtomicBool::new(false);
     let mut reports = Vec::with_capacity(tenants.len());
     let (canaries, rest): (Vec<_>, Vec<_>) = tenants
         .iter()
@@ -176,6 +183,9 @@ async fn one(admin: &Admin, migrations: &Migrations, tenant: &str, lock_wait: Du
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub tenant: String,
+    /// The server it lives on, for a fleet of several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     pub exists: bool,
     #[serde(flatten)]
     pub history: History,
@@ -196,6 +206,7 @@ pub async fn status(
         .map(|(tenant, exists)| async move {
             let mut s = Status {
                 tenant: tenant.clone(),
+                server: None,
                 exists: *exists,
                 history: History::default(),
                 error: None,

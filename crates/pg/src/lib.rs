@@ -1,6 +1,6 @@
 //! Everything tenantry does to a PostgreSQL cluster: read the catalog into an
 //! `Observed` ([`introspect`]), carry out a plan ([`apply`]), run schema
-//! migrations ([`migrate`]) across the fleet ([`fleet`]), serialise applies ([`lock`]) and back up before a
+//! migrations ([`migrate`]) across the fleet ([`fleet`]), serialise applies ([`lock`]), every server of a fleet at once ([`sessions`]) and back up before a
 //! drop ([`backup`]), never opening more connections than the server has free ([`budget`]). Deciding what to do is `tenantry-plan`'s job, not ours.
 #![forbid(unsafe_code)]
 
@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod rotate;
 pub mod servers;
 pub mod session;
+pub mod sessions;
 pub mod tokens;
 
 pub use connect::Admin;

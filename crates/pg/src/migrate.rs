@@ -33,6 +33,7 @@ pub const NO_TRANSACTION: &str = "-- tenantry:no-transaction";
 const LOCK_CLASS: i32 = 0x746e_6d67;
 
 /// The migrations of a schema directory, in version order.
+#[derive(Clone)]
 pub struct Migrations {
     pub dir: PathBuf,
     list: Vec<Migration>,

@@ -34,10 +34,9 @@ pub fn wanted_names(inventory: &Inventory) -> Vec<String> {
     names
 }
 
-/// Connects and plans. With `lock`, the fleet's apply lock is taken first
-/// (waiting up to the given time), so the plan is what apply will run.
-/// Reading files and planning (PBKDF2 over every stored verifier) run on
-/// the blocking pool ([`crate::blocking`]).
+/// Connects and plans a file with one server. With `lock`, the fleet's
+/// apply lock is taken first (waiting up to the given time), so the plan is
+/// what apply will run. (A file with several servers: [`crate::sessions`].)
 pub async fn open(
     inventory: &Inventory,
     jobs: usize,
@@ -54,6 +53,20 @@ pub async fn open(
         crate::lock::acquire(&client, &inventory.fleet, timeout).await?;
         crate::lock::await_orphans(&client, admin.application_name(), timeout).await?;
     }
+    plan_on(admin, client, inventory, migrations, jobs).await
+}
+
+/// Reads one server's catalog for `inventory`'s tenants (a one-server file
+/// or one server's share of a fleet) and plans. Reading files and planning
+/// (PBKDF2 over every stored verifier) run on the blocking pool
+/// ([`crate::blocking`]).
+pub(crate) async fn plan_on(
+    admin: Admin,
+    client: Client,
+    inventory: &Inventory,
+    migrations: Migrations,
+    jobs: usize,
+) -> Result<Session, Error> {
     let desired = desired(inventory, migrations.latest()).await?;
     let observed = crate::introspect::observe(
         &admin,

@@ -6,6 +6,7 @@
 //! - [`model`]: the desired and observed state as plain data;
 //! - [`adopt`]: taking over a tenant another tool made;
 //! - [`diff`]: the planner itself;
+//! - [`fleet_plan`]: one plan over several servers;
 //! - [`placement`]: which server each tenant lives on or goes to;
 //! - [`plan`]: the plan's types;
 //! - [`render`]: text and JSON output;
@@ -15,6 +16,7 @@
 
 pub mod adopt;
 pub mod diff;
+pub mod fleet_plan;
 pub mod model;
 pub mod placement;
 pub mod plan;
@@ -23,5 +25,6 @@ pub mod scram;
 pub mod statements;
 
 pub use diff::plan;
+pub use fleet_plan::FleetPlan;
 pub use model::{Desired, DesiredTenant, DesiredUser, Observed};
 pub use plan::{Action, Change, Diff, Plan};

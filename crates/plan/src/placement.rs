@@ -14,6 +14,8 @@
 //!   comparable), ties by name. Tenants placed earlier in the same plan
 //!   count, so a plan of many new tenants spreads them. A server at its
 //!   `max_tenants`, or draining, gets none.
+//! - A new tenant whose creation was cut short (its owner role exists on a
+//!   server, its database not yet) goes back to that server, unless pinned.
 //!
 //! What does not live here: reading the catalogs (`tenantry-pg`), the
 //! per-server plans themselves ([`crate::diff`]).
@@ -31,6 +33,10 @@ pub struct Server {
     /// The fleet's tenants its catalog holds (marked databases), whether or
     /// not the file still names them.
     pub holds: BTreeSet<String>,
+    /// Tenants whose creation began here and was cut short: their owner
+    /// role exists, their database not yet. An unpinned one goes back here
+    /// so the next apply finishes it where it started.
+    pub started: BTreeSet<String>,
 }
 
 /// One tenant of the file.
@@ -125,10 +131,20 @@ pub fn place(servers: &[Server], tenants: &[Wanted]) -> BTreeMap<String, Placeme
                     draining,
                 }
             }
-            ([], None) => {
-                new.push(&t.name);
-                continue;
-            }
+            ([], None) => match servers.iter().find(|s| s.started.contains(&t.name)) {
+                Some(s) => {
+                    *count.entry(s.name.as_str()).or_default() += 1;
+                    Placement::New {
+                        server: s.name.clone(),
+                        pinned: false,
+                        draining: s.draining,
+                    }
+                }
+                None => {
+                    new.push(&t.name);
+                    continue;
+                }
+            },
             ([one], Some(pin)) if *one != pin.as_str() => {
                 Placement::Conflict(Conflict::PinnedElsewhere {
                     lives: (*one).to_owned(),
@@ -189,6 +205,7 @@ mod tests {
             max_tenants: max,
             draining,
             holds: holds.iter().map(|s| s.to_string()).collect(),
+            started: BTreeSet::new(),
         }
     }
 
@@ -333,6 +350,22 @@ mod tests {
             (Some("s"), Some("s"))
         );
         assert_eq!(got["n3"], Placement::Conflict(Conflict::NoRoom));
+    }
+
+    #[test]
+    fn a_creation_cut_short_is_finished_where_it_started() {
+        let mut servers = vec![
+            server("eu1", None, false, &[]),
+            server("eu2", None, false, &["a", "b"]),
+        ];
+        servers[1].started.insert("n".into());
+        let got = place(&servers, &[wanted("n", None), wanted("m", None)]);
+        // eu2 is fuller, but n's roles are there.
+        assert_eq!(got["n"], new("eu2"));
+        assert_eq!(got["m"], new("eu1"));
+        // A pin still wins (the leftover roles are reported, not reused).
+        let got = place(&servers, &[wanted("n", Some("eu1"))]);
+        assert_eq!(got["n"].server(), Some("eu1"));
     }
 
     #[test]

@@ -246,4 +246,6 @@ pub enum Refusal {
     Protected(Vec<String>),
     #[error("this plan destroys tenants; re-run with --allow-destroy to back them up and drop them. Nothing was changed.")]
     DestroyNotAllowed,
+    #[error("server(s) {} could not be read (see above): nothing was changed. Bring them back, or re-run with --skip-unreachable to apply to the other servers", .0.join(", "))]
+    Unreachable(Vec<String>),
 }

@@ -5,7 +5,8 @@
 use std::fmt::Write;
 use tenantry_layout::Kind;
 
-use crate::plan::{Action, Change, Plan, Sign};
+use crate::fleet_plan::FleetPlan;
+use crate::plan::{Action, Change, Plan, Sign, TenantPlan};
 
 fn mark(sign: Sign) -> char {
     match sign {
@@ -18,10 +19,93 @@ fn mark(sign: Sign) -> char {
 /// The plan as text. Ends with the summary line (or "No changes.").
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
+    problems(&mut out, plan, "");
+    if !plan.conflicts.is_empty() || !plan.warnings.is_empty() {
+        out.push('\n');
+    }
+    if plan.is_empty() {
+        out.push_str("No changes. The cluster matches the inventory.\n");
+        return out;
+    }
+    out.push_str("Tenantry will perform the following actions:\n\n");
+    for t in &plan.tenants {
+        tenant(&mut out, t, None);
+    }
+    summary(&mut out, plan.counts(), &plan.protected_destroys());
+    out
+}
+
+/// A plan over several servers as text: what could not be read and what is
+/// held first, then every tenant's changes with the server they run on, the
+/// summary and its split by server. A file with one server reads exactly
+/// as [`text`].
+pub fn fleet_text(fp: &FleetPlan) -> String {
+    if let [only] = fp.servers.as_slice() {
+        if let (Some(plan), true) = (only.plan, fp.held.is_empty() && fp.warnings.is_empty()) {
+            return text(plan);
+        }
+    }
+    let mut out = String::new();
+    for s in &fp.servers {
+        if let Some(why) = &s.unreachable {
+            let _ = writeln!(out, "error: server {} cannot be read: {why}", s.server);
+        }
+    }
+    for h in &fp.held {
+        let level = if h.conflict { "error" } else { "note" };
+        let _ = writeln!(out, "{level}: tenant {}: {}", h.tenant, h.reason);
+    }
+    for (server, plan) in fp.plans() {
+        problems(&mut out, plan, &format!("server {server}: "));
+    }
+    for w in &fp.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    if fp.is_empty() {
+        out.push_str(if fp.unreachable().is_empty() {
+            "No changes. Every server matches the inventory.\n"
+        } else {
+            "No changes on the servers that were read.\n"
+        });
+        return out;
+    }
+    out.push_str("Tenantry will perform the following actions:\n\n");
+    let mut all: Vec<(&str, &TenantPlan)> = fp
+        .plans()
+        .flat_map(|(server, p)| p.tenants.iter().map(move |t| (server, t)))
+        .collect();
+    all.sort_by(|a, b| a.1.tenant.cmp(&b.1.tenant).then(a.0.cmp(b.0)));
+    for (server, t) in all {
+        tenant(&mut out, t, Some(server));
+    }
+    let protected: Vec<&str> = fp
+        .plans()
+        .flat_map(|(_, p)| p.protected_destroys())
+        .collect();
+    summary(&mut out, fp.counts(), &protected);
+    let busy: Vec<String> = fp
+        .plans()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(server, p)| {
+            let (add, change, destroy) = p.counts();
+            format!("{server}: {add} to add, {change} to change, {destroy} to destroy")
+        })
+        .collect();
+    if busy.len() > 1 {
+        let _ = writeln!(out, "By server: {}.", busy.join("; "));
+    }
+    out
+}
+
+/// Conflicts and warnings of one plan, each line starting with `prefix`.
+fn problems(out: &mut String, plan: &Plan, prefix: &str) {
     for c in &plan.conflicts {
         let _ = writeln!(
             out,
-            "error: tenant {}: {} {} {}; tenantry will not take it over (rename the tenant, or drop or rename the existing {})",
+            "error: {prefix}tenant {}: {} {} {}; tenantry will not take it over (rename the tenant, or drop or rename the existing {})",
             c.tenant, c.object, c.name, c.reason, c.object
         );
         if c.reason.ends_with("not managed by tenantry") {
@@ -33,37 +117,40 @@ pub fn text(plan: &Plan) -> String {
         }
     }
     for w in &plan.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {prefix}{w}");
     }
-    if !plan.conflicts.is_empty() || !plan.warnings.is_empty() {
-        out.push('\n');
-    }
-    if plan.is_empty() {
-        out.push_str("No changes. The cluster matches the inventory.\n");
-        return out;
-    }
-    out.push_str("Tenantry will perform the following actions:\n\n");
-    for t in &plan.tenants {
-        let (sign, note) = match t.action {
-            Action::Create => ('+', "will be created"),
-            Action::Update => ('~', "will be updated in place"),
-            Action::Destroy => ('-', "will be destroyed (database backed up first)"),
-        };
-        let _ = writeln!(out, "  {sign} tenant {} {note}", t.tenant);
-        for c in &t.changes {
-            let _ = writeln!(out, "      {} {}", mark(c.sign()), line(c));
-            for d in diffs(c) {
-                let _ = writeln!(out, "          {}: {} -> {}", d.what, d.old, d.new);
-            }
+}
+
+/// One tenant's block: its line (with the server it runs on, for a fleet of
+/// several) and its changes.
+fn tenant(out: &mut String, t: &TenantPlan, server: Option<&str>) {
+    let on = server
+        .map(|s| format!(" on server {s}"))
+        .unwrap_or_default();
+    let (sign, note) = match t.action {
+        Action::Create => ('+', format!("will be created{on}")),
+        Action::Update => ('~', format!("will be updated in place{on}")),
+        Action::Destroy => (
+            '-',
+            format!("will be destroyed{on} (database backed up first)"),
+        ),
+    };
+    let _ = writeln!(out, "  {sign} tenant {} {note}", t.tenant);
+    for c in &t.changes {
+        let _ = writeln!(out, "      {} {}", mark(c.sign()), line(c));
+        for d in diffs(c) {
+            let _ = writeln!(out, "          {}: {} -> {}", d.what, d.old, d.new);
         }
-        out.push('\n');
     }
-    let (add, change, destroy) = plan.counts();
+    out.push('\n');
+}
+
+/// The summary line, and the note about deletion-protected destroys.
+fn summary(out: &mut String, (add, change, destroy): (usize, usize, usize), protected: &[&str]) {
     let _ = writeln!(
         out,
         "Plan: {add} to add, {change} to change, {destroy} to destroy."
     );
-    let protected = plan.protected_destroys();
     if !protected.is_empty() {
         let _ = writeln!(
             out,
@@ -72,7 +159,6 @@ pub fn text(plan: &Plan) -> String {
             if protected.len() == 1 { "has" } else { "have" }
         );
     }
-    out
 }
 
 fn diffs(c: &Change) -> &[crate::plan::Diff] {
@@ -152,6 +238,43 @@ pub fn json(plan: &Plan) -> String {
         "tenants": plan.tenants,
         "conflicts": plan.conflicts,
         "warnings": plan.warnings,
+    }))
+    .expect("plans serialise")
+}
+
+/// A plan over several servers as JSON: per server its summary, tenants,
+/// conflicts and warnings (or why it could not be read), then the held
+/// tenants. A file with one server gives exactly [`json`].
+pub fn fleet_json(fp: &FleetPlan) -> String {
+    if let [only] = fp.servers.as_slice() {
+        if let (Some(plan), true) = (only.plan, fp.held.is_empty() && fp.warnings.is_empty()) {
+            return json(plan);
+        }
+    }
+    let (add, change, destroy) = fp.counts();
+    let servers: Vec<serde_json::Value> = fp
+        .servers
+        .iter()
+        .map(|s| match s.plan {
+            Some(plan) => {
+                let (add, change, destroy) = plan.counts();
+                serde_json::json!({
+                    "server": s.server,
+                    "summary": { "add": add, "change": change, "destroy": destroy },
+                    "tenants": plan.tenants,
+                    "conflicts": plan.conflicts,
+                    "warnings": plan.warnings,
+                })
+            }
+            None => serde_json::json!({ "server": s.server, "unreachable": s.unreachable }),
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "fleet": fp.fleet,
+        "summary": { "add": add, "change": change, "destroy": destroy },
+        "servers": servers,
+        "held": fp.held,
+        "warnings": fp.warnings,
     }))
     .expect("plans serialise")
 }

@@ -1,0 +1,176 @@
+//! A plan over a fleet's servers: each server's own [`Plan`] (or why the
+//! server could not be read), the tenants left alone across the fleet
+//! ([`Held`]: placement conflicts, new tenants waiting for a server that
+//! could not be read), and the rules deciding whether it may run. Pure:
+//! reading the servers and placing the tenants happen in `tenantry-pg` and
+//! [`crate::placement`].
+
+use serde::Serialize;
+
+use crate::plan::{Plan, Refusal};
+
+#[derive(Debug, Default, Serialize)]
+pub struct FleetPlan<'a> {
+    pub fleet: String,
+    /// Every server of the file, in name order.
+    pub servers: Vec<ServerPlan<'a>>,
+    /// Tenants nothing is done for, by name.
+    pub held: Vec<Held>,
+    /// Fleet-wide things worth knowing (e.g. a pin to a draining server).
+    pub warnings: Vec<String>,
+}
+
+/// One server's part.
+#[derive(Debug, Serialize)]
+pub struct ServerPlan<'a> {
+    pub server: String,
+    /// What apply does there; None when the server could not be read.
+    pub plan: Option<&'a Plan>,
+    /// Why the server could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
+}
+
+/// A tenant of the file nothing is done for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub tenant: String,
+    pub reason: String,
+    /// A conflict an operator must resolve (apply refuses to run); else a
+    /// tenant that waits for an unreachable server.
+    pub conflict: bool,
+}
+
+impl<'a> FleetPlan<'a> {
+    /// The plans of the servers that were read.
+    pub fn plans(&self) -> impl Iterator<Item = (&str, &'a Plan)> {
+        self.servers
+            .iter()
+            .filter_map(|s| s.plan.map(|p| (s.server.as_str(), p)))
+    }
+
+    /// The servers that could not be read.
+    pub fn unreachable(&self) -> Vec<&str> {
+        self.servers
+            .iter()
+            .filter(|s| s.plan.is_none())
+            .map(|s| s.server.as_str())
+            .collect()
+    }
+
+    /// Nothing to do on any server that was read.
+    pub fn is_empty(&self) -> bool {
+        self.plans().all(|(_, p)| p.is_empty())
+    }
+
+    /// Conflicts anywhere: placement's and each server's.
+    pub fn conflicts(&self) -> usize {
+        self.held.iter().filter(|h| h.conflict).count()
+            + self.plans().map(|(_, p)| p.conflicts.len()).sum::<usize>()
+    }
+
+    /// (to add, to change, to destroy) over every server.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        self.plans().fold((0, 0, 0), |n, (_, p)| {
+            let c = p.counts();
+            (n.0 + c.0, n.1 + c.1, n.2 + c.2)
+        })
+    }
+
+    /// Whether this plan may run: every server's plan may
+    /// ([`Plan::check_runnable`]), no placement conflict, and every server
+    /// read unless `skip_unreachable` (the user's `--skip-unreachable`).
+    /// Checked for the whole fleet before anything runs, so one server's
+    /// problem never leaves another half-applied.
+    pub fn check_runnable(
+        &self,
+        allow_destroy: bool,
+        skip_unreachable: bool,
+    ) -> Result<(), Refusal> {
+        let conflicts = self.conflicts();
+        if conflicts > 0 {
+            return Err(Refusal::Conflicts(conflicts));
+        }
+        let unreachable = self.unreachable();
+        if !unreachable.is_empty() && !skip_unreachable {
+            return Err(Refusal::Unreachable(
+                unreachable.into_iter().map(str::to_owned).collect(),
+            ));
+        }
+        for (_, plan) in self.plans() {
+            plan.check_runnable(allow_destroy)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, Change, TenantPlan};
+
+    fn plan(tenants: Vec<TenantPlan>) -> Plan {
+        Plan {
+            fleet: "f".into(),
+            tenants,
+            ..Plan::default()
+        }
+    }
+
+    fn server<'a>(name: &str, plan: &'a Plan) -> ServerPlan<'a> {
+        ServerPlan {
+            server: name.into(),
+            plan: Some(plan),
+            unreachable: None,
+        }
+    }
+
+    fn destroy(tenant: &str) -> TenantPlan {
+        TenantPlan {
+            tenant: tenant.into(),
+            action: Action::Destroy,
+            changes: vec![Change::DropDatabase {
+                database: tenant.into(),
+                protected: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn one_servers_problem_stops_the_whole_fleet() {
+        let (a, b) = (plan(vec![]), plan(vec![destroy("x")]));
+        let mut fp = FleetPlan {
+            fleet: "f".into(),
+            servers: vec![server("a", &a), server("b", &b)],
+            ..FleetPlan::default()
+        };
+        assert_eq!(fp.counts(), (0, 0, 1));
+        assert_eq!(
+            fp.check_runnable(false, false),
+            Err(Refusal::DestroyNotAllowed)
+        );
+        fp.check_runnable(true, false).unwrap();
+        fp.servers.push(ServerPlan {
+            server: "c".into(),
+            plan: None,
+            unreachable: Some("refused".into()),
+        });
+        assert_eq!(
+            fp.check_runnable(true, false),
+            Err(Refusal::Unreachable(vec!["c".into()]))
+        );
+        fp.check_runnable(true, true).unwrap();
+        fp.held.push(Held {
+            tenant: "n".into(),
+            reason: "waits".into(),
+            conflict: false,
+        });
+        fp.check_runnable(true, true).unwrap();
+        fp.held.push(Held {
+            tenant: "t".into(),
+            reason: "on two servers".into(),
+            conflict: true,
+        });
+        assert_eq!(fp.check_runnable(true, true), Err(Refusal::Conflicts(1)));
+    }
+}

@@ -1,0 +1,186 @@
+//! `tenantry plan` and `tenantry apply` over every server of the file:
+//! plan each server's share at once (`tenantry_pg::sessions`), print one
+//! plan, check it may run as a whole, confirm, then apply every server at
+//! the same time (`--jobs` tenants at once on each). Flags, printing and
+//! exit codes only; the work is in `tenantry_pg`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use futures_util::future::join_all;
+use tenantry_manifest::Inventory;
+use tenantry_pg::apply::{self, Outcome};
+use tenantry_pg::sessions::{self, Sessions};
+use tenantry_plan::plan::Action;
+use tenantry_plan::render;
+
+use crate::cli::ApplyFlags;
+
+/// Connects and plans; catalog reads use up to 4 connections per job on
+/// each server.
+async fn open(
+    inventory: &Inventory,
+    jobs: usize,
+    lock: Option<std::time::Duration>,
+) -> Result<Sessions> {
+    Ok(sessions::open(inventory, jobs * 4, lock).await?)
+}
+
+pub async fn plan(inventory: &Inventory, jobs: usize, json: bool, detailed: bool) -> Result<u8> {
+    let s = open(inventory, jobs, None).await?;
+    let plan = s.plan();
+    if json {
+        outln!("{}", render::fleet_json(&plan));
+    } else {
+        out!("{}", render::fleet_text(&plan));
+    }
+    let unreachable = plan.unreachable();
+    if !unreachable.is_empty() {
+        bail!(
+            "server(s) {} could not be read: the plan above covers the others only",
+            unreachable.join(", ")
+        );
+    }
+    if plan.conflicts() > 0 {
+        return Ok(1);
+    }
+    Ok(if detailed && !plan.is_empty() { 2 } else { 0 })
+}
+
+pub async fn apply(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Result<u8> {
+    let s = open(inventory, jobs, Some(flags.lock_timeout)).await?;
+    let plan = s.plan();
+    out!("{}", render::fleet_text(&plan));
+    plan.check_runnable(flags.allow_destroy, flags.skip_unreachable)?;
+    let skipped: Vec<String> = plan.unreachable().into_iter().map(str::to_owned).collect();
+    let skipped_error = || {
+        anyhow::anyhow!(
+            "skipped server(s) {} (could not be read); the others were applied. Run apply again once they are back.",
+            skipped.join(", ")
+        )
+    };
+    if plan.is_empty() {
+        return if skipped.is_empty() {
+            Ok(0)
+        } else {
+            Err(skipped_error())
+        };
+    }
+    if !flags.auto_approve && !confirm()? {
+        outln!("Apply cancelled. Nothing was changed.");
+        return Ok(1);
+    }
+    let pg_dump = tenantry_localpg::find_bin_dir()
+        .map(|d| d.join("pg_dump"))
+        .unwrap_or_else(|_| PathBuf::from("pg_dump"));
+    let several = inventory.servers.len() > 1;
+    outln!();
+    let runs = s.servers.iter().filter_map(|server| {
+        let session = server.session.as_ref().ok()?;
+        if session.plan.is_empty() {
+            return None;
+        }
+        let pg_dump = &pg_dump;
+        Some(async move {
+            let ctx = apply::Context {
+                admin: &session.admin,
+                inventory: &server.share,
+                desired: &session.desired,
+                observed: &session.observed,
+                migrations: &session.migrations,
+                pg_dump,
+                jobs,
+                lock_wait: flags.lock_timeout,
+            };
+            let on = several.then_some(server.name.as_str());
+            apply::apply(&ctx, &session.plan, |o| {
+                report(o, on);
+                if o.result.is_ok() {
+                    if let Some(tp) = session.plan.tenants.iter().find(|tp| tp.tenant == o.tenant) {
+                        forget_secrets(inventory, tp);
+                    }
+                }
+            })
+            .await
+        })
+    });
+    let outcomes: Vec<Outcome> = join_all(runs).await.into_iter().flatten().collect();
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let count = |a: Action| {
+        outcomes
+            .iter()
+            .filter(|o| o.action == a && o.result.is_ok())
+            .count()
+    };
+    outln!(
+        "\nApply {}: {} created, {} updated, {} destroyed, {} failed{}.",
+        if failed.is_empty() && skipped.is_empty() {
+            "complete"
+        } else {
+            "incomplete"
+        },
+        count(Action::Create),
+        count(Action::Update),
+        count(Action::Destroy),
+        failed.len(),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", server(s) {} skipped", skipped.join(", "))
+        }
+    );
+    drop(plan);
+    drop(s); // releases the apply locks
+    if !failed.is_empty() {
+        bail!(
+            "{} tenant(s) failed: {}. Fix the cause and run apply again: it resumes where it stopped.",
+            failed.len(),
+            failed.iter().map(|o| o.tenant.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    }
+    if !skipped.is_empty() {
+        return Err(skipped_error());
+    }
+    Ok(0)
+}
+
+fn report(o: &Outcome, server: Option<&str>) {
+    let verb = match o.action {
+        Action::Create => "created",
+        Action::Update => "updated",
+        Action::Destroy => "destroyed",
+    };
+    let on = server.map(|s| format!(" on {s}")).unwrap_or_default();
+    match &o.result {
+        Ok(notes) => {
+            outln!("  {}: {verb}{on} in {:.1?}", o.tenant, o.elapsed);
+            for n in notes {
+                outln!("      {n}");
+            }
+        }
+        Err(e) => outln!("  {}{on}: FAILED after {:.1?}: {e}", o.tenant, o.elapsed),
+    }
+}
+
+/// Removes the generated secrets of the users (and tenant) `tp` dropped.
+fn forget_secrets(inventory: &Inventory, tp: &tenantry_plan::plan::TenantPlan) {
+    for removed in crate::secrets::remove(&crate::secrets::orphaned(inventory, tp)) {
+        match removed {
+            Ok(path) => outln!("      removed {}", path.display()),
+            Err(e) => outln!("      warning: {e}; delete it by hand"),
+        }
+    }
+}
+
+/// Asks on the terminal; refuses when there is none.
+fn confirm() -> Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to apply without a terminal to confirm on: re-run with --auto-approve. Nothing was changed.");
+    }
+    out!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
