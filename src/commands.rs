@@ -77,9 +77,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             let inventory = if single {
                 None
             } else {
-                let inventory = load_with(&common, tenantry_manifest::Secrets::Deferred)?;
-                inventory.only_server()?;
-                Some(inventory)
+                Some(load_with(&common, tenantry_manifest::Secrets::Deferred)?)
             };
             crate::serve::serve(&common, &serve, inventory).await
         }

@@ -7,9 +7,10 @@ use anyhow::{bail, Context as _, Result};
 use secrecy::SecretString;
 use tenantry_gateway::listen::{self, Listen, Shutdown};
 use tenantry_gateway::server::{Gateway, Options};
-use tenantry_gateway::snapshot::Snapshot;
+use tenantry_gateway::snapshot::{Homes, Snapshot, Unplaced};
 use tenantry_gateway::{pools, reload};
 use tenantry_manifest::Inventory;
+use tenantry_plan::placement::Placement;
 
 use crate::cli::{Common, ServeFlags};
 
@@ -52,10 +53,17 @@ pub async fn serve(
     inventory: Option<Inventory>,
 ) -> Result<u8> {
     let (snapshot, file) = match inventory {
-        Some(inv) => (
-            Snapshot::from_inventory(&inv).map_err(anyhow::Error::msg)?,
-            Some(common.config.clone()),
-        ),
+        Some(inv) => {
+            let homes = if inv.servers.len() > 1 {
+                homes(&inv).await.map_err(anyhow::Error::msg)?
+            } else {
+                Homes::new()
+            };
+            (
+                Snapshot::from_fleet(&inv, &homes).map_err(anyhow::Error::msg)?,
+                Some(common.config.clone()),
+            )
+        }
         None => {
             let dsn = std::env::var("DATABASE_DSN")
                 .ok()
@@ -109,7 +117,13 @@ pub async fn serve(
         reload::spawn_reloader(
             gateway.clone(),
             path,
-            reload::loader(admin_url),
+            reload::loader(
+                admin_url,
+                std::sync::Arc::new(|inv: &Inventory| {
+                    // On a blocking thread of the runtime: wait for the reads here.
+                    tokio::runtime::Handle::current().block_on(homes(inv))
+                }),
+            ),
             flags.reload_interval,
         )
     });
@@ -124,6 +138,46 @@ pub async fn serve(
     }
     outln!("Gateway stopped.");
     Ok(0)
+}
+
+/// Where each tenant of a file with several servers lives, from every
+/// server's catalog (one query each, all at once). A tenant not created yet
+/// is not routed (it answers 503 until it is, and the reloader looks again
+/// until then: apply may place it elsewhere than this read would); neither
+/// is a conflicting one, nor one that may live on a server that cannot be
+/// read.
+async fn homes(inventory: &Inventory) -> std::result::Result<Homes, String> {
+    let located = tenantry_pg::sessions::locate(inventory, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (server, e) in &located.unreachable {
+        tracing::warn!(%server, error = %e, "server cannot be read: tenants that may live there are not served until it can");
+    }
+    let mut homes = Homes::new();
+    for (tenant, placement) in &located.placement {
+        let home = match placement {
+            Placement::Lives { server } => Ok(server.clone()),
+            Placement::New { server, .. } => Err(Unplaced {
+                reason: format!("not created yet (apply creates it on server {server})"),
+                retry: true,
+            }),
+            Placement::Conflict(c) => Err(Unplaced {
+                reason: c.to_string(),
+                retry: false,
+            }),
+        };
+        homes.insert(tenant.clone(), home);
+    }
+    for held in located.held().into_iter().filter(|h| !h.conflict) {
+        homes.insert(
+            held.tenant,
+            Err(Unplaced {
+                reason: held.reason,
+                retry: true,
+            }),
+        );
+    }
+    Ok(homes)
 }
 
 /// Resolves on SIGTERM (an orchestrator: let the load balancer see /readyz

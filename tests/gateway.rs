@@ -250,7 +250,7 @@ fn a_budget_smaller_than_the_fleet_serves_everyone_and_a_down_tenant_fails_alone
     let metrics = http(&g.admin, "GET", "admin", "/metrics", None, None).1;
     let open: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("tenantry_connections_open "))
+        .find(|l| l.starts_with("tenantry_connections_open{server=\"default\"} "))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .expect("tenantry_connections_open");

@@ -175,7 +175,7 @@ impl Gateway {
     pub fn open(&self, tenant: &str, role: &str) -> usize {
         let (_, metrics) = http(&self.admin, "GET", "localhost", "/metrics", None, None);
         let prefix = format!(
-            "tenantry_pool_connections{{tenant=\"{tenant}\",role=\"{role}\",state=\"open\"}} "
+            "tenantry_pool_connections{{server=\"default\",tenant=\"{tenant}\",role=\"{role}\",state=\"open\"}} "
         );
         metrics
             .lines()

@@ -72,8 +72,19 @@ pub(super) fn check_widget(addr: &str, targets: &[&Target]) -> Result<()> {
 
 /// A sample without labels from a Prometheus text page.
 pub(super) fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    // Summed over its samples: the gateway labels these by server.
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let rest = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            rest.trim().parse::<f64>().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// `tenantry_requests_total` summed over samples whose status is not 2xx.

@@ -110,13 +110,16 @@ impl Metrics {
     /// Text for `/metrics`: `tenantry_requests_total{tenant,status}`,
     /// `tenantry_request_duration_seconds{tenant}` (histogram, buckets
     /// 0.001..5), `tenantry_rate_limited_total{tenant}`,
-    /// `tenantry_unauthenticated_rate_limited_total`, and from `pools`:
-    /// `tenantry_pool_connections{tenant,role,state="open"|"in_use"}`,
-    /// `tenantry_pool_waiting{tenant,role}`, `tenantry_pool_evictions_total`,
-    /// `tenantry_pool_rejections_total`, `tenantry_pool_down_rejections_total`,
+    /// `tenantry_unauthenticated_rate_limited_total`, and from each server's
+    /// pools (every sample labelled `server`):
+    /// `tenantry_pool_connections{server,tenant,role,state="open"|"in_use"}`,
+    /// `tenantry_pool_waiting{server,tenant,role}`,
+    /// `tenantry_pool_evictions_total`, `tenantry_pool_rejections_total`,
+    /// `tenantry_pool_down_rejections_total`,
     /// `tenantry_connections_opened_total`, `tenantry_connections_open`,
-    /// `tenantry_connections_budget`.
-    pub fn render(&self, pools: &Stats) -> String {
+    /// `tenantry_connections_budget`, `tenantry_server_down` (1 while the
+    /// server is marked down).
+    pub fn render(&self, servers: &[(String, Stats, bool)]) -> String {
         let mut out = String::new();
         {
             let inner = self.lock();
@@ -208,15 +211,22 @@ impl Metrics {
             "gauge",
             "Database connections of each (tenant, role) pool: open, and of those in use.",
         );
-        for p in &pools.pools {
-            let (tenant, role) = (&p.key.tenant, &p.key.role);
-            for (state, n) in [("open", p.size), ("in_use", p.in_use)] {
-                sample(
-                    &mut out,
-                    "tenantry_pool_connections",
-                    &[("tenant", tenant), ("role", role), ("state", state)],
-                    n,
-                );
+        for (server, pools, _) in servers {
+            for p in &pools.pools {
+                let (tenant, role) = (&p.key.tenant, &p.key.role);
+                for (state, n) in [("open", p.size), ("in_use", p.in_use)] {
+                    sample(
+                        &mut out,
+                        "tenantry_pool_connections",
+                        &[
+                            ("server", server),
+                            ("tenant", tenant),
+                            ("role", role),
+                            ("state", state),
+                        ],
+                        n,
+                    );
+                }
             }
         }
         family(
@@ -225,55 +235,71 @@ impl Metrics {
             "gauge",
             "Requests queued for a connection of each (tenant, role) pool.",
         );
-        for p in &pools.pools {
-            sample(
-                &mut out,
-                "tenantry_pool_waiting",
-                &[("tenant", &p.key.tenant), ("role", &p.key.role)],
-                p.waiting,
-            );
+        for (server, pools, _) in servers {
+            for p in &pools.pools {
+                sample(
+                    &mut out,
+                    "tenantry_pool_waiting",
+                    &[
+                        ("server", server),
+                        ("tenant", &p.key.tenant),
+                        ("role", &p.key.role),
+                    ],
+                    p.waiting,
+                );
+            }
         }
-        let totals: [(&str, &str, &str, u64); 6] = [
+        /// A per-server number: from its pools' stats and whether it is down.
+        type Value = fn(&Stats, bool) -> u64;
+        let totals: [(&str, &str, &str, Value); 7] = [
             (
                 "tenantry_pool_evictions_total",
                 "counter",
                 "Pools whose idle connections were closed to make room under the budget.",
-                pools.evictions,
+                |p, _| p.evictions,
             ),
             (
                 "tenantry_connections_opened_total",
                 "counter",
                 "Database connections dialed (each a new backend and a login).",
-                pools.opened,
+                |p, _| p.opened,
             ),
             (
                 "tenantry_pool_rejections_total",
                 "counter",
                 "Requests answered busy: no connection within the checkout timeout.",
-                pools.rejections,
+                |p, _| p.rejections,
             ),
             (
                 "tenantry_pool_down_rejections_total",
                 "counter",
-                "Requests failed fast because the tenant's database is down or refused the login.",
-                pools.down_rejections,
+                "Requests failed fast because the server or the tenant's database is down or refused the login.",
+                |p, _| p.down_rejections,
             ),
             (
                 "tenantry_connections_open",
                 "gauge",
-                "Database connections open across all pools.",
-                pools.open_connections as u64,
+                "Database connections open across all pools of the server.",
+                |p, _| p.open_connections as u64,
             ),
             (
                 "tenantry_connections_budget",
                 "gauge",
-                "Most database connections all pools together may hold.",
-                pools.budget as u64,
+                "Most database connections all pools of the server together may hold.",
+                |p, _| p.budget as u64,
+            ),
+            (
+                "tenantry_server_down",
+                "gauge",
+                "1 while the server is marked down (its tenants fail fast), else 0.",
+                |_, down| u64::from(down),
             ),
         ];
         for (name, kind, help, value) in totals {
             family(&mut out, name, kind, help);
-            sample(&mut out, name, &[], value);
+            for (server, pools, down) in servers {
+                sample(&mut out, name, &[("server", server)], value(pools, *down));
+            }
         }
         out
     }
@@ -424,7 +450,7 @@ mod tests {
         m.request("shop", 200, Duration::from_millis(30));
         m.request("shop", 404, Duration::from_secs(9));
         m.request("-", 404, Duration::from_millis(2));
-        let s = parse(&m.render(&Stats::default()));
+        let s = parse(&m.render(&[("a".to_owned(), Stats::default(), false)]));
 
         let total = "tenantry_requests_total";
         assert_eq!(
@@ -475,10 +501,14 @@ mod tests {
         let m = Metrics::new();
         m.rate_limited("shop");
         m.rate_limited("shop");
-        let text = m.render(&stats());
+        let text = m.render(&[
+            ("a".to_owned(), stats(), false),
+            ("b".to_owned(), Stats::default(), true),
+        ]);
+        let a = &[("server", "a")];
         assert!(text.contains("# TYPE tenantry_request_duration_seconds histogram\n"));
         assert!(text.contains("# TYPE tenantry_pool_evictions_total counter\n"));
-        assert!(text.contains("\ntenantry_connections_budget 40\n"));
+        assert!(text.contains("\ntenantry_connections_budget{server=\"a\"} 40\n"));
         let s = parse(&text);
         assert_eq!(
             value(&s, "tenantry_rate_limited_total", &[("tenant", "shop")]),
@@ -488,25 +518,35 @@ mod tests {
             value(
                 &s,
                 "tenantry_pool_connections",
-                &[("tenant", "shop"), ("role", "customer"), ("state", state)],
+                &[
+                    ("server", "a"),
+                    ("tenant", "shop"),
+                    ("role", "customer"),
+                    ("state", state),
+                ],
             )
         };
         assert_eq!(conns("open"), Some(3.0));
         assert_eq!(conns("in_use"), Some(2.0));
-        let waiting = [("tenant", "shop"), ("role", "customer")];
+        let waiting = [("server", "a"), ("tenant", "shop"), ("role", "customer")];
         assert_eq!(value(&s, "tenantry_pool_waiting", &waiting), Some(1.0));
-        assert_eq!(value(&s, "tenantry_pool_evictions_total", &[]), Some(7.0));
+        assert_eq!(value(&s, "tenantry_pool_evictions_total", a), Some(7.0));
         assert_eq!(
-            value(&s, "tenantry_connections_opened_total", &[]),
+            value(&s, "tenantry_connections_opened_total", a),
             Some(11.0)
         );
-        assert_eq!(value(&s, "tenantry_pool_rejections_total", &[]), Some(2.0));
+        assert_eq!(value(&s, "tenantry_pool_rejections_total", a), Some(2.0));
         assert_eq!(
-            value(&s, "tenantry_pool_down_rejections_total", &[]),
+            value(&s, "tenantry_pool_down_rejections_total", a),
             Some(4.0)
         );
-        assert_eq!(value(&s, "tenantry_connections_open", &[]), Some(5.0));
-        assert_eq!(value(&s, "tenantry_connections_budget", &[]), Some(40.0));
+        // Every server has its own numbers, and says whether it is down.
+        let b = &[("server", "b")];
+        assert_eq!(value(&s, "tenantry_server_down", a), Some(0.0));
+        assert_eq!(value(&s, "tenantry_server_down", b), Some(1.0));
+        assert_eq!(value(&s, "tenantry_connections_open", b), Some(0.0));
+        assert_eq!(value(&s, "tenantry_connections_open", a), Some(5.0));
+        assert_eq!(value(&s, "tenantry_connections_budget", a), Some(40.0));
     }
 
     #[test]
@@ -514,7 +554,7 @@ mod tests {
         let m = Metrics::new();
         let odd = "a\"b\\c\nd";
         m.request(odd, 500, Duration::from_millis(1));
-        let text = m.render(&Stats::default());
+        let text = m.render(&[("a".to_owned(), Stats::default(), false)]);
         assert!(text.contains(r#"tenantry_requests_total{tenant="a\"b\\c\nd",status="500"} 1"#));
         let s = parse(&text);
         let labels = [("tenant", odd), ("status", "500")];
@@ -523,10 +563,13 @@ mod tests {
 
     #[test]
     fn an_empty_registry_renders_only_families_and_totals() {
-        let text = Metrics::new().render(&Stats::default());
+        let text = Metrics::new().render(&[("a".to_owned(), Stats::default(), false)]);
         let s = parse(&text);
-        assert!(s.iter().all(|(_, labels, _)| labels.is_empty()));
-        assert_eq!(value(&s, "tenantry_connections_open", &[]), Some(0.0));
+        assert!(s.iter().all(|(_, labels, _)| labels.len() <= 1));
+        assert_eq!(
+            value(&s, "tenantry_connections_open", &[("server", "a")]),
+            Some(0.0)
+        );
         assert!(text.ends_with('\n'));
     }
 }

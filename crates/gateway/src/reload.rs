@@ -7,6 +7,11 @@
 //! missing file) does not block a reload: its logins are unavailable (503
 //! `login_unavailable`, logged once) while every other change takes effect.
 //!
+//! A file with several servers is loaded with where each tenant lives, read
+//! from the servers' catalogs (one query per server, by the caller's
+//! [`Locator`]); while a server cannot be read, its tenants are not known
+//! and the reloader looks again at every interval until they are.
+//!
 //! What a reload refuses, keeping the running configuration and logging why:
 //! a file that does not validate (an empty one included), and a file that
 //! would remove every tenant at once (an editor that truncates, then writes,
@@ -25,8 +30,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
+use tenantry_manifest::Inventory;
+
 use crate::server::Gateway;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Homes, Snapshot};
 
 /// How the reloader reads tenants.toml: the bytes and their path, into a
 /// snapshot, or why not. The binary gives the process's own overrides (an
@@ -34,9 +41,15 @@ use crate::snapshot::Snapshot;
 /// It runs on a blocking thread (it reads password files).
 pub type Loader = dyn Fn(&str, &Path) -> Result<Snapshot, String> + Send + Sync;
 
+/// Where the tenants of a file with several servers live, read from the
+/// servers' catalogs by the caller (the gateway does not read catalogs).
+/// Runs on a blocking thread.
+pub type Locator = dyn Fn(&Inventory) -> Result<Homes, String> + Send + Sync;
+
 /// The loader for a gateway started on `admin_url` (None: the file's, or
-/// `TENANTRY_ADMIN_URL`'s at each reload).
-pub fn loader(admin_url: Option<SecretString>) -> Arc<Loader> {
+/// `TENANTRY_ADMIN_URL`'s at each reload), asking `locate` where the
+/// tenants of a file with several servers live.
+pub fn loader(admin_url: Option<SecretString>, locate: Arc<Locator>) -> Arc<Loader> {
     Arc::new(move |source, path| {
         // A password that cannot be read makes its login unavailable (503
         // for that tenant), not the whole file invalid.
@@ -50,7 +63,12 @@ pub fn loader(admin_url: Option<SecretString>) -> Arc<Loader> {
         if let Some(url) = &admin_url {
             inv.only_server_mut().map_err(|e| e.to_string())?.admin_url = Some(url.clone());
         }
-        Snapshot::from_inventory(&inv)
+        let homes = if inv.servers.len() > 1 {
+            locate(&inv)?
+        } else {
+            Homes::new()
+        };
+        Snapshot::from_fleet(&inv, &homes)
     })
 }
 
@@ -99,6 +117,8 @@ pub fn spawn_reloader(
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
             let mut now = watched.look().await;
+            // Tenants whose server could not be read: look again each time.
+            let retry = !forced && gateway.snapshot().unplaced > 0;
             if forced {
                 // Asked now: still, wait for the files to stop changing.
                 for _ in 0..20 {
@@ -114,7 +134,7 @@ pub fn spawn_reloader(
                 // Unchanged since the last load, or still changing: wait.
                 let settled = now.fingerprint == seen;
                 seen.clone_from(&now.fingerprint);
-                if now.fingerprint == loaded_at || !settled {
+                if (now.fingerprint == loaded_at && !retry) || !settled {
                     continue;
                 }
             }
@@ -138,6 +158,9 @@ pub fn spawn_reloader(
                     continue;
                 }
             };
+            if retry && snapshot.same_tenants(&gateway.snapshot()) {
+                continue; // looked again: nothing new
+            }
             let running = gateway.snapshot().tenants.len();
             if snapshot.tenants.is_empty() && running > 0 {
                 tracing::error!(

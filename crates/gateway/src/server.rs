@@ -1,7 +1,9 @@
 //! The gateway's request handling: one hyper handler for the API (resolve
-//! tenant, status, bearer token, rate limit, pool of the token's role, store
-//! API) and one for the admin listener (`/healthz`, `/readyz`, `/metrics`,
-//! `/tenants/<name>/health`).
+//! tenant, status, bearer token, rate limit, pool of the token's role on the
+//! tenant's server, store API) and one for the admin listener (`/healthz`,
+//! `/readyz`, `/metrics`, `/servers`, `/tenants/<name>/health`). Each
+//! server has its own pools [`Registry`]: its own connection budget and
+//! breaker, so one busy or failing server never takes another's.
 //!
 //! The order of the API checks is the defence: nothing reaches a tenant's
 //! database or spends its request budget before the caller proved a token.
@@ -11,6 +13,7 @@
 //! What does not live here: sockets, timeouts and shutdown (`listen`), the
 //! reload of the configuration (`reload`), the API itself (`api`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -59,7 +62,11 @@ impl Default for Options {
 /// The gateway's state, shared by every connection.
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
-    pools: Arc<Registry>,
+    /// Each server's pools, by name (a server stays once seen: its pools
+    /// drain when its tenants go).
+    servers: ArcSwap<HashMap<String, Arc<Registry>>>,
+    /// Pool settings; each server's budget is its own.
+    settings: Settings,
     limits: Limits,
     /// Requests without a token, with a malformed one, or with one known
     /// to be bad, per client address.
@@ -74,9 +81,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(snapshot: Snapshot, settings: Settings, options: Options) -> Arc<Gateway> {
+        let servers = registries(&snapshot, &settings, &HashMap::new());
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
-            pools: Registry::new(settings),
+            servers: ArcSwap::from_pointee(servers),
+            settings,
             limits: Limits::new(),
             strangers: AddressLimits::new(options.unauthenticated_per_second),
             bad_lookups: AddressLimits::new(options.unauthenticated_per_second),
@@ -90,35 +99,63 @@ impl Gateway {
         self.snapshot.load_full()
     }
 
-    pub fn pools(&self) -> &Arc<Registry> {
-        &self.pools
+    /// The pools of `server` (every server of a loaded snapshot has some).
+    pub fn pools(&self, server: &str) -> Arc<Registry> {
+        self.servers
+            .load()
+            .get(server)
+            .unwrap_or_else(|| panic!("server {server} has pools once its snapshot is loaded"))
+            .clone()
+    }
+
+    /// Every server's pools, by name.
+    fn all_pools(&self) -> Vec<(String, Arc<Registry>)> {
+        let mut all: Vec<(String, Arc<Registry>)> = self
+            .servers
+            .load()
+            .iter()
+            .map(|(name, r)| (name.clone(), r.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Swaps in a new configuration. Requests in flight finish on the old
     /// one; pools of removed tenants are drained, pools whose size or
-    /// credentials changed are rebuilt on next use.
+    /// credentials changed are rebuilt on next use, and so are the pools of
+    /// a tenant that now lives on another server.
     pub fn replace(&self, mut new: Snapshot) {
+        // Pools for any new server first: a request never sees a snapshot
+        // whose servers have none.
+        let servers = registries(&new, &self.settings, &self.servers.load());
+        self.servers.store(Arc::new(servers));
         new.epoch = self.snapshot.load().epoch + 1;
         let epoch = new.epoch;
         let old = self.snapshot.swap(Arc::new(new));
         let new = self.snapshot.load();
         for (name, before) in &old.tenants {
+            let pools = self.pools(&before.server);
             match new.tenants.get(name) {
                 None => {
-                    self.pools.remove_tenant(name, epoch);
+                    pools.remove_tenant(name, epoch);
                     self.limits.remove(name);
                     self.tokens.forget_tenant(name);
+                }
+                Some(after) if after.server != before.server => {
+                    pools.remove_tenant(name, epoch);
+                    self.tokens.forget_tenant(name);
+                    tracing::info!(tenant = %name, from = %before.server, to = %after.server, "the tenant lives on another server now: its pools are rebuilt there");
                 }
                 Some(after) if after.fingerprint != before.fingerprint => {
                     if after.same_logins(before) {
                         // Only the size changed: resize, keeping connections.
-                        self.pools.resize_tenant(name, after.pool_size, epoch);
+                        pools.resize_tenant(name, after.pool_size, epoch);
                     } else {
                         // New credentials (and perhaps a new size): a resized
                         // pool would keep dialing with the old password, so
                         // the pools go (in-flight requests finish on them)
                         // and new ones are built from this snapshot on next use.
-                        self.pools.remove_tenant(name, epoch);
+                        pools.remove_tenant(name, epoch);
                         tracing::info!(tenant = %name, "credentials changed: the tenant's pools are rebuilt with them");
                     }
                     self.tokens.forget_tenant(name);
@@ -135,7 +172,9 @@ impl Gateway {
 
     /// Periodic chores: idle pools closed, idle address limits forgotten.
     pub fn housekeeping(&self) {
-        self.pools.reap_idle();
+        for (_, pools) in self.all_pools() {
+            pools.reap_idle();
+        }
         self.strangers.prune();
         self.bad_lookups.prune();
     }
@@ -266,7 +305,7 @@ impl Gateway {
         let size = t.pool_size;
         // The connection settings are only built for a new pool.
         let mut conn = self
-            .pools
+            .pools(&t.server)
             .get(&key, &|| Target {
                 config: t.config(pool_role).expect("a ready login has a config"),
                 size,
@@ -321,7 +360,7 @@ impl Gateway {
                     role: vrole.to_owned(),
                 };
                 let mut conn = self
-                    .pools
+                    .pools(&t.server)
                     .get(&key, &|| Target {
                         config: config.clone(),
                         size: t.pool_size,
@@ -367,15 +406,24 @@ impl Gateway {
         match path {
             "/healthz" => text_response(StatusCode::OK, "ok\n"),
             "/readyz" => {
+                let servers = self.all_pools();
                 if self.stopping.load(Ordering::SeqCst) {
                     text_response(StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+                } else if servers.iter().all(|(_, p)| p.server_down().is_some()) {
+                    // Every server is down: another replica may do better.
+                    text_response(StatusCode::SERVICE_UNAVAILABLE, "no server reachable\n")
                 } else {
                     text_response(StatusCode::OK, "ready\n")
                 }
             }
+            "/servers" => json_response(StatusCode::OK, Some(&self.servers_report())),
             "/metrics" => {
-                let mut r =
-                    text_response(StatusCode::OK, &self.metrics.render(&self.pools.stats()));
+                let stats: Vec<_> = self
+                    .all_pools()
+                    .into_iter()
+                    .map(|(name, p)| (name, p.stats(), p.server_down().is_some()))
+                    .collect();
+                let mut r = text_response(StatusCode::OK, &self.metrics.render(&stats));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -390,6 +438,32 @@ impl Gateway {
                 None => error_response(&ApiError::not_found("no such admin route")),
             },
         }
+    }
+
+    /// `/servers`: each server's tenants, budget, connections, and whether
+    /// it is marked down (and why).
+    fn servers_report(&self) -> serde_json::Value {
+        let snap = self.snapshot.load_full();
+        let servers: Vec<serde_json::Value> = self
+            .all_pools()
+            .into_iter()
+            .filter(|(name, _)| snap.servers.contains_key(name))
+            .map(|(name, pools)| {
+                let stats = pools.stats();
+                let down = pools.server_down();
+                let tenants = snap.tenants.values().filter(|t| t.server == name).count();
+                serde_json::json!({
+                    "name": name,
+                    "state": if down.is_some() { "down" } else { "up" },
+                    "down_reason": down,
+                    "tenants": tenants,
+                    "connections_open": stats.open_connections,
+                    "connections_in_use": stats.pools.iter().map(|p| p.in_use).sum::<usize>(),
+                    "connections_budget": stats.budget,
+                })
+            })
+            .collect();
+        serde_json::json!({ "servers": servers, "unplaced_tenants": snap.unplaced })
     }
 
     async fn tenant_health(&self, name: &str) -> Response<Full<Bytes>> {
@@ -407,7 +481,7 @@ impl Gateway {
         };
         let size = t.pool_size;
         match self
-            .pools
+            .pools(&t.server)
             .health(&key, &|| Target {
                 config: config.clone(),
                 size,
@@ -430,6 +504,39 @@ impl Gateway {
             ),
         }
     }
+}
+
+/// A pools registry for every server of `snapshot`: the ones of `existing`
+/// kept (a budget changed in the file takes effect at the next start), new
+/// ones made with the server's budget (else `settings.budget`).
+fn registries(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    existing: &HashMap<String, Arc<Registry>>,
+) -> HashMap<String, Arc<Registry>> {
+    let mut all = existing.clone();
+    for (name, budget) in &snapshot.servers {
+        let wanted = budget.unwrap_or(settings.budget);
+        match all.get(name) {
+            Some(r) if r.budget() != wanted => tracing::warn!(
+                server = %name,
+                running = r.budget(),
+                wanted,
+                "the gateway's connection budget on this server changed: it takes effect when the gateway restarts"
+            ),
+            Some(_) => {}
+            None => {
+                all.insert(
+                    name.clone(),
+                    Registry::new(Settings {
+                        budget: wanted,
+                        ..settings.clone()
+                    }),
+                );
+            }
+        }
+    }
+    all
 }
 
 /// Switches a gateway session to `group` (`SET ROLE`, skipped when it acts

@@ -1,8 +1,11 @@
 //! The configuration in force: which hosts route where, each tenant's status,
-//! plan limits, the one login its pool uses (its gateway login, or the
-//! DSN's user) and the group a request of each role runs as. Built from tenants.toml
-//! (or a `DATABASE_DSN` in single-tenant mode), swapped whole on reload, so a
-//! request sees one consistent snapshot from start to end.
+//! plan limits, the server it lives on, the one login its pool uses (its
+//! gateway login, or the DSN's user) and the group a request of each role
+//! runs as; and each server's connection budget. Built from tenants.toml
+//! and where each tenant lives (the caller reads that from the servers'
+//! catalogs, see [`Homes`]), or from a `DATABASE_DSN` in single-tenant
+//! mode; swapped whole on reload, so a request sees one consistent snapshot
+//! from start to end.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,6 +29,12 @@ pub struct Snapshot {
     pub trust_tenant_header: bool,
     /// Single-tenant mode: every request goes to this tenant, Host ignored.
     pub single: Option<Arc<TenantEntry>>,
+    /// The servers by name, with the gateway's connection budget on each
+    /// (None: `--max-connections`).
+    pub servers: BTreeMap<String, Option<usize>>,
+    /// Tenants whose server is not known because a server could not be
+    /// read: the reloader looks again until there are none.
+    pub unplaced: usize,
     /// Which load this is: 0 for the first, one more per reload (set by
     /// [`crate::server::Gateway::replace`]). Pools are never made from a
     /// snapshot older than the one that last closed or resized its
@@ -36,6 +45,8 @@ pub struct Snapshot {
 /// One tenant as the gateway serves it.
 pub struct TenantEntry {
     pub info: TenantInfo,
+    /// The server its database is on (its pools are that server's).
+    pub server: String,
     pub suspended: bool,
     pub pool_size: usize,
     pub requests_per_second: u32,
@@ -44,13 +55,29 @@ pub struct TenantEntry {
     pub logins: BTreeMap<String, Login>,
     /// Changes when sizes or credentials change: pools must be rebuilt.
     pub fingerprint: String,
-    /// Server address and options shared by all tenants (one allocation).
+    /// Its server's address and options (one allocation per server).
     base: Arc<ServerAddress>,
     /// Requests run as the caller's group role (`SET ROLE <db>_<role>`):
     /// a tenant of the inventory, served through its gateway login. False
     /// in single-tenant mode, where the DSN's user is the only role.
     groups: bool,
 }
+
+/// Where each tenant of a file with several servers lives: its server's
+/// name, or why that is not known (a conflict, or a server that could not
+/// be read). A file with one server needs none.
+pub type Homes = BTreeMap<String, Result<String, Unplaced>>;
+
+/// Why a tenant's server is not known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unplaced {
+    pub reason: String,
+    /// Looking again may find it (a server could not be read).
+    pub retry: bool,
+}
+
+/// The name the single-tenant mode gives its one server.
+pub const SINGLE_SERVER: &str = "default";
 
 /// The key of a tenant's gateway login in [`TenantEntry::logins`].
 pub const GATEWAY: &str = "gateway";
@@ -139,28 +166,81 @@ impl TenantEntry {
 }
 
 impl Snapshot {
-    /// From a validated inventory: reads every user's password now (from its
-    /// env variable or file), so requests never touch the filesystem.
+    /// From a validated inventory with one server: reads every user's
+    /// password now (from its env variable or file), so requests never
+    /// touch the filesystem.
     pub fn from_inventory(inventory: &Inventory) -> Result<Snapshot, String> {
-        let server = inventory.only_server().map_err(|e| e.to_string())?;
-        let url = server.admin_url.as_ref().ok_or(
-            "the gateway needs [server].admin_url (or TENANTRY_ADMIN_URL) for the server's host and port",
-        )?;
-        let base = Arc::new(
-            ServerAddress::parse(url)
-                .map_err(|e| format!("admin_url is not a valid connection string: {e}"))?,
-        );
+        Snapshot::from_fleet(inventory, &Homes::new())
+    }
+
+    /// From a validated inventory and where its tenants live (`homes`; a
+    /// tenant missing from it lives on the file's only server, or, with
+    /// several, is not known).
+    pub fn from_fleet(inventory: &Inventory, homes: &Homes) -> Result<Snapshot, String> {
+        let mut bases = BTreeMap::new();
+        for (name, server) in &inventory.servers {
+            let url = server.admin_url.as_ref().ok_or_else(|| {
+                if inventory.servers.len() == 1 {
+                    "the gateway needs [server].admin_url (or TENANTRY_ADMIN_URL) for the server's host and port".to_owned()
+                } else {
+                    format!(
+                        "the gateway needs the admin URL of server {name} for its host and port: set admin_url in [servers.{name}] or {}",
+                        tenantry_manifest::admin_url_env(name)
+                    )
+                }
+            })?;
+            let address = ServerAddress::parse(url).map_err(|e| {
+                format!("the admin_url of server {name} is not a valid connection string: {e}")
+            })?;
+            bases.insert(name.clone(), Arc::new(address));
+        }
+        let only = (inventory.servers.len() == 1)
+            .then(|| inventory.servers.keys().next().expect("one server").clone());
+        let mut unplaced = 0;
         let mut tenants = HashMap::with_capacity(inventory.tenants.len());
         for t in &inventory.tenants {
             let tier = inventory.tier(t);
             let mut logins = BTreeMap::new();
             let mut fingerprint = Sha256::new();
             fingerprint.update(tier.pool_size.to_le_bytes());
+            let home = match (homes.get(t.name.as_str()), &only) {
+                (Some(home), _) => home.clone(),
+                (None, Some(only)) => Ok(only.clone()),
+                (None, None) => Err(Unplaced {
+                    reason: "where it lives is not known".to_owned(),
+                    retry: true,
+                }),
+            };
+            // Its server, or (not known) one to name in metrics and errors.
+            let server = match &home {
+                Ok(server) => server.clone(),
+                Err(_) => t
+                    .server
+                    .clone()
+                    .or_else(|| inventory.servers.keys().next().cloned())
+                    .expect("an inventory has a server"),
+            };
+            let base = bases
+                .get(&server)
+                .ok_or_else(|| {
+                    format!(
+                        "tenant {} lives on server {server}, which is not in the file",
+                        t.name
+                    )
+                })?
+                .clone();
+            fingerprint.update(format!("server:{server}:{}:", base.target("")));
             // One login per tenant: its gateway login (`<db>_gateway`),
             // which runs each request as the caller's group (`SET ROLE`).
             let gateway = &t.gateway;
-            let login = match gateway.load_password() {
-                Ok(Some(pw)) => {
+            let login = match (&home, gateway.load_password()) {
+                (Err(why), _) => {
+                    if why.retry {
+                        unplaced += 1;
+                    }
+                    Login::Unavailable(format!("its server is not known: {}", why.reason))
+                }
+                (Ok(_), Ok(Some(pw))) => {
                     fingerprint.update(format!("gateway:{}:", gateway.name));
                     fingerprint.update(pw.expose_secret().as_bytes());
                     Login::Ready {
@@ -168,11 +248,11 @@ impl Snapshot {
                         password: pw,
                     }
                 }
-                Ok(None) => Login::Unavailable(format!(
+                (Ok(_), Ok(None)) => Login::Unavailable(format!(
                     "the password of the gateway login {} has not been generated yet: run `tenantry apply`",
                     gateway.name
                 )),
-                Err(e) => Login::Unavailable(e.to_string()),
+                (Ok(_), Err(e)) => Login::Unavailable(e.to_string()),
             };
             logins.insert(GATEWAY.to_owned(), login);
             let entry = TenantEntry {
@@ -181,12 +261,13 @@ impl Snapshot {
                     display_name: t.display_name.clone(),
                     plan: t.plan.clone(),
                 },
+                server,
                 suspended: t.status == Status::Suspended,
                 pool_size: tier.pool_size as usize,
                 requests_per_second: tier.requests_per_second,
                 logins,
                 fingerprint: format!("{:x}", fingerprint.finalize()),
-                base: base.clone(),
+                base,
                 groups: true,
             };
             tenants.insert(t.name.to_string(), Arc::new(entry));
@@ -209,6 +290,12 @@ impl Snapshot {
             tenants,
             trust_tenant_header: inventory.routing.trust_tenant_header,
             single: None,
+            servers: inventory
+                .servers
+                .iter()
+                .map(|(name, s)| (name.clone(), s.gateway_connections))
+                .collect(),
+            unplaced,
             epoch: 0,
         })
     }
@@ -238,6 +325,7 @@ impl Snapshot {
                 display_name: None,
                 plan: "single-tenant".to_owned(),
             },
+            server: SINGLE_SERVER.to_owned(),
             suspended: false,
             pool_size,
             requests_per_second,
@@ -253,8 +341,22 @@ impl Snapshot {
             tenants: HashMap::from([(db, entry.clone())]),
             trust_tenant_header: false,
             single: Some(entry),
+            servers: BTreeMap::from([(SINGLE_SERVER.to_owned(), None)]),
+            unplaced: 0,
             epoch: 0,
         })
+    }
+
+    /// Whether `other` serves the same tenants the same way: same servers,
+    /// logins and fingerprints (what a look again at the servers can change).
+    pub fn same_tenants(&self, other: &Snapshot) -> bool {
+        self.unplaced == other.unplaced
+            && self.tenants.len() == other.tenants.len()
+            && self.tenants.iter().all(|(name, a)| {
+                other.tenants.get(name).is_some_and(|b| {
+                    a.server == b.server && a.fingerprint == b.fingerprint && a.same_logins(b)
+                })
+            })
     }
 
     /// The tenant a request is for: the single tenant, or by Host, or by a

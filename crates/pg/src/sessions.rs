@@ -113,7 +113,8 @@ impl Located {
 
 /// Connects to every server, takes the apply locks with `lock` (waiting up
 /// to that long on each), reads where the tenants are and places them. A
-/// lock that cannot be taken fails the whole (nothing was read or changed).
+/// lock that cannot be taken fails the whole (nothing was read or changed);
+/// so does the server of a file with one server that cannot be read.
 pub async fn locate(inventory: &Inventory, lock: Option<Duration>) -> Result<Located, Error> {
     let names: Vec<String> = inventory
         .tenants
@@ -184,6 +185,11 @@ pub async fn locate(inventory: &Inventory, lock: Option<Duration>) -> Result<Loc
         }
     }
     located.unreachable.sort_by(|a, b| a.0.cmp(&b.0));
+    if inventory.servers.len() == 1 {
+        if let Some((_, e)) = located.unreachable.pop() {
+            return Err(e);
+        }
+    }
     let servers: Vec<placement::Server> = located
         .reached
         .iter()
@@ -383,9 +389,13 @@ pub async fn open(
             session,
         });
     }
+    // A server that could not be read keeps the tenants pinned to it, for
+    // the callers that say why each is unknown.
     for (name, error) in located.unreachable {
         servers.push(OnServer {
-            share: inventory.share(&name, &|_| false),
+            share: inventory.share(&name, &|t| {
+                inventory.tenant(t).and_then(|t| t.server.as_deref()) == Some(name.as_str())
+            }),
             name,
             session: Err(error),
         });

@@ -1,9 +1,13 @@
-//! The per-tenant circuit breaker: a tenant whose database is down fails fast
-//! without touching the network or hurting the others.
+//! The circuit breaker: a server, a tenant whose database is down or a
+//! login that is refused fails fast without touching the network or hurting
+//! the others.
 //!
-//! A failed dial marks the tenant down (connection refused, timed out,
-//! database missing, ...) or, for an authentication or permission failure
-//! (SQLSTATE 28P01, 28000, 42501), marks that (tenant, role) refused. Until the
+//! A failed dial marks the whole server down when the server itself did not
+//! answer (connection refused or reset, timed out, shutting down or starting
+//! up: SQLSTATE 57P01, 57P02, 57P03), so its other tenants do not each try
+//! in turn; the tenant down for an error of its database (missing, ...);
+//! or, for an authentication or permission failure (SQLSTATE 28P01, 28000,
+//! 42501), that (tenant, role) refused. Until the
 //! backoff passes (`backoff_min`, doubling per failed probe up to
 //! `backoff_max`) requests fail at once without touching the network; then
 //! exactly one request probes, and its success clears the mark.
@@ -29,7 +33,11 @@ impl Registry {
         let shared = &self.shared;
         let now = Instant::now();
         let mut breakers = lock(&shared.breakers);
-        let marks = [BreakerKey::tenant(key), BreakerKey::role(key)];
+        let marks = [
+            BreakerKey::SERVER,
+            BreakerKey::tenant(key),
+            BreakerKey::role(key),
+        ];
         let mut probes = Vec::new();
         for mark in marks {
             let Some(b) = breakers.get(&mark) else {
@@ -61,11 +69,12 @@ impl Registry {
     /// returns the error for this request.
     pub(super) fn trip(&self, key: &PoolKey, dial: Dial) -> PoolError {
         let settings = &self.shared.settings;
-        let (refused, reason) = dial.classify();
-        let mark = if refused {
-            BreakerKey::role(key)
-        } else {
-            BreakerKey::tenant(key)
+        let (scope, reason) = dial.classify();
+        let refused = scope == Scope::Role;
+        let mark = match scope {
+            Scope::Role => BreakerKey::role(key),
+            Scope::Tenant => BreakerKey::tenant(key),
+            Scope::Server => BreakerKey::SERVER,
         };
         let now = Instant::now();
         let mut breakers = lock(&self.shared.breakers);
@@ -91,10 +100,34 @@ impl Registry {
         tracing::warn!(
             tenant = %key.tenant, role = %key.role, %reason,
             backoff_ms = b.backoff.as_millis() as u64,
-            "{}", if refused { "login refused" } else { "tenant database down" }
+            "{}", match scope {
+                Scope::Role => "login refused",
+                Scope::Tenant => "tenant database down",
+                Scope::Server => "server down: its tenants fail fast until it answers again",
+            }
         );
         b.error(b.until.saturating_duration_since(now))
     }
+
+    /// Why the whole server is marked down, if it is.
+    pub fn server_down(&self) -> Option<String> {
+        let breakers = lock(&self.shared.breakers);
+        breakers
+            .get(&BreakerKey::SERVER)
+            .filter(|b| Instant::now() < b.until || b.probing)
+            .map(|b| b.reason.clone())
+    }
+}
+
+/// What a failed dial marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// The server did not answer: every tenant of it.
+    Server,
+    /// The tenant's database failed.
+    Tenant,
+    /// The login was refused.
+    Role,
 }
 
 /// A failed dial.
@@ -104,45 +137,57 @@ pub(super) enum Dial {
 }
 
 impl Dial {
-    /// (is it an authentication/permission refusal, the reason).
-    fn classify(&self) -> (bool, String) {
+    /// (what it marks, the reason).
+    fn classify(&self) -> (Scope, String) {
         match self {
-            Dial::TimedOut => (false, "timed out connecting".into()),
-            Dial::Error(e) => {
-                let refused = matches!(
-                    e.code(),
-                    Some(c) if *c == SqlState::INVALID_PASSWORD
+            Dial::TimedOut => (Scope::Server, "timed out connecting".into()),
+            Dial::Error(e) => match e.as_db_error() {
+                None => (Scope::Server, e.to_string()),
+                Some(db) => {
+                    let c = db.code();
+                    let scope = if *c == SqlState::INVALID_PASSWORD
                         || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
                         || *c == SqlState::INSUFFICIENT_PRIVILEGE
-                );
-                let reason = match e.as_db_error() {
-                    Some(db) => format!("{} ({})", db.message(), db.code().code()),
-                    None => e.to_string(),
-                };
-                (refused, reason)
-            }
+                    {
+                        Scope::Role
+                    } else if *c == SqlState::ADMIN_SHUTDOWN
+                        || *c == SqlState::CRASH_SHUTDOWN
+                        || *c == SqlState::CANNOT_CONNECT_NOW
+                    {
+                        Scope::Server
+                    } else {
+                        Scope::Tenant
+                    };
+                    (scope, format!("{} ({})", db.message(), c.code()))
+                }
+            },
         }
     }
 }
 
-/// A circuit-breaker mark: a whole tenant (down) or one (tenant, role)
-/// (refused).
+/// A circuit-breaker mark: the whole server (down; no tenant), a whole
+/// tenant (down) or one (tenant, role) (refused).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct BreakerKey {
-    pub(super) tenant: String,
+    pub(super) tenant: Option<String>,
     role: Option<String>,
 }
 
 impl BreakerKey {
+    const SERVER: BreakerKey = BreakerKey {
+        tenant: None,
+        role: None,
+    };
+
     fn tenant(key: &PoolKey) -> BreakerKey {
         BreakerKey {
-            tenant: key.tenant.clone(),
+            tenant: Some(key.tenant.clone()),
             role: None,
         }
     }
     fn role(key: &PoolKey) -> BreakerKey {
         BreakerKey {
-            tenant: key.tenant.clone(),
+            tenant: Some(key.tenant.clone()),
             role: Some(key.role.clone()),
         }
     }
@@ -188,7 +233,10 @@ impl Probe {
         let mut breakers = lock(&self.shared.breakers);
         for mark in self.marks.drain(..) {
             if breakers.remove(&mark).is_some() {
-                tracing::info!(tenant = %mark.tenant, "database reachable again");
+                match &mark.tenant {
+                    Some(tenant) => tracing::info!(%tenant, "database reachable again"),
+                    None => tracing::info!("server reachable again"),
+                }
             }
         }
     }

@@ -253,6 +253,11 @@ impl Registry {
         })
     }
 
+    /// Most connections this registry holds open at once.
+    pub fn budget(&self) -> usize {
+        self.shared.settings.budget
+    }
+
     /// A connection for `key`, creating its pool on first use with `target()`.
     ///
     /// `target` is only called here, before the returned future first
@@ -306,7 +311,7 @@ impl Registry {
                 }
             }
         }
-        lock(&self.shared.breakers).retain(|k, _| k.tenant != tenant);
+        lock(&self.shared.breakers).retain(|k, _| k.tenant.as_deref() != Some(tenant));
         drop(closing);
     }
 
