@@ -10,19 +10,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{own_cluster, Admin, Fleet};
+use common::{own_cluster, placed, servers_toml, Admin, Fleet};
 use tenantry_localpg::Cluster;
-
-/// `+ tenant X will be created on server Y` lines of a plan: X -> Y.
-fn placed(plan: &str) -> BTreeMap<String, String> {
-    plan.lines()
-        .filter_map(|l| {
-            let rest = l.trim().strip_prefix("+ tenant ")?;
-            let (tenant, server) = rest.split_once(" will be created on server ")?;
-            Some((tenant.to_owned(), server.to_owned()))
-        })
-        .collect()
-}
 
 /// The rows of a one-column query, run as the superuser.
 fn rows(cluster: &Cluster, sql: &str) -> Vec<String> {
@@ -42,11 +31,11 @@ fn a_fleet_over_three_servers() {
     let (b, c) = (own_cluster(&[]), own_cluster(&[]));
     let b_admin = format!("{}_tenantry", f.p);
     let b_url = b.create_admin_role(&b_admin, "admin-pw").unwrap();
-    let servers = format!(
-        "\n[servers.a]\nadmin_url = \"{}\"\n\n[servers.b]\nadmin_url = \"{b_url}\"\n\n[servers.c]\nadmin_url = \"{}\"\n",
-        f.admin_url,
-        c.url("postgres")
-    );
+    let servers = servers_toml(&[
+        ("a", &f.admin_url, ""),
+        ("b", &b_url, ""),
+        ("c", &c.url("postgres"), ""),
+    ]);
     let tenant = |i: usize, plan: &str| {
         let pin = match i {
             0..=4 => "server = \"b\"\n",

@@ -43,6 +43,28 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Gateway::spawn(cmd)
+    }
+
+    /// [`start`](Self::start) for a file naming its servers (no
+    /// `TENANTRY_ADMIN_URL`: it is refused for a file with several).
+    pub fn start_fleet(f: &Fleet, extra: &[&str]) -> Gateway {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--reload-interval",
+            "200ms",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = f.command(&args);
+        cmd.env_remove("TENANTRY_ADMIN_URL");
+        Gateway::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Gateway {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -226,6 +248,14 @@ pub fn http(
 /// A new API token of `tenant` (`{p}` allowed) for `role`.
 pub fn token(f: &Fleet, tenant: &str, role: &str) -> String {
     f.tenantry(&["token", "create", &f.name(tenant), "--role", role])
+        .ok()
+        .trim()
+        .to_owned()
+}
+
+/// [`token`] for a file naming its servers.
+pub fn fleet_token(f: &Fleet, tenant: &str, role: &str) -> String {
+    f.tenantry_fleet(&["token", "create", &f.name(tenant), "--role", role])
         .ok()
         .trim()
         .to_owned()

@@ -297,6 +297,25 @@ admins     = [{ username = "{p}_cafe_a" }]
 customers  = [{ username = "{p}_cafe_c" }]
 "#;
 
+/// The `+ tenant X will be created on server Y` lines of a plan: X -> Y.
+pub fn placed(plan: &str) -> std::collections::BTreeMap<String, String> {
+    plan.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("+ tenant ")?;
+            let (tenant, server) = rest.split_once(" will be created on server ")?;
+            Some((tenant.to_owned(), server.to_owned()))
+        })
+        .collect()
+}
+
+/// `[servers.<name>]` tables, one per (name, admin URL, extra lines).
+pub fn servers_toml(servers: &[(&str, &str, &str)]) -> String {
+    servers
+        .iter()
+        .map(|(name, url, extra)| format!("\n[servers.{name}]\nadmin_url = \"{url}\"\n{extra}"))
+        .collect()
+}
+
 /// Runs a `SELECT count(*) ...` with one text parameter.
 pub async fn count(client: &tokio_postgres::Client, sql: &str, arg: &str) -> i64 {
     client
