@@ -30,6 +30,13 @@
 //! cargo run --release -p tenantry-bench -- gateway [--tenants 100] [--duration 10s] [--connections 32] [--quick]
 //! ```
 //!
+//! The `servers` subcommand compares one fleet over three servers with the
+//! same fleet on one (apply, no-op plan, gateway); see [`servers`]:
+//!
+//! ```text
+//! cargo run --release -p tenantry-bench -- servers [--tenants 300] [--plan-tenants 300] [--gateway-tenants 100] [--quick]
+//! ```
+//!
 //! Modules: [`inventory`] writes the `tenants.toml` files, [`baseline`] runs
 //! the psql baselines, [`measure`] runs a child and reads its peak RSS,
 //! [`migrate`] is the migrate benchmark, [`gateway`] the gateway benchmark.
@@ -40,6 +47,7 @@ mod gateway;
 mod inventory;
 mod measure;
 mod migrate;
+mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,6 +100,8 @@ enum Bench {
     Migrate(migrate::Args),
     /// `tenantry serve` under wrk load against a hyper + one-pool baseline.
     Gateway(gateway::Args),
+    /// One fleet over three servers against the same on one: apply, plan, gateway.
+    Servers(servers::Args),
 }
 
 fn main() {
@@ -107,6 +117,10 @@ fn main() {
         Some(Bench::Gateway(mut g)) => {
             g.apply_quick();
             gateway::run(&g)
+        }
+        Some(Bench::Servers(mut s)) => {
+            s.apply_quick();
+            servers::run(&s)
         }
         None => {
             if args.quick {
@@ -151,7 +165,8 @@ const SCHEMA_V1: &str = "V1__store.sql";
 /// Everything one tenantry invocation needs.
 struct Tenantry<'a> {
     bin: &'a Path,
-    admin_url: &'a str,
+    /// `--admin-url`; None for a file naming its servers.
+    admin_url: Option<&'a str>,
     jobs: u16,
     workdir: &'a Path,
 }
@@ -162,10 +177,12 @@ impl Tenantry<'_> {
         cmd.arg(subcommand)
             .arg("--config")
             .arg(config)
-            .args(["--admin-url", self.admin_url])
             .args(["--jobs", &self.jobs.to_string()])
             .env_remove("TENANTRY_ADMIN_URL")
             .current_dir(self.workdir);
+        if let Some(url) = self.admin_url {
+            cmd.args(["--admin-url", url]);
+        }
         cmd
     }
 
@@ -283,7 +300,7 @@ fn run(args: &Args) -> Result<()> {
         .tempdir()?;
     let tenantry = Tenantry {
         bin: &bin,
-        admin_url: &admin_url,
+        admin_url: Some(&admin_url),
         jobs: args.jobs,
         workdir: work.path(),
     };

@@ -152,7 +152,7 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::write(schema.join(crate::SCHEMA_V1), &v1)?;
     let tenantry = Tenantry {
         bin: &bin,
-        admin_url: &admin_url,
+        admin_url: Some(&admin_url),
         jobs: args.setup_jobs,
         workdir: work.path(),
     };
@@ -375,10 +375,12 @@ fn migrate(t: &Tenantry, config: &Path, jobs: Option<u16>, n: usize) -> Result<R
     cmd.arg("migrate")
         .arg("--config")
         .arg(config)
-        .args(["--admin-url", t.admin_url])
         .env_remove("TENANTRY_ADMIN_URL")
         .env_remove("RUST_LOG")
         .current_dir(t.workdir);
+    if let Some(url) = t.admin_url {
+        cmd.args(["--admin-url", url]);
+    }
     if let Some(j) = jobs {
         cmd.args(["--jobs", &j.to_string()]);
     }

@@ -59,11 +59,11 @@ pub(super) fn baseline_run(
     let mut cpu_before = Duration::ZERO;
     let mut pg_before = PgSide::default();
     let wrk = load.measure(&addr, script, || {
-        pg_before = PgSide::before(cluster);
+        pg_before = PgSide::before(&[cluster]);
         cpu_before = cpu_time("self").unwrap_or_default();
     })?;
     let cpu = cpu_time("self")?.saturating_sub(cpu_before);
-    let pg = PgSide::since(cluster, pg_before);
+    let pg = PgSide::since(&[cluster], pg_before);
     server.abort();
     runtime.shutdown_timeout(Duration::from_secs(5));
     Ok(BaselineRun { wrk, cpu, pg })

@@ -41,7 +41,7 @@ pub(super) fn login_cost(cluster: &Cluster, iterations: u32, n: usize) -> Result
         .enable_all()
         .build()?;
     let me = std::process::id().to_string();
-    let pg_before = PgSide::before(cluster);
+    let pg_before = PgSide::before(&[cluster]);
     let cpu_before = cpu_time(&me)?;
     let start = Instant::now();
     runtime.block_on(async {
@@ -57,7 +57,7 @@ pub(super) fn login_cost(cluster: &Cluster, iterations: u32, n: usize) -> Result
     })?;
     let wall = start.elapsed();
     let cpu = cpu_time(&me)?.saturating_sub(cpu_before);
-    let pg = PgSide::since(cluster, pg_before);
+    let pg = PgSide::since(&[cluster], pg_before);
     cluster.psql("postgres", &format!("DROP ROLE {role}"))?;
     Ok(LoginCost {
         iterations,

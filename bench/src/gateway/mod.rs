@@ -39,6 +39,7 @@ use tenantry_localpg::Cluster;
 use crate::{progress, secs, Tenantry};
 
 mod baseline;
+pub(crate) mod fleet;
 mod logins;
 mod openloop;
 mod report;
@@ -162,7 +163,7 @@ pub fn run(args: &Args) -> Result<()> {
         .tempdir()?;
     let tenantry = Tenantry {
         bin: &bin,
-        admin_url: &admin_url,
+        admin_url: Some(&admin_url),
         jobs: args.setup_jobs,
         workdir: work.path(),
     };
@@ -181,7 +182,14 @@ pub fn run(args: &Args) -> Result<()> {
     let dbs: Vec<String> = (1..=fleet_n).map(tenant).collect();
     insert_widgets(&cluster, &dbs)?;
     let tokens_start = Instant::now();
-    let tokens = create_tokens(&bin, &fleet_toml, &admin_url, work.path(), &dbs, "customer")?;
+    let tokens = create_tokens(
+        &bin,
+        &fleet_toml,
+        Some(&admin_url),
+        work.path(),
+        &dbs,
+        "customer",
+    )?;
     // The first N tenants also get an admin and a developer token, for the
     // run whose requests are spread over the three roles.
     let mut role_tokens = Vec::new();
@@ -190,7 +198,7 @@ pub fn run(args: &Args) -> Result<()> {
         role_tokens.push(create_tokens(
             &bin,
             &fleet_toml,
-            &admin_url,
+            Some(&admin_url),
             work.path(),
             &dbs[..n],
             role,
@@ -240,13 +248,13 @@ pub fn run(args: &Args) -> Result<()> {
     let gw = gateway_run(
         &bin,
         &small_toml,
-        &admin_url,
+        Some(&admin_url),
         work.path(),
         args.max_connections,
         &targets[..n],
         &small_lua,
         &load,
-        &cluster,
+        &[&cluster],
         Some(&dbs[..n]),
     )?;
     println!("  {}", gw.line());
@@ -259,13 +267,13 @@ pub fn run(args: &Args) -> Result<()> {
         let r = gateway_run(
             &bin,
             &small_toml,
-            &admin_url,
+            Some(&admin_url),
             work.path(),
             args.wide_budget,
             &targets[..n],
             &small_lua,
             &load,
-            &cluster,
+            &[&cluster],
             None,
         )?;
         println!("  {}", r.line());
@@ -295,13 +303,13 @@ pub fn run(args: &Args) -> Result<()> {
     let roles = gateway_run(
         &bin,
         &small_toml,
-        &admin_url,
+        Some(&admin_url),
         work.path(),
         args.max_connections,
         &mixed,
         &mixed_lua,
         &load,
-        &cluster,
+        &[&cluster],
         None,
     )?;
     println!("  {}", roles.line());
@@ -356,13 +364,13 @@ pub fn run(args: &Args) -> Result<()> {
     let many = gateway_run(
         &bin,
         &many_toml,
-        &admin_url,
+        Some(&admin_url),
         work.path(),
         args.max_connections,
         &targets[..m],
         &many_lua,
         &load,
-        &cluster,
+        &[&cluster],
         None,
     )?;
     println!("  {}", many.line());
@@ -375,13 +383,13 @@ pub fn run(args: &Args) -> Result<()> {
     let zipf = gateway_run(
         &bin,
         &many_toml,
-        &admin_url,
+        Some(&admin_url),
         work.path(),
         args.max_connections,
         &targets[..m],
         &zipf_lua,
         &load,
-        &cluster,
+        &[&cluster],
         None,
     )?;
     println!("  {}", zipf.line());

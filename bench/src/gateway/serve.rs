@@ -109,7 +109,7 @@ impl Served {
     pub(super) fn start(
         bin: &Path,
         config: &Path,
-        admin_url: &str,
+        admin_url: Option<&str>,
         workdir: &Path,
         budget: usize,
     ) -> Result<Served> {
@@ -118,16 +118,16 @@ impl Served {
             config.file_stem().unwrap_or_default().to_string_lossy()
         ));
         let start = Instant::now();
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .args(["--admin-url", admin_url])
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve").arg("--config").arg(config);
+        match admin_url {
+            Some(url) => cmd.args(["--admin-url", url]),
+            // A file naming its servers: their URLs are in it.
+            None => cmd.env_remove("TENANTRY_ADMIN_URL"),
+        };
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--max-connections", &budget.to_string()])
-            // `serve` does not apply --admin-url to the file it loads (the
-            // other commands do); the variable reaches it, and its reloads.
-            .env("TENANTRY_ADMIN_URL", admin_url)
             .env_remove("TENANTRY_LOG")
             .env_remove("DATABASE_DSN")
             .current_dir(workdir)
@@ -308,23 +308,29 @@ pub(super) struct PgSide {
 
 impl PgSide {
     /// Before a run: let idle backends flush their statistics first.
-    pub(super) fn before(cluster: &Cluster) -> PgSide {
+    /// Summed over `clusters`.
+    pub(super) fn before(clusters: &[&Cluster]) -> PgSide {
         std::thread::sleep(Duration::from_millis(1500));
         PgSide {
-            cpu: pg_cpu(cluster).unwrap_or_default(),
-            xacts: pg_xacts(cluster).unwrap_or_default(),
+            cpu: clusters.iter().map(|c| pg_cpu(c).unwrap_or_default()).sum(),
+            xacts: clusters
+                .iter()
+                .map(|c| pg_xacts(c).unwrap_or_default())
+                .sum(),
         }
     }
 
     /// After a run: what happened since `start` (CPU read at once).
-    pub(super) fn since(cluster: &Cluster, start: PgSide) -> PgSide {
-        let cpu = pg_cpu(cluster).unwrap_or_default();
+    pub(super) fn since(clusters: &[&Cluster], start: PgSide) -> PgSide {
+        let cpu: Duration = clusters.iter().map(|c| pg_cpu(c).unwrap_or_default()).sum();
         std::thread::sleep(Duration::from_millis(1500));
+        let xacts: u64 = clusters
+            .iter()
+            .map(|c| pg_xacts(c).unwrap_or_default())
+            .sum();
         PgSide {
             cpu: cpu.saturating_sub(start.cpu),
-            xacts: pg_xacts(cluster)
-                .unwrap_or_default()
-                .saturating_sub(start.xacts),
+            xacts: xacts.saturating_sub(start.xacts),
         }
     }
 
@@ -377,7 +383,7 @@ impl Poller {
 }
 
 /// What one gateway run measured.
-pub(super) struct GatewayRun {
+pub(crate) struct GatewayRun {
     pub(super) wrk: Wrk,
     pub(super) cpu: Duration,
     pub(super) max_open: f64,
@@ -395,7 +401,17 @@ impl GatewayRun {
         self.cpu.as_secs_f64() * 1e6 / (self.wrk.requests.max(1) as f64)
     }
 
-    pub(super) fn line(&self) -> String {
+    /// Requests a second of the measured run.
+    pub(crate) fn rps(&self) -> f64 {
+        self.wrk.rps()
+    }
+
+    /// Answers that were not 2xx, and socket errors.
+    pub(crate) fn errors(&self) -> u64 {
+        self.wrk.non_2xx + self.wrk.socket_errors()
+    }
+
+    pub(crate) fn line(&self) -> String {
         let mut s = self.wrk.line();
         let _ = write!(
             s,
@@ -419,18 +435,19 @@ impl GatewayRun {
 /// measures, reads /metrics, stops it. With `stats`, also counts the token
 /// lookups that reached the databases during the measured run.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gateway_run(
+pub(crate) fn gateway_run(
     bin: &Path,
     config: &Path,
-    admin_url: &str,
+    admin_url: Option<&str>,
     workdir: &Path,
     budget: usize,
     targets: &[Target],
     script: &Path,
     load: &Load<'_>,
-    cluster: &Cluster,
+    clusters: &[&Cluster],
     token_dbs: Option<&[String]>,
 ) -> Result<GatewayRun> {
+    let cluster = clusters[0];
     let served = Served::start(bin, config, admin_url, workdir, budget)?;
     let ends = [&targets[0], &targets[targets.len() - 1]];
     check_widget(&served.api, &ends)?;
@@ -440,12 +457,12 @@ pub(super) fn gateway_run(
     let mut cpu_before = Duration::ZERO;
     let mut pg_before = PgSide::default();
     let wrk = load.measure(&served.api, script, || {
-        pg_before = PgSide::before(cluster);
+        pg_before = PgSide::before(clusters);
         before = token_dbs.and_then(|dbs| token_scans(cluster, dbs).ok());
         cpu_before = cpu_time(&pid).unwrap_or_default();
     })?;
     let cpu = cpu_time(&pid)?.saturating_sub(cpu_before);
-    let pg = PgSide::since(cluster, pg_before);
+    let pg = PgSide::since(clusters, pg_before);
     let max_open = poller.finish();
     let text = served.metrics()?;
     let evictions = metric(&text, "tenantry_pool_evictions_total").unwrap_or(0.0);
@@ -510,7 +527,7 @@ pub(super) fn open_loop_run(
     rate: u32,
     load: &Load<'_>,
 ) -> Result<super::openloop::OpenLoop> {
-    let served = Served::start(bin, config, admin_url, workdir, budget)?;
+    let served = Served::start(bin, config, Some(admin_url), workdir, budget)?;
     check_widget(&served.api, &[&targets[0], &targets[targets.len() - 1]])?;
     if !load.warmup.is_zero() {
         super::openloop::open_loop(&served.api, targets, rate, load.warmup, load.connections)?;
@@ -536,7 +553,7 @@ pub(super) fn idle_rss(
     gateway_secrets(&workdir.join("idle-secrets"), (1..=k).map(tenant))?;
     let toml = workdir.join("idle.toml");
     std::fs::write(&toml, render(k, schema, args.pool_size, Some(&pw)))?;
-    let served = Served::start(bin, &toml, admin_url, workdir, args.max_connections)?;
+    let served = Served::start(bin, &toml, Some(admin_url), workdir, args.max_connections)?;
     std::thread::sleep(Duration::from_secs(1));
     let (rss, _) = rss_mib(served.pid())?;
     let startup = served.started_after;

@@ -70,7 +70,7 @@ pub(super) fn render(
 }
 
 /// One widget per tenant database (id 1), as the superuser, one psql session.
-pub(super) fn insert_widgets(cluster: &Cluster, dbs: &[String]) -> Result<()> {
+pub(crate) fn insert_widgets(cluster: &Cluster, dbs: &[String]) -> Result<()> {
     let mut script = String::new();
     for db in dbs {
         let _ = writeln!(
@@ -96,10 +96,10 @@ pub(super) fn insert_widgets(cluster: &Cluster, dbs: &[String]) -> Result<()> {
 
 /// `tenantry token create <db> --role customer` for each database, four
 /// at a time; returns the tokens in order.
-pub(super) fn create_tokens(
+pub(crate) fn create_tokens(
     bin: &Path,
     config: &Path,
-    admin_url: &str,
+    admin_url: Option<&str>,
     workdir: &Path,
     dbs: &[String],
     role: &str,
@@ -135,21 +135,22 @@ pub(super) fn create_tokens(
 pub(super) fn token_create(
     bin: &Path,
     config: &Path,
-    admin_url: &str,
+    admin_url: Option<&str>,
     workdir: &Path,
     db: &str,
     role: &str,
 ) -> Result<String> {
-    let out = Command::new(bin)
-        .args(["token", "create", db, "--role", role, "--label", "bench"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["token", "create", db, "--role", role, "--label", "bench"])
         .arg("--config")
         .arg(config)
-        .args(["--admin-url", admin_url])
         .env_remove("TENANTRY_ADMIN_URL")
         .current_dir(workdir)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run tenantry token create")?;
+        .stdin(Stdio::null());
+    if let Some(url) = admin_url {
+        cmd.args(["--admin-url", url]);
+    }
+    let out = cmd.output().context("cannot run tenantry token create")?;
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || token.is_empty() || token.contains('\n') {
         bail!(
