@@ -90,7 +90,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             user,
             format,
         } => crate::env::env(
-            &for_tenant(&common, &tenant, New::Placed).await?,
+            &for_tenant(&common, &tenant, New::Pinned).await?,
             &tenant,
             role,
             user.as_deref(),
@@ -106,7 +106,7 @@ async fn dispatch(cli: Cli) -> Result<u8> {
             tenant,
             dry_run,
         } => {
-            let inventory = for_tenant(&common, &tenant, New::Pinned).await?;
+            let inventory = for_tenant(&common, &tenant, New::Placed).await?;
             crate::switch::adopt(&inventory, &common, &tenant, dry_run).await
         }
         Command::Rotate {
@@ -165,17 +165,18 @@ pub(crate) fn load(common: &Common) -> Result<Inventory> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum New {
     /// Works on the server placement gives it (the command reports the
-    /// missing database as it does on one server).
+    /// missing database as it does on one server; `adopt` finds an
+    /// unmanaged database there, as placement goes where the name is taken).
     Placed,
-    /// Needs a pin (`adopt`: the database to take over is somewhere, and
-    /// only the file can say where).
+    /// Needs a pin (`env`: a DSN must not name a server apply may not
+    /// choose in the end).
     Pinned,
 }
 
-/// The file cut down to the server tenant `name` lives on (or would be
-/// created on), for the commands that work on one tenant; a file with one
-/// server is returned whole. Every server is read to find it: the catalogs
-/// are the only record of where a tenant lives.
+/// The file cut down to the server tenant `name` lives on (whatever its pin
+/// says) or would be created on, for the commands that work on one tenant;
+/// a file with one server is returned whole. Every server is read to find
+/// it: the catalogs are the only record of where a tenant lives.
 pub(crate) async fn for_tenant(common: &Common, name: &str, new: New) -> Result<Inventory> {
     use tenantry_plan::placement::Placement;
     let inventory = load(common)?;
@@ -185,17 +186,18 @@ pub(crate) async fn for_tenant(common: &Common, name: &str, new: New) -> Result<
     tenant(&inventory, name)?;
     let located = tenantry_pg::sessions::locate(&inventory, None).await?;
     let server = match located.placement.get(name) {
-        Some(Placement::Lives { server }) => server,
         Some(Placement::New { server, pinned, .. }) if *pinned || new == New::Placed => server,
-        Some(Placement::New { .. }) => bail!(
-            "tenant {name} is managed on no server of {}: say which server holds the database to adopt with server = \"<name>\" in [tenants.{name}] (servers: {})",
+        Some(Placement::New { server, .. }) => bail!(
+            "tenant {name} is not created yet (apply would create it on server {server}, unless other changes place it elsewhere): run `tenantry apply` first, or pin it with server = \"<name>\" in [tenants.{name}] of {} (servers: {})",
             inventory.path.display(),
             inventory.servers.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
-        Some(Placement::Conflict(c)) => bail!("tenant {name}: {c}"),
-        None => match located.held().into_iter().find(|h| h.tenant == name) {
-            Some(h) => bail!("tenant {name}: {}", h.reason),
-            None => bail!("tenant {name}: not found on any server"),
+        _ => match located.in_use_on(name) {
+            Some(server) => server,
+            None => match located.held().into_iter().find(|h| h.tenant == name) {
+                Some(h) => bail!("tenant {name}: {}", h.reason),
+                None => bail!("tenant {name}: not found on any server"),
+            },
         },
     };
     Ok(inventory.share(server, &|t| t == name))

@@ -44,6 +44,14 @@ fn locate<'a>(
             }
         }
     };
+    // A conflict first: its server's session holds it (so that nothing is
+    // planned as a destroy there), not as in sync.
+    if s.held.iter().any(|h| h.tenant == tenant && h.conflict) {
+        return Where {
+            server: s.of(tenant).map(|on| on.name.as_str()),
+            view: Err("conflict (see plan)".to_owned()),
+        };
+    }
     if let Some(on) = s.of(tenant) {
         return Where {
             server: Some(on.name.as_str()),

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use futures_util::future::join_all;
 use tenantry_manifest::Inventory;
 use tenantry_pg::fleet::{self, Report, Result as R, Status};
@@ -17,8 +17,10 @@ use tenantry_pg::Migrations;
 
 use crate::cli::MigrateFlags;
 
-/// Each server read, with the file's tenants placed on it and whether each
-/// one's database exists (aligned with `located.reached`).
+/// Each server read, with the file's tenants in use there (a tenant pinned
+/// elsewhere is migrated where it lives: its application runs the new code
+/// too) and whether each one's database exists (aligned with
+/// `located.reached`).
 fn shares(located: &Located, inventory: &Inventory) -> Vec<Vec<(String, bool)>> {
     located
         .reached
@@ -28,15 +30,23 @@ fn shares(located: &Located, inventory: &Inventory) -> Vec<Vec<(String, bool)>> 
                 .tenants
                 .iter()
                 .map(|t| t.name.to_string())
-                .filter(|t| {
-                    located.placement.get(t).and_then(|p| p.server()) == Some(r.name.as_str())
-                })
+                .filter(|t| located.in_use_on(t) == Some(r.name.as_str()))
                 .map(|t| {
-                    let exists = r.holds.contains(&t);
+                    let exists = r.marked.contains(&t);
                     (t, exists)
                 })
                 .collect()
         })
+        .collect()
+}
+
+/// The file's tenants no server is migrated for (on several servers, or
+/// not found while a server could not be read), with why.
+fn left_out(located: &Located) -> Vec<tenantry_plan::fleet_plan::Held> {
+    located
+        .held()
+        .into_iter()
+        .filter(|h| located.in_use_on(&h.tenant).is_none())
         .collect()
 }
 
@@ -76,15 +86,20 @@ pub async fn migrate(inventory: &Inventory, flags: &MigrateFlags) -> Result<u8> 
     }
     let migrations = Migrations::load(&inventory.paths.schema)?;
     let located = sessions::locate(inventory, None).await?;
+    let held = left_out(&located);
+    if let Some(h) = held.iter().find(|h| flags.canaries.contains(&h.tenant)) {
+        bail!("--canary {}: {}. Nothing was migrated.", h.tenant, h.reason);
+    }
     let shares = shares(&located, inventory);
     let mut jobs = Vec::with_capacity(shares.len());
     for r in &located.reached {
         jobs.push(match flags.jobs {
             Some(j) => usize::from(j),
-            None => fleet::default_jobs(&r.client).await?,
+            None => fleet::default_jobs(&r.client)
+                .await
+                .with_context(|| format!("server {}", r.name))?,
         });
     }
-    let held = located.held();
     let total = shares.iter().map(Vec::len).sum::<usize>() + held.len();
     if !flags.json {
         let at_once = match jobs.as_slice() {
@@ -160,10 +175,7 @@ pub async fn migrate(inventory: &Inventory, flags: &MigrateFlags) -> Result<u8> 
             let list: Vec<(String, bool)> = reports
                 .iter()
                 .filter(|rep| rep.result == R::Failed)
-                .filter(|rep| {
-                    located.placement.get(&rep.tenant).and_then(|p| p.server())
-                        == Some(r.name.as_str())
-                })
+                .filter(|rep| located.in_use_on(&rep.tenant) == Some(r.name.as_str()))
                 .map(|rep| (rep.tenant.clone(), true))
                 .collect();
             let migrations = &migrations;
@@ -187,6 +199,16 @@ pub async fn migrate(inventory: &Inventory, flags: &MigrateFlags) -> Result<u8> 
     check_reached(&located)?;
     if failed > 0 {
         bail!("{failed} tenant(s) failed; each stays at its last good version (TO). Fix the cause and run migrate again: only what is pending runs.");
+    }
+    if !held.is_empty() {
+        bail!(
+            "{} tenant(s) were not migrated: {} (see ERROR above)",
+            held.len(),
+            held.iter()
+                .map(|h| h.tenant.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(0)
 }
@@ -297,7 +319,7 @@ pub async fn status(inventory: &Inventory, jobs: usize, json: bool) -> Result<u8
         }
     });
     let mut rows: Vec<Status> = join_all(reads).await.into_iter().flatten().collect();
-    for h in located.held() {
+    for h in left_out(&located) {
         rows.push(Status {
             tenant: h.tenant,
             server: None,

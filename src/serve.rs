@@ -10,7 +10,7 @@ use tenantry_gateway::server::{Gateway, Options};
 use tenantry_gateway::snapshot::{Homes, Snapshot, Unplaced};
 use tenantry_gateway::{pools, reload};
 use tenantry_manifest::Inventory;
-use tenantry_plan::placement::Placement;
+use tenantry_plan::placement::{Conflict, Placement};
 
 use crate::cli::{Common, ServeFlags};
 
@@ -52,12 +52,13 @@ pub async fn serve(
     flags: &ServeFlags,
     inventory: Option<Inventory>,
 ) -> Result<u8> {
+    let locator = std::sync::Arc::new(Locator::default());
     let (snapshot, file) = match inventory {
         Some(inv) => {
             let homes = if inv.servers.len() > 1 {
-                homes(&inv).await.map_err(anyhow::Error::msg)?
+                locator.homes(&inv).await.map_err(anyhow::Error::msg)?
             } else {
-                Homes::new()
+                Homes::default()
             };
             (
                 Snapshot::from_fleet(&inv, &homes).map_err(anyhow::Error::msg)?,
@@ -119,9 +120,9 @@ pub async fn serve(
             path,
             reload::loader(
                 admin_url,
-                std::sync::Arc::new(|inv: &Inventory| {
+                std::sync::Arc::new(move |inv: &Inventory| {
                     // On a blocking thread of the runtime: wait for the reads here.
-                    tokio::runtime::Handle::current().block_on(homes(inv))
+                    tokio::runtime::Handle::current().block_on(locator.homes(inv))
                 }),
             ),
             flags.reload_interval,
@@ -140,44 +141,68 @@ pub async fn serve(
     Ok(0)
 }
 
-/// Where each tenant of a file with several servers lives, from every
-/// server's catalog (one query each, all at once). A tenant not created yet
-/// is not routed (it answers 503 until it is, and the reloader looks again
-/// until then: apply may place it elsewhere than this read would); neither
-/// is a conflicting one, nor one that may live on a server that cannot be
-/// read.
-async fn homes(inventory: &Inventory) -> std::result::Result<Homes, String> {
-    let located = tenantry_pg::sessions::locate(inventory, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    for (server, e) in &located.unreachable {
-        tracing::warn!(%server, error = %e, "server cannot be read: tenants that may live there are not served until it can");
-    }
-    let mut homes = Homes::new();
-    for (tenant, placement) in &located.placement {
-        let home = match placement {
-            Placement::Lives { server } => Ok(server.clone()),
-            Placement::New { server, .. } => Err(Unplaced {
-                reason: format!("not created yet (apply creates it on server {server})"),
-                retry: true,
-            }),
-            Placement::Conflict(c) => Err(Unplaced {
-                reason: c.to_string(),
-                retry: false,
-            }),
-        };
-        homes.insert(tenant.clone(), home);
-    }
-    for held in located.held().into_iter().filter(|h| !h.conflict) {
-        homes.insert(
-            held.tenant,
+/// Where the tenants of a file with several servers live, read from every
+/// server's catalog (one query each, all at once), remembered between
+/// reads: a tenant found before keeps its server while that server cannot
+/// be read (its pools know best whether it answers).
+#[derive(Default)]
+struct Locator {
+    known: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl Locator {
+    /// - lives on a server: served there, whatever its pin says (plan
+    ///   reports a pin elsewhere as a conflict; the gateway never stops a
+    ///   working tenant over it);
+    /// - not created yet, or on two servers: not served (503), looked for
+    ///   again (apply may place it elsewhere than this read would);
+    /// - found on no server that was read while one could not be: its last
+    ///   known server, else not served and looked for again.
+    async fn homes(&self, inventory: &Inventory) -> std::result::Result<Homes, String> {
+        let located = tenantry_pg::sessions::locate(inventory, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut homes = Homes::default();
+        for (server, e) in &located.unreachable {
+            tracing::warn!(%server, error = %e, "cannot read this server's catalog: its tenants keep their last known server, new ones wait");
+            homes.unreadable.insert(server.clone());
+        }
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let retry = |reason: String| {
             Err(Unplaced {
-                reason: held.reason,
+                reason,
                 retry: true,
-            }),
-        );
+            })
+        };
+        for t in &inventory.tenants {
+            let name = t.name.as_str();
+            let home = match located.placement.get(name) {
+                Some(Placement::Lives { server })
+                | Some(Placement::Conflict(Conflict::PinnedElsewhere { lives: server, .. })) => {
+                    Ok(server.clone())
+                }
+                Some(Placement::New { server, .. }) => retry(format!(
+                    "not created yet (apply creates it on server {server})"
+                )),
+                Some(Placement::Conflict(c)) => retry(c.to_string()),
+                None => match known.get(name) {
+                    Some(server) => Ok(server.clone()),
+                    None => retry(
+                        located
+                            .held()
+                            .into_iter()
+                            .find(|h| h.tenant == name)
+                            .map_or_else(|| "not found on any server".to_owned(), |h| h.reason),
+                    ),
+                },
+            };
+            if let Ok(server) = &home {
+                known.insert(name.to_owned(), server.clone());
+            }
+            homes.tenants.insert(name.to_owned(), home);
+        }
+        Ok(homes)
     }
-    Ok(homes)
 }
 
 /// Resolves on SIGTERM (an orchestrator: let the load balancer see /readyz

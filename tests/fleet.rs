@@ -246,3 +246,176 @@ fn a_fleet_over_three_servers() {
     let again = f.tenantry_fleet(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "{}", again.all());
 }
+
+/// What placement refuses to guess, over two servers: a pin that disagrees
+/// with where a tenant lives, a tenant marked on both, a database of a
+/// tenant's name that tenantry does not manage, a new tenant pinned to a
+/// draining server; and two applies at once.
+#[test]
+fn conflicts_are_reported_never_resolved_by_a_second_copy() {
+    let f = Fleet::new(Admin::Superuser);
+    let (a, b) = (f.cluster, own_cluster(&[]));
+    let servers = |b_extra: &str| {
+        servers_toml(&[("a", &f.admin_url, ""), ("b", &b.url("postgres"), b_extra)])
+    };
+    let tenant = |name: &str, pin: Option<&str>| {
+        let pin = pin
+            .map(|s| format!("server = \"{s}\"\n"))
+            .unwrap_or_default();
+        format!("[tenants.{{p}}_{name}]\nplan = \"starter\"\n{pin}\n")
+    };
+    let (x, y, z) = (f.name("{p}_x"), f.name("{p}_y"), f.name("{p}_z"));
+    let exists = |cluster: &Cluster, db: &str| {
+        rows(
+            cluster,
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"),
+        ) == ["1"]
+    };
+
+    // Two applies at once over both servers: both finish, each tenant once.
+    let many: String = (0..6).map(|i| tenant(&format!("m{i}"), None)).collect();
+    f.write_servers(&servers(""), &format!("{many}{}", tenant("x", Some("a"))));
+    let mut runs: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            let mut cmd = f.command(&["apply", "--auto-approve"]);
+            cmd.env_remove("TENANTRY_ADMIN_URL")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for run in &mut runs {
+        assert!(run.wait().unwrap().success(), "an apply failed");
+    }
+    let copies: usize = [a, b]
+        .iter()
+        .map(|c| {
+            rows(
+                c,
+                &format!(
+                    "SELECT datname FROM pg_database WHERE datname LIKE '{}'",
+                    f.like()
+                ),
+            )
+            .len()
+        })
+        .sum();
+    assert_eq!(copies, 7, "seven tenants, one database each");
+    assert!(exists(a, &x));
+
+    // x pinned to b while it lives on a: a conflict naming both; apply
+    // changes nothing; migrate still serves x where it lives.
+    let others = format!("{many}{}", tenant("x", Some("b")));
+    f.write_servers(&servers(""), &others);
+    let plan = f.tenantry_fleet(&["plan"]);
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stdout.contains(&format!(
+            "error: tenant {x}: it lives on server a but the file pins it to server b: moving tenants between servers is not supported yet"
+        )),
+        "{}",
+        plan.stdout
+    );
+    let apply = f.tenantry_fleet(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 1, "{}", apply.all());
+    assert!(
+        apply
+            .stderr
+            .contains("conflict(s) above: nothing was changed"),
+        "{}",
+        apply.all()
+    );
+    assert!(!exists(b, &x), "no second copy");
+    let list = f.tenantry_fleet(&["list"]);
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&x))
+        .unwrap()
+        .to_owned();
+    assert!(row.ends_with("a: conflict (see plan)"), "{row}");
+    let migrate = f.tenantry_fleet(&["migrate"]);
+    let row = migrate
+        .ok()
+        .lines()
+        .find(|l| l.starts_with(&x))
+        .unwrap()
+        .to_owned();
+    assert!(row.contains(" a ") && row.contains("up to date"), "{row}");
+
+    // x marked on both servers (a copy made by hand): nothing is done for
+    // it, migrate says so and fails.
+    f.write_servers(&servers(""), &format!("{many}{}", tenant("x", None)));
+    let marker = rows(
+        a,
+        &format!(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{x}'"
+        ),
+    );
+    b.psql("postgres", &format!("CREATE DATABASE {x}")).unwrap();
+    b.psql(
+        "postgres",
+        &format!("COMMENT ON DATABASE {x} IS '{}'", marker[0]),
+    )
+    .unwrap();
+    let plan = f.tenantry_fleet(&["plan"]);
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stdout.contains(&format!(
+            "error: tenant {x}: its database exists on servers a and b"
+        )),
+        "{}",
+        plan.stdout
+    );
+    let migrate = f.tenantry_fleet(&["migrate"]);
+    assert_eq!(migrate.code, 1, "{}", migrate.all());
+    assert!(
+        migrate.stderr.contains(&format!("were not migrated: {x}")),
+        "{}",
+        migrate.all()
+    );
+    b.psql("postgres", &format!("DROP DATABASE {x}")).unwrap();
+    f.tenantry_fleet(&["plan", "--detailed-exitcode"]).ok();
+
+    // y: a database of that name already on b, not tenantry's. The new
+    // tenant goes there (where adopt can take it over), never to a.
+    b.psql("postgres", &format!("CREATE DATABASE {y}")).unwrap();
+    // z: new, pinned to b, which is now draining: created there, with a
+    // warning.
+    let file = format!(
+        "{many}{}{}{}",
+        tenant("x", None),
+        tenant("y", None),
+        tenant("z", Some("b"))
+    );
+    f.write_servers(&servers("status = \"draining\"\n"), &file);
+    let plan = f.tenantry_fleet(&["plan"]);
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stdout.contains(&format!(
+            "error: server b: tenant {y}: database {y} exists but is not managed by tenantry"
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(&format!("tenantry adopt {y}")),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(&format!(
+            "warning: tenant {z} is new and pinned to server b, which is draining"
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains(&format!("+ tenant {z} will be created on server b")),
+        "{}",
+        plan.stdout
+    );
+    assert!(!exists(a, &y));
+    b.psql("postgres", &format!("DROP DATABASE {y}")).unwrap();
+}

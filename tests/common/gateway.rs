@@ -48,7 +48,7 @@ impl Gateway {
 
     /// [`start`](Self::start) for a file naming its servers (no
     /// `TENANTRY_ADMIN_URL`: it is refused for a file with several).
-    pub fn start_fleet(f: &Fleet, extra: &[&str]) -> Gateway {
+    pub fn start_fleet(f: &Fleet, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut args = vec![
             "serve",
             "--listen",
@@ -61,6 +61,9 @@ impl Gateway {
         args.extend_from_slice(extra);
         let mut cmd = f.command(&args);
         cmd.env_remove("TENANTRY_ADMIN_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         Gateway::spawn(cmd)
     }
 

@@ -66,7 +66,7 @@ pub fn loader(admin_url: Option<SecretString>, locate: Arc<Locator>) -> Arc<Load
         let homes = if inv.servers.len() > 1 {
             locate(&inv)?
         } else {
-            Homes::new()
+            Homes::default()
         };
         Snapshot::from_fleet(&inv, &homes)
     })
@@ -83,6 +83,10 @@ pub fn warn_unavailable_logins(snapshot: &Snapshot) {
         }
     }
 }
+
+/// How often the servers are read again while a tenant's server is not
+/// known (a server could not be read, or the tenant is not created yet).
+const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
 /// How long to wait between two looks at a file that is being written.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -111,14 +115,19 @@ pub fn spawn_reloader(
         drop(snapshot);
         let mut loaded_at = watched.look().await.fingerprint;
         let mut seen = loaded_at.clone();
+        let mut looked_again = tokio::time::Instant::now();
         loop {
             let forced = tokio::select! {
                 _ = tokio::time::sleep(interval) => false,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
             let mut now = watched.look().await;
-            // Tenants whose server could not be read: look again each time.
-            let retry = !forced && gateway.snapshot().unplaced > 0;
+            // Tenants whose server is not known yet: look at the servers
+            // again now and then, even with the files unchanged.
+            let retry = !forced
+                && now.fingerprint == loaded_at
+                && gateway.snapshot().unplaced > 0
+                && looked_again.elapsed() >= LOOK_AGAIN;
             if forced {
                 // Asked now: still, wait for the files to stop changing.
                 for _ in 0..20 {
@@ -137,6 +146,9 @@ pub fn spawn_reloader(
                 if (now.fingerprint == loaded_at && !retry) || !settled {
                     continue;
                 }
+            }
+            if retry {
+                looked_again = tokio::time::Instant::now();
             }
             loaded_at.clone_from(&now.fingerprint);
             seen.clone_from(&now.fingerprint);
@@ -158,8 +170,10 @@ pub fn spawn_reloader(
                     continue;
                 }
             };
+            // Only a look again (the files are what was loaded): quiet
+            // unless a tenant's server became known.
             if retry && snapshot.same_tenants(&gateway.snapshot()) {
-                continue; // looked again: nothing new
+                continue;
             }
             let running = gateway.snapshot().tenants.len();
             if snapshot.tenants.is_empty() && running > 0 {

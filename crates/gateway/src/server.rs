@@ -406,11 +406,9 @@ impl Gateway {
         match path {
             "/healthz" => text_response(StatusCode::OK, "ok\n"),
             "/readyz" => {
-                let servers = self.all_pools();
                 if self.stopping.load(Ordering::SeqCst) {
                     text_response(StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
-                } else if servers.iter().all(|(_, p)| p.server_down().is_some()) {
-                    // Every server is down: another replica may do better.
+                } else if !self.some_server_up() {
                     text_response(StatusCode::SERVICE_UNAVAILABLE, "no server reachable\n")
                 } else {
                     text_response(StatusCode::OK, "ready\n")
@@ -418,9 +416,11 @@ impl Gateway {
             }
             "/servers" => json_response(StatusCode::OK, Some(&self.servers_report())),
             "/metrics" => {
+                let snap = self.snapshot.load();
                 let stats: Vec<_> = self
                     .all_pools()
                     .into_iter()
+                    .filter(|(name, _)| snap.servers.contains_key(name))
                     .map(|(name, p)| (name, p.stats(), p.server_down().is_some()))
                     .collect();
                 let mut r = text_response(StatusCode::OK, &self.metrics.render(&stats));
@@ -440,6 +440,22 @@ impl Gateway {
         }
     }
 
+    /// Whether a file with several servers has one that answers: read at
+    /// the last load and not marked down since. (With one server the
+    /// gateway stays ready while its server is down: its tenants get fast
+    /// 503s, as they would from any replica.)
+    fn some_server_up(&self) -> bool {
+        let snap = self.snapshot.load();
+        if snap.servers.len() < 2 {
+            return true;
+        }
+        let pools = self.servers.load();
+        snap.servers.keys().any(|name| {
+            !snap.unreadable.contains(name)
+                && pools.get(name).is_none_or(|p| p.server_down().is_none())
+        })
+    }
+
     /// `/servers`: each server's tenants, budget, connections, and whether
     /// it is marked down (and why).
     fn servers_report(&self) -> serde_json::Value {
@@ -450,8 +466,16 @@ impl Gateway {
             .filter(|(name, _)| snap.servers.contains_key(name))
             .map(|(name, pools)| {
                 let stats = pools.stats();
-                let down = pools.server_down();
-                let tenants = snap.tenants.values().filter(|t| t.server == name).count();
+                let down = if snap.unreadable.contains(&name) {
+                    Some("its catalog could not be read at the last load".to_owned())
+                } else {
+                    pools.server_down()
+                };
+                let tenants = snap
+                    .tenants
+                    .values()
+                    .filter(|t| t.server == name && t.pool_login().is_some())
+                    .count();
                 serde_json::json!({
                     "name": name,
                     "state": if down.is_some() { "down" } else { "up" },

@@ -7,7 +7,7 @@
 //! mode; swapped whole on reload, so a request sees one consistent snapshot
 //! from start to end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -32,9 +32,11 @@ pub struct Snapshot {
     /// The servers by name, with the gateway's connection budget on each
     /// (None: `--max-connections`).
     pub servers: BTreeMap<String, Option<usize>>,
-    /// Tenants whose server is not known because a server could not be
-    /// read: the reloader looks again until there are none.
+    /// Tenants whose server is not known yet (not created, or a server
+    /// could not be read): the reloader looks again until there are none.
     pub unplaced: usize,
+    /// Servers whose catalog could not be read at this load.
+    pub unreadable: BTreeSet<String>,
     /// Which load this is: 0 for the first, one more per reload (set by
     /// [`crate::server::Gateway::replace`]). Pools are never made from a
     /// snapshot older than the one that last closed or resized its
@@ -63,10 +65,16 @@ pub struct TenantEntry {
     groups: bool,
 }
 
-/// Where each tenant of a file with several servers lives: its server's
-/// name, or why that is not known (a conflict, or a server that could not
-/// be read). A file with one server needs none.
-pub type Homes = BTreeMap<String, Result<String, Unplaced>>;
+/// Where the tenants of a file with several servers live, as read from the
+/// servers' catalogs: each tenant's server, or why that is not known (not
+/// created yet, a conflict, a server that could not be read). A file with
+/// one server needs none.
+#[derive(Clone, Debug, Default)]
+pub struct Homes {
+    pub tenants: BTreeMap<String, Result<String, Unplaced>>,
+    /// The servers whose catalog could not be read.
+    pub unreadable: BTreeSet<String>,
+}
 
 /// Why a tenant's server is not known.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,7 +178,7 @@ impl Snapshot {
     /// password now (from its env variable or file), so requests never
     /// touch the filesystem.
     pub fn from_inventory(inventory: &Inventory) -> Result<Snapshot, String> {
-        Snapshot::from_fleet(inventory, &Homes::new())
+        Snapshot::from_fleet(inventory, &Homes::default())
     }
 
     /// From a validated inventory and where its tenants live (`homes`; a
@@ -203,7 +211,7 @@ impl Snapshot {
             let mut logins = BTreeMap::new();
             let mut fingerprint = Sha256::new();
             fingerprint.update(tier.pool_size.to_le_bytes());
-            let home = match (homes.get(t.name.as_str()), &only) {
+            let home = match (homes.tenants.get(t.name.as_str()), &only) {
                 (Some(home), _) => home.clone(),
                 (None, Some(only)) => Ok(only.clone()),
                 (None, None) => Err(Unplaced {
@@ -296,6 +304,7 @@ impl Snapshot {
                 .map(|(name, s)| (name.clone(), s.gateway_connections))
                 .collect(),
             unplaced,
+            unreadable: homes.unreadable.clone(),
             epoch: 0,
         })
     }
@@ -343,6 +352,7 @@ impl Snapshot {
             single: Some(entry),
             servers: BTreeMap::from([(SINGLE_SERVER.to_owned(), None)]),
             unplaced: 0,
+            unreadable: BTreeSet::new(),
             epoch: 0,
         })
     }
@@ -351,6 +361,7 @@ impl Snapshot {
     /// logins and fingerprints (what a look again at the servers can change).
     pub fn same_tenants(&self, other: &Snapshot) -> bool {
         self.unplaced == other.unplaced
+            && self.unreadable == other.unreadable
             && self.tenants.len() == other.tenants.len()
             && self.tenants.iter().all(|(name, a)| {
                 other.tenants.get(name).is_some_and(|b| {

@@ -46,6 +46,13 @@ pub enum Error {
     Backup { database: String, message: String },
     #[error(transparent)]
     Manifest(#[from] tenantry_manifest::ManifestError),
+    /// An error on one server of a fleet of several.
+    #[error("server {server}: {source}")]
+    OnServer {
+        server: String,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -92,6 +99,7 @@ impl Error {
     pub fn code(&self) -> Option<&SqlState> {
         match self {
             Error::Connect { code, .. } | Error::Sql { code, .. } => code.as_ref(),
+            Error::OnServer { source, .. } => source.code(),
             _ => None,
         }
     }

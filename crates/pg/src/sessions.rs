@@ -40,10 +40,14 @@ pub struct Reached {
     pub admin: Admin,
     /// The admin connection; holds the apply lock when one was taken.
     pub client: Client,
-    /// The fleet's tenants whose database is here (file or not).
+    /// The fleet's tenants whose database is here (file or not), the
+    /// window between CREATE DATABASE and its marker included.
     pub holds: BTreeSet<String>,
-    /// Tenants whose creation began here and was cut short.
-    pub started: BTreeSet<String>,
+    /// Of which, marked (created to the end).
+    pub marked: BTreeSet<String>,
+    /// Tenants of the file whose name is taken here without a database of
+    /// the fleet (see [`placement::Server::claimed`]).
+    pub claimed: BTreeSet<String>,
 }
 
 /// Where every tenant of the file is, or goes.
@@ -64,6 +68,17 @@ impl Located {
     pub fn server_of(&self, tenant: &str) -> Option<&Reached> {
         let server = self.placement.get(tenant)?.server()?;
         self.reached.iter().find(|r| r.name == server)
+    }
+
+    /// The server whose copy of `tenant` is the one in use: where it lives
+    /// (a pin elsewhere does not change that) or is to be created. None
+    /// for a tenant on several servers or not found while a server could
+    /// not be read.
+    pub fn in_use_on(&self, tenant: &str) -> Option<&str> {
+        match self.placement.get(tenant)? {
+            Placement::Conflict(placement::Conflict::PinnedElsewhere { lives, .. }) => Some(lives),
+            p => p.server(),
+        }
     }
 
     /// The file's tenants nothing is done for, with why.
@@ -152,21 +167,32 @@ pub async fn locate(inventory: &Inventory, lock: Option<Duration>) -> Result<Loc
     }
     // In name order (the map's), one server after the other.
     if let Some(timeout) = lock {
-        for (_, admin, client) in &reached {
-            crate::lock::acquire(client, &inventory.fleet, timeout).await?;
-            crate::lock::await_orphans(client, admin.application_name(), timeout).await?;
+        let several = inventory.servers.len() > 1;
+        for (name, admin, client) in &reached {
+            let locked = async {
+                crate::lock::acquire(client, &inventory.fleet, timeout).await?;
+                crate::lock::await_orphans(client, admin.application_name(), timeout).await
+            };
+            locked.await.map_err(|e| match several {
+                true => Error::OnServer {
+                    server: name.clone(),
+                    source: Box::new(e),
+                },
+                false => e,
+            })?;
         }
     }
     let reads = reached.into_iter().map(|(name, admin, client)| {
         let (fleet, names) = (&inventory.fleet, &names);
         async move {
             match tenants_on(&client, fleet, names).await {
-                Ok((holds, started)) => Ok(Reached {
+                Ok(on) => Ok(Reached {
                     name,
                     admin,
                     client,
-                    holds,
-                    started,
+                    holds: on.holds,
+                    marked: on.marked,
+                    claimed: on.claimed,
                 }),
                 Err(e) => Err((name, e)),
             }
@@ -200,7 +226,7 @@ pub async fn locate(inventory: &Inventory, lock: Option<Duration>) -> Result<Loc
                 max_tenants: server.max_tenants,
                 draining: server.status == ServerStatus::Draining,
                 holds: r.holds.clone(),
-                started: r.started.clone(),
+                claimed: r.claimed.clone(),
             }
         })
         .collect();
@@ -224,15 +250,19 @@ pub async fn locate(inventory: &Inventory, lock: Option<Duration>) -> Result<Loc
     Ok(located)
 }
 
+/// What one server holds of the fleet.
+struct On {
+    holds: BTreeSet<String>,
+    marked: BTreeSet<String>,
+    claimed: BTreeSet<String>,
+}
+
 /// The fleet's tenants whose database is on this server (marked, or in the
 /// window between CREATE DATABASE and its COMMENT: unmarked but owned by
-/// the tenant's marked owner role), and those whose owner role is here
-/// without a database. One query.
-async fn tenants_on(
-    client: &Client,
-    fleet: &str,
-    names: &[String],
-) -> Result<(BTreeSet<String>, BTreeSet<String>), Error> {
+/// the tenant's marked owner role), and the file's tenants whose name is
+/// taken here otherwise (an owner role without a database, or a database
+/// that is not the fleet's). One query.
+async fn tenants_on(client: &Client, fleet: &str, names: &[String]) -> Result<On, Error> {
     let like = tenantry_layout::marker::LIKE;
     let rows = client
         .query(
@@ -264,7 +294,11 @@ async fn tenants_on(
             owners.insert(m.tenant);
         }
     }
-    let mut holds = BTreeSet::new();
+    let mut on = On {
+        holds: BTreeSet::new(),
+        marked: BTreeSet::new(),
+        claimed: BTreeSet::new(),
+    };
     for (name, marker, owner) in databases {
         let marked = marker
             .as_ref()
@@ -272,12 +306,20 @@ async fn tenants_on(
         let cut_short = marker.is_none()
             && owners.contains(&name)
             && owner.as_deref() == Some(group_role_name(&name, Group::Owner).as_str());
+        if marked {
+            on.marked.insert(name.clone());
+        }
         if marked || cut_short {
-            holds.insert(name);
+            on.holds.insert(name);
+        } else if names.contains(&name) {
+            on.claimed.insert(name);
         }
     }
-    let started = owners.difference(&holds).cloned().collect();
-    Ok((holds, started))
+    let started = owners
+        .into_iter()
+        .filter(|t| !on.holds.contains(t) && names.contains(t));
+    on.claimed.extend(started);
+    Ok(on)
 }
 
 /// Every server's planning session.

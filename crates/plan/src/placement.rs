@@ -14,8 +14,11 @@
 //!   comparable), ties by name. Tenants placed earlier in the same plan
 //!   count, so a plan of many new tenants spreads them. A server at its
 //!   `max_tenants`, or draining, gets none.
-//! - A new tenant whose creation was cut short (its owner role exists on a
-//!   server, its database not yet) goes back to that server, unless pinned.
+//! - A new tenant whose name is taken on a server goes to that server,
+//!   unless pinned: its creation was cut short there (its owner role
+//!   exists, its database not yet) and apply finishes it, or a database of
+//!   that name exists there unmanaged and the plan reports it as a conflict
+//!   (`tenantry adopt` takes it over). Never a second database elsewhere.
 //!
 //! What does not live here: reading the catalogs (`tenantry-pg`), the
 //! per-server plans themselves ([`crate::diff`]).
@@ -33,10 +36,10 @@ pub struct Server {
     /// The fleet's tenants its catalog holds (marked databases), whether or
     /// not the file still names them.
     pub holds: BTreeSet<String>,
-    /// Tenants whose creation began here and was cut short: their owner
-    /// role exists, their database not yet. An unpinned one goes back here
-    /// so the next apply finishes it where it started.
-    pub started: BTreeSet<String>,
+    /// Tenants of the file whose name is taken here without a database of
+    /// this fleet: a creation cut short (owner role, no database) or an
+    /// unmanaged database of that name. An unpinned one is placed here.
+    pub claimed: BTreeSet<String>,
 }
 
 /// One tenant of the file.
@@ -131,7 +134,7 @@ pub fn place(servers: &[Server], tenants: &[Wanted]) -> BTreeMap<String, Placeme
                     draining,
                 }
             }
-            ([], None) => match servers.iter().find(|s| s.started.contains(&t.name)) {
+            ([], None) => match servers.iter().find(|s| s.claimed.contains(&t.name)) {
                 Some(s) => {
                     *count.entry(s.name.as_str()).or_default() += 1;
                     Placement::New {
@@ -205,7 +208,7 @@ mod tests {
             max_tenants: max,
             draining,
             holds: holds.iter().map(|s| s.to_string()).collect(),
-            started: BTreeSet::new(),
+            claimed: BTreeSet::new(),
         }
     }
 
@@ -353,12 +356,12 @@ mod tests {
     }
 
     #[test]
-    fn a_creation_cut_short_is_finished_where_it_started() {
+    fn a_name_taken_on_a_server_is_placed_there() {
         let mut servers = vec![
             server("eu1", None, false, &[]),
             server("eu2", None, false, &["a", "b"]),
         ];
-        servers[1].started.insert("n".into());
+        servers[1].claimed.insert("n".into());
         let got = place(&servers, &[wanted("n", None), wanted("m", None)]);
         // eu2 is fuller, but n's roles are there.
         assert_eq!(got["n"], new("eu2"));

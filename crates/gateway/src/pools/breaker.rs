@@ -3,11 +3,14 @@
 //! the others.
 //!
 //! A failed dial marks the whole server down when the server itself did not
-//! answer (connection refused or reset, timed out, shutting down or starting
-//! up: SQLSTATE 57P01, 57P02, 57P03), so its other tenants do not each try
-//! in turn; the tenant down for an error of its database (missing, ...);
-//! or, for an authentication or permission failure (SQLSTATE 28P01, 28000,
-//! 42501), that (tenant, role) refused. Until the
+//! answer (connection refused or reset, shutting down or starting up:
+//! SQLSTATE 57P01, 57P02, 57P03), so its other tenants do not each try in
+//! turn, and probes it at least every [`SERVER_BACKOFF_MAX`] so it is used
+//! again soon after it is back; the tenant down for an error of its
+//! database (missing, ...) or a dial that timed out (one slow login says
+//! little about the server); or, for an authentication or permission
+//! failure (SQLSTATE 28P01, 28000, 42501), that (tenant, role) refused.
+//! Until the
 //! backoff passes (`backoff_min`, doubling per failed probe up to
 //! `backoff_max`) requests fail at once without touching the network; then
 //! exactly one request probes, and its success clears the mark.
@@ -87,10 +90,14 @@ impl Registry {
         });
         // Several requests failing together count as one failure.
         if now >= b.until || b.backoff.is_zero() {
+            let most = match scope {
+                Scope::Server => settings.backoff_max.min(SERVER_BACKOFF_MAX),
+                _ => settings.backoff_max,
+            };
             b.backoff = if b.backoff.is_zero() {
-                settings.backoff_min
+                settings.backoff_min.min(most)
             } else {
-                (b.backoff * 2).min(settings.backoff_max)
+                (b.backoff * 2).min(most)
             };
             b.until = now + b.backoff;
         }
@@ -119,6 +126,11 @@ impl Registry {
     }
 }
 
+/// The longest wait between two probes of a server marked down: one failed
+/// dial a probe, and the server's tenants are back within this of its
+/// return.
+pub(super) const SERVER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 /// What a failed dial marks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scope {
@@ -140,7 +152,7 @@ impl Dial {
     /// (what it marks, the reason).
     fn classify(&self) -> (Scope, String) {
         match self {
-            Dial::TimedOut => (Scope::Server, "timed out connecting".into()),
+            Dial::TimedOut => (Scope::Tenant, "timed out connecting".into()),
             Dial::Error(e) => match e.as_db_error() {
                 None => (Scope::Server, e.to_string()),
                 Some(db) => {
@@ -260,7 +272,7 @@ impl Drop for Probe {
 mod tests {
     //! Databases that are missing, unreachable or refuse the login.
     use super::super::testkit::*;
-    use super::super::{Registry, Target};
+    use super::super::{Registry, Settings, Target};
     use super::*;
 
     #[tokio::test(flavor = "multi_thread")]
@@ -350,6 +362,58 @@ mod tests {
         let stats = reg.stats();
         assert_eq!(stats.down_rejections, 1);
         assert_eq!(stats.open_connections, 0);
+    }
+
+    /// A target whose dials meet `addr` (a closed port or a silent listener).
+    fn at(addr: std::net::SocketAddr) -> impl Fn() -> Target {
+        move || {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host(addr.ip().to_string())
+                .port(addr.port())
+                .user("postgres")
+                .dbname("postgres");
+            Target {
+                config,
+                size: 2,
+                epoch: 0,
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_server_that_refuses_marks_all_its_tenants_but_a_slow_login_only_its_own() {
+        // Refused: every tenant of this registry (one server) fails fast,
+        // without a dial of its own.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let reg = Registry::new(settings(4));
+        let err = reg.get(&key("one"), &at(closed)).await.unwrap_err();
+        assert!(matches!(err, PoolError::Down { .. }), "{err}");
+        assert!(reg.server_down().is_some());
+        let err = reg.get(&key("another"), &at(closed)).await.unwrap_err();
+        assert!(matches!(err, PoolError::Down { .. }), "{err}");
+        assert_eq!(reg.stats().down_rejections, 1, "the second did not dial");
+
+        // A listener that never answers: the dial times out, and only that
+        // tenant is marked.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let reg = Registry::new(Settings {
+            connect_timeout: Duration::from_millis(200),
+            checkout_timeout: Duration::from_secs(2),
+            ..settings(4)
+        });
+        let err = reg.get(&key("slow"), &at(addr)).await.unwrap_err();
+        assert!(matches!(err, PoolError::Down { .. }), "{err}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        assert!(reg.server_down().is_none());
+        let db = database("beside_slow");
+        let client = reg.get(&key(&db), &|| superuser(&db, 2)).await.unwrap();
+        select_one(&client).await;
+        drop(silent);
     }
 
     #[tokio::test(flavor = "multi_thread")]
