@@ -126,6 +126,18 @@ fn a_fleet_over_three_servers() {
         "{}",
         show.stdout
     );
+    // The one-tenant commands work on the tenant's own server: its DSN
+    // names b, its backup comes from b.
+    let env = f.tenantry_fleet(&["env", &t00, "--role", "customer"]);
+    assert!(
+        env.ok().contains(&format!("@127.0.0.1:{}/{t00}", b.port())),
+        "{}",
+        env.stdout
+    );
+    let dump = f.dir.path().join("t00.dump");
+    f.tenantry_fleet(&["backup", &t00, "-o", dump.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::metadata(&dump).unwrap().len() > 1000);
 
     // A migration over the three servers; t05 (on c) is broken by hand and
     // fails alone, the others go on.
