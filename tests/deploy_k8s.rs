@@ -129,6 +129,13 @@ fn kubernetes_inventory_validates_with_its_passwords() {
                 ));
             }
         }
+        // The gateway pods read what the apply Job set: no shared disk.
+        if !matches!(t.gateway.password, PasswordSource::Env { .. }) {
+            problems.push(format!(
+                "deploy/k8s/tenants.toml: tenant {} has no gateway_password_env: the gateway pods cannot read the password the apply Job would generate",
+                t.name
+            ));
+        }
     }
     let examples = example_secrets();
     match examples.get("tenantry-passwords") {

@@ -621,3 +621,74 @@ fn tls_to_postgres_for_the_gateway_and_the_provisioner() {
         "0"
     );
 }
+
+/// A tenant whose gateway login takes its password from a variable
+/// (`gateway_password_env`, for pods that share no disk with apply): apply
+/// sets it from the variable and generates no file, the gateway logs in
+/// with it, and rotate re-reads it.
+#[test]
+fn a_gateway_password_from_the_environment() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(
+        "[tenants.{p}_envgw]\nplan = \"starter\"\nsubdomain = \"{p}-envgw\"\ngateway_password_env = \"ENVGW_GATEWAY_PASSWORD\"\n",
+    );
+    let var = [("ENVGW_GATEWAY_PASSWORD", "first-gateway-password")];
+    let refused = f.tenantry(&["apply", "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(
+            "environment variable ENVGW_GATEWAY_PASSWORD (gateway_password_env) is not set"
+        ),
+        "{}",
+        refused.all()
+    );
+    f.tenantry_env(&["apply", "--auto-approve"], &var).ok();
+    let generated = f
+        .dir
+        .path()
+        .join(".tenantry/secrets")
+        .join(f.name("{p}_envgw_gateway"));
+    assert!(
+        !generated.exists(),
+        "nothing generated: {}",
+        generated.display()
+    );
+    let tok = f
+        .tenantry_env(
+            &[
+                "token",
+                "create",
+                &f.name("{p}_envgw"),
+                "--role",
+                "customer",
+            ],
+            &var,
+        )
+        .ok()
+        .trim()
+        .to_owned();
+    let g = Gateway::start(&f, &[], &var);
+    let host = f.name("{p}-envgw.localhost");
+    let (status, body) = g.get(&host, &tok);
+    assert_eq!(status, 200, "{body}");
+    drop(g);
+
+    // A new value: plan shows the change, rotate sets it, a gateway
+    // started with it serves.
+    let var = [("ENVGW_GATEWAY_PASSWORD", "second-gateway-password")];
+    let plan = f.tenantry_env(&["plan", "--detailed-exitcode"], &var);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    let rotated = f.tenantry_env(&["rotate", &f.name("{p}_envgw")], &var);
+    assert!(
+        rotated
+            .ok()
+            .contains("re-read from env ENVGW_GATEWAY_PASSWORD and set"),
+        "{}",
+        rotated.stdout
+    );
+    let plan = f.tenantry_env(&["plan", "--detailed-exitcode"], &var);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let g = Gateway::start(&f, &[], &var);
+    let (status, body) = g.get(&host, &tok);
+    assert_eq!(status, 200, "{body}");
+}

@@ -230,7 +230,7 @@ fn progress(what: String, n: usize) -> impl FnMut(&str) {
     let step = (n / 10).max(1);
     let mut done = 0usize;
     move |line: &str| {
-        if line.contains(": created in") || line.contains(": FAILED after") {
+        if line.contains(": created ") || line.contains(": FAILED after") {
             done += 1;
             if done.is_multiple_of(step) || done == n {
                 println!(

@@ -296,7 +296,8 @@ pub struct Tenant {
 pub struct GatewayLogin {
     /// `<db>_gateway`.
     pub name: Ident,
-    /// Always [`PasswordSource::Generated`].
+    /// [`PasswordSource::Generated`], or [`PasswordSource::Env`] with the
+    /// tenant's `gateway_password_env`.
     pub password: PasswordSource,
 }
 

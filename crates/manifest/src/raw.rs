@@ -302,6 +302,14 @@ pub(crate) struct RawTenant {
     /// `[paths] backups` first). Default: true.
     #[schemars(extend("default" = true))]
     pub deletion_protection: Option<bool>,
+    /// Environment variable holding the password of the tenant's gateway
+    /// login (`<db>_gateway`), set for apply and the gateway alike: for
+    /// deployments where the gateway cannot read the passwords tenantry
+    /// generates under `[paths] secrets` (e.g. Kubernetes pods, which share
+    /// no disk with the apply Job). Default: unset (generated once and
+    /// saved, mode 0600, under `[paths] secrets`).
+    #[schemars(with = "Option<String>", length(min = 1))]
+    pub gateway_password_env: Option<Spanned<String>>,
     /// Users of the group `<db>_admin`: SELECT, INSERT, UPDATE and DELETE
     /// on every table. Default: [].
     #[serde(default)]

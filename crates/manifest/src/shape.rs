@@ -135,6 +135,11 @@ const TENANT: &[Field] = &[
     ),
     opt("deletion_protection", Kind::Bool, "true"),
     opt(
+        "gateway_password_env",
+        Kind::Str,
+        "\"BUILDING_GATEWAY_PASSWORD\"",
+    ),
+    opt(
         "admins",
         Kind::List(USER),
         "[{ username = \"shop_admin\" }]",

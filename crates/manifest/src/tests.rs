@@ -1027,6 +1027,35 @@ fn missing_password_env_is_an_error() {
 }
 
 #[test]
+fn the_gateway_password_may_come_from_the_environment() {
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\ngateway_password_env = \"BUILDING_ADMIN_PASSWORD\"\n",
+    );
+    let inv = load(&src).unwrap();
+    assert_eq!(
+        inv.tenants[0].gateway.password,
+        PasswordSource::Env {
+            var: "BUILDING_ADMIN_PASSWORD".into()
+        }
+    );
+    // Unset: an error at its line, naming the tenant and the key; without
+    // the key the password is generated.
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\ngateway_password_env = \"NOT_SET_ANYWHERE\"\n",
+    );
+    let d = one_error(load(&src), line_of(&src, "NOT_SET_ANYWHERE"), "is not set");
+    assert!(
+        d.message.contains("tenant `shop`") && d.message.contains("(gateway_password_env)"),
+        "{d}"
+    );
+    let src = with_plans("[tenants.shop]\nplan = \"starter\"\n");
+    assert!(matches!(
+        load(&src).unwrap().tenants[0].gateway.password,
+        PasswordSource::Generated { .. }
+    ));
+}
+
+#[test]
 fn empty_password_env_is_an_error() {
     let src = with_plans(
         "[tenants.shop]\nplan = \"starter\"\nadmins = [{ username = \"a1\", password_env = \"EMPTY_PASSWORD\" }]\n",

@@ -514,6 +514,20 @@ impl Tenants {
             }
         }
 
+        let gateway_password = match raw.gateway_password_env {
+            Some(var) => env_source(
+                r,
+                cx,
+                &format!("tenant `{key}`"),
+                "gateway_password_env",
+                var,
+            ),
+            None => name.as_ref().map(|name| PasswordSource::Generated {
+                path: cx
+                    .secrets
+                    .join(tenantry_layout::gateway_login(name).as_str()),
+            }),
+        };
         if !(plan_ok && users_ok) {
             return None;
         }
@@ -521,9 +535,7 @@ impl Tenants {
         let gateway = tenantry_layout::gateway_login(&name);
         Some(Tenant {
             gateway: crate::GatewayLogin {
-                password: PasswordSource::Generated {
-                    path: cx.secrets.join(gateway.as_str()),
-                },
+                password: gateway_password?,
                 name: gateway,
             },
             name,
@@ -795,34 +807,7 @@ fn password(
             );
             None
         }
-        (Some(var), None) => {
-            let name = var.get_ref();
-            if name.is_empty() || name.contains(['=', '\0']) {
-                r.error_help(
-                    var.span(),
-                    format!("user `{user}`: invalid environment variable name {name:?}"),
-                    "give a variable name like \"BUILDING_ADMIN_PASSWORD\"",
-                );
-                return None;
-            }
-            if cx.passwords == Secrets::Deferred {
-                return Some(PasswordSource::Env { var: name.clone() });
-            }
-            let what = match (cx.env)(name) {
-                Some(v) if !v.trim().is_empty() => {
-                    return Some(PasswordSource::Env { var: name.clone() })
-                }
-                Some(v) if v.is_empty() => "is empty",
-                Some(_) => "holds only white space",
-                None => "is not set",
-            };
-            r.error_help(
-                var.span(),
-                format!("user `{user}`: environment variable {name} (password_env) {what}"),
-                format!("set {name} to the password before running tenantry, or remove password_env to have a password generated"),
-            );
-            None
-        }
+        (Some(var), None) => env_source(r, cx, &format!("user `{user}`"), "password_env", var),
         (None, Some(file)) => {
             let text = file.get_ref();
             if text.is_empty() {
@@ -861,6 +846,42 @@ fn password(
             })
         }
     }
+}
+
+/// A password from the environment variable `var` (given as `key` of
+/// `who`): a valid name, and (unless the check is deferred) set to
+/// something other than white space.
+fn env_source(
+    r: &mut Reporter,
+    cx: &Context,
+    who: &str,
+    key: &str,
+    var: Spanned<String>,
+) -> Option<PasswordSource> {
+    let name = var.get_ref();
+    if name.is_empty() || name.contains(['=', '\0']) {
+        r.error_help(
+            var.span(),
+            format!("{who}: invalid environment variable name {name:?}"),
+            "give a variable name like \"BUILDING_ADMIN_PASSWORD\"",
+        );
+        return None;
+    }
+    if cx.passwords == Secrets::Deferred {
+        return Some(PasswordSource::Env { var: name.clone() });
+    }
+    let what = match (cx.env)(name) {
+        Some(v) if !v.trim().is_empty() => return Some(PasswordSource::Env { var: name.clone() }),
+        Some(v) if v.is_empty() => "is empty",
+        Some(_) => "holds only white space",
+        None => "is not set",
+    };
+    r.error_help(
+        var.span(),
+        format!("{who}: environment variable {name} ({key}) {what}"),
+        format!("set {name} to the password before running tenantry, or remove {key} to have a password generated"),
+    );
+    None
 }
 
 /// A DNS label: a-z, 0-9 and '-', 1 to 63 characters, no leading or trailing '-'.

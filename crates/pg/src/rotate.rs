@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
 use tenantry_layout::{literal, quote, Kind, Marker};
-use tenantry_manifest::{ManifestError, PasswordSource, Tenant, User};
+use tenantry_manifest::{Login, ManifestError, PasswordSource, Tenant, User};
 use tenantry_plan::scram;
 use tokio_postgres::Client;
 
@@ -189,11 +189,21 @@ pub async fn rotate(
                 Rotated::Generated { path: path.clone() }
             }
             PasswordSource::Env { var } => {
-                set_verifier(client, name, &reread(user).await?).await?;
+                set_verifier(
+                    client,
+                    name,
+                    &reread(*user, scram::DEFAULT_ITERATIONS).await?,
+                )
+                .await?;
                 Rotated::Env { var: var.clone() }
             }
             PasswordSource::File { path } => {
-                set_verifier(client, name, &reread(user).await?).await?;
+                set_verifier(
+                    client,
+                    name,
+                    &reread(*user, scram::DEFAULT_ITERATIONS).await?,
+                )
+                .await?;
                 Rotated::File { path: path.clone() }
             }
         };
@@ -202,8 +212,10 @@ pub async fn rotate(
     Ok(())
 }
 
-/// Rotates the generated password of `tenant`'s gateway login (new password
-/// saved first, then its verifier set, with the gateway's iteration count).
+/// Rotates the password of `tenant`'s gateway login: a generated one is
+/// replaced (new password saved first, then its verifier set), one from
+/// `gateway_password_env` re-read and set; with the gateway's iteration
+/// count.
 /// Gateways pick it up on reload; their open connections stay open.
 pub async fn rotate_gateway(
     client: &Client,
@@ -235,8 +247,18 @@ pub async fn rotate_gateway(
             )],
         });
     }
-    let PasswordSource::Generated { path } = &gateway.password else {
-        unreachable!("a gateway login's password is always generated");
+    let iterations = tenantry_layout::roles::GATEWAY_SCRAM_ITERATIONS;
+    let path = match &gateway.password {
+        PasswordSource::Generated { path } => path,
+        // `gateway_password_env`: re-read and set.
+        PasswordSource::Env { var } => {
+            set_verifier(client, name, &reread(gateway, iterations).await?).await?;
+            return Ok(Rotated::Env { var: var.clone() });
+        }
+        PasswordSource::File { path } => {
+            set_verifier(client, name, &reread(gateway, iterations).await?).await?;
+            return Ok(Rotated::File { path: path.clone() });
+        }
     };
     let source = gateway.password.clone();
     let verifier = crate::blocking::run(move || {
@@ -260,16 +282,22 @@ pub async fn rotate_gateway(
 }
 
 /// A fresh verifier of an env or file password, read now.
-async fn reread(user: &User) -> Result<String, ManifestError> {
-    let user = user.clone();
-    crate::blocking::run(move || load(&user).map(|pw| scram::verifier(pw.expose_secret()))).await
+async fn reread<L>(login: &L, iterations: u32) -> Result<String, ManifestError>
+where
+    L: Login + Clone + Send + 'static,
+{
+    let login = login.clone();
+    crate::blocking::run(move || {
+        load(&login).map(|pw| scram::verifier_iterations(pw.expose_secret(), iterations))
+    })
+    .await
 }
 
 /// An env or file password, which must be readable now.
-fn load(user: &User) -> Result<SecretString, ManifestError> {
-    user.load_password()?.ok_or_else(|| ManifestError::Secret {
-        user: Some(user.name.to_string()),
-        origin: user.password.describe(),
+fn load(login: &dyn Login) -> Result<SecretString, ManifestError> {
+    login.load_password()?.ok_or_else(|| ManifestError::Secret {
+        user: Some(login.name().to_string()),
+        origin: login.source().describe(),
         reason: "no password to read".to_owned(),
     })
 }

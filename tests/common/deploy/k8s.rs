@@ -228,8 +228,13 @@ pub fn k8s_inventory() -> Inventory {
 pub fn password_vars(inv: &Inventory) -> BTreeSet<String> {
     inv.tenants
         .iter()
-        .flat_map(|t| &t.users)
-        .filter_map(|u| match &u.password {
+        .flat_map(|t| {
+            t.users
+                .iter()
+                .map(|u| &u.password)
+                .chain([&t.gateway.password])
+        })
+        .filter_map(|source| match source {
             PasswordSource::Env { var } => Some(var.clone()),
             _ => None,
         })
