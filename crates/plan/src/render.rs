@@ -65,7 +65,9 @@ pub fn fleet_text(fp: &FleetPlan) -> String {
         out.push('\n');
     }
     if fp.is_empty() {
-        out.push_str(if fp.unreachable().is_empty() {
+        out.push_str(if fp.conflicts() > 0 {
+            "Nothing else to change; apply runs once the conflicts above are resolved.\n"
+        } else if fp.unreachable().is_empty() {
             "No changes. Every server matches the inventory.\n"
         } else {
             "No changes on the servers that were read.\n"
