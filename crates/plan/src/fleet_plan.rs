@@ -173,4 +173,84 @@ mod tests {
         });
         assert_eq!(fp.check_runnable(true, true), Err(Refusal::Conflicts(1)));
     }
+
+    #[test]
+    fn the_text_names_servers_only_for_a_fleet_of_several() {
+        use crate::render::{fleet_text, text};
+        let create = TenantPlan {
+            tenant: "acme".into(),
+            action: Action::Create,
+            changes: vec![Change::CreateDatabase {
+                database: "acme".into(),
+                owner: "acme_owner".into(),
+            }],
+        };
+        let one = plan(vec![create]);
+        // One server: exactly the one-server text.
+        let single = FleetPlan {
+            fleet: "f".into(),
+            servers: vec![server("default", &one)],
+            ..FleetPlan::default()
+        };
+        assert_eq!(fleet_text(&single), text(&one));
+        assert!(!text(&one).contains("on server"));
+
+        let other = plan(vec![destroy("gone")]);
+        let mut fp = FleetPlan {
+            fleet: "f".into(),
+            servers: vec![
+                server("eu1", &other),
+                server("eu2", &one),
+                ServerPlan {
+                    server: "eu3".into(),
+                    plan: None,
+                    unreachable: Some("refused".into()),
+                },
+            ],
+            held: vec![Held {
+                tenant: "newco".into(),
+                reason: "waits for eu3".into(),
+                conflict: false,
+            }],
+            ..FleetPlan::default()
+        };
+        let t = fleet_text(&fp);
+        assert!(
+            t.starts_with(
+                "error: server eu3 cannot be read: refused\nnote: tenant newco: waits for eu3\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("  + tenant acme will be created on server eu2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "  - tenant gone will be destroyed on server eu1 (database backed up first)\n"
+            ),
+            "{t}"
+        );
+        // acme before gone: one list by tenant, whatever the server.
+        assert!(
+            t.find("tenant acme").unwrap() < t.find("tenant gone").unwrap(),
+            "{t}"
+        );
+        assert!(t.contains("Plan: 1 to add, 0 to change, 1 to destroy.\nBy server: eu1: 0 to add, 0 to change, 1 to destroy; eu2: 1 to add, 0 to change, 0 to destroy.\n"), "{t}");
+
+        // Nothing to do but a conflict: not "everything matches".
+        let (empty_a, empty_b) = (plan(vec![]), plan(vec![]));
+        fp.servers = vec![server("eu1", &empty_a), server("eu2", &empty_b)];
+        fp.held = vec![Held {
+            tenant: "x".into(),
+            reason: "on two servers".into(),
+            conflict: true,
+        }];
+        let t = fleet_text(&fp);
+        assert!(t.contains("error: tenant x: on two servers\n"), "{t}");
+        assert!(
+            t.ends_with("apply runs once the conflicts above are resolved.\n"),
+            "{t}"
+        );
+    }
 }
