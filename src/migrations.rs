@@ -197,18 +197,22 @@ pub async fn migrate(inventory: &Inventory, flags: &MigrateFlags) -> Result<u8> 
         out!("{}", migrate_table(&reports));
     }
     check_reached(&located)?;
+    let mut problems = Vec::new();
     if failed > 0 {
-        bail!("{failed} tenant(s) failed; each stays at its last good version (TO). Fix the cause and run migrate again: only what is pending runs.");
+        problems.push(format!("{failed} tenant(s) failed; each stays at its last good version (TO). Fix the cause and run migrate again: only what is pending runs"));
     }
     if !held.is_empty() {
-        bail!(
+        problems.push(format!(
             "{} tenant(s) were not migrated: {} (see ERROR above)",
             held.len(),
             held.iter()
                 .map(|h| h.tenant.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
+    }
+    if !problems.is_empty() {
+        bail!("{}.", problems.join("; "));
     }
     Ok(0)
 }

@@ -157,7 +157,9 @@ impl Locator {
     /// - not created yet, or on two servers: not served (503), looked for
     ///   again (apply may place it elsewhere than this read would);
     /// - found on no server that was read while one could not be: its last
-    ///   known server, else not served and looked for again.
+    ///   known server if that is one of the servers not read (its pools
+    ///   know best whether it answers), else not served and looked for
+    ///   again. The gateway reads the servers again until all are read.
     async fn homes(&self, inventory: &Inventory) -> std::result::Result<Homes, String> {
         let located = tenantry_pg::sessions::locate(inventory, None)
             .await
@@ -168,6 +170,8 @@ impl Locator {
             homes.unreadable.insert(server.clone());
         }
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the file's tenants are remembered.
+        known.retain(|tenant, _| inventory.tenant(tenant).is_some());
         let retry = |reason: String| {
             Err(Unplaced {
                 reason,
@@ -185,7 +189,7 @@ impl Locator {
                     "not created yet (apply creates it on server {server})"
                 )),
                 Some(Placement::Conflict(c)) => retry(c.to_string()),
-                None => match known.get(name) {
+                None => match known.get(name).filter(|s| homes.unreadable.contains(*s)) {
                     Some(server) => Ok(server.clone()),
                     None => retry(
                         located

@@ -165,7 +165,7 @@ fn kubernetes_inventory_validates_with_its_passwords() {
             .env_remove(ADMIN_URL_ENV);
         for v in &vars {
             if set {
-                cmd.env(v, "placeholder-password");
+                cmd.env(v, "placeholder-password-of-32-chars");
             } else {
                 cmd.env_remove(v);
             }

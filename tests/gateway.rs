@@ -632,7 +632,10 @@ fn a_gateway_password_from_the_environment() {
     f.write(
         "[tenants.{p}_envgw]\nplan = \"starter\"\nsubdomain = \"{p}-envgw\"\ngateway_password_env = \"ENVGW_GATEWAY_PASSWORD\"\n",
     );
-    let var = [("ENVGW_GATEWAY_PASSWORD", "first-gateway-password")];
+    let var = [(
+        "ENVGW_GATEWAY_PASSWORD",
+        "first-gateway-password-0123456789",
+    )];
     let refused = f.tenantry(&["apply", "--auto-approve"]);
     assert_eq!(refused.code, 1, "{}", refused.all());
     assert!(
@@ -675,7 +678,10 @@ fn a_gateway_password_from_the_environment() {
 
     // A new value: plan shows the change, rotate sets it, a gateway
     // started with it serves.
-    let var = [("ENVGW_GATEWAY_PASSWORD", "second-gateway-password")];
+    let var = [(
+        "ENVGW_GATEWAY_PASSWORD",
+        "second-gateway-password-0123456789",
+    )];
     let plan = f.tenantry_env(&["plan", "--detailed-exitcode"], &var);
     assert_eq!(plan.code, 2, "{}", plan.all());
     let rotated = f.tenantry_env(&["rotate", &f.name("{p}_envgw")], &var);

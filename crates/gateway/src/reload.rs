@@ -9,8 +9,9 @@
 //!
 //! A file with several servers is loaded with where each tenant lives, read
 //! from the servers' catalogs (one query per server, by the caller's
-//! [`Locator`]); while a server cannot be read, its tenants are not known
-//! and the reloader looks again at every interval until they are.
+//! [`Locator`]); while a tenant's server is not known or a server cannot be
+//! read, the reloader reads them again every [`LOOK_AGAIN`] until all is
+//! known.
 //!
 //! What a reload refuses, keeping the running configuration and logging why:
 //! a file that does not validate (an empty one included), and a file that
@@ -85,7 +86,7 @@ pub fn warn_unavailable_logins(snapshot: &Snapshot) {
 }
 
 /// How often the servers are read again while a tenant's server is not
-/// known (a server could not be read, or the tenant is not created yet).
+/// known (not created yet, a conflict) or a server could not be read.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
 /// How long to wait between two looks at a file that is being written.
@@ -122,11 +123,12 @@ pub fn spawn_reloader(
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
             let mut now = watched.look().await;
-            // Tenants whose server is not known yet: look at the servers
-            // again now and then, even with the files unchanged.
+            // Tenants whose server is not known yet, or servers that could
+            // not be read: look at the servers again now and then, even
+            // with the files unchanged.
             let retry = !forced
                 && now.fingerprint == loaded_at
-                && gateway.snapshot().unplaced > 0
+                && gateway.snapshot().needs_another_look()
                 && looked_again.elapsed() >= LOOK_AGAIN;
             if forced {
                 // Asked now: still, wait for the files to stop changing.

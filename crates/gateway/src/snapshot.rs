@@ -357,6 +357,12 @@ impl Snapshot {
         })
     }
 
+    /// Whether a look at the servers again may change something: a tenant
+    /// whose server is not known, or a server that could not be read.
+    pub fn needs_another_look(&self) -> bool {
+        self.unplaced > 0 || !self.unreadable.is_empty()
+    }
+
     /// Whether `other` serves the same tenants the same way: same servers,
     /// logins and fingerprints (what a look again at the servers can change).
     pub fn same_tenants(&self, other: &Snapshot) -> bool {

@@ -12,6 +12,8 @@ fn env(name: &str) -> Option<String> {
         "BUILDING_ADMIN_PASSWORD" | "OTHER_PASSWORD" => Some("hunter2-from-env".into()),
         "EMPTY_PASSWORD" => Some(String::new()),
         "BLANK_PASSWORD" => Some(" \t ".into()),
+        "SHOP_GATEWAY_PASSWORD" => Some("0123456789abcdef0123456789abcdef".into()),
+        "SHORT_GATEWAY_PASSWORD" => Some("hunter2".into()),
         _ => None,
     }
 }
@@ -1029,15 +1031,38 @@ fn missing_password_env_is_an_error() {
 #[test]
 fn the_gateway_password_may_come_from_the_environment() {
     let src = with_plans(
-        "[tenants.shop]\nplan = \"starter\"\ngateway_password_env = \"BUILDING_ADMIN_PASSWORD\"\n",
+        "[tenants.shop]\nplan = \"starter\"\ngateway_password_env = \"SHOP_GATEWAY_PASSWORD\"\n",
     );
     let inv = load(&src).unwrap();
     assert_eq!(
         inv.tenants[0].gateway.password,
         PasswordSource::Env {
-            var: "BUILDING_ADMIN_PASSWORD".into()
+            var: "SHOP_GATEWAY_PASSWORD".into()
         }
     );
+    // Too short for the gateway login's fast verifier.
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\ngateway_password_env = \"SHORT_GATEWAY_PASSWORD\"\n",
+    );
+    let d = one_error(
+        load(&src),
+        line_of(&src, "SHORT_GATEWAY"),
+        "holds 7 characters; at least 24",
+    );
+    assert!(
+        d.help.as_deref().unwrap_or("").contains("openssl rand"),
+        "{d}"
+    );
+    // Shared with a user's password: that user could act as every group.
+    let src = with_plans(
+        "[tenants.shop]\nplan = \"starter\"\ncustomers = [{ username = \"c1\", password_env = \"SHOP_GATEWAY_PASSWORD\" }]\ngateway_password_env = \"SHOP_GATEWAY_PASSWORD\"\n",
+    );
+    let d = one_error(
+        load(&src),
+        line_of(&src, "gateway_password_env = "),
+        "is already a password source at tenants.toml:",
+    );
+    assert!(d.message.contains("SHOP_GATEWAY_PASSWORD"), "{d}");
     // Unset: an error at its line, naming the tenant and the key; without
     // the key the password is generated.
     let src = with_plans(

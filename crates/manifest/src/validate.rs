@@ -389,6 +389,9 @@ struct Tenants {
     roles: HashMap<String, (String, &'static str)>,
     /// Username -> where it first appeared.
     usernames: HashMap<String, Range<usize>>,
+    /// Password variable -> where it first appeared, and whether it was a
+    /// `gateway_password_env` (which may share its variable with nothing).
+    password_vars: HashMap<String, (Range<usize>, bool)>,
     /// Subdomain -> (tenant, where).
     subdomains: HashMap<String, (String, Range<usize>)>,
     /// Custom domain -> where it first appeared.
@@ -424,6 +427,7 @@ impl Tenants {
             databases: raw.keys().map(|k| k.get_ref().clone()).collect(),
             roles,
             usernames: HashMap::new(),
+            password_vars: HashMap::new(),
             subdomains: HashMap::new(),
             domains: HashMap::new(),
             domain_list: Vec::new(),
@@ -515,13 +519,7 @@ impl Tenants {
         }
 
         let gateway_password = match raw.gateway_password_env {
-            Some(var) => env_source(
-                r,
-                cx,
-                &format!("tenant `{key}`"),
-                "gateway_password_env",
-                var,
-            ),
+            Some(var) => self.gateway_env_source(r, cx, &key, var),
             None => name.as_ref().map(|name| PasswordSource::Generated {
                 path: cx
                     .secrets
@@ -697,6 +695,62 @@ impl Tenants {
         }
     }
 
+    /// Notes a password variable: a gateway login's shares it with no
+    /// other login (the gateway login may act as every group of its
+    /// tenant: a customer who knew its password would be an admin).
+    fn password_var(&mut self, r: &mut Reporter, var: &Spanned<String>, gateway: bool) {
+        let name = var.get_ref();
+        match self.password_vars.get(name) {
+            Some((first, first_gateway)) if gateway || *first_gateway => {
+                let at = r.location(first);
+                r.error_help(
+                    var.span(),
+                    format!("environment variable {name} is already a password source at {at}"),
+                    "a gateway_password_env must be a variable of its own: the gateway login may act as each of its tenant's groups",
+                );
+            }
+            Some(_) => {}
+            None => {
+                self.password_vars
+                    .insert(name.clone(), (var.span(), gateway));
+            }
+        }
+    }
+
+    /// The password source of a tenant's gateway login from
+    /// `gateway_password_env`: a variable of its own, holding at least
+    /// [`MIN_GATEWAY_PASSWORD`] characters (its verifier is a fast one,
+    /// fit for random values only).
+    fn gateway_env_source(
+        &mut self,
+        r: &mut Reporter,
+        cx: &Context,
+        tenant: &str,
+        var: Spanned<String>,
+    ) -> Option<PasswordSource> {
+        self.password_var(r, &var, true);
+        let span = var.span();
+        let source = env_source(
+            r,
+            cx,
+            &format!("tenant `{tenant}`"),
+            "gateway_password_env",
+            var,
+        )?;
+        if let (Secrets::Required, PasswordSource::Env { var: name }) = (cx.passwords, &source) {
+            let len = (cx.env)(name).map_or(0, |v| v.chars().count());
+            if len < MIN_GATEWAY_PASSWORD {
+                r.error_help(
+                    span,
+                    format!("tenant `{tenant}`: environment variable {name} (gateway_password_env) holds {len} characters; at least {MIN_GATEWAY_PASSWORD} are needed"),
+                    "the gateway login's password is stored with a fast verifier, fit for a random value only: use e.g. `openssl rand -hex 24`",
+                );
+                return None;
+            }
+        }
+        Some(source)
+    }
+
     fn user(
         &mut self,
         r: &mut Reporter,
@@ -778,6 +832,9 @@ impl Tenants {
             }
         });
 
+        if let Some(var) = &raw.password_env {
+            self.password_var(r, var, false);
+        }
         let password = password(r, cx, uname, raw.password_env, raw.password_file);
         if !ok {
             return None;
@@ -847,6 +904,9 @@ fn password(
         }
     }
 }
+
+/// The shortest password a `gateway_password_env` may hold.
+const MIN_GATEWAY_PASSWORD: usize = 24;
 
 /// A password from the environment variable `var` (given as `key` of
 /// `who`): a valid name, and (unless the check is deferred) set to

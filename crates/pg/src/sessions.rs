@@ -287,7 +287,17 @@ async fn tenants_on(client: &Client, fleet: &str, names: &[String]) -> Result<On
     let mut databases = Vec::new();
     for r in rows {
         let (is_db, name): (bool, String) = (r.get(0), r.get(1));
-        let marker = ours(r.get(2));
+        let comment: Option<String> = r.get(2);
+        // Another fleet's database of this name does not claim the name
+        // here: the other fleet keeps it, this one places its tenant freely.
+        let foreign = comment
+            .as_deref()
+            .and_then(Marker::parse)
+            .is_some_and(|m| m.fleet != fleet);
+        let marker = ours(comment);
+        if is_db && foreign {
+            continue;
+        }
         if is_db {
             databases.push((name, marker, r.get::<_, Option<String>>(3)));
         } else if let Some(m) = marker.filter(|m| m.kind == Kind::Owner) {

@@ -219,7 +219,7 @@ pub fn secret_refs(c: &Yaml) -> Vec<(String, Option<String>)> {
 pub fn k8s_inventory() -> Inventory {
     let path = k8s_dir().join("tenants.toml");
     Inventory::from_str_with(&read(&path), &path, &|name| {
-        (name != ADMIN_URL_ENV).then(|| "placeholder".to_owned())
+        (name != ADMIN_URL_ENV).then(|| "placeholder-password-of-32-chars".to_owned())
     })
     .unwrap_or_else(|e| panic!("deploy/k8s/tenants.toml: {e}"))
 }

@@ -68,21 +68,75 @@ impl Registry {
         })
     }
 
-    /// Marks the tenant down (or the key refused) after a failed dial and
-    /// returns the error for this request.
+    /// Marks the tenant down (or the key refused, or the server down) after
+    /// a failed dial and returns the error for this request. A dial that
+    /// timed out marks its tenant; a second tenant timing out soon after
+    /// (within two connect timeouts, or 10 s) marks the whole server (a
+    /// server that drops packets, not one slow login).
     pub(super) fn trip(&self, key: &PoolKey, dial: Dial) -> PoolError {
-        let settings = &self.shared.settings;
         let (scope, reason) = dial.classify();
-        let refused = scope == Scope::Role;
+        let timed_out = matches!(dial, Dial::TimedOut);
+        let now = Instant::now();
+        let mut breakers = lock(&self.shared.breakers);
         let mark = match scope {
             Scope::Role => BreakerKey::role(key),
             Scope::Tenant => BreakerKey::tenant(key),
             Scope::Server => BreakerKey::SERVER,
         };
-        let now = Instant::now();
-        let mut breakers = lock(&self.shared.breakers);
+        let error = self.mark(&mut breakers, mark, scope, &reason, timed_out, now);
+        // Two timeouts close together: within two dials' time, or 10 s.
+        let window = (self.shared.settings.connect_timeout * 2).max(Duration::from_secs(10));
+        let others_timed_out = timed_out
+            && breakers.iter().any(|(k, b)| {
+                b.timed_out
+                    && now.saturating_duration_since(b.failed_at) < window
+                    && k.role.is_none()
+                    && k.tenant.as_deref().is_some_and(|t| t != key.tenant)
+            });
+        let scope = if others_timed_out {
+            let reason = format!("{reason} for several of its tenants");
+            self.mark(
+                &mut breakers,
+                BreakerKey::SERVER,
+                Scope::Server,
+                &reason,
+                true,
+                now,
+            );
+            Scope::Server
+        } else {
+            scope
+        };
+        tracing::warn!(
+            tenant = %key.tenant, role = %key.role, %reason,
+            "{}", match scope {
+                Scope::Role => "login refused",
+                Scope::Tenant => "tenant database down",
+                Scope::Server => "server down: its tenants fail fast until it answers again",
+            }
+        );
+        error
+    }
+
+    /// Sets (or re-arms) one mark: its backoff doubles per failure, from
+    /// `backoff_min` up to `backoff_max` (at most [`SERVER_BACKOFF_MAX`]
+    /// for the server and for timeouts, so a server back is used again
+    /// soon). Returns the error for the request that failed.
+    fn mark(
+        &self,
+        breakers: &mut std::collections::HashMap<BreakerKey, Breaker>,
+        mark: BreakerKey,
+        scope: Scope,
+        reason: &str,
+        timed_out: bool,
+        now: Instant,
+    ) -> PoolError {
+        let settings = &self.shared.settings;
+        let refused = scope == Scope::Role;
         let b = breakers.entry(mark).or_insert_with(|| Breaker {
             refused,
+            timed_out,
+            failed_at: now,
             reason: String::new(),
             backoff: Duration::ZERO,
             until: now,
@@ -90,9 +144,10 @@ impl Registry {
         });
         // Several requests failing together count as one failure.
         if now >= b.until || b.backoff.is_zero() {
-            let most = match scope {
-                Scope::Server => settings.backoff_max.min(SERVER_BACKOFF_MAX),
-                _ => settings.backoff_max,
+            let most = if scope == Scope::Server || timed_out {
+                settings.backoff_max.min(SERVER_BACKOFF_MAX)
+            } else {
+                settings.backoff_max
             };
             b.backoff = if b.backoff.is_zero() {
                 settings.backoff_min.min(most)
@@ -102,17 +157,10 @@ impl Registry {
             b.until = now + b.backoff;
         }
         b.refused = refused;
-        b.reason.clone_from(&reason);
+        b.timed_out = timed_out;
+        b.failed_at = now;
+        b.reason = reason.to_owned();
         b.probing = false;
-        tracing::warn!(
-            tenant = %key.tenant, role = %key.role, %reason,
-            backoff_ms = b.backoff.as_millis() as u64,
-            "{}", match scope {
-                Scope::Role => "login refused",
-                Scope::Tenant => "tenant database down",
-                Scope::Server => "server down: its tenants fail fast until it answers again",
-            }
-        );
         b.error(b.until.saturating_duration_since(now))
     }
 
@@ -182,7 +230,7 @@ impl Dial {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct BreakerKey {
     pub(super) tenant: Option<String>,
-    role: Option<String>,
+    pub(super) role: Option<String>,
 }
 
 impl BreakerKey {
@@ -207,6 +255,10 @@ impl BreakerKey {
 
 pub(super) struct Breaker {
     refused: bool,
+    /// Its last failure was a dial that timed out.
+    timed_out: bool,
+    /// When it last failed.
+    failed_at: Instant,
     reason: String,
     backoff: Duration,
     /// Requests fail fast until then.
@@ -382,7 +434,8 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_server_that_refuses_marks_all_its_tenants_but_a_slow_login_only_its_own() {
+    async fn a_server_that_refuses_marks_all_its_tenants_a_slow_login_only_its_own_until_a_second()
+    {
         // Refused: every tenant of this registry (one server) fails fast,
         // without a dial of its own.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -413,6 +466,11 @@ mod tests {
         let db = database("beside_slow");
         let client = reg.get(&key(&db), &|| superuser(&db, 2)).await.unwrap();
         select_one(&client).await;
+        // A second tenant timing out meanwhile: the server is what is slow.
+        let err = reg.get(&key("slow too"), &at(addr)).await.unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+        let down = reg.server_down().expect("the server is marked down");
+        assert!(down.contains("several of its tenants"), "{down}");
         drop(silent);
     }
 
