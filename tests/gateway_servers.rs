@@ -5,7 +5,8 @@
 //! connections than its `gateway_connections`, and when one server stops
 //! for ten seconds its own tenants get 503s while every tenant on the other
 //! two sees nothing but 200s; it recovers by itself once the server is
-//! back. With every server down, `/readyz` turns 503.
+//! back. With every server down, `/readyz` turns 503, and a reload then
+//! (no catalog readable) does not keep it so once the servers are back.
 
 mod common;
 
@@ -229,12 +230,27 @@ fn one_server_down_leaves_the_others_untouched() {
         wait_until(limit, || ready() == 503),
         "ready with every server down"
     );
+    // A reload meanwhile (the file touched) finds no catalog it can read:
+    // the tenants keep their servers, and once the servers are back the
+    // gateway reads them again by itself and is ready.
+    let before = gw.reloads();
+    let config = f.config();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n# touched while every server is down\n");
+    std::fs::write(&config, text).unwrap();
+    gw.wait_for_reload(before);
     for (_, cluster) in clusters {
         cluster.resume().unwrap();
     }
     assert!(
         wait_until(limit, || ready() == 200),
         "not ready once the servers are back"
+    );
+    let servers = || http(&gw.admin, "GET", "admin", "/servers", None, None).1;
+    assert!(
+        wait_until(limit, || !servers().contains("\"down\"")),
+        "{}",
+        servers()
     );
     stop.store(true, Ordering::Relaxed);
     for t in load {
