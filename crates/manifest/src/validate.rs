@@ -11,7 +11,8 @@
 //! The only I/O here is reading `password_file`s (to check them under the
 //! rules of `secret_file.rs`; not with [`Secrets::Deferred`]) and resolving
 //! paths against the current directory; environment variables come through
-//! the injected lookup. Nothing touches a server.
+//! the injected lookup. Nothing touches a server. Next door: where
+//! passwords come from (`passwords`), what a host name may be (`dns`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -21,7 +22,7 @@ use toml::Spanned;
 
 use crate::error::Reporter;
 use crate::raw::{RawManifest, RawPlan, RawTenant, RawUser};
-use crate::secret_file::{self, Whose};
+
 use crate::servers;
 use crate::shape;
 use crate::{
@@ -30,6 +31,12 @@ use crate::{
 };
 use tenantry_layout::roles::{LONGEST_ROLE_SUFFIX, RESERVED_ROLE_NAMES};
 use tenantry_layout::MAX_IDENT_BYTES;
+
+mod dns;
+mod passwords;
+
+use dns::{check_hostname, check_label};
+use passwords::password;
 
 /// The environment variable that overrides `[server] admin_url`.
 pub const ADMIN_URL_ENV: &str = "TENANTRY_ADMIN_URL";
@@ -695,62 +702,6 @@ impl Tenants {
         }
     }
 
-    /// Notes a password variable: a gateway login's shares it with no
-    /// other login (the gateway login may act as every group of its
-    /// tenant: a customer who knew its password would be an admin).
-    fn password_var(&mut self, r: &mut Reporter, var: &Spanned<String>, gateway: bool) {
-        let name = var.get_ref();
-        match self.password_vars.get(name) {
-            Some((first, first_gateway)) if gateway || *first_gateway => {
-                let at = r.location(first);
-                r.error_help(
-                    var.span(),
-                    format!("environment variable {name} is already a password source at {at}"),
-                    "a gateway_password_env must be a variable of its own: the gateway login may act as each of its tenant's groups",
-                );
-            }
-            Some(_) => {}
-            None => {
-                self.password_vars
-                    .insert(name.clone(), (var.span(), gateway));
-            }
-        }
-    }
-
-    /// The password source of a tenant's gateway login from
-    /// `gateway_password_env`: a variable of its own, holding at least
-    /// [`MIN_GATEWAY_PASSWORD`] characters (its verifier is a fast one,
-    /// fit for random values only).
-    fn gateway_env_source(
-        &mut self,
-        r: &mut Reporter,
-        cx: &Context,
-        tenant: &str,
-        var: Spanned<String>,
-    ) -> Option<PasswordSource> {
-        self.password_var(r, &var, true);
-        let span = var.span();
-        let source = env_source(
-            r,
-            cx,
-            &format!("tenant `{tenant}`"),
-            "gateway_password_env",
-            var,
-        )?;
-        if let (Secrets::Required, PasswordSource::Env { var: name }) = (cx.passwords, &source) {
-            let len = (cx.env)(name).map_or(0, |v| v.chars().count());
-            if len < MIN_GATEWAY_PASSWORD {
-                r.error_help(
-                    span,
-                    format!("tenant `{tenant}`: environment variable {name} (gateway_password_env) holds {len} characters; at least {MIN_GATEWAY_PASSWORD} are needed"),
-                    "the gateway login's password is stored with a fast verifier, fit for a random value only: use e.g. `openssl rand -hex 24`",
-                );
-                return None;
-            }
-        }
-        Some(source)
-    }
-
     fn user(
         &mut self,
         r: &mut Reporter,
@@ -846,150 +797,4 @@ impl Tenants {
             password: password?,
         })
     }
-}
-
-fn password(
-    r: &mut Reporter,
-    cx: &Context,
-    user: &str,
-    env: Option<Spanned<String>>,
-    file: Option<Spanned<String>>,
-) -> Option<PasswordSource> {
-    match (env, file) {
-        (Some(_), Some(file)) => {
-            r.error_help(
-                file.span(),
-                format!("user `{user}`: both password_env and password_file are given"),
-                "keep one of them (or neither, to have tenantry generate a password)",
-            );
-            None
-        }
-        (Some(var), None) => env_source(r, cx, &format!("user `{user}`"), "password_env", var),
-        (None, Some(file)) => {
-            let text = file.get_ref();
-            if text.is_empty() {
-                r.error_help(
-                    file.span(),
-                    format!("user `{user}`: password_file is empty"),
-                    "give the path of a file holding the password",
-                );
-                return None;
-            }
-            let path = resolve(cx.base_dir, text);
-            if cx.passwords == Secrets::Deferred {
-                return Some(PasswordSource::File { path });
-            }
-            // Read to check, and dropped (zeroed) at once.
-            match secret_file::read(&path, Whose::User) {
-                Ok(_) => Some(PasswordSource::File { path }),
-                Err(problem) => {
-                    r.error_help(
-                        file.span(),
-                        format!(
-                            "user `{user}`: password file {} {}",
-                            path.display(),
-                            problem.what()
-                        ),
-                        problem.help(&path, Whose::User),
-                    );
-                    None
-                }
-            }
-        }
-        (None, None) => {
-            // An invalid username is reported elsewhere; never build a path from it.
-            Ident::parse(user).ok().map(|_| PasswordSource::Generated {
-                path: cx.secrets.join(user),
-            })
-        }
-    }
-}
-
-/// The shortest password a `gateway_password_env` may hold.
-const MIN_GATEWAY_PASSWORD: usize = 24;
-
-/// A password from the environment variable `var` (given as `key` of
-/// `who`): a valid name, and (unless the check is deferred) set to
-/// something other than white space.
-fn env_source(
-    r: &mut Reporter,
-    cx: &Context,
-    who: &str,
-    key: &str,
-    var: Spanned<String>,
-) -> Option<PasswordSource> {
-    let name = var.get_ref();
-    if name.is_empty() || name.contains(['=', '\0']) {
-        r.error_help(
-            var.span(),
-            format!("{who}: invalid environment variable name {name:?}"),
-            "give a variable name like \"BUILDING_ADMIN_PASSWORD\"",
-        );
-        return None;
-    }
-    if cx.passwords == Secrets::Deferred {
-        return Some(PasswordSource::Env { var: name.clone() });
-    }
-    let what = match (cx.env)(name) {
-        Some(v) if !v.trim().is_empty() => return Some(PasswordSource::Env { var: name.clone() }),
-        Some(v) if v.is_empty() => "is empty",
-        Some(_) => "holds only white space",
-        None => "is not set",
-    };
-    r.error_help(
-        var.span(),
-        format!("{who}: environment variable {name} ({key}) {what}"),
-        format!("set {name} to the password before running tenantry, or remove {key} to have a password generated"),
-    );
-    None
-}
-
-/// A DNS label: a-z, 0-9 and '-', 1 to 63 characters, no leading or trailing '-'.
-fn check_label(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("it is empty".into());
-    }
-    if s.len() > 63 {
-        return Err(format!(
-            "it is {} characters long; at most 63 are allowed",
-            s.len()
-        ));
-    }
-    if let Some(bad) = s
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        let hint = if bad.is_ascii_uppercase() {
-            " (use lower case)"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "it contains {bad:?}; only a-z, 0-9 and '-' are allowed{hint}"
-        ));
-    }
-    if s.starts_with('-') || s.ends_with('-') {
-        return Err("it starts or ends with '-'".into());
-    }
-    Ok(())
-}
-
-/// A lower-case host name: dot-separated DNS labels, at most 253 characters.
-fn check_hostname(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("it is empty".into());
-    }
-    if s.len() > 253 {
-        return Err(format!(
-            "it is {} characters long; at most 253 are allowed",
-            s.len()
-        ));
-    }
-    if s.ends_with('.') {
-        return Err("it ends with '.'; remove the trailing dot".into());
-    }
-    for label in s.split('.') {
-        check_label(label).map_err(|why| format!("label {label:?}: {why}"))?;
-    }
-    Ok(())
 }
