@@ -431,3 +431,94 @@ fn conflicts_are_reported_never_resolved_by_a_second_copy() {
     assert!(!exists(a, &y));
     b.psql("postgres", &format!("DROP DATABASE {y}")).unwrap();
 }
+
+/// An apply over two servers killed the moment the first group role, then
+/// the first database, appears on either: the next apply finishes every
+/// tenant where it was started (no tenant's roles left on the other
+/// server, one database each) and the plan after it is clean.
+#[test]
+fn an_apply_over_servers_killed_midway_converges_where_it_started() {
+    let f = Fleet::new(Admin::Superuser);
+    let (a, b) = (f.cluster, own_cluster(&[]));
+    let servers = servers_toml(&[("a", &f.admin_url, ""), ("b", &b.url("postgres"), "")]);
+    let like = f.like();
+    let count = |cluster: &Cluster, sql: &str| -> usize {
+        rows(cluster, &sql.replace("{like}", &like))[0]
+            .parse()
+            .unwrap()
+    };
+    let mut tenants = String::new();
+    let rounds = [
+        ("a group role", "SELECT count(*) FROM pg_roles WHERE rolname LIKE '{like}' AND rolname LIKE '%\\_owner'"),
+        ("a database", "SELECT count(*) FROM pg_database WHERE datname LIKE '{like}'"),
+    ];
+    for (round, (what, sql)) in rounds.into_iter().enumerate() {
+        let before: usize = [a, b].iter().map(|c| count(c, sql)).sum();
+        for i in round * 6..round * 6 + 6 {
+            tenants.push_str(&format!(
+                "[tenants.{{p}}_k{i}]\nplan = \"starter\"\nadmins = [{{ username = \"{{p}}_k{i}_a\" }}]\n\n"
+            ));
+        }
+        f.write_servers(&servers, &tenants);
+        let mut child = f.command(&["apply", "--auto-approve", "--jobs", "1"]);
+        child
+            .env_remove("TENANTRY_ADMIN_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = child.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while [a, b].iter().map(|c| count(c, sql)).sum::<usize>() == before {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("round {round}: apply exited ({status}) before {what} appeared");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {what} never appeared"
+            );
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: apply had finished when {what} appeared: the kill would not land mid-apply"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let left = f.tenantry_fleet(&["plan", "--detailed-exitcode"]);
+        assert_eq!(
+            left.code,
+            2,
+            "round {round}: the killed apply left work\n{}",
+            left.all()
+        );
+        f.tenantry_fleet(&["apply", "--auto-approve"]).ok();
+        let again = f.tenantry_fleet(&["plan", "--detailed-exitcode"]);
+        assert_eq!(again.code, 0, "round {round}\n{}", again.all());
+        // One database per tenant, and each server's roles are its own
+        // tenants' only.
+        let mut seen = Vec::new();
+        for cluster in [a, b] {
+            let dbs = rows(
+                cluster,
+                &format!("SELECT datname FROM pg_database WHERE datname LIKE '{like}'"),
+            );
+            let roles = rows(
+                cluster,
+                &format!("SELECT rolname FROM pg_roles WHERE rolname LIKE '{like}'"),
+            );
+            for role in &roles {
+                assert!(
+                    dbs.iter().any(|db| role.starts_with(&format!("{db}_"))),
+                    "round {round}: role {role} on a server without its tenant's database ({dbs:?})"
+                );
+            }
+            seen.extend(dbs);
+        }
+        seen.sort();
+        let n = seen.len();
+        seen.dedup();
+        assert_eq!(
+            (n, seen.len()),
+            ((round + 1) * 6, (round + 1) * 6),
+            "{seen:?}"
+        );
+    }
+}
