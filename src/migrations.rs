@@ -71,6 +71,15 @@ fn check_reached(located: &Located) -> Result<()> {
     Ok(())
 }
 
+/// The SERVER column of a table (empty unless the rows name servers).
+fn server_column(several: bool, server: Option<&str>) -> String {
+    if several {
+        format!("{:<16} ", server.unwrap_or("-"))
+    } else {
+        String::new()
+    }
+}
+
 fn version(v: Option<i64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("V{v}"))
 }
@@ -222,13 +231,7 @@ pub async fn migrate(inventory: &Inventory, flags: &MigrateFlags) -> Result<u8> 
 fn migrate_table(reports: &[Report]) -> String {
     let mut out = String::new();
     let several = reports.iter().any(|r| r.server.is_some());
-    let server = |s: Option<&str>| {
-        if several {
-            format!("{:<16} ", s.unwrap_or("-"))
-        } else {
-            String::new()
-        }
-    };
+    let server = |s: Option<&str>| server_column(several, s);
     let _ = writeln!(
         out,
         "\n{:<32} {}{:>6} {:>6} {:>10}  {:<11} ERROR",
@@ -365,13 +368,7 @@ fn status_table(migrations: &Migrations, rows: &[Status]) -> String {
         migrations.len(),
         version(migrations.latest())
     );
-    let server = |s: Option<&str>| {
-        if several {
-            format!("{:<16} ", s.unwrap_or("-"))
-        } else {
-            String::new()
-        }
-    };
+    let server = |s: Option<&str>| server_column(several, s);
     let _ = writeln!(
         out,
         "{:<32} {}{:>7}  {:<20} PROBLEM",

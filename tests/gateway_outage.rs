@@ -7,10 +7,10 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::gateway::{token, Gateway};
-use common::{own_cluster, Admin, Fleet};
+use common::{own_cluster, wait_until, Admin, Fleet};
 
 /// Statuses seen, in order, by the load threads.
 #[derive(Default)]
@@ -32,19 +32,6 @@ impl Seen {
     fn len(&self) -> usize {
         self.statuses.lock().unwrap().len()
     }
-}
-
-/// Waits until `cond` holds, polling every 20 ms, for at most `limit`
-/// (generous: the bound only turns a hang into a failure).
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 #[test]

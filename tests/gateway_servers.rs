@@ -16,21 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::gateway::{fleet_token, http, Gateway};
-use common::{own_cluster, placed, servers_toml, Admin, Fleet};
+use common::{own_cluster, placed, servers_toml, wait_until, Admin, Fleet};
 use tenantry_localpg::Cluster;
-
-/// Waits until `cond` holds, polling every 20 ms, for at most `limit`
-/// (generous: the bound only turns a hang into a failure).
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
 
 /// Per-server samples of a labelled metric: server -> value.
 fn per_server(metrics: &str, name: &str) -> BTreeMap<String, f64> {

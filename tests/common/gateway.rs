@@ -29,26 +29,19 @@ impl Gateway {
     /// Serves `f`'s inventory (or, with `DATABASE_DSN` in `env` and no
     /// file, one database) on free loopback ports, reloading every 200 ms.
     pub fn start(f: &Fleet, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--reload-interval",
-            "200ms",
-        ];
-        args.extend_from_slice(extra);
-        let mut cmd = f.command(&args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Gateway::spawn(cmd)
+        Gateway::spawn(Gateway::command(f, extra, env))
     }
 
     /// [`start`](Self::start) for a file naming its servers (no
     /// `TENANTRY_ADMIN_URL`: it is refused for a file with several).
     pub fn start_fleet(f: &Fleet, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Gateway::command(f, extra, env);
+        cmd.env_remove("TENANTRY_ADMIN_URL");
+        Gateway::spawn(cmd)
+    }
+
+    /// `tenantry serve` on free loopback ports, reloading every 200 ms.
+    fn command(f: &Fleet, extra: &[&str], env: &[(&str, &str)]) -> std::process::Command {
         let mut args = vec![
             "serve",
             "--listen",
@@ -60,11 +53,10 @@ impl Gateway {
         ];
         args.extend_from_slice(extra);
         let mut cmd = f.command(&args);
-        cmd.env_remove("TENANTRY_ADMIN_URL");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Gateway::spawn(cmd)
+        cmd
     }
 
     fn spawn(mut cmd: std::process::Command) -> Gateway {

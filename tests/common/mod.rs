@@ -297,6 +297,19 @@ admins     = [{ username = "{p}_cafe_a" }]
 customers  = [{ username = "{p}_cafe_c" }]
 "#;
 
+/// Waits until `cond` holds, polling every 20 ms, for at most `limit`
+/// (generous: the bound only turns a hang into a failure).
+pub fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
+}
+
 /// The `+ tenant X will be created on server Y` lines of a plan: X -> Y.
 pub fn placed(plan: &str) -> std::collections::BTreeMap<String, String> {
     plan.lines()

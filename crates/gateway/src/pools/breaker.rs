@@ -393,19 +393,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let closed = || {
-            let mut config = tokio_postgres::Config::new();
-            config
-                .host("127.0.0.1")
-                .port(port)
-                .user("postgres")
-                .dbname("postgres");
-            Target {
-                config,
-                size: 2,
-                epoch: 0,
-            }
-        };
+        let closed = at(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
         let reg = Registry::new(settings(4));
         let err = reg.get(&key("nowhere"), &closed).await.unwrap_err();
         assert!(matches!(err, PoolError::Down { .. }), "{err}");
