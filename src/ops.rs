@@ -2,7 +2,7 @@
 //! database up, restore it. Flags, checks and printing only; the work is in
 //! `tenantry_pg::rotate` and `tenantry_pg::backup`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -11,13 +11,6 @@ use tenantry_pg::{backup, rotate, Admin};
 
 /// How long rotate and restore wait for a running apply of the fleet.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
-
-/// A PostgreSQL client tool (pg_dump, pg_restore), found as apply finds pg_dump.
-fn client_tool(name: &str) -> PathBuf {
-    tenantry_localpg::find_bin_dir()
-        .map(|d| d.join(name))
-        .unwrap_or_else(|_| PathBuf::from(name))
-}
 
 /// The admin, and whether the tenant's managed database exists.
 async fn admin_and_database(
@@ -94,7 +87,7 @@ pub async fn backup(inventory: &Inventory, tenant_name: &str, output: Option<&Pa
     };
     let size = backup::dump_to(
         &admin,
-        &client_tool("pg_dump"),
+        &tenantry_localpg::client_tool("pg_dump"),
         tenant_name,
         t.role(Group::Owner).as_str(),
         &path,
@@ -130,7 +123,7 @@ pub async fn restore(
     force: bool,
 ) -> Result<u8> {
     let t = crate::commands::tenant(inventory, tenant_name)?;
-    let pg_restore = client_tool("pg_restore");
+    let pg_restore = tenantry_localpg::client_tool("pg_restore");
     // The file first: a bad one touches nothing.
     let archive = backup::inspect(&pg_restore, tenant_name, file).await?;
     let (admin, client, exists) = admin_and_database(inventory, t).await?;

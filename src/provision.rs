@@ -5,7 +5,6 @@
 //! exit codes only; the work is in `tenantry_pg`.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use futures_util::future::join_all;
@@ -71,9 +70,7 @@ pub async fn apply(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Re
         outln!("Apply cancelled. Nothing was changed.");
         return Ok(1);
     }
-    let pg_dump = tenantry_localpg::find_bin_dir()
-        .map(|d| d.join("pg_dump"))
-        .unwrap_or_else(|_| PathBuf::from("pg_dump"));
+    let pg_dump = tenantry_localpg::client_tool("pg_dump");
     let several = inventory.servers.len() > 1;
     outln!();
     let runs = s.servers.iter().filter_map(|server| {

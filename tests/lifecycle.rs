@@ -222,7 +222,7 @@ async fn destroy(admin: Admin) {
     );
     let restored = f.name("{p}_restored");
     f.psql("postgres", &format!("CREATE DATABASE {restored}"));
-    let status = std::process::Command::new(f.cluster.bin_dir().join("pg_restore"))
+    let status = std::process::Command::new(f.cluster.tool("pg_restore"))
         .args([
             "--no-owner",
             "--no-privileges",

@@ -1,6 +1,10 @@
 //! Finding the PostgreSQL server binaries: `TENANTRY_PG_BIN`, else the
 //! highest version under Debian's `/usr/lib/postgresql/<ver>/bin`, else
-//! `pg_config --bindir`.
+//! `pg_config --bindir`; and the client programs (`psql`, `pg_dump`,
+//! `pg_restore`): the same directory when it has them, else the installed
+//! client's. A server-only `TENANTRY_PG_BIN` (the binaries
+//! `scripts/fetch-postgres` brings for each major) thus runs with the
+//! installed client.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,6 +63,51 @@ pub(crate) fn bin_dir_for_version(major: &str) -> Option<PathBuf> {
         .into_iter()
         .find(|(v, _)| version_key(major) == *v)
         .map(|(_, d)| d)
+}
+
+/// Where the client programs are: [`find_bin_dir`] when it has `psql`,
+/// else the highest Debian version that has it, else `pg_config --bindir`.
+pub fn find_client_dir() -> Result<PathBuf, Error> {
+    if let Ok(dir) = find_bin_dir() {
+        if is_client_dir(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(DEBIAN_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dir = entry.path().join("bin");
+            is_client_dir(&dir).then(|| (version_key(&name), dir))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    if let Some((_, dir)) = found.into_iter().next() {
+        return Ok(dir);
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && is_client_dir(&dir) {
+            return Ok(dir);
+        }
+    }
+    Err(Error::NotInstalled {
+        searched: format!("psql in TENANTRY_PG_BIN, {DEBIAN_ROOT}/*/bin, pg_config --bindir"),
+    })
+}
+
+/// A client program (`pg_dump`, `pg_restore`, `psql`) by path: in
+/// [`find_client_dir`], else its bare name (looked up on PATH when run).
+pub fn client_tool(name: &str) -> PathBuf {
+    find_client_dir()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|_| PathBuf::from(name))
+}
+
+fn is_client_dir(dir: &Path) -> bool {
+    dir.join("psql").is_file()
 }
 
 /// Installed Debian versions, highest first.

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-pub use bin::find_bin_dir;
+pub use bin::{client_tool, find_bin_dir, find_client_dir};
 
 /// Removes the libpq environment variables (`PGHOST`, `PGPASSWORD`, ...) that
 /// could redirect a client program away from the cluster it was pointed at.
@@ -118,6 +118,14 @@ impl Cluster {
     /// the throwaway ones (they win), e.g. `[("max_connections", "12")]`
     /// for a test about a small connection budget.
     pub fn start_temp_with(settings: &[(&str, &str)]) -> Result<Cluster, Error> {
+        Cluster::start_temp_from(&find_bin_dir()?, settings)
+    }
+
+    /// Like [`start_temp_with`](Self::start_temp_with), with the server
+    /// programs of `bin_dir` (a major of one's choosing, e.g. from
+    /// `scripts/fetch-postgres`; its client programs may be missing, see
+    /// [`Cluster::tool`]).
+    pub fn start_temp_from(bin_dir: &Path, settings: &[(&str, &str)]) -> Result<Cluster, Error> {
         let extra = settings
             .iter()
             .map(|&(name, value)| {
@@ -126,7 +134,7 @@ impl Cluster {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let bin_dir = find_bin_dir()?;
+        let bin_dir = bin_dir.to_path_buf();
         let run_as = RunAs::detect()?;
         let parent = temp_parent();
         run_as.ensure_reachable(&parent.join("x"))?;
@@ -280,10 +288,23 @@ impl Cluster {
         &self.data_dir
     }
 
-    /// Where `initdb`, `pg_ctl`, `pg_dump`, `pg_restore` and `psql` of the
-    /// server's version are.
+    /// Where `initdb`, `pg_ctl` and `postgres` of the server's version are
+    /// (and its client programs, unless it is a server-only directory: see
+    /// [`Cluster::tool`]).
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+
+    /// A client program (`psql`, `pg_dump`, `pg_restore`): the server's
+    /// own when its bin directory has it, else the installed client's
+    /// ([`client_tool`]).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        let own = self.bin_dir.join(name);
+        if own.is_file() {
+            own
+        } else {
+            client_tool(name)
+        }
     }
 
     /// The server log file.
@@ -308,7 +329,7 @@ impl Cluster {
     /// `select 1` returns `"1\n"`), over the Unix socket. Statements run one
     /// by one, as from a script file. Returns stdout. For harness setup only.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, Error> {
-        let mut cmd = Command::new(self.bin_dir.join("psql"));
+        let mut cmd = Command::new(self.tool("psql"));
         cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-q", "-A", "-t", "-h"])
             .arg(&self.socket_dir)
             .arg("-p")

@@ -9,7 +9,7 @@ use tenantry_localpg::Cluster;
 
 /// Run `select current_user` through psql over TCP as a password user.
 fn psql_as(cluster: &Cluster, user: &str, password: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new(cluster.bin_dir().join("psql"))
+    let out = Command::new(cluster.tool("psql"))
         .args([
             "-X",
             "-A",
@@ -167,4 +167,35 @@ fn psql_errors_carry_the_server_message() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no_such_table"), "{err}");
+}
+
+/// A server-only bin directory (what `scripts/fetch-postgres` brings: no
+/// psql, pg_dump or pg_restore) starts a cluster, and the harness's SQL
+/// goes through the installed client instead.
+#[test]
+fn a_server_only_bin_dir_runs_with_the_installed_client() {
+    let full = tenantry_localpg::find_bin_dir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Readable by the user the server runs as (when the tests run as root).
+    std::fs::set_permissions(
+        dir.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    for program in ["initdb", "pg_ctl", "postgres"] {
+        std::os::unix::fs::symlink(full.join(program), dir.path().join(program)).unwrap();
+    }
+    let cluster =
+        Cluster::start_temp_from(dir.path(), &[]).expect("start from a server-only directory");
+    assert_eq!(cluster.bin_dir(), dir.path());
+    let psql = cluster.tool("psql");
+    assert!(
+        !psql.starts_with(dir.path()) && psql.is_file(),
+        "{}",
+        psql.display()
+    );
+    assert_eq!(
+        cluster.psql("postgres", "select 40 + 2").unwrap().trim(),
+        "42"
+    );
 }
