@@ -73,6 +73,8 @@ pub async fn rotate(inventory: &Inventory, tenant_name: &str, user: Option<&str>
 pub async fn backup(inventory: &Inventory, tenant_name: &str, output: Option<&Path>) -> Result<u8> {
     let t = crate::commands::tenant(inventory, tenant_name)?;
     let (admin, client, exists) = admin_and_database(inventory, t).await?;
+    let pg_dump = tenantry_localpg::client_tool("pg_dump");
+    backup::check_tool(&client, &pg_dump).await?;
     drop(client);
     if !exists {
         bail!("the database of tenant {tenant_name} has not been created yet: run `tenantry apply` first");
@@ -87,7 +89,7 @@ pub async fn backup(inventory: &Inventory, tenant_name: &str, output: Option<&Pa
     };
     let size = backup::dump_to(
         &admin,
-        &tenantry_localpg::client_tool("pg_dump"),
+        &pg_dump,
         tenant_name,
         t.role(Group::Owner).as_str(),
         &path,
@@ -127,6 +129,7 @@ pub async fn restore(
     // The file first: a bad one touches nothing.
     let archive = backup::inspect(&pg_restore, tenant_name, file).await?;
     let (admin, client, exists) = admin_and_database(inventory, t).await?;
+    backup::check_tool(&client, &pg_restore).await?;
     if !exists {
         bail!("the database of tenant {tenant_name} has not been created yet: run `tenantry apply` first, then restore into it");
     }

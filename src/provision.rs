@@ -52,6 +52,24 @@ pub async fn apply(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Re
     let plan = s.plan();
     out!("{}", render::fleet_text(&plan));
     plan.check_runnable(flags.allow_destroy, flags.skip_unreachable)?;
+    // Every destroy backs up first: a pg_dump that cannot dump its server
+    // is found now, before anything starts.
+    let pg_dump = tenantry_localpg::client_tool("pg_dump");
+    for server in &s.servers {
+        if let Ok(session) = &server.session {
+            if session.plan.has_destroys() {
+                tenantry_pg::backup::check_tool(&session.client, &pg_dump)
+                    .await
+                    .map_err(|e| match inventory.servers.len() > 1 {
+                        true => tenantry_pg::Error::OnServer {
+                            server: server.name.clone(),
+                            source: Box::new(e),
+                        },
+                        false => e,
+                    })?;
+            }
+        }
+    }
     let skipped: Vec<String> = plan.unreachable().into_iter().map(str::to_owned).collect();
     let skipped_error = || {
         anyhow::anyhow!(
@@ -70,7 +88,6 @@ pub async fn apply(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Re
         outln!("Apply cancelled. Nothing was changed.");
         return Ok(1);
     }
-    let pg_dump = tenantry_localpg::client_tool("pg_dump");
     let several = inventory.servers.len() > 1;
     outln!();
     let runs = s.servers.iter().filter_map(|server| {

@@ -1,8 +1,8 @@
 //! Finding the PostgreSQL server binaries: `TENANTRY_PG_BIN`, else the
 //! highest version under Debian's `/usr/lib/postgresql/<ver>/bin`, else
 //! `pg_config --bindir`; and the client programs (`psql`, `pg_dump`,
-//! `pg_restore`): the same directory when it has them, else the installed
-//! client's. A server-only `TENANTRY_PG_BIN` (the binaries
+//! `pg_restore`): `TENANTRY_PG_BIN`'s when it has them, else the newest
+//! installed client's. A server-only `TENANTRY_PG_BIN` (the binaries
 //! `scripts/fetch-postgres` brings for each major) thus runs with the
 //! installed client.
 
@@ -65,10 +65,11 @@ pub(crate) fn bin_dir_for_version(major: &str) -> Option<PathBuf> {
         .map(|(_, d)| d)
 }
 
-/// Where the client programs are: [`find_bin_dir`] when it has `psql`,
-/// else the highest Debian version that has it, else `pg_config --bindir`.
+/// Where the client programs are: `TENANTRY_PG_BIN` when it has `psql`,
+/// else the highest Debian version that has it (a newer pg_dump dumps an
+/// older server, never the reverse), else `pg_config --bindir`.
 pub fn find_client_dir() -> Result<PathBuf, Error> {
-    if let Ok(dir) = find_bin_dir() {
+    if let Some(dir) = std::env::var_os("TENANTRY_PG_BIN").map(PathBuf::from) {
         if is_client_dir(&dir) {
             return Ok(dir);
         }

@@ -15,6 +15,10 @@
 //!   and token store re-applied (the store itself is never restored), so the
 //!   result is what `tenantry plan` expects.
 //!
+//! - [`check_tool`]: whether a client program can work with the server
+//!   (`pg_dump` refuses a server of a newer major), asked before anything
+//!   starts.
+//!
 //! The connection (host, port, user, `PGSSLMODE`) comes from the admin URL
 //! ([`command`]); the password goes through `PGPASSWORD`, never the command line.
 //! Files are worked on off the async threads (`tokio::fs`, the blocking pool).
@@ -49,6 +53,58 @@ pub fn command(admin: &Admin, program: &Path) -> tokio::process::Command {
     }
     cmd.kill_on_drop(true);
     cmd
+}
+
+/// Fails, before anything starts, when `program` (pg_dump, pg_restore) is
+/// of an older major than the server `client` is connected to: pg_dump
+/// refuses such a server, and a restore of its archives would lose what the
+/// newer server has. The error names both versions and what to install.
+pub async fn check_tool(client: &tokio_postgres::Client, program: &Path) -> Result<(), Error> {
+    let ctx = format!("checking {}", program.display());
+    let out = tokio::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| Error::other(&ctx, format!("cannot run it: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tool = tool_major(&text).ok_or_else(|| {
+        Error::other(
+            &ctx,
+            format!("unexpected --version output {:?}", text.trim()),
+        )
+    })?;
+    let server: String = client
+        .query_one("SELECT current_setting('server_version_num')", &[])
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?
+        .get(0);
+    let server = server_major(&server)
+        .ok_or_else(|| Error::other(&ctx, format!("unexpected server_version_num {server:?}")))?;
+    match too_old(tool, server) {
+        None => Ok(()),
+        Some(why) => Err(Error::other(&ctx, why)),
+    }
+}
+
+/// The major of `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`.
+fn tool_major(version: &str) -> Option<u32> {
+    let number = version.split(") ").nth(1)?.split_whitespace().next()?;
+    number.split('.').next()?.parse().ok()
+}
+
+/// The major of a `server_version_num` (`170010` -> 17, `90624` -> 9).
+fn server_major(num: &str) -> Option<u32> {
+    num.trim().parse::<u32>().ok().map(|n| n / 10_000)
+}
+
+/// Why a client of major `tool` cannot work with a server of major
+/// `server`, if it cannot.
+fn too_old(tool: u32, server: u32) -> Option<String> {
+    (tool < server).then(|| {
+        format!(
+            "it is PostgreSQL {tool}'s and the server runs PostgreSQL {server}, which it cannot dump or restore into safely: install the client of {server} or newer (e.g. apt-get install postgresql-client-{server}: tenantry uses the newest one installed). Nothing was changed"
+        )
+    })
 }
 
 /// Dumps `database` with `pg_dump` (acting as `role`, so a non-superuser admin
@@ -467,6 +523,29 @@ pub async fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_older_than_the_server_is_refused_by_name() {
+        assert_eq!(
+            tool_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            Some(15)
+        );
+        assert_eq!(tool_major("pg_restore (PostgreSQL) 17.10\n"), Some(17));
+        assert_eq!(tool_major("nonsense"), None);
+        assert_eq!(server_major("170010"), Some(17));
+        assert_eq!(server_major("140023"), Some(14));
+        assert_eq!(server_major("90624"), Some(9));
+        // PostgreSQL 15's pg_dump and a 17 server: refused, naming both.
+        let why = too_old(15, 17).unwrap();
+        assert!(
+            why.contains("PostgreSQL 15") && why.contains("PostgreSQL 17"),
+            "{why}"
+        );
+        assert!(why.contains("postgresql-client-17"), "{why}");
+        // Same or newer: fine.
+        assert_eq!(too_old(15, 15), None);
+        assert_eq!(too_old(17, 14), None);
+    }
 
     const TOC: &str = ";
 ; Archive created at 2026-11-23 17:50:35 UTC
