@@ -483,4 +483,73 @@ admins     = [{{ username = "shop_a", password_env = "UNUSED_BY_THE_GATEWAY" }}]
             assert!(!shop(&a).same_logins(&shop(&rotated)));
         }
     }
+
+    #[test]
+    fn each_tenant_dials_its_own_server_and_an_unknown_one_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join(".tenantry/secrets");
+        tenantry_manifest::create_private_dir(&secrets).unwrap();
+        for t in ["shop", "cafe"] {
+            let file = secrets.join(format!("{t}_gateway"));
+            std::fs::write(&file, "gw-password").unwrap();
+            let private =
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+            std::fs::set_permissions(&file, private).unwrap();
+        }
+        let text = r#"
+[servers.a]
+admin_url = "postgres://admin@10.0.0.1:5432/postgres"
+gateway_connections = 7
+
+[servers.b]
+admin_url = "postgres://admin@10.0.0.2:6432/postgres"
+
+[plans.p]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = 2
+requests_per_second = 20
+
+[tenants.shop]
+plan = "p"
+
+[tenants.cafe]
+plan = "p"
+"#;
+        let inventory =
+            Inventory::from_str_with(text, &dir.path().join("tenants.toml"), &|_| None).unwrap();
+        let mut homes = Homes::default();
+        homes.tenants.insert("shop".into(), Ok("b".into()));
+        homes.tenants.insert(
+            "cafe".into(),
+            Err(Unplaced {
+                reason: "server a could not be read".into(),
+                retry: true,
+            }),
+        );
+        homes.unreadable.insert("a".into());
+        let snap = Snapshot::from_fleet(&inventory, &homes).unwrap();
+        let shop = &snap.tenants["shop"];
+        assert_eq!(shop.server, "b");
+        let config = shop.config(GATEWAY).unwrap();
+        assert_eq!(config.get_ports(), [6432]);
+        assert_eq!(snap.servers["a"], Some(7));
+        assert_eq!(snap.servers["b"], None);
+        // Not known: no login, the reason kept, and another look asked for.
+        let cafe = &snap.tenants["cafe"];
+        assert_eq!(cafe.pool_login(), None);
+        assert!(
+            matches!(&cafe.logins[GATEWAY], Login::Unavailable(why) if why.contains("server a could not be read"))
+        );
+        assert_eq!(snap.unplaced, 1);
+        assert!(snap.needs_another_look());
+        // The same look again: nothing new.
+        let again = Snapshot::from_fleet(&inventory, &homes).unwrap();
+        assert!(snap.same_tenants(&again));
+        homes.tenants.insert("cafe".into(), Ok("a".into()));
+        homes.unreadable.clear();
+        let found = Snapshot::from_fleet(&inventory, &homes).unwrap();
+        assert!(!snap.same_tenants(&found));
+        assert!(!found.needs_another_look());
+    }
 }
