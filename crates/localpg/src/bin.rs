@@ -74,17 +74,7 @@ pub fn find_client_dir() -> Result<PathBuf, Error> {
             return Ok(dir);
         }
     }
-    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(DEBIAN_ROOT)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let dir = entry.path().join("bin");
-            is_client_dir(&dir).then(|| (version_key(&name), dir))
-        })
-        .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    let found = debian_dirs(is_client_dir);
     if let Some((_, dir)) = found.into_iter().next() {
         return Ok(dir);
     }
@@ -113,6 +103,12 @@ fn is_client_dir(dir: &Path) -> bool {
 
 /// Installed Debian versions, highest first.
 fn debian_versions() -> Vec<(Vec<u32>, PathBuf)> {
+    debian_dirs(is_bin_dir)
+}
+
+/// Debian's `/usr/lib/postgresql/<ver>/bin` directories that pass `keep`,
+/// with their versions, highest first.
+fn debian_dirs(keep: fn(&Path) -> bool) -> Vec<(Vec<u32>, PathBuf)> {
     let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(DEBIAN_ROOT)
         .into_iter()
         .flatten()
@@ -120,7 +116,7 @@ fn debian_versions() -> Vec<(Vec<u32>, PathBuf)> {
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
             let dir = entry.path().join("bin");
-            is_bin_dir(&dir).then(|| (version_key(&name), dir))
+            keep(&dir).then(|| (version_key(&name), dir))
         })
         .collect();
     found.sort_by(|a, b| b.0.cmp(&a.0));
