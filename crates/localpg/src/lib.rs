@@ -288,6 +288,15 @@ impl Cluster {
         &self.data_dir
     }
 
+    /// The server's major version, from the data directory's `PG_VERSION`
+    /// (`14`, `17`, ...; 0 if unreadable).
+    pub fn major(&self) -> u32 {
+        fs::read_to_string(self.data_dir.join("PG_VERSION"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Where `initdb`, `pg_ctl` and `postgres` of the server's version are
     /// (and its client programs, unless it is a server-only directory: see
     /// [`Cluster::tool`]).
@@ -355,7 +364,28 @@ impl Cluster {
             pw = tenantry_layout::literal(password),
         );
         self.psql("postgres", &sql)?;
+        if self.major() < 15 {
+            self.template_public_to_database_owner()?;
+        }
         Ok(self.user_url(name, password, "postgres"))
+    }
+
+    /// PostgreSQL 14 and older: gives template1's schema `public` to
+    /// `pg_database_owner` and takes CREATE on it from PUBLIC, as 15 does,
+    /// so that a non-superuser admin's tenant owners own their `public`
+    /// (the one-time step README asks of an operator with such an admin;
+    /// without it, tenantry's plan refuses). Idempotent; safe to run from
+    /// several tests at once.
+    pub fn template_public_to_database_owner(&self) -> Result<(), Error> {
+        self.psql(
+            "template1",
+            "BEGIN;\n\
+             SELECT pg_advisory_xact_lock(7400415);\n\
+             ALTER SCHEMA public OWNER TO pg_database_owner;\n\
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n\
+             COMMIT;\n",
+        )?;
+        Ok(())
     }
 
     /// Stops the server (fast shutdown: every session is ended), keeping

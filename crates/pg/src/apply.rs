@@ -287,6 +287,24 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
             .await?;
         }
         if grants || store.is_some() {
+            let hand_over = superuser
+                || ctx
+                    .observed
+                    .new_public_owner
+                    .as_ref()
+                    .is_some_and(|o| o.admin_hands_over());
+            if grants && hand_over {
+                // PostgreSQL 14 and older: `public` of a new database is the
+                // bootstrap superuser's; only a superuser (or a member of
+                // its owner) can give it away. Other admins never get here:
+                // the plan refuses.
+                exec(
+                    &db,
+                    &statements::public_schema_to_owner(t),
+                    format!("tenant {}: handing schema public to {owner}", t.name),
+                )
+                .await?;
+            }
             if migrate {
                 ctx.migrations
                     .run(&mut db, &t.name, &owner, ctx.lock_wait)

@@ -14,7 +14,7 @@ use tenantry_layout::{literal, tokens, Group};
 use tenantry_layout::{Kind, Marker};
 use tenantry_plan::model::{
     Acl, Observed, ObservedContents, ObservedDatabase, ObservedFunction, ObservedObject,
-    ObservedRelation, ObservedRole, ObservedTokenStore, RelKind,
+    ObservedRelation, ObservedRole, ObservedTokenStore, PublicOwner, RelKind,
 };
 use tokio_postgres::Client;
 
@@ -54,7 +54,8 @@ pub async fn observe(
     let ctx = "reading the catalog";
     let me = client
         .query_one(
-            "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user",
+            "SELECT current_user::text, rolsuper, current_setting('server_version_num')::int \
+             FROM pg_roles WHERE rolname = current_user",
             &[],
         )
         .await
@@ -62,8 +63,10 @@ pub async fn observe(
     let mut observed = Observed {
         current_user: me.get(0),
         current_user_is_superuser: me.get(1),
+        server_version_num: me.get(2),
         ..Observed::default()
     };
+    observed.new_public_owner = new_public_owner(admin, &observed).await?;
 
     let roles_sql = format!(
         "SELECT r.rolname::text, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
@@ -173,6 +176,41 @@ pub async fn observe(
         .try_collect::<BTreeMap<_, _>>()
         .await?;
     Ok(observed)
+}
+
+/// Who owns schema `public` in a database `CREATE DATABASE` makes now (it
+/// copies template1), when the admin is not a superuser.
+///
+/// PostgreSQL 14 and older: template1's `public` belongs to the bootstrap
+/// superuser (and PUBLIC may create in it) unless an operator changed it;
+/// only a superuser or a member of its owner can give it to the tenant's
+/// owner. From 15 on it belongs to `pg_database_owner`, which the
+/// database's owner acts as. So this reads template1 (one short
+/// connection) only for a non-superuser admin on 14 or older; `None`
+/// otherwise, and when template1 cannot be read (apply then reports the
+/// failure at the tenant).
+async fn new_public_owner(
+    admin: &Admin,
+    observed: &Observed,
+) -> Result<Option<PublicOwner>, Error> {
+    if observed.current_user_is_superuser || observed.server_version_num >= 150000 {
+        return Ok(None);
+    }
+    let Ok(client) = admin.connect(Some("template1")).await else {
+        return Ok(None);
+    };
+    let row = client
+        .query_opt(
+            "SELECT pg_get_userbyid(nspowner)::text, pg_has_role(nspowner, 'MEMBER') \
+             FROM pg_namespace WHERE nspname = 'public'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::sql("reading template1's schema public", e))?;
+    Ok(row.map(|r| PublicOwner {
+        role: r.get(0),
+        admin_is_member: r.get(1),
+    }))
 }
 
 /// `[grantee, privilege]` pairs of an ACL as a JSON array (grantee 0 is PUBLIC).

@@ -143,6 +143,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 user: (*name).to_owned(),
             });
         }
+        if let Some(c) = public_schema_out_of_reach(t, observed, &changes) {
+            plan.conflicts.push(c);
+            continue;
+        }
         if !changes.is_empty() {
             plan.tenants.push(TenantPlan {
                 tenant: t.name.to_string(),
@@ -219,6 +223,71 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     plan
 }
 
+/// A tenant whose privileges apply must set while schema `public` of its
+/// database belongs to a role that neither its owner nor a non-superuser
+/// admin can act as: apply would fail there, so it does not start.
+///
+/// This is PostgreSQL 14 and older, where a new database's `public` belongs
+/// to the bootstrap superuser (`Observed::new_public_owner`), or an existing
+/// database whose `public` someone gave away. A superuser admin, or one
+/// that is a member of the role holding template1's `public`, hands it over
+/// itself (`statements::public_schema_to_owner`).
+fn public_schema_out_of_reach(
+    t: &DesiredTenant,
+    o: &Observed,
+    changes: &[Change],
+) -> Option<Conflict> {
+    if o.current_user_is_superuser
+        || !changes
+            .iter()
+            .any(|c| matches!(c, Change::Privileges { .. }))
+    {
+        return None;
+    }
+    let owner = t.role(Group::Owner);
+    let (holder, new) = match o.contents.get(t.name.as_str()) {
+        Some(c) => (c.schema_owner.clone(), false),
+        None => {
+            let new = o.new_public_owner.as_ref()?;
+            if new.admin_is_member {
+                return None;
+            }
+            (new.role.clone(), true)
+        }
+    };
+    if holder == owner.as_str() || holder == "pg_database_owner" {
+        return None;
+    }
+    let admin = &o.current_user;
+    let (reason, help) = if new {
+        (
+            format!(
+                "of its new database would belong to \"{holder}\" (PostgreSQL {} copies it from template1), which admin \"{admin}\", not a superuser, cannot hand to the tenant's owner",
+                o.server_version_num / 10000
+            ),
+            "once per server, as a superuser: psql -d template1 -c 'ALTER SCHEMA public OWNER TO pg_database_owner; REVOKE CREATE ON SCHEMA public FROM PUBLIC' (what PostgreSQL 15 and later do), then plan again; or run tenantry as a superuser".to_owned(),
+        )
+    } else {
+        (
+            format!(
+                "belongs to \"{holder}\", and admin \"{admin}\" is not a superuser, so it cannot hand it to {owner}"
+            ),
+            format!(
+                "as a superuser: psql -d {} -c 'ALTER SCHEMA public OWNER TO {}', then plan again; or run tenantry as a superuser",
+                t.name,
+                owner.quoted()
+            ),
+        )
+    };
+    Some(Conflict {
+        tenant: t.name.to_string(),
+        object: "schema",
+        name: "public".to_owned(),
+        reason,
+        help: Some(help),
+    })
+}
+
 /// Whether database `db` is owned by this fleet's marked `<db>_owner` role.
 fn owned_by_our_owner(o: &Observed, fleet: &str, db: &str, owner: &str) -> bool {
     owner == tenantry_layout::roles::group_role_name(db, Group::Owner)
@@ -255,6 +324,7 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
                 object: "database",
                 name: t.name.to_string(),
                 reason: describe(m),
+                help: None,
             });
         }
     }
@@ -271,6 +341,7 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
                     object: "role",
                     name: name.to_string(),
                     reason: describe(m),
+                    help: None,
                 });
             }
         }
@@ -286,6 +357,7 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
                 object: "role",
                 name: t.gateway.name.to_string(),
                 reason: describe(m),
+                help: None,
             });
         }
     }
@@ -302,6 +374,7 @@ fn conflicts(t: &DesiredTenant, fleet: &str, o: &Observed) -> Vec<Conflict> {
                     object: "role",
                     name: u.name.to_string(),
                     reason: describe(m),
+                    help: None,
                 });
             }
         }

@@ -5,7 +5,8 @@ use super::*;
 use secrecy::SecretString;
 
 use crate::model::{
-    DesiredGateway, DesiredUser, ObservedDatabase, ObservedFunction, ObservedRelation, ObservedRole,
+    DesiredGateway, DesiredUser, ObservedDatabase, ObservedFunction, ObservedRelation,
+    ObservedRole, PublicOwner,
 };
 use crate::render;
 use tenantry_layout::Ident;
@@ -1334,7 +1335,13 @@ fn other_fleets_database_is_a_conflict() {
         .all(|c| c.tenant == "shop" && c.reason.contains("'staging'")));
     let text = render::text(&plan);
     assert!(text.contains("fleet 'staging'"), "{text}");
-    assert!(text.contains("No changes."), "{text}");
+    // Not "the cluster matches the inventory": it does not.
+    assert!(
+        text.ends_with(
+            "Nothing else to change; apply runs once the conflicts above are resolved.\n"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1518,4 +1525,79 @@ fn json_rendering_has_summary_counts() {
     assert_eq!(json["conflicts"][0]["tenant"], "bad");
     assert_eq!(json["conflicts"][0]["object"], "database");
     assert_eq!(json["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn postgres_14_public_schema_of_the_bootstrap_superuser_is_refused_for_a_non_superuser() {
+    // PostgreSQL 14: a new database's `public` copies template1's, owned by
+    // the bootstrap superuser, which an admin that is neither a superuser
+    // nor a member of it cannot hand to the tenant's owner.
+    let want = desired(vec![tenant("shop"), tenant("cafe")]);
+    let mut o = empty_observed();
+    o.current_user = "tenantry".to_owned();
+    o.current_user_is_superuser = false;
+    o.server_version_num = 140023;
+    o.new_public_owner = Some(PublicOwner {
+        role: "postgres".to_owned(),
+        admin_is_member: false,
+    });
+    let p = plan(&want, &o);
+    assert!(p.tenants.is_empty(), "{p:#?}");
+    assert_eq!(p.conflicts.len(), 2, "{p:#?}");
+    let text = render::text(&p);
+    assert!(
+        text.contains(
+            "error: tenant shop: schema public of its new database would belong to \"postgres\" (PostgreSQL 14 copies it from template1)"
+        ),
+        "{text}"
+    );
+    // The remedy once, after the last tenant it resolves.
+    assert_eq!(text.matches("help: once per server, as a superuser: psql -d template1 -c 'ALTER SCHEMA public OWNER TO pg_database_owner; REVOKE CREATE ON SCHEMA public FROM PUBLIC'").count(), 1, "{text}");
+    assert!(
+        text.ends_with("apply runs once the conflicts above are resolved.\n"),
+        "{text}"
+    );
+    assert_eq!(
+        p.check_runnable(false),
+        Err(crate::plan::Refusal::Conflicts(2))
+    );
+
+    // template1 fixed as README says (what 15 does), or an admin that is a
+    // member of the holder (it hands `public` over itself): plan as usual.
+    for fixed in [
+        PublicOwner {
+            role: "pg_database_owner".to_owned(),
+            admin_is_member: false,
+        },
+        PublicOwner {
+            role: "cloudsqlsuperuser".to_owned(),
+            admin_is_member: true,
+        },
+    ] {
+        o.new_public_owner = Some(fixed);
+        let p = plan(&want, &o);
+        assert!(p.conflicts.is_empty(), "{p:#?}");
+        assert_eq!(p.tenants.len(), 2);
+    }
+}
+
+#[test]
+fn a_public_schema_given_away_is_refused_for_a_non_superuser_and_repaired_by_a_superuser() {
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    o.contents.get_mut("shop").unwrap().schema_owner = "postgres".to_owned();
+    let p = plan(&want, &o);
+    assert!(p.conflicts.is_empty(), "{p:#?}");
+    assert!(matches!(only_change(&p, "shop"), Change::Privileges { .. }));
+
+    o.current_user_is_superuser = false;
+    o.current_user = "tenantry".to_owned();
+    let p = plan(&want, &o);
+    assert!(p.tenants.is_empty(), "{p:#?}");
+    let text = render::text(&p);
+    assert!(
+        text.contains("error: tenant shop: schema public belongs to \"postgres\", and admin \"tenantry\" is not a superuser")
+            && text.contains("help: as a superuser: psql -d shop -c 'ALTER SCHEMA public OWNER TO \"shop_owner\"'"),
+        "{text}"
+    );
 }

@@ -113,12 +113,34 @@ pub struct Observed {
     /// The admin connection's role.
     pub current_user: String,
     pub current_user_is_superuser: bool,
+    /// `server_version_num`, e.g. `170010` (0 when not read).
+    pub server_version_num: i32,
+    /// Who will own schema `public` in a database created now: read for a
+    /// non-superuser admin on PostgreSQL 14 and older only (see
+    /// `tenantry_pg::introspect`); `None` otherwise.
+    pub new_public_owner: Option<PublicOwner>,
     /// Whether stored password verifiers could be read (superuser only).
     pub can_read_passwords: bool,
     pub roles: BTreeMap<String, ObservedRole>,
     pub databases: BTreeMap<String, ObservedDatabase>,
     /// Inside each managed tenant database that exists.
     pub contents: BTreeMap<String, ObservedContents>,
+}
+
+/// The owner of a schema, and whether the admin is a member of it (may act
+/// as it: hand the schema to someone else).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicOwner {
+    pub role: String,
+    pub admin_is_member: bool,
+}
+
+impl PublicOwner {
+    /// Whether the admin must hand `public` to the tenant's owner itself:
+    /// neither `pg_database_owner` (the owner acts as it) nor out of reach.
+    pub fn admin_hands_over(&self) -> bool {
+        self.admin_is_member && self.role != "pg_database_owner"
+    }
 }
 
 #[derive(Debug, Default, Clone)]

@@ -34,10 +34,14 @@ pub struct TenantPlan {
 #[derive(Debug, Serialize)]
 pub struct Conflict {
     pub tenant: String,
-    /// `database` or `role`.
+    /// `database`, `role` or `schema`.
     pub object: &'static str,
     pub name: String,
     pub reason: String,
+    /// How to resolve it, when not the usual for an object that is not
+    /// ours (rename the tenant, or drop or rename the object; adopt it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
 }
 
 /// One attribute going from `old` to `new` (display text; never a password).

@@ -24,7 +24,11 @@ pub fn text(plan: &Plan) -> String {
         out.push('\n');
     }
     if plan.is_empty() {
-        out.push_str("No changes. The cluster matches the inventory.\n");
+        out.push_str(if plan.conflicts.is_empty() {
+            "No changes. The cluster matches the inventory.\n"
+        } else {
+            "Nothing else to change; apply runs once the conflicts above are resolved.\n"
+        });
         return out;
     }
     out.push_str("Tenantry will perform the following actions:\n\n");
@@ -104,7 +108,22 @@ pub fn fleet_text(fp: &FleetPlan) -> String {
 
 /// Conflicts and warnings of one plan, each line starting with `prefix`.
 fn problems(out: &mut String, plan: &Plan, prefix: &str) {
-    for c in &plan.conflicts {
+    for (i, c) in plan.conflicts.iter().enumerate() {
+        if let Some(help) = &c.help {
+            let _ = writeln!(
+                out,
+                "error: {prefix}tenant {}: {} {} {}",
+                c.tenant, c.object, c.name, c.reason
+            );
+            // Said once, after the last conflict it resolves.
+            if !plan.conflicts[i + 1..]
+                .iter()
+                .any(|n| n.help.as_ref() == Some(help))
+            {
+                let _ = writeln!(out, "  help: {help}");
+            }
+            continue;
+        }
         let _ = writeln!(
             out,
             "error: {prefix}tenant {}: {} {} {}; tenantry will not take it over (rename the tenant, or drop or rename the existing {})",

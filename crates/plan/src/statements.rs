@@ -117,6 +117,20 @@ pub fn database(
     sql
 }
 
+/// Inside the tenant database, as a superuser admin, before [`privileges`]:
+/// gives schema `public` to the owner role whoever holds it. On PostgreSQL
+/// 14 and older a new database's `public` belongs to the bootstrap
+/// superuser, and PUBLIC may create in it; once the owner holds it,
+/// [`privileges`] revokes that. From 15 on it belongs to
+/// `pg_database_owner` and [`privileges`] takes it as the owner; this is
+/// then a no-op.
+pub fn public_schema_to_owner(t: &DesiredTenant) -> String {
+    format!(
+        "ALTER SCHEMA public OWNER TO {}",
+        quote(&t.role(Group::Owner))
+    )
+}
+
 /// Run inside the tenant database, before migrations and grants: act as the owner.
 pub fn set_owner_role(t: &DesiredTenant) -> String {
     format!("SET ROLE {}", quote(&t.role(Group::Owner)))
