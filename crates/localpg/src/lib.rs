@@ -1,6 +1,9 @@
 //! Local PostgreSQL clusters started with the machine's own `initdb` and
 //! `pg_ctl` (Debian's `postgresql` package, the highest version under
-//! `/usr/lib/postgresql/<ver>/bin`; `TENANTRY_PG_BIN` overrides).
+//! `/usr/lib/postgresql/<ver>/bin`; `TENANTRY_PG_BIN` (a directory) or
+//! `TENANTRY_PG_VERSION` (a major, e.g. `17`, Debian's or fetched by
+//! `scripts/fetch-postgres`) overrides; [`Cluster::start_temp_major`] picks
+//! one for a single cluster).
 //!
 //! Two uses:
 //! - **throwaway** clusters for tests and benches: [`Cluster::start_temp`]
@@ -44,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-pub use bin::{client_tool, find_bin_dir, find_client_dir};
+pub use bin::{bin_dir_of_major, client_tool, find_bin_dir, find_client_dir};
 
 /// Removes the libpq environment variables (`PGHOST`, `PGPASSWORD`, ...) that
 /// could redirect a client program away from the cluster it was pointed at.
@@ -119,6 +122,13 @@ impl Cluster {
     /// for a test about a small connection budget.
     pub fn start_temp_with(settings: &[(&str, &str)]) -> Result<Cluster, Error> {
         Cluster::start_temp_from(&find_bin_dir()?, settings)
+    }
+
+    /// Like [`start_temp_with`](Self::start_temp_with), on PostgreSQL
+    /// `major` (see [`bin_dir_of_major`]), e.g. for a fleet whose servers
+    /// run different majors.
+    pub fn start_temp_major(major: u32, settings: &[(&str, &str)]) -> Result<Cluster, Error> {
+        Cluster::start_temp_from(&bin_dir_of_major(major)?, settings)
     }
 
     /// Like [`start_temp_with`](Self::start_temp_with), with the server

@@ -247,7 +247,8 @@ pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error
            'schema_owner', (SELECT pg_get_userbyid(n.nspowner)::text FROM pg_namespace n WHERE n.nspname = 'public'),
            'schema_acl', (SELECT {schema_acl} FROM pg_namespace n WHERE n.nspname = 'public'),
            'relations', coalesce((SELECT json_agg(json_build_array(c.relname::text, c.relkind = 'S',
-                                   pg_get_userbyid(c.relowner)::text, {rel_acl}))
+                                   pg_get_userbyid(c.relowner)::text, {rel_acl})
+                                   ORDER BY c.relname)
                                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
                                  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')), '[]'),
            'defaults', coalesce((SELECT json_agg(json_build_array(d.defaclobjtype::text,

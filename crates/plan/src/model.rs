@@ -189,6 +189,8 @@ pub struct ObservedDatabase {
 pub struct ObservedContents {
     pub schema_owner: String,
     pub schema_acl: Acl,
+    /// By name (the catalog reader sorts them: plan output must not depend
+    /// on where a row sits in pg_class).
     pub relations: Vec<ObservedRelation>,
     /// Default privileges `FOR ROLE <db>_owner IN SCHEMA public`, by object
     /// type: `r` tables, `S` sequences.
