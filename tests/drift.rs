@@ -89,8 +89,44 @@ async fn drift_repaired(admin: Admin) {
     );
 
     // A membership removed, a membership added (into another tenant's group).
-    f.psql("postgres", "REVOKE {p}_shop_admin FROM {p}_shop_a");
-    f.psql("postgres", "GRANT {p}_cafe_admin TO {p}_shop_d");
+    // From PostgreSQL 16 on a membership is revoked per grantor: the one
+    // apply made as a CREATEROLE admin is the admin's.
+    let by = if admin == Admin::CreateRole && f.cluster.major() >= 16 {
+        " GRANTED BY {p}_tenantry"
+    } else {
+        ""
+    };
+    f.psql(
+        "postgres",
+        &format!("REVOKE {{p}}_shop_admin FROM {{p}}_shop_a{by}"),
+    );
+    if !by.is_empty() {
+        // A superuser's grant there is one the admin cannot revoke: plan
+        // says so and how, apply refuses; the superuser's REVOKE ends it.
+        f.psql("postgres", "GRANT {p}_cafe_admin TO {p}_shop_d");
+        let plan = f.tenantry(&["plan"]);
+        assert!(
+            plan.stdout.contains(&f.name(
+                "error: tenant {p}_shop: role {p}_shop_d is a member of {p}_cafe_admin by a grant of \"postgres\", which admin \"{p}_tenantry\", not a superuser, cannot revoke"
+            )) && plan.stdout.contains(&f.name(
+                "help: as a superuser: REVOKE \"{p}_cafe_admin\" FROM \"{p}_shop_d\" GRANTED BY \"postgres\""
+            )),
+            "{}",
+            plan.all()
+        );
+        assert_eq!(f.apply().code, 1);
+        f.psql(
+            "postgres",
+            "REVOKE {p}_cafe_admin FROM {p}_shop_d GRANTED BY postgres",
+        );
+        // Granted as the admin: apply takes it back itself.
+        f.psql(
+            "postgres",
+            "SET ROLE {p}_tenantry; GRANT {p}_cafe_admin TO {p}_shop_d",
+        );
+    } else {
+        f.psql("postgres", "GRANT {p}_cafe_admin TO {p}_shop_d");
+    }
     repaired(
         &f,
         &[

@@ -297,6 +297,22 @@ admins     = [{ username = "{p}_cafe_a" }]
 customers  = [{ username = "{p}_cafe_c" }]
 "#;
 
+/// The major of the `pg_dump` tenantry runs (the newest installed client):
+/// older than a server of a fetched major, which backups then refuse.
+pub fn pg_dump_major() -> u32 {
+    let out = Command::new(tenantry_localpg::client_tool("pg_dump"))
+        .arg("--version")
+        .output()
+        .expect("run pg_dump --version");
+    // "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    String::from_utf8_lossy(&out.stdout)
+        .split(") ")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .expect("pg_dump --version names its major")
+}
+
 /// Waits until `cond` holds, polling every 20 ms, for at most `limit`
 /// (generous: the bound only turns a hang into a failure).
 pub fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {

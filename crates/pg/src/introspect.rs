@@ -68,14 +68,29 @@ pub async fn observe(
     };
     observed.new_public_owner = new_public_owner(admin, &observed).await?;
 
+    // From PostgreSQL 16 on a membership is one grant per grantor, and a
+    // role revokes only the grants of roles whose privileges it has: a
+    // non-superuser admin cannot take back what a superuser granted.
+    // Before 16, anyone with ADMIN OPTION on the group revokes any grant.
+    let stuck = if observed.current_user_is_superuser || observed.server_version_num < 160000 {
+        "false"
+    } else {
+        "NOT pg_has_role(m.grantor, 'USAGE')"
+    };
     let roles_sql = format!(
         "SELECT r.rolname::text, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
                 r.rolreplication, r.rolbypassrls, r.rolconnlimit, coalesce(r.rolconfig, '{{}}'),
                 shobj_description(r.oid, 'pg_authid'),
-                coalesce((SELECT array_agg(g.rolname::text ORDER BY g.rolname)
+                coalesce((SELECT array_agg(DISTINCT g.rolname::text)
                           FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
                           WHERE m.member = r.oid), '{{}}'),
-                r.rolinherit
+                r.rolinherit,
+                coalesce((SELECT array_agg(g.rolname::text ORDER BY g.rolname, m.grantor)
+                          FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                          WHERE m.member = r.oid AND {stuck}), '{{}}'),
+                coalesce((SELECT array_agg(pg_get_userbyid(m.grantor)::text ORDER BY g.rolname, m.grantor)
+                          FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                          WHERE m.member = r.oid AND {stuck}), '{{}}')
          FROM pg_roles r
          WHERE r.rolname = ANY($1) OR shobj_description(r.oid, 'pg_authid') LIKE '{MARKER_LIKE}'"
     );
@@ -110,6 +125,11 @@ pub async fn observe(
             password: None,
             member_of: row.get::<_, Vec<String>>(10).into_iter().collect(),
             inherit: row.get(11),
+            unrevokable: row
+                .get::<_, Vec<String>>(12)
+                .into_iter()
+                .zip(row.get::<_, Vec<String>>(13))
+                .collect(),
         };
         observed.roles.insert(role.name.clone(), role);
     }

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use tenantry_layout::roles::{
     DATABASE_PRIVILEGES, GATEWAY_DATABASE_PRIVILEGES, GATEWAY_SCRAM_ITERATIONS,
 };
-use tenantry_layout::{history, tokens, Group, Kind, Marker};
+use tenantry_layout::{history, quote, tokens, Group, Kind, Marker};
 use tenantry_manifest::{parse_duration_ms, Status};
 
 use crate::model::{
@@ -143,8 +143,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 user: (*name).to_owned(),
             });
         }
-        if let Some(c) = public_schema_out_of_reach(t, observed, &changes) {
-            plan.conflicts.push(c);
+        let mut out_of_reach = unrevokable(t, observed, &changes);
+        out_of_reach.extend(public_schema_out_of_reach(t, observed, &changes));
+        if !out_of_reach.is_empty() {
+            plan.conflicts.extend(out_of_reach);
             continue;
         }
         if !changes.is_empty() {
@@ -221,6 +223,47 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     }
     plan.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     plan
+}
+
+/// Memberships a change would revoke that the admin cannot: granted by a
+/// role whose privileges a non-superuser admin lacks, on PostgreSQL 16 and
+/// later (`ObservedRole::unrevokable`). Apply's REVOKE would only warn and
+/// leave the tenant's user in another group, so it does not start.
+fn unrevokable(t: &DesiredTenant, o: &Observed, changes: &[Change]) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    for c in changes {
+        let (role, revoke) = match c {
+            Change::UpdateRole { role, revoke, .. }
+            | Change::UpdateUser {
+                user: role, revoke, ..
+            }
+            | Change::UpdateGatewayLogin { role, revoke, .. } => (role, revoke),
+            _ => continue,
+        };
+        let Some(r) = o.roles.get(role) else {
+            continue;
+        };
+        for (group, grantor) in &r.unrevokable {
+            if !revoke.contains(group) {
+                continue;
+            }
+            let (role_q, group_q, grantor_q) = (quote(role), quote(group), quote(grantor));
+            out.push(Conflict {
+                tenant: t.name.to_string(),
+                object: "role",
+                name: role.clone(),
+                reason: format!(
+                    "is a member of {group} by a grant of \"{grantor}\", which admin \"{}\", not a superuser, cannot revoke (PostgreSQL {} keeps a grant per grantor)",
+                    o.current_user,
+                    o.server_version_num / 10000
+                ),
+                help: Some(format!(
+                    "as a superuser: REVOKE {group_q} FROM {role_q} GRANTED BY {grantor_q}; then plan again (or run tenantry as a superuser)"
+                )),
+            });
+        }
+    }
+    out
 }
 
 /// A tenant whose privileges apply must set while schema `public` of its

@@ -1601,3 +1601,32 @@ fn a_public_schema_given_away_is_refused_for_a_non_superuser_and_repaired_by_a_s
         "{text}"
     );
 }
+
+#[test]
+fn postgres_16_a_superusers_grant_a_non_superuser_cannot_revoke_is_a_conflict() {
+    // PostgreSQL 16 keeps one grant per grantor; the catalog reader lists
+    // the ones the admin has no privileges to revoke.
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    o.current_user_is_superuser = false;
+    o.server_version_num = 160014;
+    let bob = role_mut(&mut o, "shop_bob");
+    bob.member_of.insert("cafe_admin".to_owned());
+    bob.unrevokable = vec![("cafe_admin".to_owned(), "postgres".to_owned())];
+    let p = plan(&want, &o);
+    assert!(p.tenants.is_empty(), "{p:#?}");
+    let text = render::text(&p);
+    assert!(
+        text.contains("error: tenant shop: role shop_bob is a member of cafe_admin by a grant of \"postgres\", which admin \"tenantry\", not a superuser, cannot revoke (PostgreSQL 16 keeps a grant per grantor)")
+            && text.contains("help: as a superuser: REVOKE \"cafe_admin\" FROM \"shop_bob\" GRANTED BY \"postgres\""),
+        "{text}"
+    );
+
+    // A grant the admin made itself is revoked as usual.
+    role_mut(&mut o, "shop_bob").unrevokable.clear();
+    let p = plan(&want, &o);
+    assert!(p.conflicts.is_empty(), "{p:#?}");
+    assert!(
+        matches!(only_change(&p, "shop"), Change::UpdateUser { revoke, .. } if revoke == &["cafe_admin"])
+    );
+}

@@ -163,6 +163,10 @@ pub struct ObservedRole {
     /// `rolinherit`: uses the privileges of the roles it is a member of
     /// without `SET ROLE`.
     pub inherit: bool,
+    /// Memberships the admin cannot revoke, as (group, grantor) pairs: on
+    /// PostgreSQL 16 and later, grants made by a role whose privileges a
+    /// non-superuser admin does not have (see `tenantry_pg::introspect`).
+    pub unrevokable: Vec<(String, String)>,
 }
 
 impl ObservedRole {
