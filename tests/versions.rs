@@ -111,6 +111,44 @@ async fn the_same_file_plans_alike_and_converges_on_every_major() {
             f.apply().ok();
             f.assert_converged();
 
+            // Version-specific drift. 16+: inheriting is a per-grant option,
+            // so the gateway login may inherit a group despite NOINHERIT
+            // (made here as the admin, whose grant apply can change).
+            // 17+: the MAINTAIN table privilege.
+            if major >= 16 {
+                let as_admin = if admin == Admin::CreateRole {
+                    "SET ROLE {p}_tenantry; "
+                } else {
+                    ""
+                };
+                f.psql(
+                    "postgres",
+                    &format!(
+                        "{as_admin}GRANT {{p}}_shop_admin TO {{p}}_shop_gateway WITH INHERIT TRUE"
+                    ),
+                );
+                let plan = plan_text();
+                assert!(
+                    plan.contains("~ gateway login P_shop_gateway")
+                        && plan.contains("inherit: true -> false"),
+                    "{admin:?} on {major}: {plan}"
+                );
+                f.apply().ok();
+                f.assert_converged();
+                let inherits = f.psql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_auth_members WHERE member = '{p}_shop_gateway'::regrole AND inherit_option",
+                );
+                assert_eq!(inherits.trim(), "0", "{admin:?} on {major}");
+            }
+            if major >= 17 {
+                f.psql("{p}_shop", "GRANT MAINTAIN ON widgets TO {p}_shop_customer");
+                let plan = plan_text();
+                assert!(plan.contains("MAINTAIN"), "{admin:?} on {major}: {plan}");
+                f.apply().ok();
+                f.assert_converged();
+            }
+
             // schema public is the owner's on every major; nobody else may
             // create in it (on 14 PUBLIC could, before apply).
             let owner = f.psql(

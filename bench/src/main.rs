@@ -43,6 +43,7 @@
 #![deny(unsafe_code)]
 
 mod baseline;
+mod cluster;
 mod gateway;
 mod inventory;
 mod measure;
@@ -55,7 +56,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
-use tenantry_localpg::Cluster;
 
 use crate::measure::Finished;
 
@@ -92,9 +92,15 @@ struct Args {
     /// A smoke run: 10 tenants, 50 plan-tenants.
     #[arg(long)]
     quick: bool,
+    /// Run on this PostgreSQL instead of the installed one: a major
+    /// (`17`: Debian's, or fetched by `scripts/fetch-postgres`) or a
+    /// directory holding initdb and pg_ctl. Repeat it to run the benchmark
+    /// once per major, in this order, in one run.
+    #[arg(long = "pg-bin", value_name = "MAJOR|DIR", global = true)]
+    pg_bin: Vec<String>,
 }
 
-#[derive(clap::Subcommand, Debug)]
+#[derive(clap::Subcommand, Debug, Clone)]
 enum Bench {
     /// `tenantry migrate` (V1 -> V2) against one `psql -1 -f` per database.
     Migrate(migrate::Args),
@@ -106,7 +112,32 @@ enum Bench {
 
 fn main() {
     let mut args = Args::parse();
-    let result = match args.command.take() {
+    let passes = match args
+        .pg_bin
+        .iter()
+        .map(|a| cluster::resolve(a))
+        .collect::<Result<Vec<_>>>()
+    {
+        Ok(dirs) if dirs.is_empty() => vec![None],
+        Ok(dirs) => dirs.into_iter().map(Some).collect(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let command = args.command.take();
+    for dir in passes {
+        if let Some(dir) = &dir {
+            println!("=== PostgreSQL from {}\n", dir.display());
+        }
+        cluster::use_bin(dir);
+        bench(&mut args, command.clone());
+    }
+}
+
+/// One pass of the chosen benchmark.
+fn bench(args: &mut Args, command: Option<Bench>) {
+    let result = match command {
         Some(Bench::Migrate(mut m)) => {
             if m.quick {
                 m.tenants = 20;
@@ -127,7 +158,7 @@ fn main() {
                 args.tenants = 10;
                 args.plan_tenants = 50;
             }
-            run(&args)
+            run(args)
         }
     };
     if let Err(e) = result {
@@ -281,11 +312,11 @@ fn run(args: &Args) -> Result<()> {
     }
 
     println!("Starting a throwaway PostgreSQL cluster ...");
-    let cluster = Cluster::start_temp().context("cannot start a throwaway cluster")?;
+    let cluster = crate::cluster::start()?;
     let version = cluster.psql("postgres", "show server_version")?;
     let max_conn = cluster.psql("postgres", "show max_connections")?;
     let admin_url = cluster.url("postgres");
-    let bin_dir = cluster.bin_dir().to_path_buf();
+    let bin_dir = crate::cluster::psql_dir(&cluster);
     println!(
         "PostgreSQL {} on port {} (max_connections {}), {} CPU(s); tenantry: {}\n",
         version.trim(),

@@ -54,7 +54,7 @@ CREATE INDEX reviews_widget_id_idx ON reviews (widget_id);
 ALTER TABLE widgets ADD COLUMN sku text;
 ";
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Tenants migrated in the main measurement (and, separately, by the baseline).
     #[arg(long, default_value_t = 1000)]
@@ -130,11 +130,11 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     println!("Starting a throwaway PostgreSQL cluster ...");
-    let cluster = Cluster::start_temp().context("cannot start a throwaway cluster")?;
+    let cluster = crate::cluster::start()?;
     let version = cluster.psql("postgres", "show server_version")?;
     let max_conn = cluster.psql("postgres", "show max_connections")?;
     let admin_url = cluster.url("postgres");
-    let bin_dir = cluster.bin_dir().to_path_buf();
+    let bin_dir = crate::cluster::psql_dir(&cluster);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "PostgreSQL {} on port {} (max_connections {}), {cpus} CPU(s); tenantry: {}\n",

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use tenantry_localpg::Cluster;
 
 use crate::gateway::fleet::{self, Side};
@@ -35,7 +35,7 @@ const PLAN_TARGET: f64 = 1.1;
 /// three/one gateway throughput ratio to reach at least.
 const GATEWAY_TARGET: f64 = 0.95;
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Tenants of the cold apply (on each side).
     #[arg(long, default_value_t = 300)]
@@ -93,7 +93,7 @@ pub fn run(args: &Args) -> Result<()> {
     let bin = crate::tenantry_binary()?;
     let schema = crate::schema_dir()?;
     println!("Starting four throwaway PostgreSQL clusters (three for the fleet, one alone) ...");
-    let start = || Cluster::start_temp().context("cannot start a throwaway cluster");
+    let start = crate::cluster::start;
     let three = [start()?, start()?, start()?];
     let one = start()?;
     let version = one.psql("postgres", "show server_version")?;

@@ -33,8 +33,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
-use tenantry_localpg::Cluster;
+use anyhow::{bail, Result};
 
 use crate::{progress, secs, Tenantry};
 
@@ -70,7 +69,7 @@ const GET_WIDGET: &str = "SELECT id, name, description, inventory_level, price, 
      to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS updated_at \
      FROM widgets WHERE id = $1";
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Tenants the gateway-vs-baseline comparison rotates over.
     #[arg(long, default_value_t = 100)]
@@ -146,7 +145,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     println!("Starting a throwaway PostgreSQL cluster ...");
-    let cluster = Cluster::start_temp().context("cannot start a throwaway cluster")?;
+    let cluster = crate::cluster::start()?;
     let version = cluster.psql("postgres", "show server_version")?;
     let max_conn = cluster.psql("postgres", "show max_connections")?;
     let admin_url = cluster.url("postgres");

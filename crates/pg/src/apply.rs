@@ -186,7 +186,15 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
             None
         };
         let role = &t.gateway.name;
-        let sql = statements::gateway_login(fleet, t, create, verifier.as_deref(), diffs, revoke);
+        let sql = statements::gateway_login(
+            fleet,
+            t,
+            create,
+            verifier.as_deref(),
+            diffs,
+            revoke,
+            ctx.observed.server_version_num,
+        );
         tx(
             &mut client,
             &sql,

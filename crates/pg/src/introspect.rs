@@ -77,6 +77,13 @@ pub async fn observe(
     } else {
         "NOT pg_has_role(m.grantor, 'USAGE')"
     };
+    // From 16 on a member inherits through each grant's own option;
+    // `rolinherit` is only the default for new grants.
+    let inherit = if observed.server_version_num < 160000 {
+        "r.rolinherit"
+    } else {
+        "r.rolinherit OR EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid AND m.inherit_option)"
+    };
     let roles_sql = format!(
         "SELECT r.rolname::text, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
                 r.rolreplication, r.rolbypassrls, r.rolconnlimit, coalesce(r.rolconfig, '{{}}'),
@@ -84,7 +91,7 @@ pub async fn observe(
                 coalesce((SELECT array_agg(DISTINCT g.rolname::text)
                           FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
                           WHERE m.member = r.oid), '{{}}'),
-                r.rolinherit,
+                {inherit},
                 coalesce((SELECT array_agg(g.rolname::text ORDER BY g.rolname, m.grantor)
                           FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
                           WHERE m.member = r.oid AND {stuck}), '{{}}'),

@@ -160,8 +160,9 @@ pub struct ObservedRole {
     pub password: Option<String>,
     /// Roles this role is a member of.
     pub member_of: BTreeSet<String>,
-    /// `rolinherit`: uses the privileges of the roles it is a member of
-    /// without `SET ROLE`.
+    /// Uses the privileges of the roles it is a member of without `SET
+    /// ROLE`: `rolinherit`, and from PostgreSQL 16 on also any membership
+    /// granted `WITH INHERIT TRUE`.
     pub inherit: bool,
     /// Memberships the admin cannot revoke, as (group, grantor) pairs: on
     /// PostgreSQL 16 and later, grants made by a role whose privileges a

@@ -235,6 +235,7 @@ pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]
             kind: Kind::User,
             login: spec.login,
             attributes: "",
+            grant_options: "",
             groups: quote(&t.role(spec.group)),
             verifier: spec.verifier,
         },
@@ -248,6 +249,10 @@ pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]
 /// tenant is active, NOINHERIT, a member of the three member groups and of
 /// nothing else, the tier's connection limit and statement timeout, its
 /// marker. One transaction.
+///
+/// `server_version_num`: from PostgreSQL 16 on, whether a member inherits
+/// is an option of each grant (NOINHERIT only sets the default for new
+/// ones), so a repair also grants the groups again `WITH INHERIT FALSE`.
 pub fn gateway_login(
     fleet: &str,
     t: &DesiredTenant,
@@ -255,6 +260,7 @@ pub fn gateway_login(
     verifier: Option<&str>,
     diffs: &[Diff],
     revoke: &[String],
+    server_version_num: i32,
 ) -> Vec<String> {
     login_role(
         fleet,
@@ -264,6 +270,11 @@ pub fn gateway_login(
             kind: Kind::Gateway,
             login: t.status == tenantry_manifest::Status::Active,
             attributes: " NOINHERIT",
+            grant_options: if server_version_num >= 160000 {
+                " WITH INHERIT FALSE"
+            } else {
+                ""
+            },
             groups: idents(member_roles(&t.name)),
             verifier,
         },
@@ -281,6 +292,8 @@ struct LoginSql<'a> {
     login: bool,
     /// Extra role attributes, e.g. ` NOINHERIT`.
     attributes: &'a str,
+    /// Options of a repairing GRANT of its groups, e.g. ` WITH INHERIT FALSE`.
+    grant_options: &'a str,
     /// The quoted roles it is a member of, comma-separated.
     groups: String,
     /// A SCRAM verifier to set, if any (never a clear password).
@@ -314,7 +327,7 @@ fn login_role(
             "ALTER ROLE {role} {login}{attributes} CONNECTION LIMIT {limit}{password}{}",
             attribute_fixes(diffs)
         ));
-        sql.push(format!("GRANT {groups} TO {role}"));
+        sql.push(format!("GRANT {groups} TO {role}{}", l.grant_options));
     }
     for m in revoke {
         sql.push(format!("REVOKE {} FROM {role}", quote(m)));
@@ -397,6 +410,25 @@ mod tests {
         assert!(!sql.contains("ON ALL SEQUENCES IN SCHEMA public TO \"shop_customer\""));
         assert!(sql.contains("FROM PUBLIC, \"intruder\", \"shop_admin\""));
         assert!(sql.contains("REVOKE ALL ON TABLE public.refinery_schema_history"));
+    }
+
+    #[test]
+    fn postgres_16_repairs_the_gateway_logins_grants_without_inherit() {
+        let t = tenant();
+        let groups = "\"shop_admin\", \"shop_developer\", \"shop_customer\"";
+        let repair = |version| gateway_login("default", &t, false, None, &[], &[], version);
+        // 16 and later: NOINHERIT is only the default for new grants.
+        assert!(repair(160014).contains(&format!(
+            "GRANT {groups} TO \"shop_gateway\" WITH INHERIT FALSE"
+        )));
+        // 14 and 15 have no grant options (nor the syntax): NOINHERIT does it.
+        assert!(repair(150018).contains(&format!("GRANT {groups} TO \"shop_gateway\"")));
+        assert!(repair(140023).iter().all(|s| !s.contains("WITH INHERIT")));
+        // Creation sets NOINHERIT first: its grants never inherit.
+        let create = gateway_login("default", &t, true, None, &[], &[], 170010);
+        assert!(
+            create[0].contains(" NOINHERIT ") && create[0].contains(&format!("IN ROLE {groups}"))
+        );
     }
 
     #[test]
