@@ -99,7 +99,8 @@ pub fn script(db: &str, migration: &str) -> String {
     );
     push_tx(
         &mut s,
-        &statements::gateway_login(FLEET, &t, true, Some(&gateway), &[], &[]),
+        // Creation: the server version plays no part (0).
+        &statements::gateway_login(FLEET, &t, true, Some(&gateway), &[], &[], 0),
     );
     push(&mut s, &[statements::create_database(&t)]);
     push_tx(&mut s, &statements::database(FLEET, &t, true, &[]));
