@@ -107,7 +107,7 @@ async fn drift_repaired(admin: Admin) {
         let plan = f.tenantry(&["plan"]);
         assert!(
             plan.stdout.contains(&f.name(
-                "error: tenant {p}_shop: role {p}_shop_d is a member of {p}_cafe_admin by a grant of \"postgres\", which admin \"{p}_tenantry\", not a superuser, cannot revoke"
+                "error: tenant {p}_shop: role {p}_shop_d is a member of {p}_cafe_admin by a grant of \"postgres\", which admin \"{p}_tenantry\", not a superuser, cannot change"
             )) && plan.stdout.contains(&f.name(
                 "help: as a superuser: REVOKE \"{p}_cafe_admin\" FROM \"{p}_shop_d\" GRANTED BY \"postgres\""
             )),

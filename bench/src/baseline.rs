@@ -29,7 +29,7 @@ use tenantry_layout::{history, Kind};
 use tenantry_manifest::Status;
 use tenantry_plan::model::DesiredTenant;
 use tenantry_plan::scram;
-use tenantry_plan::statements::{self, UserSpec};
+use tenantry_plan::statements::{self, Memberships, UserSpec};
 
 use crate::inventory;
 
@@ -90,7 +90,7 @@ pub fn script(db: &str, migration: &str) -> String {
     for kind in [Kind::Owner, Kind::Admin, Kind::Developer, Kind::Customer] {
         push_tx(
             &mut s,
-            &statements::group_role(FLEET, db, kind, true, &[], &[]),
+            &statements::group_role(FLEET, db, kind, true, &[], &[], Memberships::default()),
         );
     }
     let gateway = scram::verifier_iterations(
@@ -99,12 +99,21 @@ pub fn script(db: &str, migration: &str) -> String {
     );
     push_tx(
         &mut s,
-        // Creation: the server version plays no part (0).
-        &statements::gateway_login(FLEET, &t, true, Some(&gateway), &[], &[], 0),
+        &statements::gateway_login(
+            FLEET,
+            &t,
+            true,
+            Some(&gateway),
+            &[],
+            &[],
+            Memberships::default(),
+        ),
     );
     push(&mut s, &[statements::create_database(&t)]);
     push_tx(&mut s, &statements::database(FLEET, &t, true, &[]));
     s.push_str(&format!("\\c {db}\n"));
+    // As apply does as a superuser (needed on PostgreSQL 14).
+    push(&mut s, &[statements::public_schema_to_owner(&t)]);
     push(&mut s, &[statements::set_owner_role(&t)]);
     push(&mut s, &[history::CREATE.to_owned()]);
     s.push_str("BEGIN;\n");
@@ -129,7 +138,10 @@ pub fn script(db: &str, migration: &str) -> String {
             login: true,
             verifier: Some(&verifier),
         };
-        push_tx(&mut s, &statements::user(&spec, true, &[], &[]));
+        push_tx(
+            &mut s,
+            &statements::user(&spec, true, &[], &[], Memberships::default()),
+        );
     }
     s
 }

@@ -128,18 +128,13 @@ fn fetch_caches() -> Vec<PathBuf> {
 }
 
 /// The bin directory of major version `major` (as written in a data
-/// directory's `PG_VERSION`), if Debian has it installed and
-/// `TENANTRY_PG_BIN` does not pin another.
+/// directory's `PG_VERSION`), Debian's or fetched ([`bin_dir_of_major`]),
+/// unless `TENANTRY_PG_BIN` pins a directory.
 pub(crate) fn bin_dir_for_version(major: &str) -> Option<PathBuf> {
-    if std::env::var_os("TENANTRY_PG_BIN").is_some()
-        || std::env::var_os("TENANTRY_PG_VERSION").is_some()
-    {
+    if std::env::var_os("TENANTRY_PG_BIN").is_some() {
         return None;
     }
-    debian_versions()
-        .into_iter()
-        .find(|(v, _)| version_key(major) == *v)
-        .map(|(_, d)| d)
+    bin_dir_of_major(major.trim().parse().ok()?).ok()
 }
 
 /// Where the client programs are: `TENANTRY_PG_BIN` when it has `psql`,

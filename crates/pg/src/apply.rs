@@ -14,6 +14,7 @@ use tenantry_layout::Kind;
 use tenantry_manifest::{Group, Inventory, Login as _};
 use tenantry_plan::model::{Desired, DesiredTenant, Observed};
 use tenantry_plan::plan::{Action, Change, Plan, TenantPlan};
+use tenantry_plan::statements::Memberships;
 use tenantry_plan::{scram, statements};
 use tokio_postgres::Client;
 
@@ -150,7 +151,15 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
             } => (role, *kind, false, &diffs[..], &revoke[..]),
             _ => continue,
         };
-        let mut sql = statements::group_role(fleet, &t.name, kind, create, diffs, revoke);
+        let mut sql = statements::group_role(
+            fleet,
+            &t.name,
+            kind,
+            create,
+            diffs,
+            revoke,
+            Memberships::of(ctx.observed, role),
+        );
         if kind == Kind::Owner && !superuser {
             sql.push(statements::admin_membership(role));
         }
@@ -193,7 +202,7 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
             verifier.as_deref(),
             diffs,
             revoke,
-            ctx.observed.server_version_num,
+            Memberships::of(ctx.observed, role),
         );
         tx(
             &mut client,
@@ -405,7 +414,13 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
             login,
             verifier: verifier.as_deref(),
         };
-        let sql = statements::user(&spec, create, diffs, revoke);
+        let sql = statements::user(
+            &spec,
+            create,
+            diffs,
+            revoke,
+            Memberships::of(ctx.observed, user),
+        );
         tx(&mut client, &sql, format!("tenant {}: user {user}", t.name)).await?;
         if !login && diffs.iter().any(|d| d.what == "login") {
             terminate_user(&client, user, &mut notes).await?;

@@ -13,7 +13,7 @@ use tenantry_layout::roles::group_role_name;
 use tenantry_layout::{literal, tokens, Group};
 use tenantry_layout::{Kind, Marker};
 use tenantry_plan::model::{
-    Acl, Observed, ObservedContents, ObservedDatabase, ObservedFunction, ObservedObject,
+    Acl, Grant, Observed, ObservedContents, ObservedDatabase, ObservedFunction, ObservedObject,
     ObservedRelation, ObservedRole, ObservedTokenStore, PublicOwner, RelKind,
 };
 use tokio_postgres::Client;
@@ -66,16 +66,34 @@ pub async fn observe(
         server_version_num: me.get(2),
         ..Observed::default()
     };
+    if observed.server_version_num < 140000 {
+        return Err(Error::other(
+            ctx,
+            format!(
+                "the server runs PostgreSQL {}, and tenantry supports 14 to 18: upgrade the server first",
+                observed.server_version_num / 10000
+            ),
+        ));
+    }
     observed.new_public_owner = new_public_owner(admin, &observed).await?;
 
-    // From PostgreSQL 16 on a membership is one grant per grantor, and a
-    // role revokes only the grants of roles whose privileges it has: a
-    // non-superuser admin cannot take back what a superuser granted.
-    // Before 16, anyone with ADMIN OPTION on the group revokes any grant.
-    let stuck = if observed.current_user_is_superuser || observed.server_version_num < 160000 {
-        "false"
+    // From PostgreSQL 16 on a membership is one grant per grantor, each
+    // with its own inherit option, and a role changes only the grants of
+    // roles whose privileges it has: read every grant there.
+    let grants = if observed.server_version_num < 160000 {
+        "'[]'".to_owned()
     } else {
-        "NOT pg_has_role(m.grantor, 'USAGE')"
+        let acts = if observed.current_user_is_superuser {
+            "true"
+        } else {
+            "pg_has_role(m.grantor, 'USAGE')"
+        };
+        format!(
+            "coalesce((SELECT json_agg(json_build_array(g.rolname::text, pg_get_userbyid(m.grantor)::text,
+                                        m.inherit_option, {acts}) ORDER BY g.rolname, m.grantor)
+                       FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                       WHERE m.member = r.oid), '[]')::text"
+        )
     };
     // From 16 on a member inherits through each grant's own option;
     // `rolinherit` is only the default for new grants.
@@ -92,12 +110,7 @@ pub async fn observe(
                           FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
                           WHERE m.member = r.oid), '{{}}'),
                 {inherit},
-                coalesce((SELECT array_agg(g.rolname::text ORDER BY g.rolname, m.grantor)
-                          FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-                          WHERE m.member = r.oid AND {stuck}), '{{}}'),
-                coalesce((SELECT array_agg(pg_get_userbyid(m.grantor)::text ORDER BY g.rolname, m.grantor)
-                          FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-                          WHERE m.member = r.oid AND {stuck}), '{{}}')
+                {grants}
          FROM pg_roles r
          WHERE r.rolname = ANY($1) OR shobj_description(r.oid, 'pg_authid') LIKE '{MARKER_LIKE}'"
     );
@@ -132,11 +145,7 @@ pub async fn observe(
             password: None,
             member_of: row.get::<_, Vec<String>>(10).into_iter().collect(),
             inherit: row.get(11),
-            unrevokable: row
-                .get::<_, Vec<String>>(12)
-                .into_iter()
-                .zip(row.get::<_, Vec<String>>(13))
-                .collect(),
+            grants: parse_grants(row.get(12)),
         };
         observed.roles.insert(role.name.clone(), role);
     }
@@ -205,6 +214,20 @@ pub async fn observe(
     Ok(observed)
 }
 
+/// The grants of a role's memberships as the roles query returns them:
+/// `[[group, grantor, inherit, admin_acts_as_grantor], ...]`.
+fn parse_grants(json: &str) -> Vec<Grant> {
+    let rows: Vec<(String, String, bool, bool)> = serde_json::from_str(json).unwrap_or_default();
+    rows.into_iter()
+        .map(|(group, grantor, inherit, admin_acts_as_grantor)| Grant {
+            group,
+            grantor,
+            inherit,
+            admin_acts_as_grantor,
+        })
+        .collect()
+}
+
 /// Who owns schema `public` in a database `CREATE DATABASE` makes now (it
 /// copies template1), when the admin is not a superuser.
 ///
@@ -214,8 +237,7 @@ pub async fn observe(
 /// owner. From 15 on it belongs to `pg_database_owner`, which the
 /// database's owner acts as. So this reads template1 (one short
 /// connection) only for a non-superuser admin on 14 or older; `None`
-/// otherwise, and when template1 cannot be read (apply then reports the
-/// failure at the tenant).
+/// otherwise. An unreadable template1 gives an empty role (unknown).
 async fn new_public_owner(
     admin: &Admin,
     observed: &Observed,
@@ -224,11 +246,15 @@ async fn new_public_owner(
         return Ok(None);
     }
     let Ok(client) = admin.connect(Some("template1")).await else {
-        return Ok(None);
+        // Unknown: the planner refuses rather than fail halfway at apply.
+        return Ok(Some(PublicOwner {
+            role: String::new(),
+            admin_acts_as: false,
+        }));
     };
     let row = client
         .query_opt(
-            "SELECT pg_get_userbyid(nspowner)::text, pg_has_role(nspowner, 'MEMBER') \
+            "SELECT pg_get_userbyid(nspowner)::text, pg_has_role(nspowner, 'USAGE') \
              FROM pg_namespace WHERE nspname = 'public'",
             &[],
         )
@@ -236,7 +262,7 @@ async fn new_public_owner(
         .map_err(|e| Error::sql("reading template1's schema public", e))?;
     Ok(row.map(|r| PublicOwner {
         role: r.get(0),
-        admin_is_member: r.get(1),
+        admin_acts_as: r.get(1),
     }))
 }
 

@@ -114,7 +114,15 @@ pub fn adoption(t: &DesiredTenant, fleet: &str, o: &Observed, survey: &Survey) -
         match o.roles.get(name.as_str()) {
             None => a
                 .cluster_sql
-                .extend(statements::group_role(fleet, &t.name, kind, true, &[], &[])),
+                .extend(statements::group_role(
+                    fleet,
+                    &t.name,
+                    kind,
+                    true,
+                    &[],
+                    &[],
+                    statements::Memberships::default(),
+                )),
             Some(r) => match marker(r.comment.as_deref()) {
                 Some(m) if m.fleet == fleet && m.kind == kind && m.tenant == t.name => {}
                 _ => a.problems.push(format!(

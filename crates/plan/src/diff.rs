@@ -143,7 +143,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 user: (*name).to_owned(),
             });
         }
-        let mut out_of_reach = unrevokable(t, observed, &changes);
+        let mut out_of_reach = out_of_reach_grants(t, observed, &changes);
         out_of_reach.extend(public_schema_out_of_reach(t, observed, &changes));
         if !out_of_reach.is_empty() {
             plan.conflicts.extend(out_of_reach);
@@ -225,42 +225,60 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     plan
 }
 
-/// Memberships a change would revoke that the admin cannot: granted by a
-/// role whose privileges a non-superuser admin lacks, on PostgreSQL 16 and
-/// later (`ObservedRole::unrevokable`). Apply's REVOKE would only warn and
-/// leave the tenant's user in another group, so it does not start.
-fn unrevokable(t: &DesiredTenant, o: &Observed, changes: &[Change]) -> Vec<Conflict> {
+/// Grants a change must alter that the admin cannot (PostgreSQL 16 and
+/// later keep one grant per grantor; `ObservedRole::grants`): a membership
+/// to revoke, or the gateway login inheriting a group, through the grant of
+/// a role a non-superuser admin cannot act as. Apply would only warn and
+/// leave it so, so it does not start.
+fn out_of_reach_grants(t: &DesiredTenant, o: &Observed, changes: &[Change]) -> Vec<Conflict> {
     let mut out = Vec::new();
+    let conflict = |role: &str, reason: String, help: String| {
+        Conflict {
+        tenant: t.name.to_string(),
+        object: "role",
+        name: role.to_owned(),
+        reason: format!(
+            "{reason}, which admin \"{}\", not a superuser, cannot change (PostgreSQL {} keeps a grant per grantor)",
+            o.current_user,
+            o.server_version_num / 10000
+        ),
+        help: Some(format!(
+            "as a superuser: {help}; then plan again (or run tenantry as a superuser)"
+        )),
+    }
+    };
     for c in changes {
-        let (role, revoke) = match c {
+        let (role, revoke, gateway) = match c {
             Change::UpdateRole { role, revoke, .. }
             | Change::UpdateUser {
                 user: role, revoke, ..
-            }
-            | Change::UpdateGatewayLogin { role, revoke, .. } => (role, revoke),
+            } => (role, revoke, false),
+            Change::UpdateGatewayLogin { role, revoke, .. } => (role, revoke, true),
             _ => continue,
         };
         let Some(r) = o.roles.get(role) else {
             continue;
         };
-        for (group, grantor) in &r.unrevokable {
-            if !revoke.contains(group) {
-                continue;
+        for g in r.grants.iter().filter(|g| !g.admin_acts_as_grantor) {
+            let (role_q, group_q, grantor_q) = (quote(role), quote(&g.group), quote(&g.grantor));
+            if revoke.contains(&g.group) {
+                out.push(conflict(
+                    role,
+                    format!("is a member of {} by a grant of \"{}\"", g.group, g.grantor),
+                    format!("REVOKE {group_q} FROM {role_q} GRANTED BY {grantor_q}"),
+                ));
+            } else if gateway && g.inherit {
+                out.push(conflict(
+                    role,
+                    format!(
+                        "inherits the privileges of {} by a grant of \"{}\"",
+                        g.group, g.grantor
+                    ),
+                    format!(
+                        "GRANT {group_q} TO {role_q} WITH INHERIT FALSE GRANTED BY {grantor_q}"
+                    ),
+                ));
             }
-            let (role_q, group_q, grantor_q) = (quote(role), quote(group), quote(grantor));
-            out.push(Conflict {
-                tenant: t.name.to_string(),
-                object: "role",
-                name: role.clone(),
-                reason: format!(
-                    "is a member of {group} by a grant of \"{grantor}\", which admin \"{}\", not a superuser, cannot revoke (PostgreSQL {} keeps a grant per grantor)",
-                    o.current_user,
-                    o.server_version_num / 10000
-                ),
-                help: Some(format!(
-                    "as a superuser: REVOKE {group_q} FROM {role_q} GRANTED BY {grantor_q}; then plan again (or run tenantry as a superuser)"
-                )),
-            });
         }
     }
     out
@@ -292,7 +310,7 @@ fn public_schema_out_of_reach(
         Some(c) => (c.schema_owner.clone(), false),
         None => {
             let new = o.new_public_owner.as_ref()?;
-            if new.admin_is_member {
+            if new.admin_acts_as {
                 return None;
             }
             (new.role.clone(), true)
@@ -302,7 +320,18 @@ fn public_schema_out_of_reach(
         return None;
     }
     let admin = &o.current_user;
-    let (reason, help) = if new {
+    let (reason, help) = if new && holder.is_empty() {
+        (
+            format!(
+                "of its new database may belong to the bootstrap superuser (PostgreSQL {} copies it from template1, which admin \"{admin}\" could not read to check)",
+                o.server_version_num / 10000
+            ),
+            format!(
+                "as a superuser: GRANT CONNECT ON DATABASE template1 TO {}, then plan again; or run tenantry as a superuser",
+                quote(admin)
+            ),
+        )
+    } else if new {
         (
             format!(
                 "of its new database would belong to \"{holder}\" (PostgreSQL {} copies it from template1), which admin \"{admin}\", not a superuser, cannot hand to the tenant's owner",
@@ -840,6 +869,13 @@ fn login_role_diffs(
     for group in want.groups {
         if !r.member_of.contains(group) {
             diffs.push(Diff::new(format!("member of {group}"), "no", "yes"));
+        } else if want.inherit
+            && !r.grants.is_empty()
+            && !r.grants.iter().any(|g| &g.group == group && g.inherit)
+        {
+            // PostgreSQL 16+: a member only through grants WITH INHERIT
+            // FALSE has none of the group's privileges without SET ROLE.
+            diffs.push(Diff::new(format!("inherits {group}"), "no", "yes"));
         }
     }
     let revoke: Vec<String> = r

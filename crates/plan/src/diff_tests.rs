@@ -1539,7 +1539,7 @@ fn postgres_14_public_schema_of_the_bootstrap_superuser_is_refused_for_a_non_sup
     o.server_version_num = 140023;
     o.new_public_owner = Some(PublicOwner {
         role: "postgres".to_owned(),
-        admin_is_member: false,
+        admin_acts_as: false,
     });
     let p = plan(&want, &o);
     assert!(p.tenants.is_empty(), "{p:#?}");
@@ -1567,11 +1567,11 @@ fn postgres_14_public_schema_of_the_bootstrap_superuser_is_refused_for_a_non_sup
     for fixed in [
         PublicOwner {
             role: "pg_database_owner".to_owned(),
-            admin_is_member: false,
+            admin_acts_as: false,
         },
         PublicOwner {
             role: "cloudsqlsuperuser".to_owned(),
-            admin_is_member: true,
+            admin_acts_as: true,
         },
     ] {
         o.new_public_owner = Some(fixed);
@@ -1603,30 +1603,70 @@ fn a_public_schema_given_away_is_refused_for_a_non_superuser_and_repaired_by_a_s
 }
 
 #[test]
-fn postgres_16_a_superusers_grant_a_non_superuser_cannot_revoke_is_a_conflict() {
-    // PostgreSQL 16 keeps one grant per grantor; the catalog reader lists
-    // the ones the admin has no privileges to revoke.
+fn postgres_16_a_grant_a_non_superuser_cannot_change_is_a_conflict() {
+    // PostgreSQL 16 keeps one grant per grantor; the catalog reader says
+    // which grantors the admin may act as.
     let want = desired(vec![tenant("shop")]);
     let mut o = converged_observed(&want);
     o.current_user_is_superuser = false;
     o.server_version_num = 160014;
+    let grant = |group: &str, grantor: &str, inherit, admin_acts_as_grantor| crate::model::Grant {
+        group: group.to_owned(),
+        grantor: grantor.to_owned(),
+        inherit,
+        admin_acts_as_grantor,
+    };
     let bob = role_mut(&mut o, "shop_bob");
     bob.member_of.insert("cafe_admin".to_owned());
-    bob.unrevokable = vec![("cafe_admin".to_owned(), "postgres".to_owned())];
+    bob.grants = vec![
+        grant("cafe_admin", "postgres", true, false),
+        grant("shop_developer", "tenantry", true, true),
+    ];
+    let gw = role_mut(&mut o, "shop_gateway");
+    gw.inherit = true;
+    gw.grants = vec![grant("shop_admin", "postgres", true, false)];
     let p = plan(&want, &o);
     assert!(p.tenants.is_empty(), "{p:#?}");
     let text = render::text(&p);
     assert!(
-        text.contains("error: tenant shop: role shop_bob is a member of cafe_admin by a grant of \"postgres\", which admin \"tenantry\", not a superuser, cannot revoke (PostgreSQL 16 keeps a grant per grantor)")
-            && text.contains("help: as a superuser: REVOKE \"cafe_admin\" FROM \"shop_bob\" GRANTED BY \"postgres\""),
+        text.contains("error: tenant shop: role shop_bob is a member of cafe_admin by a grant of \"postgres\", which admin \"tenantry\", not a superuser, cannot change (PostgreSQL 16 keeps a grant per grantor)")
+            && text.contains("help: as a superuser: REVOKE \"cafe_admin\" FROM \"shop_bob\" GRANTED BY \"postgres\"")
+            && text.contains("error: tenant shop: role shop_gateway inherits the privileges of shop_admin by a grant of \"postgres\"")
+            && text.contains("help: as a superuser: GRANT \"shop_admin\" TO \"shop_gateway\" WITH INHERIT FALSE GRANTED BY \"postgres\""),
         "{text}"
     );
 
-    // A grant the admin made itself is revoked as usual.
-    role_mut(&mut o, "shop_bob").unrevokable.clear();
+    // Grants the admin may act for are changed as usual.
+    for role in ["shop_bob", "shop_gateway"] {
+        for g in &mut role_mut(&mut o, role).grants {
+            g.admin_acts_as_grantor = true;
+        }
+    }
     let p = plan(&want, &o);
     assert!(p.conflicts.is_empty(), "{p:#?}");
-    assert!(
-        matches!(only_change(&p, "shop"), Change::UpdateUser { revoke, .. } if revoke == &["cafe_admin"])
-    );
+    assert!(tenant_plan(&p, "shop")
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::UpdateUser { revoke, .. } if revoke == &["cafe_admin"])));
+}
+
+#[test]
+fn postgres_16_a_user_in_its_group_only_without_inherit_is_drift() {
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    o.server_version_num = 170010;
+    role_mut(&mut o, "shop_bob").grants = vec![crate::model::Grant {
+        group: "shop_developer".to_owned(),
+        grantor: "postgres".to_owned(),
+        inherit: false,
+        admin_acts_as_grantor: true,
+    }];
+    let p = plan(&want, &o);
+    match only_change(&p, "shop") {
+        Change::UpdateUser { user, diffs, .. } => {
+            assert_eq!(user, "shop_bob");
+            assert_eq!(diffs, &[d("inherits shop_developer", "no", "yes")]);
+        }
+        c => panic!("{c:#?}"),
+    }
 }

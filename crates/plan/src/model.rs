@@ -127,19 +127,20 @@ pub struct Observed {
     pub contents: BTreeMap<String, ObservedContents>,
 }
 
-/// The owner of a schema, and whether the admin is a member of it (may act
-/// as it: hand the schema to someone else).
+/// The owner of a schema, and whether the admin has its privileges (may
+/// hand the schema to someone else).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicOwner {
+    /// Empty: unknown (template1 could not be read).
     pub role: String,
-    pub admin_is_member: bool,
+    pub admin_acts_as: bool,
 }
 
 impl PublicOwner {
     /// Whether the admin must hand `public` to the tenant's owner itself:
     /// neither `pg_database_owner` (the owner acts as it) nor out of reach.
     pub fn admin_hands_over(&self) -> bool {
-        self.admin_is_member && self.role != "pg_database_owner"
+        self.admin_acts_as && self.role != "pg_database_owner"
     }
 }
 
@@ -164,10 +165,23 @@ pub struct ObservedRole {
     /// ROLE`: `rolinherit`, and from PostgreSQL 16 on also any membership
     /// granted `WITH INHERIT TRUE`.
     pub inherit: bool,
-    /// Memberships the admin cannot revoke, as (group, grantor) pairs: on
-    /// PostgreSQL 16 and later, grants made by a role whose privileges a
-    /// non-superuser admin does not have (see `tenantry_pg::introspect`).
-    pub unrevokable: Vec<(String, String)>,
+    /// PostgreSQL 16 and later: each grant of its memberships (one per
+    /// grantor; a plain REVOKE or GRANT touches only the admin's own). Empty
+    /// before 16, where a membership is one grant whoever made it.
+    pub grants: Vec<Grant>,
+}
+
+/// One grant of a membership in `group`, PostgreSQL 16 and later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub group: String,
+    pub grantor: String,
+    /// `inherit_option`: the member uses the group's privileges without
+    /// `SET ROLE`.
+    pub inherit: bool,
+    /// Whether the admin may act as the grantor (`GRANTED BY`): a
+    /// superuser, or a role with the grantor's privileges.
+    pub admin_acts_as_grantor: bool,
 }
 
 impl ObservedRole {

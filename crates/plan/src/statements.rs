@@ -8,7 +8,7 @@ use tenantry_layout::roles::{
 };
 use tenantry_layout::{history, idents, literal, quote, tokens, Group, Kind, Marker};
 
-use crate::model::DesiredTenant;
+use crate::model::{DesiredTenant, Grant, Observed};
 use crate::plan::Diff;
 
 /// `NOSUPERUSER NOCREATEDB ...` for the forbidden attributes a diff found set.
@@ -38,6 +38,7 @@ pub fn group_role(
     create: bool,
     diffs: &[Diff],
     revoke: &[String],
+    m: Memberships<'_>,
 ) -> Vec<String> {
     let group = kind
         .group()
@@ -53,8 +54,8 @@ pub fn group_role(
             attribute_fixes(diffs)
         ));
     }
-    for m in revoke {
-        sql.push(format!("REVOKE {} FROM {}", quote(m), quote(&role)));
+    for group in revoke {
+        sql.extend(m.revoke(group, &role));
     }
     let marker = Marker::new(fleet, tenant, kind).render();
     sql.push(format!(
@@ -63,6 +64,68 @@ pub fn group_role(
         literal(&marker)
     ));
     sql
+}
+
+/// What the statements changing a role's memberships must know of the
+/// server: its version and, from PostgreSQL 16 on, the role's grants (one
+/// per grantor: a plain REVOKE or GRANT touches only the admin's own).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memberships<'a> {
+    pub server_version_num: i32,
+    pub grants: &'a [Grant],
+}
+
+impl<'a> Memberships<'a> {
+    /// Role `role` as `o` read it (no grants for a role yet to create).
+    pub fn of(o: &'a Observed, role: &str) -> Memberships<'a> {
+        Memberships {
+            server_version_num: o.server_version_num,
+            grants: o.roles.get(role).map_or(&[][..], |r| &r.grants[..]),
+        }
+    }
+
+    /// Takes `group` away from `role` (unquoted names): before 16 one
+    /// REVOKE; from 16 on one per grant, `GRANTED BY` its grantor.
+    fn revoke(&self, group: &str, role: &str) -> Vec<String> {
+        let (group_q, role_q) = (quote(group), quote(role));
+        let by: Vec<String> = self
+            .grants
+            .iter()
+            .filter(|g| g.group == group)
+            .map(|g| {
+                format!(
+                    "REVOKE {group_q} FROM {role_q} GRANTED BY {}",
+                    quote(&g.grantor)
+                )
+            })
+            .collect();
+        if by.is_empty() {
+            vec![format!("REVOKE {group_q} FROM {role_q}")]
+        } else {
+            by
+        }
+    }
+
+    /// From 16 on: every grant to `role` that lets it inherit, made
+    /// non-inheriting by its own grantor.
+    fn stop_inheriting(&self, role: &str) -> Vec<String> {
+        self.grants
+            .iter()
+            .filter(|g| g.inherit)
+            .map(|g| {
+                format!(
+                    "GRANT {} TO {} WITH INHERIT FALSE GRANTED BY {}",
+                    quote(&g.group),
+                    quote(role),
+                    quote(&g.grantor)
+                )
+            })
+            .collect()
+    }
+
+    fn per_grant_inherit(&self) -> bool {
+        self.server_version_num >= 160000
+    }
 }
 
 /// Lets a non-superuser admin (CREATEROLE, as on managed clouds) act as the
@@ -225,23 +288,38 @@ pub struct UserSpec<'a> {
 }
 
 /// Creates (`create`) or repairs a login user. One transaction.
-pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]) -> Vec<String> {
+///
+/// From PostgreSQL 16 on the repair grants its group `WITH INHERIT TRUE`: a
+/// user acts with its group's privileges without SET ROLE.
+pub fn user(
+    spec: &UserSpec<'_>,
+    create: bool,
+    diffs: &[Diff],
+    revoke: &[String],
+    m: Memberships<'_>,
+) -> Vec<String> {
     let t = spec.tenant;
     login_role(
         spec.fleet,
         t,
         &LoginSql {
-            role: quote(spec.user),
+            role: spec.user,
             kind: Kind::User,
             login: spec.login,
             attributes: "",
-            grant_options: "",
+            grant_options: if m.per_grant_inherit() {
+                " WITH INHERIT TRUE"
+            } else {
+                ""
+            },
+            inherit_fixes: vec![],
             groups: quote(&t.role(spec.group)),
             verifier: spec.verifier,
         },
         create,
         diffs,
         revoke,
+        m,
     )
 }
 
@@ -250,9 +328,10 @@ pub fn user(spec: &UserSpec<'_>, create: bool, diffs: &[Diff], revoke: &[String]
 /// nothing else, the tier's connection limit and statement timeout, its
 /// marker. One transaction.
 ///
-/// `server_version_num`: from PostgreSQL 16 on, whether a member inherits
-/// is an option of each grant (NOINHERIT only sets the default for new
-/// ones), so a repair also grants the groups again `WITH INHERIT FALSE`.
+/// From PostgreSQL 16 on, whether a member inherits is an option of each
+/// grant (NOINHERIT only sets the default for new ones): a repair grants
+/// the groups again `WITH INHERIT FALSE`, and every inheriting grant of
+/// another grantor too, `GRANTED BY` it.
 pub fn gateway_login(
     fleet: &str,
     t: &DesiredTenant,
@@ -260,40 +339,45 @@ pub fn gateway_login(
     verifier: Option<&str>,
     diffs: &[Diff],
     revoke: &[String],
-    server_version_num: i32,
+    m: Memberships<'_>,
 ) -> Vec<String> {
     login_role(
         fleet,
         t,
         &LoginSql {
-            role: t.gateway.name.quoted(),
+            role: t.gateway.name.as_str(),
             kind: Kind::Gateway,
             login: t.status == tenantry_manifest::Status::Active,
             attributes: " NOINHERIT",
-            grant_options: if server_version_num >= 160000 {
+            grant_options: if m.per_grant_inherit() {
                 " WITH INHERIT FALSE"
             } else {
                 ""
             },
+            inherit_fixes: m.stop_inheriting(t.gateway.name.as_str()),
             groups: idents(member_roles(&t.name)),
             verifier,
         },
         create,
         diffs,
         revoke,
+        m,
     )
 }
 
 /// A login role of tenant `t` as [`login_role`] writes it.
 struct LoginSql<'a> {
-    /// Quoted.
-    role: String,
+    /// Unquoted.
+    role: &'a str,
     kind: Kind,
     login: bool,
     /// Extra role attributes, e.g. ` NOINHERIT`.
     attributes: &'a str,
     /// Options of a repairing GRANT of its groups, e.g. ` WITH INHERIT FALSE`.
     grant_options: &'a str,
+    /// Statements after that GRANT, e.g. other grantors' grants made
+    /// non-inheriting.
+    inherit_fixes: Vec<String>,
     /// The quoted roles it is a member of, comma-separated.
     groups: String,
     /// A SCRAM verifier to set, if any (never a clear password).
@@ -309,8 +393,9 @@ fn login_role(
     create: bool,
     diffs: &[Diff],
     revoke: &[String],
+    m: Memberships<'_>,
 ) -> Vec<String> {
-    let (role, groups, attributes) = (&l.role, &l.groups, l.attributes);
+    let (role, groups, attributes) = (&quote(l.role), &l.groups, l.attributes);
     let login = if l.login { "LOGIN" } else { "NOLOGIN" };
     let password = l
         .verifier
@@ -328,9 +413,10 @@ fn login_role(
             attribute_fixes(diffs)
         ));
         sql.push(format!("GRANT {groups} TO {role}{}", l.grant_options));
+        sql.extend(l.inherit_fixes.iter().cloned());
     }
-    for m in revoke {
-        sql.push(format!("REVOKE {} FROM {role}", quote(m)));
+    for group in revoke {
+        sql.extend(m.revoke(group, l.role));
     }
     sql.push(format!(
         "ALTER ROLE {role} SET statement_timeout = {}",
@@ -412,22 +498,73 @@ mod tests {
         assert!(sql.contains("REVOKE ALL ON TABLE public.refinery_schema_history"));
     }
 
+    fn grant(group: &str, grantor: &str, inherit: bool) -> Grant {
+        Grant {
+            group: group.into(),
+            grantor: grantor.into(),
+            inherit,
+            admin_acts_as_grantor: true,
+        }
+    }
+
     #[test]
     fn postgres_16_repairs_the_gateway_logins_grants_without_inherit() {
         let t = tenant();
         let groups = "\"shop_admin\", \"shop_developer\", \"shop_customer\"";
-        let repair = |version| gateway_login("default", &t, false, None, &[], &[], version);
-        // 16 and later: NOINHERIT is only the default for new grants.
-        assert!(repair(160014).contains(&format!(
+        let on = |server_version_num, grants| Memberships {
+            server_version_num,
+            grants,
+        };
+        let repair = |m| gateway_login("default", &t, false, None, &[], &[], m);
+        // 16 and later: NOINHERIT is only the default for new grants; an
+        // inheriting grant of another grantor is changed as that grantor.
+        let grants = [
+            grant("shop_admin", "tenantry", false),
+            grant("shop_admin", "dba", true),
+        ];
+        let sql = repair(on(160014, &grants));
+        assert!(sql.contains(&format!(
             "GRANT {groups} TO \"shop_gateway\" WITH INHERIT FALSE"
         )));
+        assert!(sql.contains(
+            &"GRANT \"shop_admin\" TO \"shop_gateway\" WITH INHERIT FALSE GRANTED BY \"dba\""
+                .to_owned()
+        ));
+        assert_eq!(sql.iter().filter(|s| s.contains("GRANTED BY")).count(), 1);
         // 14 and 15 have no grant options (nor the syntax): NOINHERIT does it.
-        assert!(repair(150018).contains(&format!("GRANT {groups} TO \"shop_gateway\"")));
-        assert!(repair(140023).iter().all(|s| !s.contains("WITH INHERIT")));
+        assert!(repair(on(150018, &[])).contains(&format!("GRANT {groups} TO \"shop_gateway\"")));
+        assert!(repair(on(140023, &[]))
+            .iter()
+            .all(|s| !s.contains("WITH INHERIT")));
         // Creation sets NOINHERIT first: its grants never inherit.
-        let create = gateway_login("default", &t, true, None, &[], &[], 170010);
+        let create = gateway_login("default", &t, true, None, &[], &[], on(170010, &[]));
         assert!(
             create[0].contains(" NOINHERIT ") && create[0].contains(&format!("IN ROLE {groups}"))
+        );
+    }
+
+    #[test]
+    fn postgres_16_revokes_a_membership_once_per_grantor() {
+        let grants = [
+            grant("cafe_admin", "dba", true),
+            grant("cafe_admin", "postgres", true),
+            grant("shop_admin", "postgres", true),
+        ];
+        let m = Memberships {
+            server_version_num: 170010,
+            grants: &grants,
+        };
+        assert_eq!(
+            m.revoke("cafe_admin", "shop_bob"),
+            [
+                "REVOKE \"cafe_admin\" FROM \"shop_bob\" GRANTED BY \"dba\"",
+                "REVOKE \"cafe_admin\" FROM \"shop_bob\" GRANTED BY \"postgres\""
+            ]
+        );
+        // Before 16 (no grants read): one REVOKE ends the membership.
+        assert_eq!(
+            Memberships::default().revoke("cafe_admin", "shop_bob"),
+            ["REVOKE \"cafe_admin\" FROM \"shop_bob\""]
         );
     }
 
@@ -442,7 +579,7 @@ mod tests {
             login: true,
             verifier: Some("SCRAM-SHA-256$4096:c2FsdA==$a:b"),
         };
-        let sql = user(&spec, true, &[], &[]);
+        let sql = user(&spec, true, &[], &[], Memberships::default());
         assert_eq!(
             sql[0],
             "CREATE ROLE \"bob\" LOGIN CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a:b' IN ROLE \"shop_developer\""
@@ -459,7 +596,15 @@ mod tests {
             Diff::new("createdb", true, false),
             Diff::new("login", true, false),
         ];
-        let sql = group_role("f", "shop", Kind::Admin, false, &d, &[]);
+        let sql = group_role(
+            "f",
+            "shop",
+            Kind::Admin,
+            false,
+            &d,
+            &[],
+            Memberships::default(),
+        );
         assert_eq!(sql[0], "ALTER ROLE \"shop_admin\" NOLOGIN NOCREATEDB");
     }
 }
