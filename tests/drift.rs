@@ -109,7 +109,7 @@ async fn drift_repaired(admin: Admin) {
             plan.stdout.contains(&f.name(
                 "error: tenant {p}_shop: role {p}_shop_d is a member of {p}_cafe_admin by a grant of \"postgres\", which admin \"{p}_tenantry\", not a superuser, cannot change"
             )) && plan.stdout.contains(&f.name(
-                "help: as a superuser: REVOKE \"{p}_cafe_admin\" FROM \"{p}_shop_d\" GRANTED BY \"postgres\""
+                "help: as \"postgres\" (or a role with its privileges) or a superuser: REVOKE \"{p}_cafe_admin\" FROM \"{p}_shop_d\" GRANTED BY \"postgres\""
             )),
             "{}",
             plan.all()

@@ -145,7 +145,7 @@ pub async fn observe(
             password: None,
             member_of: row.get::<_, Vec<String>>(10).into_iter().collect(),
             inherit: row.get(11),
-            grants: parse_grants(row.get(12)),
+            grants: parse_grants(row.get(12))?,
         };
         observed.roles.insert(role.name.clone(), role);
     }
@@ -216,16 +216,22 @@ pub async fn observe(
 
 /// The grants of a role's memberships as the roles query returns them:
 /// `[[group, grantor, inherit, admin_acts_as_grantor], ...]`.
-fn parse_grants(json: &str) -> Vec<Grant> {
-    let rows: Vec<(String, String, bool, bool)> = serde_json::from_str(json).unwrap_or_default();
-    rows.into_iter()
+fn parse_grants(json: &str) -> Result<Vec<Grant>, Error> {
+    let rows: Vec<(String, String, bool, bool)> = serde_json::from_str(json).map_err(|e| {
+        Error::other(
+            "reading the catalog",
+            format!("unexpected membership grants {json:?}: {e}"),
+        )
+    })?;
+    Ok(rows
+        .into_iter()
         .map(|(group, grantor, inherit, admin_acts_as_grantor)| Grant {
             group,
             grantor,
             inherit,
             admin_acts_as_grantor,
         })
-        .collect()
+        .collect())
 }
 
 /// Who owns schema `public` in a database `CREATE DATABASE` makes now (it
@@ -245,12 +251,17 @@ async fn new_public_owner(
     if observed.current_user_is_superuser || observed.server_version_num >= 150000 {
         return Ok(None);
     }
-    let Ok(client) = admin.connect(Some("template1")).await else {
-        // Unknown: the planner refuses rather than fail halfway at apply.
-        return Ok(Some(PublicOwner {
-            role: String::new(),
-            admin_acts_as: false,
-        }));
+    let client = match admin.connect(Some("template1")).await {
+        Ok(client) => client,
+        // Not allowed to: unknown, and the planner refuses rather than fail
+        // halfway at apply. Any other failure is the server's: reported.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            return Ok(Some(PublicOwner {
+                role: String::new(),
+                admin_acts_as: false,
+            }))
+        }
+        Err(e) => return Err(e),
     };
     let row = client
         .query_opt(

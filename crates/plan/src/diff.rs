@@ -815,7 +815,7 @@ fn matching_passwords<'a>(desired: &'a Desired, o: &Observed) -> BTreeSet<&'a st
 struct LoginRole<'a> {
     name: &'a str,
     kind: Kind,
-    /// Only checked when false: the gateway login must not inherit.
+    /// Users inherit their group's privileges; the gateway login must not.
     inherit: bool,
     /// Exactly the roles it is a member of.
     groups: &'a [String],
@@ -840,8 +840,8 @@ fn login_role_diffs(
     if r.login != login {
         diffs.push(Diff::new("login", r.login, login));
     }
-    if !want.inherit && r.inherit {
-        diffs.push(Diff::new("inherit", true, false));
+    if want.inherit != r.inherit {
+        diffs.push(Diff::new("inherit", r.inherit, want.inherit));
     }
     if r.connection_limit != t.connection_limit {
         diffs.push(Diff::new(

@@ -245,6 +245,7 @@ fn add_converged(o: &mut Observed, d: &Desired) {
                     comment: Some(marker(&d.fleet, db, Kind::User)),
                     password: Some(scram::verifier(&password_of(&u.name))),
                     member_of: [t.role(u.group).to_string()].into_iter().collect(),
+                    inherit: true,
                     ..ObservedRole::default()
                 },
             );
@@ -1648,6 +1649,22 @@ fn postgres_16_a_grant_a_non_superuser_cannot_change_is_a_conflict() {
         .changes
         .iter()
         .any(|c| matches!(c, Change::UpdateUser { revoke, .. } if revoke == &["cafe_admin"])));
+}
+
+#[test]
+fn a_user_that_does_not_inherit_is_drift() {
+    // Before 16 inheriting is the role's attribute.
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    role_mut(&mut o, "shop_bob").inherit = false;
+    let p = plan(&want, &o);
+    match only_change(&p, "shop") {
+        Change::UpdateUser { user, diffs, .. } => {
+            assert_eq!(user, "shop_bob");
+            assert_eq!(diffs, &[d("inherit", "false", "true")]);
+        }
+        c => panic!("{c:#?}"),
+    }
 }
 
 #[test]

@@ -106,15 +106,16 @@ impl<'a> Memberships<'a> {
         }
     }
 
-    /// From 16 on: every grant to `role` that lets it inherit, made
-    /// non-inheriting by its own grantor.
-    fn stop_inheriting(&self, role: &str) -> Vec<String> {
+    /// From 16 on: every grant to `role` that lets it inherit (but those of
+    /// the groups in `revoke`, about to go), made non-inheriting as its
+    /// grantor. A REVOKE of the option, unlike a GRANT, never makes a grant.
+    fn stop_inheriting(&self, role: &str, revoke: &[String]) -> Vec<String> {
         self.grants
             .iter()
-            .filter(|g| g.inherit)
+            .filter(|g| g.inherit && !revoke.contains(&g.group))
             .map(|g| {
                 format!(
-                    "GRANT {} TO {} WITH INHERIT FALSE GRANTED BY {}",
+                    "REVOKE INHERIT OPTION FOR {} FROM {} GRANTED BY {}",
                     quote(&g.group),
                     quote(role),
                     quote(&g.grantor)
@@ -306,7 +307,7 @@ pub fn user(
             role: spec.user,
             kind: Kind::User,
             login: spec.login,
-            attributes: "",
+            attributes: " INHERIT",
             grant_options: if m.per_grant_inherit() {
                 " WITH INHERIT TRUE"
             } else {
@@ -354,7 +355,7 @@ pub fn gateway_login(
             } else {
                 ""
             },
-            inherit_fixes: m.stop_inheriting(t.gateway.name.as_str()),
+            inherit_fixes: m.stop_inheriting(t.gateway.name.as_str(), revoke),
             groups: idents(member_roles(&t.name)),
             verifier,
         },
@@ -527,7 +528,7 @@ mod tests {
             "GRANT {groups} TO \"shop_gateway\" WITH INHERIT FALSE"
         )));
         assert!(sql.contains(
-            &"GRANT \"shop_admin\" TO \"shop_gateway\" WITH INHERIT FALSE GRANTED BY \"dba\""
+            &"REVOKE INHERIT OPTION FOR \"shop_admin\" FROM \"shop_gateway\" GRANTED BY \"dba\""
                 .to_owned()
         ));
         assert_eq!(sql.iter().filter(|s| s.contains("GRANTED BY")).count(), 1);
@@ -582,7 +583,7 @@ mod tests {
         let sql = user(&spec, true, &[], &[], Memberships::default());
         assert_eq!(
             sql[0],
-            "CREATE ROLE \"bob\" LOGIN CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a:b' IN ROLE \"shop_developer\""
+            "CREATE ROLE \"bob\" LOGIN INHERIT CONNECTION LIMIT 5 PASSWORD 'SCRAM-SHA-256$4096:c2FsdA==$a:b' IN ROLE \"shop_developer\""
         );
         assert_eq!(sql[1], "ALTER ROLE \"bob\" SET statement_timeout = '5s'");
         assert!(sql[2].starts_with(
