@@ -232,21 +232,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
 /// leave it so, so it does not start.
 fn out_of_reach_grants(t: &DesiredTenant, o: &Observed, changes: &[Change]) -> Vec<Conflict> {
     let mut out = Vec::new();
-    let conflict = |role: &str, reason: String, help: String| {
-        Conflict {
-        tenant: t.name.to_string(),
-        object: "role",
-        name: role.to_owned(),
-        reason: format!(
-            "{reason}, which admin \"{}\", not a superuser, cannot change (PostgreSQL {} keeps a grant per grantor)",
-            o.current_user,
-            o.server_version_num / 10000
-        ),
-        help: Some(format!(
-            "as a superuser: {help}; then plan again (or run tenantry as a superuser)"
-        )),
-    }
-    };
     for c in changes {
         let (role, revoke, gateway) = match c {
             Change::UpdateRole { role, revoke, .. }
@@ -261,24 +246,36 @@ fn out_of_reach_grants(t: &DesiredTenant, o: &Observed, changes: &[Change]) -> V
         };
         for g in r.grants.iter().filter(|g| !g.admin_acts_as_grantor) {
             let (role_q, group_q, grantor_q) = (quote(role), quote(&g.group), quote(&g.grantor));
-            if revoke.contains(&g.group) {
-                out.push(conflict(
-                    role,
-                    format!("is a member of {} by a grant of \"{}\"", g.group, g.grantor),
+            let (what, fix) = if revoke.contains(&g.group) {
+                (
+                    format!("is a member of {}", g.group),
                     format!("REVOKE {group_q} FROM {role_q} GRANTED BY {grantor_q}"),
-                ));
+                )
             } else if gateway && g.inherit {
-                out.push(conflict(
-                    role,
+                (
+                    format!("inherits the privileges of {}", g.group),
                     format!(
-                        "inherits the privileges of {} by a grant of \"{}\"",
-                        g.group, g.grantor
+                        "REVOKE INHERIT OPTION FOR {group_q} FROM {role_q} GRANTED BY {grantor_q}"
                     ),
-                    format!(
-                        "GRANT {group_q} TO {role_q} WITH INHERIT FALSE GRANTED BY {grantor_q}"
-                    ),
-                ));
-            }
+                )
+            } else {
+                continue;
+            };
+            out.push(Conflict {
+                tenant: t.name.to_string(),
+                object: "role",
+                name: role.clone(),
+                reason: format!(
+                    "{what} by a grant of \"{}\", which admin \"{}\", not a superuser, cannot change (PostgreSQL {} keeps a grant per grantor)",
+                    g.grantor,
+                    o.current_user,
+                    o.server_version_num / 10000
+                ),
+                help: Some(format!(
+                    "as \"{}\" (or a role with its privileges) or a superuser: {fix}; then plan again",
+                    g.grantor
+                )),
+            });
         }
     }
     out

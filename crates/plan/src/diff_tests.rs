@@ -1631,9 +1631,9 @@ fn postgres_16_a_grant_a_non_superuser_cannot_change_is_a_conflict() {
     let text = render::text(&p);
     assert!(
         text.contains("error: tenant shop: role shop_bob is a member of cafe_admin by a grant of \"postgres\", which admin \"tenantry\", not a superuser, cannot change (PostgreSQL 16 keeps a grant per grantor)")
-            && text.contains("help: as a superuser: REVOKE \"cafe_admin\" FROM \"shop_bob\" GRANTED BY \"postgres\"")
+            && text.contains("help: as \"postgres\" (or a role with its privileges) or a superuser: REVOKE \"cafe_admin\" FROM \"shop_bob\" GRANTED BY \"postgres\"")
             && text.contains("error: tenant shop: role shop_gateway inherits the privileges of shop_admin by a grant of \"postgres\"")
-            && text.contains("help: as a superuser: GRANT \"shop_admin\" TO \"shop_gateway\" WITH INHERIT FALSE GRANTED BY \"postgres\""),
+            && text.contains("help: as \"postgres\" (or a role with its privileges) or a superuser: REVOKE INHERIT OPTION FOR \"shop_admin\" FROM \"shop_gateway\" GRANTED BY \"postgres\""),
         "{text}"
     );
 
