@@ -312,9 +312,9 @@ async fn converge(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Err
                     .is_some_and(|o| o.admin_hands_over());
             if grants && hand_over {
                 // PostgreSQL 14 and older: `public` of a new database is the
-                // bootstrap superuser's; only a superuser (or a member of
-                // its owner) can give it away. Other admins never get here:
-                // the plan refuses.
+                // bootstrap superuser's; only a superuser (or a role with
+                // its owner's privileges) can give it away. Other admins
+                // never get here: the plan refuses.
                 exec(
                     &db,
                     &statements::public_schema_to_owner(t),

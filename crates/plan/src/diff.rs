@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use tenantry_layout::roles::{
     DATABASE_PRIVILEGES, GATEWAY_DATABASE_PRIVILEGES, GATEWAY_SCRAM_ITERATIONS,
 };
-use tenantry_layout::{history, quote, tokens, Group, Kind, Marker};
+use tenantry_layout::{history, tokens, Group, Kind, Marker};
 use tenantry_manifest::{parse_duration_ms, Status};
 
 use crate::model::{
@@ -20,6 +20,7 @@ use crate::model::{
     RelKind,
 };
 use crate::plan::{Action, Change, Conflict, Diff, Plan, TenantPlan};
+use crate::reach;
 use crate::scram;
 
 fn marker_of(comment: Option<&str>) -> Option<Marker> {
@@ -143,8 +144,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
                 user: (*name).to_owned(),
             });
         }
-        let mut out_of_reach = out_of_reach_grants(t, observed, &changes);
-        out_of_reach.extend(public_schema_out_of_reach(t, observed, &changes));
+        let mut out_of_reach = reach::grants(t, observed, &changes);
+        out_of_reach.extend(reach::public_schema(t, observed, &changes));
         if !out_of_reach.is_empty() {
             plan.conflicts.extend(out_of_reach);
             continue;
@@ -223,138 +224,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     }
     plan.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     plan
-}
-
-/// Grants a change must alter that the admin cannot (PostgreSQL 16 and
-/// later keep one grant per grantor; `ObservedRole::grants`): a membership
-/// to revoke, or the gateway login inheriting a group, through the grant of
-/// a role a non-superuser admin cannot act as. Apply would only warn and
-/// leave it so, so it does not start.
-fn out_of_reach_grants(t: &DesiredTenant, o: &Observed, changes: &[Change]) -> Vec<Conflict> {
-    let mut out = Vec::new();
-    for c in changes {
-        let (role, revoke, gateway) = match c {
-            Change::UpdateRole { role, revoke, .. }
-            | Change::UpdateUser {
-                user: role, revoke, ..
-            } => (role, revoke, false),
-            Change::UpdateGatewayLogin { role, revoke, .. } => (role, revoke, true),
-            _ => continue,
-        };
-        let Some(r) = o.roles.get(role) else {
-            continue;
-        };
-        for g in r.grants.iter().filter(|g| !g.admin_acts_as_grantor) {
-            let (role_q, group_q, grantor_q) = (quote(role), quote(&g.group), quote(&g.grantor));
-            let (what, fix) = if revoke.contains(&g.group) {
-                (
-                    format!("is a member of {}", g.group),
-                    format!("REVOKE {group_q} FROM {role_q} GRANTED BY {grantor_q}"),
-                )
-            } else if gateway && g.inherit {
-                (
-                    format!("inherits the privileges of {}", g.group),
-                    format!(
-                        "REVOKE INHERIT OPTION FOR {group_q} FROM {role_q} GRANTED BY {grantor_q}"
-                    ),
-                )
-            } else {
-                continue;
-            };
-            out.push(Conflict {
-                tenant: t.name.to_string(),
-                object: "role",
-                name: role.clone(),
-                reason: format!(
-                    "{what} by a grant of \"{}\", which admin \"{}\", not a superuser, cannot change (PostgreSQL {} keeps a grant per grantor)",
-                    g.grantor,
-                    o.current_user,
-                    o.server_version_num / 10000
-                ),
-                help: Some(format!(
-                    "as \"{}\" (or a role with its privileges) or a superuser: {fix}; then plan again",
-                    g.grantor
-                )),
-            });
-        }
-    }
-    out
-}
-
-/// A tenant whose privileges apply must set while schema `public` of its
-/// database belongs to a role that neither its owner nor a non-superuser
-/// admin can act as: apply would fail there, so it does not start.
-///
-/// This is PostgreSQL 14 and older, where a new database's `public` belongs
-/// to the bootstrap superuser (`Observed::new_public_owner`), or an existing
-/// database whose `public` someone gave away. A superuser admin, or one
-/// that is a member of the role holding template1's `public`, hands it over
-/// itself (`statements::public_schema_to_owner`).
-fn public_schema_out_of_reach(
-    t: &DesiredTenant,
-    o: &Observed,
-    changes: &[Change],
-) -> Option<Conflict> {
-    if o.current_user_is_superuser
-        || !changes
-            .iter()
-            .any(|c| matches!(c, Change::Privileges { .. }))
-    {
-        return None;
-    }
-    let owner = t.role(Group::Owner);
-    let (holder, new) = match o.contents.get(t.name.as_str()) {
-        Some(c) => (c.schema_owner.clone(), false),
-        None => {
-            let new = o.new_public_owner.as_ref()?;
-            if new.admin_acts_as {
-                return None;
-            }
-            (new.role.clone(), true)
-        }
-    };
-    if holder == owner.as_str() || holder == "pg_database_owner" {
-        return None;
-    }
-    let admin = &o.current_user;
-    let (reason, help) = if new && holder.is_empty() {
-        (
-            format!(
-                "of its new database may belong to the bootstrap superuser (PostgreSQL {} copies it from template1, which admin \"{admin}\" could not read to check)",
-                o.server_version_num / 10000
-            ),
-            format!(
-                "as a superuser: GRANT CONNECT ON DATABASE template1 TO {}, then plan again; or run tenantry as a superuser",
-                quote(admin)
-            ),
-        )
-    } else if new {
-        (
-            format!(
-                "of its new database would belong to \"{holder}\" (PostgreSQL {} copies it from template1), which admin \"{admin}\", not a superuser, cannot hand to the tenant's owner",
-                o.server_version_num / 10000
-            ),
-            "once per server, as a superuser: psql -d template1 -c 'ALTER SCHEMA public OWNER TO pg_database_owner; REVOKE CREATE ON SCHEMA public FROM PUBLIC' (what PostgreSQL 15 and later do), then plan again; or run tenantry as a superuser".to_owned(),
-        )
-    } else {
-        (
-            format!(
-                "belongs to \"{holder}\", and admin \"{admin}\" is not a superuser, so it cannot hand it to {owner}"
-            ),
-            format!(
-                "as a superuser: psql -d {} -c 'ALTER SCHEMA public OWNER TO {}', then plan again; or run tenantry as a superuser",
-                t.name,
-                owner.quoted()
-            ),
-        )
-    };
-    Some(Conflict {
-        tenant: t.name.to_string(),
-        object: "schema",
-        name: "public".to_owned(),
-        reason,
-        help: Some(help),
-    })
 }
 
 /// Whether database `db` is owned by this fleet's marked `<db>_owner` role.

@@ -1532,7 +1532,7 @@ fn json_rendering_has_summary_counts() {
 fn postgres_14_public_schema_of_the_bootstrap_superuser_is_refused_for_a_non_superuser() {
     // PostgreSQL 14: a new database's `public` copies template1's, owned by
     // the bootstrap superuser, which an admin that is neither a superuser
-    // nor a member of it cannot hand to the tenant's owner.
+    // nor has its privileges cannot hand to the tenant's owner.
     let want = desired(vec![tenant("shop"), tenant("cafe")]);
     let mut o = empty_observed();
     o.current_user = "tenantry".to_owned();

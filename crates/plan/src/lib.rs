@@ -8,6 +8,7 @@
 //! - [`diff`]: the planner itself;
 //! - [`fleet_plan`]: one plan over several servers;
 //! - [`placement`]: which server each tenant lives on or goes to;
+//! - `reach`: what the admin cannot change on its server (per major), as conflicts;
 //! - [`plan`]: the plan's types;
 //! - [`render`]: text and JSON output;
 //! - [`statements`]: the SQL of each change;
@@ -20,6 +21,7 @@ pub mod fleet_plan;
 pub mod model;
 pub mod placement;
 pub mod plan;
+mod reach;
 pub mod render;
 pub mod scram;
 pub mod statements;
