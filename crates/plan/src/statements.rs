@@ -124,8 +124,15 @@ impl<'a> Memberships<'a> {
             .collect()
     }
 
-    fn per_grant_inherit(&self) -> bool {
-        self.server_version_num >= 160000
+    /// The options of a repairing GRANT that sets whether the member
+    /// inherits: from 16 on ` WITH INHERIT TRUE|FALSE`, before 16 none
+    /// (the role's INHERIT or NOINHERIT decides).
+    fn inherit_option(&self, inherit: bool) -> &'static str {
+        match (self.server_version_num >= 160000, inherit) {
+            (false, _) => "",
+            (true, true) => " WITH INHERIT TRUE",
+            (true, false) => " WITH INHERIT FALSE",
+        }
     }
 }
 
@@ -308,11 +315,7 @@ pub fn user(
             kind: Kind::User,
             login: spec.login,
             attributes: " INHERIT",
-            grant_options: if m.per_grant_inherit() {
-                " WITH INHERIT TRUE"
-            } else {
-                ""
-            },
+            grant_options: m.inherit_option(true),
             inherit_fixes: vec![],
             groups: quote(&t.role(spec.group)),
             verifier: spec.verifier,
@@ -350,11 +353,7 @@ pub fn gateway_login(
             kind: Kind::Gateway,
             login: t.status == tenantry_manifest::Status::Active,
             attributes: " NOINHERIT",
-            grant_options: if m.per_grant_inherit() {
-                " WITH INHERIT FALSE"
-            } else {
-                ""
-            },
+            grant_options: m.inherit_option(false),
             inherit_fixes: m.stop_inheriting(t.gateway.name.as_str(), revoke),
             groups: idents(member_roles(&t.name)),
             verifier,
