@@ -48,10 +48,30 @@ pub async fn plan(inventory: &Inventory, jobs: usize, json: bool, detailed: bool
 }
 
 pub async fn apply(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Result<u8> {
-    let s = open(inventory, jobs, Some(flags.lock_timeout)).await?;
+    let mut s = open(inventory, jobs, Some(flags.lock_timeout)).await?;
     let plan = s.plan();
     out!("{}", render::fleet_text(&plan));
     plan.check_runnable(flags.allow_destroy, flags.skip_unreachable)?;
+    drop(plan);
+    if !flags.allow_destroy {
+        // Copies moves left behind stay until --allow-destroy.
+        for server in &mut s.servers {
+            if let Ok(session) = &mut server.session {
+                session
+                    .plan
+                    .tenants
+                    .retain(|tp| tp.action != Action::Leftover);
+            }
+        }
+    }
+    let moves: Vec<&tenantry_plan::moves::MovePlan> = s
+        .moves
+        .iter()
+        .filter(|m| {
+            m.runs() || (m.leftover_in_the_way && m.conflict.is_none() && flags.allow_destroy)
+        })
+        .collect();
+    let plan = s.plan();
     // Every destroy backs up first: a pg_dump that cannot dump its server
     // is found now, before anything starts.
     let pg_dump = tenantry_localpg::client_tool("pg_dump");
@@ -77,7 +97,7 @@ pub async fn apply(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Re
             skipped.join(", ")
         )
     };
-    if plan.is_empty() {
+    if plan.plans().all(|(_, p)| p.is_empty()) && moves.is_empty() {
         return if skipped.is_empty() {
             Ok(0)
         } else {
@@ -119,7 +139,33 @@ pub async fn apply(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Re
             .await
         })
     });
-    let outcomes: Vec<Outcome> = join_all(runs).await.into_iter().flatten().collect();
+    let mut outcomes: Vec<Outcome> = join_all(runs).await.into_iter().flatten().collect();
+    // Moves last, one at a time: a tenant's own copy is up to date first.
+    for m in moves {
+        let start = std::time::Instant::now();
+        let ready = !outcomes
+            .iter()
+            .any(|o| o.tenant == m.tenant && o.result.is_err());
+        let result = if ready {
+            outln!("  {}: moving from {} to {}", m.tenant, m.from, m.to);
+            run_move(&s, inventory, m, flags.lock_timeout).await
+        } else {
+            Err(tenantry_pg::Error::Sql {
+                context: format!("tenant {}: moving", m.tenant),
+                message: "not started: its own changes failed above".to_owned(),
+                code: None,
+                constraint: None,
+            })
+        };
+        let o = Outcome {
+            tenant: m.tenant.clone(),
+            action: Action::Update,
+            elapsed: start.elapsed(),
+            result,
+        };
+        report(&o, None);
+        outcomes.push(o);
+    }
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     let count = |a: Action| {
         outcomes
@@ -164,6 +210,7 @@ fn report(o: &Outcome, server: Option<&str>) {
         Action::Create => "created",
         Action::Update => "updated",
         Action::Destroy => "destroyed",
+        Action::Leftover => "dropped its leftover copy",
     };
     let on = server.map(|s| format!(" on {s}")).unwrap_or_default();
     match &o.result {
@@ -175,6 +222,38 @@ fn report(o: &Outcome, server: Option<&str>) {
         }
         Err(e) => outln!("  {}{on}: FAILED after {:.1?}: {e}", o.tenant, o.elapsed),
     }
+}
+
+/// One move, with its progress printed as it goes.
+async fn run_move(
+    s: &Sessions,
+    inventory: &Inventory,
+    m: &tenantry_plan::moves::MovePlan,
+    lock_wait: std::time::Duration,
+) -> Result<Vec<String>, tenantry_pg::Error> {
+    let side = |name: &str| {
+        let session = s.session(name).expect("a move's servers were read");
+        tenantry_pg::moves::Side {
+            name: inventory.servers.get_key_value(name).expect("a server").0,
+            admin: &session.admin,
+            client: &session.client,
+            observed: &session.observed,
+        }
+    };
+    let from = s.session(&m.from).expect("read");
+    let job = tenantry_pg::moves::Job {
+        plan: m,
+        inventory,
+        from: side(&m.from),
+        to: side(&m.to),
+        migrations: &from.migrations,
+        lock_wait,
+        max_lag: 1 << 20,
+    };
+    let tenant = m.tenant.clone();
+    let moved =
+        tenantry_pg::moves::run(&job, &move |line| outln!("      {tenant}: {line}")).await?;
+    Ok(moved.notes)
 }
 
 /// Removes the generated secrets of the users (and tenant) `tp` dropped.

@@ -10,7 +10,7 @@ use tenantry_gateway::server::{Gateway, Options};
 use tenantry_gateway::snapshot::{Homes, Snapshot, Unplaced};
 use tenantry_gateway::{pools, reload};
 use tenantry_manifest::Inventory;
-use tenantry_plan::placement::{Conflict, Placement};
+use tenantry_plan::placement::Placement;
 
 use crate::cli::{Common, ServeFlags};
 
@@ -151,9 +151,11 @@ struct Locator {
 }
 
 impl Locator {
-    /// - lives on a server: served there, whatever its pin says (plan
-    ///   reports a pin elsewhere as a conflict; the gateway never stops a
-    ///   working tenant over it);
+    /// - lives on a server: served there, whatever its pin says (a pin
+    ///   elsewhere is a move apply carries out; until its cutover starts the
+    ///   old copy serves);
+    /// - being cut over: not served until the move ends (its requests
+    ///   wait, see the gateway), looked for again;
     /// - not created yet, or on two servers: not served (503), looked for
     ///   again (apply may place it elsewhere than this read would);
     /// - found on no server that was read while one could not be: its last
@@ -182,9 +184,16 @@ impl Locator {
             let name = t.name.as_str();
             let home = match located.placement.get(name) {
                 Some(Placement::Lives { server })
-                | Some(Placement::Conflict(Conflict::PinnedElsewhere { lives: server, .. })) => {
-                    Ok(server.clone())
-                }
+                | Some(Placement::Move {
+                    from: server,
+                    cutover: false,
+                    ..
+                }) => Ok(server.clone()),
+                Some(Placement::Move {
+                    to, cutover: true, ..
+                }) => retry(format!(
+                    "being moved to server {to}: its cutover is under way"
+                )),
                 Some(Placement::New { server, .. }) => retry(format!(
                     "not created yet (apply creates it on server {server})"
                 )),

@@ -53,6 +53,7 @@ fn desired(name: String) -> DesiredTenant {
             name: tenantry_layout::gateway_login(&name),
             password: None,
         },
+        moving: None,
         name,
         plan: "starter".into(),
         status: Status::Active,

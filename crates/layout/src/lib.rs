@@ -12,6 +12,7 @@
 //!   gateway's login `<db>_gateway` ([`roles::gateway_login`]);
 //! - [`marker`]: the COMMENT that tells tenantry's databases and roles from
 //!   others (the catalog is the state);
+//! - [`moves`]: the names a move between servers uses, and its channel;
 //! - [`history`]: refinery's migration history table;
 //! - [`tokens`]: the gateway's token store (schema `tenantry`), its SQL and
 //!   the state apply expects of it.
@@ -24,9 +25,10 @@
 pub mod history;
 pub mod ident;
 pub mod marker;
+pub mod moves;
 pub mod roles;
 pub mod tokens;
 
 pub use ident::{idents, literal, quote, Ident, MAX_IDENT_BYTES};
-pub use marker::{Kind, Marker};
+pub use marker::{Kind, Marker, Move};
 pub use roles::{gateway_login, group_role, Group};

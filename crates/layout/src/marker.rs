@@ -1,7 +1,9 @@
 //! The ownership marker: the COMMENT tenantry puts on each database and role
 //! it manages, `tenantry:v1 fleet=<fleet> tenant=<db> kind=<kind>
-//! [protected=<bool>]`, so the catalog alone tells managed objects from
-//! others (no state file). Reading markers into a plan is the planner's job.
+//! [protected=<bool>] [move=<in|cutover|out> from=<server>|to=<server> [at=<time>]]`,
+//! so the catalog alone tells managed objects from others (no state file),
+//! and where a tenant moving between servers stands ([`Move`]). Reading
+//! markers into a plan is the planner's job.
 
 use serde::Serialize;
 
@@ -77,6 +79,25 @@ pub struct Marker {
     pub kind: Kind,
     /// Only on databases: deletion protection as last applied.
     pub protected: Option<bool>,
+    /// Only on databases: the copy's part in a move between servers.
+    pub moving: Option<Move>,
+}
+
+/// A database copy's part in a move between servers (`crate::moves`). A
+/// copy without one is the tenant's, open as its status says. Versions
+/// before moves ignore the key and see two copies: a conflict, never a
+/// second open copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "move", rename_all = "lowercase")]
+pub enum Move {
+    /// Being filled from server `from`; closed; not the tenant's yet.
+    In { from: String },
+    /// Still the tenant's, closed: its writes are being handed to server
+    /// `to`. A crash here is finished by the next apply.
+    Cutover { to: String },
+    /// Left behind, closed: the tenant moved to server `to` at `at`
+    /// (RFC 3339, UTC). Dropped by `apply --allow-destroy`, after a backup.
+    Out { to: String, at: String },
 }
 
 impl Marker {
@@ -86,6 +107,7 @@ impl Marker {
             tenant: tenant.to_owned(),
             kind,
             protected: None,
+            moving: None,
         }
     }
 
@@ -96,6 +118,7 @@ impl Marker {
             return None;
         }
         let (mut fleet, mut tenant, mut kind, mut protected) = (None, None, None, None);
+        let (mut moving, mut from, mut to, mut at) = (None, None, None, None);
         for word in words {
             let (key, value) = word.split_once('=')?;
             match key {
@@ -103,14 +126,28 @@ impl Marker {
                 "tenant" => tenant = Some(value.to_owned()),
                 "kind" => kind = Some(Kind::parse(value)?),
                 "protected" => protected = Some(value.parse().ok()?),
+                "move" => moving = Some(value),
+                "from" => from = Some(value.to_owned()),
+                "to" => to = Some(value.to_owned()),
+                "at" => at = Some(value.to_owned()),
                 _ => {} // newer versions may add keys
             }
         }
+        // A move key that does not parse is not ours to guess at: the whole
+        // comment is not a marker (a conflict, never an open copy).
+        let moving = match moving {
+            None => None,
+            Some("in") => Some(Move::In { from: from? }),
+            Some("cutover") => Some(Move::Cutover { to: to? }),
+            Some("out") => Some(Move::Out { to: to?, at: at? }),
+            Some(_) => return None,
+        };
         Some(Marker {
             fleet: fleet?,
             tenant: tenant?,
             kind: kind?,
             protected,
+            moving,
         })
     }
 
@@ -123,6 +160,12 @@ impl Marker {
         );
         if let Some(p) = self.protected {
             s.push_str(&format!(" protected={p}"));
+        }
+        match &self.moving {
+            None => {}
+            Some(Move::In { from }) => s.push_str(&format!(" move=in from={from}")),
+            Some(Move::Cutover { to }) => s.push_str(&format!(" move=cutover to={to}")),
+            Some(Move::Out { to, at }) => s.push_str(&format!(" move=out to={to} at={at}")),
         }
         s
     }
@@ -143,6 +186,39 @@ mod tests {
         );
         assert_eq!(Marker::parse(&text), Some(m));
         assert!(text.starts_with(LIKE.trim_end_matches('%')));
+    }
+
+    #[test]
+    fn a_move_round_trips_and_a_broken_one_is_no_marker() {
+        for moving in [
+            Move::In { from: "eu1".into() },
+            Move::Cutover { to: "eu2".into() },
+            Move::Out {
+                to: "eu2".into(),
+                at: "2026-11-30T12:00:00Z".into(),
+            },
+        ] {
+            let mut m = Marker::new("prod", "shop", Kind::Database);
+            m.protected = Some(false);
+            m.moving = Some(moving);
+            assert_eq!(
+                Marker::parse(&m.render()),
+                Some(m.clone()),
+                "{}",
+                m.render()
+            );
+        }
+        assert_eq!(
+            Marker::new("p", "s", Kind::Database).render(),
+            "tenantry:v1 fleet=p tenant=s kind=database"
+        );
+        for broken in [
+            "tenantry:v1 fleet=p tenant=s kind=database move=in",
+            "tenantry:v1 fleet=p tenant=s kind=database move=out to=eu2",
+            "tenantry:v1 fleet=p tenant=s kind=database move=sideways to=eu2",
+        ] {
+            assert_eq!(Marker::parse(broken), None, "{broken}");
+        }
     }
 
     #[test]

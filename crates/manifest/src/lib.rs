@@ -58,7 +58,9 @@ pub use model::{
     GatewayLogin, Inventory, Login, Paths, Routing, Secrets, Server, ServerStatus, Status, Tenant,
     Tier, User, MAX_MANIFEST_BYTES,
 };
-pub use password::{create_private_dir, PasswordSource, GENERATED_PASSWORD_LEN};
+pub use password::{
+    create_private_dir, generate as generate_password, PasswordSource, GENERATED_PASSWORD_LEN,
+};
 pub use secret_file::MAX_PASSWORD_FILE_BYTES;
 pub use servers::{admin_url_env, valid_server_name, DEFAULT_SERVER};
 pub use tenantry_layout::roles::{LONGEST_ROLE_SUFFIX, RESERVED_ROLE_NAMES};

@@ -208,6 +208,12 @@ impl PasswordSource {
     }
 }
 
+/// A new random password, as generated ones are (alphanumeric, for any
+/// connection string).
+pub fn generate() -> secrecy::SecretString {
+    secrecy::SecretString::from(random_password())
+}
+
 fn random_password() -> String {
     rand::rngs::OsRng
         .sample_iter(&Alphanumeric)

@@ -56,7 +56,7 @@ pub async fn apply(ctx: &Context<'_>, plan: &Plan, mut done: impl FnMut(&Outcome
         .map(|tp| async move {
             let start = Instant::now();
             let result = match tp.action {
-                Action::Destroy => destroy(ctx, tp).await,
+                Action::Destroy | Action::Leftover => destroy(ctx, tp).await,
                 Action::Create | Action::Update => converge(ctx, tp).await,
             };
             Outcome {

@@ -67,7 +67,21 @@ pub(crate) async fn plan_on(
     migrations: Migrations,
     jobs: usize,
 ) -> Result<Session, Error> {
-    let desired = desired(inventory, migrations.latest()).await?;
+    plan_on_with(admin, client, inventory, migrations, jobs, |_| {}).await
+}
+
+/// [`plan_on`], with the desired state adjusted by `adjust` first (a move
+/// plans the copy it fills: closed, marked as incoming).
+pub(crate) async fn plan_on_with(
+    admin: Admin,
+    client: Client,
+    inventory: &Inventory,
+    migrations: Migrations,
+    jobs: usize,
+    adjust: impl FnOnce(&mut Desired),
+) -> Result<Session, Error> {
+    let mut desired = desired(inventory, migrations.latest()).await?;
+    adjust(&mut desired);
     let observed = crate::introspect::observe(
         &admin,
         &client,

@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use tenantry_layout::roles::group_role_name;
-use tenantry_layout::{Group, Kind, Marker};
+use tenantry_layout::{Group, Kind, Marker, Move};
 use tenantry_manifest::{Inventory, ServerStatus};
-use tenantry_plan::fleet_plan::{FleetPlan, Held, ServerPlan};
+use tenantry_plan::fleet_plan::{FleetPlan, Held, Leftover, ServerPlan};
+use tenantry_plan::moves::MovePlan;
 use tenantry_plan::placement::{self, Placement};
 use tenantry_plan::plan::Action;
 use tokio_postgres::Client;
@@ -48,6 +49,12 @@ pub struct Reached {
     /// Tenants of the file whose name is taken here without a database of
     /// the fleet (see [`placement::Server::claimed`]).
     pub claimed: BTreeSet<String>,
+    /// Copies a move is filling here: tenant -> the server it comes from.
+    pub incoming: BTreeMap<String, String>,
+    /// Tenants (of `holds`) being cut over from here: tenant -> where to.
+    pub cutover: BTreeMap<String, String>,
+    /// Copies left here by a move: tenant -> (where it went, when).
+    pub leftovers: BTreeMap<String, (String, String)>,
 }
 
 /// Where every tenant of the file is, or goes.
@@ -71,14 +78,21 @@ impl Located {
     }
 
     /// The server whose copy of `tenant` is the one in use: where it lives
-    /// (a pin elsewhere does not change that) or is to be created. None
-    /// for a tenant on several servers or not found while a server could
-    /// not be read.
+    /// (a move not cut over yet does not change that) or is to be created.
+    /// None for a tenant on several servers, being cut over, or not found
+    /// while a server could not be read.
     pub fn in_use_on(&self, tenant: &str) -> Option<&str> {
-        match self.placement.get(tenant)? {
-            Placement::Conflict(placement::Conflict::PinnedElsewhere { lives, .. }) => Some(lives),
-            p => p.server(),
-        }
+        self.placement.get(tenant)?.server()
+    }
+
+    /// The file's tenants with a move under way or to start.
+    pub fn moving(&self) -> impl Iterator<Item = (&str, &str, &str, bool)> {
+        self.placement.iter().filter_map(|(t, p)| match p {
+            Placement::Move { from, to, cutover } => {
+                Some((t.as_str(), from.as_str(), to.as_str(), *cutover))
+            }
+            _ => None,
+        })
     }
 
     /// The file's tenants nothing is done for, with why.
@@ -193,6 +207,9 @@ pub async fn locate(inventory: &Inventory, lock: Option<Duration>) -> Result<Loc
                     holds: on.holds,
                     marked: on.marked,
                     claimed: on.claimed,
+                    incoming: on.incoming,
+                    cutover: on.cutover,
+                    leftovers: on.leftovers,
                 }),
                 Err(e) => Err((name, e)),
             }
@@ -227,6 +244,8 @@ pub async fn locate(inventory: &Inventory, lock: Option<Duration>) -> Result<Loc
                 draining: server.status == ServerStatus::Draining,
                 holds: r.holds.clone(),
                 claimed: r.claimed.clone(),
+                incoming: r.incoming.clone(),
+                cutover: r.cutover.clone(),
             }
         })
         .collect();
@@ -255,6 +274,9 @@ struct On {
     holds: BTreeSet<String>,
     marked: BTreeSet<String>,
     claimed: BTreeSet<String>,
+    incoming: BTreeMap<String, String>,
+    cutover: BTreeMap<String, String>,
+    leftovers: BTreeMap<String, (String, String)>,
 }
 
 /// The fleet's tenants whose database is on this server (marked, or in the
@@ -308,11 +330,33 @@ async fn tenants_on(client: &Client, fleet: &str, names: &[String]) -> Result<On
         holds: BTreeSet::new(),
         marked: BTreeSet::new(),
         claimed: BTreeSet::new(),
+        incoming: BTreeMap::new(),
+        cutover: BTreeMap::new(),
+        leftovers: BTreeMap::new(),
     };
     for (name, marker, owner) in databases {
         let marked = marker
             .as_ref()
             .is_some_and(|m| m.kind == Kind::Database && m.tenant == name);
+        // A copy a move made or left is not where the tenant lives.
+        match marker
+            .as_ref()
+            .filter(|_| marked)
+            .and_then(|m| m.moving.clone())
+        {
+            Some(Move::In { from }) => {
+                on.incoming.insert(name, from);
+                continue;
+            }
+            Some(Move::Out { to, at }) => {
+                on.leftovers.insert(name, (to, at));
+                continue;
+            }
+            Some(Move::Cutover { to }) => {
+                on.cutover.insert(name.clone(), to);
+            }
+            None => {}
+        }
         let cut_short = marker.is_none()
             && owners.contains(&name)
             && owner.as_deref() == Some(group_role_name(&name, Group::Owner).as_str());
@@ -340,6 +384,11 @@ pub struct Sessions {
     /// The file's tenants nothing is done for.
     pub held: Vec<Held>,
     pub warnings: Vec<String>,
+    /// Tenants moving between servers ([`crate::moves::survey`]).
+    pub moves: Vec<MovePlan>,
+    /// Copies moves left behind; each is planned on its server as an
+    /// [`Action::Leftover`].
+    pub leftovers: Vec<Leftover>,
 }
 
 /// One server: its share of the file and its session, or why it could not
@@ -368,7 +417,17 @@ impl Sessions {
                 .collect(),
             held: self.held.clone(),
             warnings: self.warnings.clone(),
+            moves: self.moves.clone(),
+            leftovers: self.leftovers.clone(),
         }
+    }
+
+    /// The sessions of a server, when it was read.
+    pub fn session(&self, server: &str) -> Option<&Session> {
+        self.servers
+            .iter()
+            .find(|s| s.name == server)
+            .and_then(|s| s.session.as_ref().ok())
     }
 
     /// The session of the server `tenant` is planned on, if any.
@@ -401,6 +460,31 @@ pub async fn open(
         .map(|h| h.tenant.as_str())
         .collect();
     let in_file: BTreeSet<&str> = inventory.tenants.iter().map(|t| t.name.as_str()).collect();
+    let move_list: Vec<(String, String, String, bool)> = located
+        .moving()
+        .map(|(t, from, to, cutover)| (t.to_owned(), from.to_owned(), to.to_owned(), cutover))
+        .collect();
+    let moving: BTreeSet<String> = move_list.iter().map(|m| m.0.clone()).collect();
+    let claimed: BTreeMap<String, BTreeSet<String>> = located
+        .reached
+        .iter()
+        .map(|r| (r.name.clone(), r.claimed.clone()))
+        .collect();
+    // What moves made or left on each server (its tenants' plans there
+    // are the moves', or leftovers).
+    let mut incoming: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut leftovers = Vec::new();
+    for r in &located.reached {
+        incoming.insert(r.name.clone(), r.incoming.keys().cloned().collect());
+        for (tenant, (to, at)) in &r.leftovers {
+            leftovers.push(Leftover {
+                tenant: tenant.clone(),
+                server: r.name.clone(),
+                to: to.clone(),
+                at: at.clone(),
+            });
+        }
+    }
     let plans = located.reached.into_iter().map(|r| {
         let placement = &located.placement;
         let conflicting = &conflicting;
@@ -417,10 +501,21 @@ pub async fn open(
     });
     let mut servers: Vec<OnServer> = Vec::new();
     for (name, share, session) in join_all(plans).await {
+        let r_name = name.as_str();
         let session = session.map(|mut s| {
-            s.plan.tenants.retain(|tp| {
+            s.plan.tenants.retain_mut(|tp| {
                 if conflicting.contains(tp.tenant.as_str()) {
                     return false;
+                }
+                if tp.action == Action::Destroy {
+                    let name = tp.tenant.as_str();
+                    if leftovers.iter().any(|l| l.tenant == name && l.server == r_name) {
+                        tp.action = Action::Leftover;
+                        return true;
+                    }
+                    if moving.contains(name) || incoming[r_name].contains(name) {
+                        return false;
+                    }
                 }
                 // Roles of a tenant that lives elsewhere (or waits): left alone.
                 if tp.action == Action::Destroy && in_file.contains(tp.tenant.as_str()) {
@@ -453,10 +548,83 @@ pub async fn open(
         });
     }
     servers.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Sessions {
+    let mut sessions = Sessions {
         fleet: inventory.fleet.clone(),
         servers,
         held,
         warnings,
-    })
+        moves: Vec::new(),
+        leftovers,
+    };
+    for (tenant, from, to, cutover) in move_list {
+        match survey(&sessions, &tenant, &from, &to, cutover, &claimed).await {
+            Ok(m) => sessions.moves.push(m),
+            Err(held) => sessions.held.push(held),
+        }
+    }
+    sessions.held.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    Ok(sessions)
+}
+
+/// A move's plan, or why it is held.
+async fn survey(
+    sessions: &Sessions,
+    tenant: &str,
+    from: &str,
+    to: &str,
+    cutover: bool,
+    claimed: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<MovePlan, Held> {
+    let held = |reason: String, conflict: bool| Held {
+        tenant: tenant.to_owned(),
+        reason,
+        conflict,
+    };
+    let side = |name: &str| {
+        let s = sessions.session(name).ok_or_else(|| {
+            held(
+                format!(
+                    "its move from server {from} to server {to} waits: server {name} cannot be read"
+                ),
+                false,
+            )
+        })?;
+        Ok(crate::moves::Side {
+            name: sessions
+                .servers
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.name.as_str())
+                .expect("a session's server"),
+            admin: &s.admin,
+            client: &s.client,
+            observed: &s.observed,
+        })
+    };
+    let (a, b) = (side(from)?, side(to)?);
+    if !cutover && claimed.get(to).is_some_and(|c| c.contains(tenant)) {
+        return Err(held(
+            format!("it cannot move to server {to}: a database or role named {tenant} that is not this fleet's exists there (rename or drop it, or `tenantry adopt`)"),
+            true,
+        ));
+    }
+    let mut plan = crate::moves::survey(&sessions.fleet, tenant, &a, &b, cutover)
+        .await
+        .map_err(|e| {
+            held(
+                format!("its move from server {from} to server {to} cannot be planned: {e}"),
+                true,
+            )
+        })?;
+    if sessions
+        .leftovers
+        .iter()
+        .any(|l| l.tenant == tenant && l.server == to)
+    {
+        plan.waits = Some(format!(
+            "the copy an earlier move left on server {to} must go first: apply --allow-destroy drops it (after a backup), then moves the tenant"
+        ));
+        plan.leftover_in_the_way = true;
+    }
+    Ok(plan)
 }

@@ -317,6 +317,7 @@ mod tests {
                 name: tenantry_layout::Ident::parse("shop_gateway").unwrap(),
                 password: None,
             },
+            moving: None,
             plan: "p".into(),
             status: Status::Active,
             deletion_protection: true,

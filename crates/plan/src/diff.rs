@@ -382,6 +382,7 @@ fn database_diffs(
     }
     let mut marker = Marker::new(fleet, &t.name, Kind::Database);
     marker.protected = Some(t.deletion_protection);
+    marker.moving.clone_from(&t.moving);
     let old = marker_of(db.comment.as_deref());
     if old.as_ref() != Some(&marker) {
         match old {

@@ -54,6 +54,7 @@ fn tenant(name: &str) -> DesiredTenant {
             name: tenantry_layout::gateway_login(&id(name)),
             password: Some(SecretString::from(password_of(&format!("{name}_gateway")))),
         },
+        moving: None,
     }
 }
 

@@ -7,7 +7,8 @@
 
 use serde::Serialize;
 
-use crate::plan::{Plan, Refusal};
+use crate::moves::MovePlan;
+use crate::plan::{Action, Plan, Refusal};
 
 #[derive(Debug, Default, Serialize)]
 pub struct FleetPlan<'a> {
@@ -18,6 +19,19 @@ pub struct FleetPlan<'a> {
     pub held: Vec<Held>,
     /// Fleet-wide things worth knowing (e.g. a pin to a draining server).
     pub warnings: Vec<String>,
+    /// Tenants moving between servers, by name.
+    pub moves: Vec<MovePlan>,
+    /// Copies moves left behind (see [`crate::plan::Action::Leftover`]).
+    pub leftovers: Vec<Leftover>,
+}
+
+/// A copy a move left on `server`: the tenant went to `to` at `at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leftover {
+    pub tenant: String,
+    pub server: String,
+    pub to: String,
+    pub at: String,
 }
 
 /// One server's part.
@@ -58,23 +72,34 @@ impl<'a> FleetPlan<'a> {
             .collect()
     }
 
-    /// Nothing to do on any server that was read.
+    /// Nothing to do on any server that was read, and no move (copies
+    /// moves left behind do not count: they wait for `--allow-destroy`).
     pub fn is_empty(&self) -> bool {
-        self.plans().all(|(_, p)| p.is_empty())
+        self.plans()
+            .flat_map(|(_, p)| &p.tenants)
+            .all(|t| t.action == Action::Leftover)
+            && !self.moves.iter().any(MovePlan::runs)
     }
 
-    /// Conflicts anywhere: placement's and each server's.
+    /// Conflicts anywhere: placement's, each server's, the moves'.
     pub fn conflicts(&self) -> usize {
         self.held.iter().filter(|h| h.conflict).count()
             + self.plans().map(|(_, p)| p.conflicts.len()).sum::<usize>()
+            + self.moves.iter().filter(|m| m.conflict.is_some()).count()
     }
 
-    /// (to add, to change, to destroy) over every server.
+    /// (to add, to change, to destroy) over every server; a move is one
+    /// change.
     pub fn counts(&self) -> (usize, usize, usize) {
-        self.plans().fold((0, 0, 0), |n, (_, p)| {
-            let c = p.counts();
+        let n = self.plans().fold((0, 0, 0), |n, (_, p)| {
+            let c = p.counts_without_leftovers();
             (n.0 + c.0, n.1 + c.1, n.2 + c.2)
-        })
+        });
+        (
+            n.0,
+            n.1 + self.moves.iter().filter(|m| m.runs()).count(),
+            n.2,
+        )
     }
 
     /// Whether this plan may run: every server's plan may

@@ -8,6 +8,7 @@
 //! - [`diff`]: the planner itself;
 //! - [`fleet_plan`]: one plan over several servers;
 //! - [`placement`]: which server each tenant lives on or goes to;
+//! - [`moves`]: a tenant's move between servers, as plan shows it;
 //! - `reach`: what the admin cannot change on its server (per major), as conflicts;
 //! - [`plan`]: the plan's types;
 //! - [`render`]: text and JSON output;
@@ -19,6 +20,7 @@ pub mod adopt;
 pub mod diff;
 pub mod fleet_plan;
 pub mod model;
+pub mod moves;
 pub mod placement;
 pub mod plan;
 mod reach;

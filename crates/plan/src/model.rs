@@ -33,6 +33,10 @@ pub struct DesiredTenant {
     pub users: Vec<DesiredUser>,
     /// The gateway's login (`<db>_gateway`).
     pub gateway: DesiredGateway,
+    /// This server's copy is part of a move (`tenantry_pg::moves` sets it
+    /// for the copy it fills): its database marker says so. None for a
+    /// tenant's own copy.
+    pub moving: Option<tenantry_layout::Move>,
 }
 
 /// The gateway's login to a tenant, as the inventory wants it.
@@ -93,6 +97,7 @@ impl Desired {
                     name: t.gateway.name.clone(),
                     password: password(&t.gateway)?,
                 },
+                moving: None,
             });
         }
         Ok(Desired {

@@ -3,9 +3,11 @@
 //! `max_tenants`, draining). The catalogs are the only state: a tenant lives
 //! where its marked database is, and nothing here remembers a placement.
 //!
-//! - A tenant marked on one server lives there, whatever its pin says; a pin
-//!   naming another server is a [`Conflict`] (moving tenants is not done
-//!   here), never a drop and a re-create.
+//! - A tenant marked on one server lives there; a pin naming another server
+//!   asks for a [`Placement::Move`] there (online, `tenantry_pg::moves`),
+//!   never a drop and a re-create. A move whose cutover has started is
+//!   finished whatever the pin says; a copy a move began for a server the
+//!   file no longer pins is a [`Conflict`].
 //! - A tenant marked on several servers is a [`Conflict`]: nothing is done
 //!   for it until an operator decides.
 //! - A new tenant goes to its pin, else to the active server with the most
@@ -40,6 +42,12 @@ pub struct Server {
     /// this fleet: a creation cut short (owner role, no database) or an
     /// unmanaged database of that name. An unpinned one is placed here.
     pub claimed: BTreeSet<String>,
+    /// Copies a move is filling here (not in `holds`): tenant -> the
+    /// server it comes from.
+    pub incoming: BTreeMap<String, String>,
+    /// Tenants of `holds` whose copy here is being cut over: tenant -> the
+    /// server it goes to.
+    pub cutover: BTreeMap<String, String>,
 }
 
 /// One tenant of the file.
@@ -63,6 +71,14 @@ pub enum Placement {
         /// Pinned to a draining server: allowed, with a warning.
         draining: bool,
     },
+    /// Lives on `from`, goes to `to` (the file pins it there). Before the
+    /// cutover its own copy on `from` is planned as usual; once the cutover
+    /// has started (`cutover`) only the move touches it, until it ends.
+    Move {
+        from: String,
+        to: String,
+        cutover: bool,
+    },
     /// Nothing is done for it.
     Conflict(Conflict),
 }
@@ -72,7 +88,12 @@ impl Placement {
     pub fn server(&self) -> Option<&str> {
         match self {
             Placement::Lives { server } | Placement::New { server, .. } => Some(server),
-            Placement::Conflict(_) => None,
+            Placement::Move {
+                from,
+                cutover: false,
+                ..
+            } => Some(from),
+            Placement::Move { cutover: true, .. } | Placement::Conflict(_) => None,
         }
     }
 }
@@ -82,8 +103,12 @@ impl Placement {
 pub enum Conflict {
     /// Its database is marked on each of these servers.
     OnSeveral { servers: Vec<String> },
-    /// It lives on `lives` but the file pins it to `pinned`.
-    PinnedElsewhere { lives: String, pinned: String },
+    /// A move to `to` was started (its copy there is being filled) but the
+    /// file no longer pins it there.
+    UnfinishedMove { to: String },
+    /// `on` holds a copy being filled from `from`, and no server holds the
+    /// tenant's own copy.
+    OrphanCopy { on: String, from: String },
     /// New, unpinned, and no active server has room.
     NoRoom,
 }
@@ -96,15 +121,57 @@ impl std::fmt::Display for Conflict {
                 "its database exists on servers {}: keep one (back the others up and drop them by hand), then plan again",
                 servers.join(" and ")
             ),
-            Conflict::PinnedElsewhere { lives, pinned } => write!(
+            Conflict::UnfinishedMove { to } => write!(
                 f,
-                "it lives on server {lives} but the file pins it to server {pinned}: moving tenants between servers is not supported yet; set server = \"{lives}\" (or remove the pin)"
+                "a move of it to server {to} was started and is not finished, but the file does not pin it there: set server = \"{to}\" to finish the move (a started move is not cancelled by tenantry; its copy on {to} is closed and takes no writes)"
+            ),
+            Conflict::OrphanCopy { on, from } => write!(
+                f,
+                "server {on} holds an unfinished copy of it from server {from}, and no server holds its own copy: restore it from a backup, or look at {from} by hand"
             ),
             Conflict::NoRoom => write!(
                 f,
                 "no active server has room for a new tenant: raise a server's max_tenants, add a server, or pin the tenant"
             ),
         }
+    }
+}
+
+/// Where a tenant with a move under way stands: `lives` are the servers
+/// holding its copy (open or being cut over), `cutover` (server, to) the
+/// copies being cut over, `incoming` (server, from) the copies being
+/// filled. None when no move concerns it.
+fn moving(
+    lives: &[&str],
+    cutover: &[(&str, &str)],
+    incoming: &[(&str, &str)],
+    pin: Option<&str>,
+) -> Option<Placement> {
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    match (cutover, lives, incoming) {
+        // Cut over half-way: finished whatever the pin says (its target
+        // may already be open, so it is among `lives`).
+        ([(from, to)], _, _) => Some(Placement::Move {
+            from: (*from).to_owned(),
+            to: (*to).to_owned(),
+            cutover: true,
+        }),
+        ([_, _, ..], _, _) => Some(Placement::Conflict(Conflict::OnSeveral {
+            servers: owned(lives),
+        })),
+        ([], [], [(on, from), ..]) => Some(Placement::Conflict(Conflict::OrphanCopy {
+            on: (*on).to_owned(),
+            from: (*from).to_owned(),
+        })),
+        ([], [one], [(on, from)]) if *from == *one && pin == Some(*on) => Some(Placement::Move {
+            from: (*one).to_owned(),
+            to: (*on).to_owned(),
+            cutover: false,
+        }),
+        ([], [_], [(on, _), ..]) => Some(Placement::Conflict(Conflict::UnfinishedMove {
+            to: (*on).to_owned(),
+        })),
+        _ => None,
     }
 }
 
@@ -124,6 +191,18 @@ pub fn place(servers: &[Server], tenants: &[Wanted]) -> BTreeMap<String, Placeme
             .filter(|s| s.holds.contains(&t.name))
             .map(|s| s.name.as_str())
             .collect();
+        let cutover: Vec<(&str, &str)> = servers
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.cutover.get(&t.name)?.as_str())))
+            .collect();
+        let incoming: Vec<(&str, &str)> = servers
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.incoming.get(&t.name)?.as_str())))
+            .collect();
+        if let Some(placed) = moving(&lives, &cutover, &incoming, t.pin.as_deref()) {
+            out.insert(t.name.clone(), placed);
+            continue;
+        }
         let placed = match (lives.as_slice(), &t.pin) {
             ([], Some(pin)) => {
                 let draining = servers.iter().any(|s| &s.name == pin && s.draining);
@@ -148,12 +227,11 @@ pub fn place(servers: &[Server], tenants: &[Wanted]) -> BTreeMap<String, Placeme
                     continue;
                 }
             },
-            ([one], Some(pin)) if *one != pin.as_str() => {
-                Placement::Conflict(Conflict::PinnedElsewhere {
-                    lives: (*one).to_owned(),
-                    pinned: pin.clone(),
-                })
-            }
+            ([one], Some(pin)) if *one != pin.as_str() => Placement::Move {
+                from: (*one).to_owned(),
+                to: pin.clone(),
+                cutover: false,
+            },
             ([one], _) => Placement::Lives {
                 server: (*one).to_owned(),
             },
@@ -209,6 +287,8 @@ mod tests {
             draining,
             holds: holds.iter().map(|s| s.to_string()).collect(),
             claimed: BTreeSet::new(),
+            incoming: BTreeMap::new(),
+            cutover: BTreeMap::new(),
         }
     }
 
@@ -263,19 +343,22 @@ mod tests {
     }
 
     #[test]
-    fn a_pin_elsewhere_or_two_copies_are_conflicts_never_moves() {
+    fn a_pin_elsewhere_is_a_move_and_two_copies_a_conflict() {
         let servers = [
             server("eu1", None, false, &["a", "b"]),
             server("eu2", None, false, &["b"]),
         ];
         let got = place(&servers, &[wanted("a", Some("eu2")), wanted("b", None)]);
-        let pinned = Placement::Conflict(Conflict::PinnedElsewhere {
-            lives: "eu1".into(),
-            pinned: "eu2".into(),
-        });
-        assert_eq!(got["a"], pinned);
-        assert!(pinned_text(&got["a"])
-            .contains("lives on server eu1 but the file pins it to server eu2"));
+        assert_eq!(
+            got["a"],
+            Placement::Move {
+                from: "eu1".into(),
+                to: "eu2".into(),
+                cutover: false
+            }
+        );
+        // Until the cutover, its copy on eu1 is planned as usual.
+        assert_eq!(got["a"].server(), Some("eu1"));
         assert_eq!(
             got["b"],
             Placement::Conflict(Conflict::OnSeveral {
@@ -283,6 +366,56 @@ mod tests {
             })
         );
         assert_eq!(got["b"].server(), None);
+    }
+
+    #[test]
+    fn a_move_under_way_resumes_finishes_or_is_a_conflict() {
+        let mut servers = vec![
+            server("eu1", None, false, &["a", "b", "c"]),
+            server("eu2", None, false, &[]),
+            server("eu3", None, false, &[]),
+        ];
+        let mv = |from: &str, to: &str, cutover: bool| Placement::Move {
+            from: from.into(),
+            to: to.into(),
+            cutover,
+        };
+        // Being copied to eu2: pinned there, the move goes on.
+        servers[1].incoming.insert("a".into(), "eu1".into());
+        // Cut over half-way: finished even if the pin went back.
+        servers[0].cutover.insert("b".into(), "eu2".into());
+        servers[1].incoming.insert("b".into(), "eu1".into());
+        // Copy to eu3 started, then the pin changed to eu2.
+        servers[2].incoming.insert("c".into(), "eu1".into());
+        let got = place(
+            &servers,
+            &[
+                wanted("a", Some("eu2")),
+                wanted("b", Some("eu1")),
+                wanted("c", Some("eu2")),
+            ],
+        );
+        assert_eq!(got["a"], mv("eu1", "eu2", false));
+        assert_eq!(got["b"], mv("eu1", "eu2", true));
+        assert_eq!(got["b"].server(), None, "only the move touches it");
+        assert!(pinned_text(&got["c"]).contains("set server = \"eu3\" to finish the move"));
+        // The target already open, the source not yet marked: still the move's.
+        servers[1].holds.insert("b".into());
+        servers[1].incoming.remove("b");
+        assert_eq!(
+            place(&servers, &[wanted("b", None)])["b"],
+            mv("eu1", "eu2", true)
+        );
+        // The pin back where it lives: the unfinished copy is a conflict.
+        let got = place(&servers, &[wanted("a", None)]);
+        assert_eq!(
+            got["a"],
+            Placement::Conflict(Conflict::UnfinishedMove { to: "eu2".into() })
+        );
+        // A copy whose source holds nothing.
+        servers[0].holds.remove("a");
+        let got = place(&servers, &[wanted("a", Some("eu2"))]);
+        assert!(pinned_text(&got["a"]).contains("unfinished copy of it from server eu1"));
     }
 
     fn pinned_text(p: &Placement) -> String {

@@ -22,6 +22,10 @@ pub enum Action {
     Create,
     Update,
     Destroy,
+    /// The copy a move left on its old server (closed): dropped like a
+    /// destroyed tenant, after a backup, but only with `--allow-destroy`,
+    /// and never a reason to refuse the rest of a plan.
+    Leftover,
 }
 
 #[derive(Debug, Serialize)]
@@ -186,8 +190,23 @@ impl Plan {
 
     /// (to add, to change, to destroy), counted per change.
     pub fn counts(&self) -> (usize, usize, usize) {
+        self.count(|_| true)
+    }
+
+    /// [`counts`](Self::counts) of what runs without `--allow-destroy`'s
+    /// leftovers.
+    pub fn counts_without_leftovers(&self) -> (usize, usize, usize) {
+        self.count(|t| t.action != Action::Leftover)
+    }
+
+    fn count(&self, keep: impl Fn(&TenantPlan) -> bool) -> (usize, usize, usize) {
         let mut n = (0, 0, 0);
-        for c in self.tenants.iter().flat_map(|t| &t.changes) {
+        for c in self
+            .tenants
+            .iter()
+            .filter(|t| keep(t))
+            .flat_map(|t| &t.changes)
+        {
             match c.sign() {
                 Sign::Add => n.0 += 1,
                 Sign::Change => n.1 += 1,

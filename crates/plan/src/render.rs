@@ -33,7 +33,7 @@ pub fn text(plan: &Plan) -> String {
     }
     out.push_str("Tenantry will perform the following actions:\n\n");
     for t in &plan.tenants {
-        tenant(&mut out, t, None);
+        tenant(&mut out, t, None, None);
     }
     summary(&mut out, plan.counts(), &plan.protected_destroys());
     out
@@ -62,11 +62,32 @@ pub fn fleet_text(fp: &FleetPlan) -> String {
     for (server, plan) in fp.plans() {
         problems(&mut out, plan, &format!("server {server}: "));
     }
+    for m in &fp.moves {
+        if let Some(c) = &m.conflict {
+            let _ = writeln!(out, "error: tenant {}: {c}", m.tenant);
+        }
+    }
     for w in &fp.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
     if !out.is_empty() {
         out.push('\n');
+    }
+    let mut all: Vec<(&str, &TenantPlan)> = fp
+        .plans()
+        .flat_map(|(server, p)| p.tenants.iter().map(move |t| (server, t)))
+        .collect();
+    all.sort_by(|a, b| a.1.tenant.cmp(&b.1.tenant).then(a.0.cmp(b.0)));
+    let (leftovers, all): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(_, t)| t.action == Action::Leftover);
+    for (server, t) in &leftovers {
+        let moved = fp
+            .leftovers
+            .iter()
+            .find(|l| l.tenant == t.tenant && l.server == *server)
+            .map(|l| format!("moved to server {} at {}", l.to, l.at));
+        tenant(&mut out, t, Some(server), moved.as_deref());
     }
     if fp.is_empty() {
         out.push_str(if fp.conflicts() > 0 {
@@ -79,13 +100,14 @@ pub fn fleet_text(fp: &FleetPlan) -> String {
         return out;
     }
     out.push_str("Tenantry will perform the following actions:\n\n");
-    let mut all: Vec<(&str, &TenantPlan)> = fp
-        .plans()
-        .flat_map(|(server, p)| p.tenants.iter().map(move |t| (server, t)))
-        .collect();
-    all.sort_by(|a, b| a.1.tenant.cmp(&b.1.tenant).then(a.0.cmp(b.0)));
     for (server, t) in all {
-        tenant(&mut out, t, Some(server));
+        tenant(&mut out, t, Some(server), None);
+    }
+    for m in fp.moves.iter().filter(|m| m.conflict.is_none()) {
+        for line in m.lines() {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
     }
     let protected: Vec<&str> = fp
         .plans()
@@ -144,7 +166,7 @@ fn problems(out: &mut String, plan: &Plan, prefix: &str) {
 
 /// One tenant's block: its line (with the server it runs on, for a fleet of
 /// several) and its changes.
-fn tenant(out: &mut String, t: &TenantPlan, server: Option<&str>) {
+fn tenant(out: &mut String, t: &TenantPlan, server: Option<&str>, moved: Option<&str>) {
     let on = server
         .map(|s| format!(" on server {s}"))
         .unwrap_or_default();
@@ -155,6 +177,17 @@ fn tenant(out: &mut String, t: &TenantPlan, server: Option<&str>) {
             '-',
             format!("will be destroyed{on} (database backed up first)"),
         ),
+        Action::Leftover => {
+            // Not a change of this plan: a note, its drop only with
+            // --allow-destroy.
+            let _ = writeln!(
+                out,
+                "note: the leftover copy of tenant {}{on}{} is closed and kept; apply --allow-destroy drops it and its roles there (database backed up first)\n",
+                t.tenant,
+                moved.map(|m| format!(" ({m})")).unwrap_or_default()
+            );
+            return;
+        }
     };
     let _ = writeln!(out, "  {sign} tenant {} {note}", t.tenant);
     for c in &t.changes {

@@ -161,6 +161,7 @@ pub fn database(
     let db = quote(&t.name);
     let mut marker = Marker::new(fleet, &t.name, Kind::Database);
     marker.protected = Some(t.deletion_protection);
+    marker.moving.clone_from(&t.moving);
     let mut sql = vec![
         format!(
             "ALTER DATABASE {db} OWNER TO {}",
@@ -473,6 +474,7 @@ mod tests {
                 name: tenantry_layout::Ident::parse("shop_gateway").unwrap(),
                 password: None,
             },
+            moving: None,
             plan: "starter".into(),
             status: Status::Active,
             deletion_protection: true,
