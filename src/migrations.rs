@@ -99,7 +99,22 @@ pub async fn migrate(inventory: &Inventory, flags: &MigrateFlags) -> Result<u8> 
     if let Some(h) = held.iter().find(|h| flags.canaries.contains(&h.tenant)) {
         bail!("--canary {}: {}. Nothing was migrated.", h.tenant, h.reason);
     }
-    let shares = shares(&located, inventory);
+    let mut held = held;
+    let mut shares = shares(&located, inventory);
+    // A tenant being moved keeps its schema until the move ends.
+    for share in &mut shares {
+        share.retain(|(t, _)| match located.move_begun(t) {
+            Some((from, to)) => {
+                held.push(tenantry_plan::fleet_plan::Held {
+                    tenant: t.clone(),
+                    reason: format!("its move from server {from} to server {to} is under way: migrate it once apply has finished the move"),
+                    conflict: false,
+                });
+                false
+            }
+            None => true,
+        });
+    }
     let mut jobs = Vec::with_capacity(shares.len());
     for r in &located.reached {
         jobs.push(match flags.jobs {

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use tenantry_gateway::listen::{self, Listen, Shutdown};
 use tenantry_gateway::server::{Gateway, Options};
 use tenantry_gateway::snapshot::{Homes, Snapshot, Unplaced};
-use tenantry_gateway::{pools, reload};
+use tenantry_gateway::{moves, pools, reload};
 use tenantry_manifest::Inventory;
 use tenantry_plan::placement::Placement;
 
@@ -113,6 +113,7 @@ pub async fn serve(
     // says the gateway serves: a SIGTERM or SIGHUP sent right after it must
     // not meet the default action (the end of the process).
     let shutdown = shutdown_signal()?;
+    let watching = file.is_some();
     let reloader = file.map(|path| {
         let admin_url = common.admin_url.clone().map(SecretString::from);
         reload::spawn_reloader(
@@ -128,14 +129,17 @@ pub async fn serve(
             flags.reload_interval,
         )
     });
+    // A file with several servers: hear of moves at once (the reloader
+    // carries out the looks they ask for).
+    let move_listeners = watching.then(|| moves::spawn_listeners(gateway.clone()));
     outln!(
         "Gateway serving {mode} on {scheme}://{} (admin: http://{}); Ctrl-C or SIGTERM stops it.",
         listeners.0.local_addr()?,
         listeners.1.local_addr()?
     );
     listen::serve(gateway, listeners, &listen, shutdown).await?;
-    if let Some(r) = reloader {
-        r.abort();
+    for task in [reloader, move_listeners].into_iter().flatten() {
+        task.abort();
     }
     outln!("Gateway stopped.");
     Ok(0)
@@ -155,7 +159,8 @@ impl Locator {
     ///   elsewhere is a move apply carries out; until its cutover starts the
     ///   old copy serves);
     /// - being cut over: not served until the move ends (its requests
-    ///   wait, see the gateway), looked for again;
+    ///   wait, see the gateway), looked for again; once its new copy is
+    ///   open (the cutover's commit point), served there;
     /// - not created yet, or on two servers: not served (503), looked for
     ///   again (apply may place it elsewhere than this read would);
     /// - found on no server that was read while one could not be: its last
@@ -178,6 +183,7 @@ impl Locator {
             Err(Unplaced {
                 reason,
                 retry: true,
+                moving: false,
             })
         };
         for t in &inventory.tenants {
@@ -191,9 +197,14 @@ impl Locator {
                 }) => Ok(server.clone()),
                 Some(Placement::Move {
                     to, cutover: true, ..
-                }) => retry(format!(
-                    "being moved to server {to}: its cutover is under way"
-                )),
+                }) if opened(&located, to, name) => Ok(to.clone()),
+                Some(Placement::Move {
+                    to, cutover: true, ..
+                }) => Err(Unplaced {
+                    reason: format!("being moved to server {to}: its cutover is under way"),
+                    retry: true,
+                    moving: true,
+                }),
                 Some(Placement::New { server, .. }) => retry(format!(
                     "not created yet (apply creates it on server {server})"
                 )),
@@ -216,6 +227,18 @@ impl Locator {
         }
         Ok(homes)
     }
+}
+
+/// Whether the copy of `tenant` on server `to` is open: its plain marker
+/// (set with its logins' LOGIN in the cutover's last transaction), so it is
+/// the tenant's even while the old copy's marker still says cutover.
+fn opened(located: &tenantry_pg::sessions::Located, to: &str, tenant: &str) -> bool {
+    located.reached.iter().any(|r| {
+        r.name == to
+            && r.marked.contains(tenant)
+            && !r.incoming.contains_key(tenant)
+            && !r.cutover.contains_key(tenant)
+    })
 }
 
 /// Resolves on SIGTERM (an orchestrator: let the load balancer see /readyz

@@ -1308,6 +1308,47 @@ mod tests {
             assert_eq!(db.scalar("SELECT count(*) FROM orders").await, 2);
         }
 
+        /// A session the server ends (a move's cutover closes the old copy
+        /// with `pg_terminate_backend`) fails the request with 503 and
+        /// `Retry-After`, marked gone; never a 500.
+        #[tokio::test]
+        async fn a_session_ended_by_the_server_is_503_never_500() {
+            let db = fresh_db("ended");
+            db.bolt_and_ada().await;
+            let order = json!({"customer_id": 1, "widget_id": 1, "quantity": 1});
+            for (method, path, body) in [
+                (Method::GET, "/api/widgets", Value::Null),
+                (Method::POST, "/api/orders", order),
+            ] {
+                let mut client = db.pool.get().await.unwrap();
+                let pid: i32 = client
+                    .query_one("SELECT pg_backend_pid()", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                let other = db.pool.get().await.unwrap();
+                other
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await
+                    .unwrap();
+                drop(other);
+                let body = body.to_string().into_bytes();
+                let req = Request {
+                    method: &method,
+                    path,
+                    query: None,
+                    body: if method == Method::GET { &[] } else { &body },
+                };
+                let e = handle(&req, &tenant(), &mut client).await.unwrap_err();
+                assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{method} {e}");
+                assert_eq!(e.retry_after, Some(1), "{method} {e}");
+                assert!(e.gone, "{method} {e}");
+                // Not back into the pool: it is closed.
+                drop(deadpool_postgres::Object::take(client));
+            }
+            assert_eq!(db.scalar("SELECT count(*) FROM orders").await, 0);
+        }
+
         #[tokio::test]
         async fn tenant_needs_no_query() {
             let db = fresh_db("tenant");

@@ -19,6 +19,13 @@ pub struct ApiError {
     pub message: String,
     /// seconds, sent as Retry-After
     pub retry_after: Option<u64>,
+    /// The tenant's database was not there for the request: no connection
+    /// could be had, or the connection went away during it (closed, ended
+    /// by the server, its login refused), as when a move's cutover closes
+    /// the old copy. The server runs a request that had run none of its
+    /// statements, or only read, once more if the tenant turns out to live
+    /// elsewhere now. Never sent to the client.
+    pub gone: bool,
 }
 
 impl ApiError {
@@ -28,6 +35,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            gone: false,
         }
     }
 
@@ -130,6 +138,25 @@ impl ApiError {
         }
     }
 
+    /// 503 `tenant_moving`, with `Retry-After: 1`: the tenant is being
+    /// moved to another server and its cutover outlasted the time a
+    /// request waits for it (the checkout timeout).
+    pub fn tenant_moving() -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tenant_moving",
+                "this tenant is being moved to another server; retry in a moment",
+            )
+        }
+    }
+
+    /// The same error, marked [`gone`](ApiError::gone).
+    pub fn with_gone(self) -> ApiError {
+        ApiError { gone: true, ..self }
+    }
+
     /// 408 `timeout`: the client was too slow sending its request.
     pub fn timeout(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", message)
@@ -199,15 +226,15 @@ impl ApiError {
     /// | 23514 check, 23502 not null, 22P02 bad text, 22003 out of range, 22001 too long, 22021 bad character | 422 `invalid_field` |
     /// | 57014 query_canceled (statement timeout) | 503 `unavailable` "statement timed out", retry after 1 s |
     /// | 40001 serialization failure, 40P01 deadlock | 503 `unavailable`, retry after 1 s |
-    /// | 53300 too many connections, 57P01..57P03 shutdown, class 08 | 503 `unavailable`, retry after 1 s |
+    /// | 53300 too many connections, 57P01..57P03 shutdown (a session ended by `pg_terminate_backend` too), class 08, 28000 a login no longer allowed | 503 `unavailable`, retry after 1 s ([`gone`](ApiError::gone) but for 53300) |
     /// | 0A000 "cached plan must not change result type", 26000 no such prepared statement | 503 [`stale_statement`](ApiError::stale_statement) (the server retries once) |
-    /// | a closed or broken connection (no database error) | 503 `unavailable`, retry after 1 s |
+    /// | a closed or broken connection (no database error) | 503 `unavailable`, retry after 1 s, [`gone`](ApiError::gone) |
     /// | anything else | 500 `internal`, logged with `tracing::error!`; the client sees no SQL and no server message |
     pub fn from_db(e: &tokio_postgres::Error) -> ApiError {
         let Some(db) = e.as_db_error() else {
             return if connection_lost(e) {
                 tracing::warn!(error = %e, "database connection lost");
-                ApiError::unavailable("the database connection was lost; retry", 1)
+                ApiError::unavailable("the database connection was lost; retry", 1).with_gone()
             } else {
                 tracing::error!(error = %e, "database client error");
                 ApiError::internal("internal error")
@@ -257,14 +284,17 @@ impl ApiError {
             || *code == SqlState::T_R_DEADLOCK_DETECTED
         {
             ApiError::unavailable("the request conflicted with another one; retry", 1)
-        } else if *code == SqlState::TOO_MANY_CONNECTIONS
-            || *code == SqlState::ADMIN_SHUTDOWN
+        } else if *code == SqlState::TOO_MANY_CONNECTIONS {
+            tracing::warn!(code = code.code(), "database unavailable: {}", db.message());
+            ApiError::unavailable("the database is unavailable; retry", 1)
+        } else if *code == SqlState::ADMIN_SHUTDOWN
             || *code == SqlState::CRASH_SHUTDOWN
             || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             || code.code().starts_with("08")
         {
             tracing::warn!(code = code.code(), "database unavailable: {}", db.message());
-            ApiError::unavailable("the database is unavailable; retry", 1)
+            ApiError::unavailable("the database is unavailable; retry", 1).with_gone()
         } else {
             tracing::error!(
                 code = code.code(),
@@ -392,6 +422,7 @@ mod tests {
             (ApiError::internal("x"), 500, "internal"),
             (ApiError::stale_statement(), 503, "stale_statement"),
             (ApiError::login_unavailable(), 503, "login_unavailable"),
+            (ApiError::tenant_moving(), 503, "tenant_moving"),
             (
                 ApiError::unsupported_media_type(),
                 415,
@@ -410,6 +441,9 @@ mod tests {
         }
         assert_eq!(ApiError::rate_limited(2).retry_after, Some(2));
         assert_eq!(ApiError::unavailable("x", 1).retry_after, Some(1));
+        assert_eq!(ApiError::tenant_moving().retry_after, Some(1));
+        assert!(!ApiError::tenant_moving().gone);
+        assert!(ApiError::unavailable("x", 1).with_gone().gone);
         assert_eq!(ApiError::conflict("x").retry_after, None);
         assert_eq!(
             ApiError::conflict("taken").to_string(),

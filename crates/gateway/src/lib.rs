@@ -13,7 +13,9 @@
 //! - [`server`]: the request handlers (API and admin), in the order that keeps
 //!   strangers away from tenants' databases and budgets;
 //! - [`listen`]: sockets, TLS, client timeouts and caps, graceful shutdown;
-//! - [`reload`]: the configuration watched and swapped while serving.
+//! - [`reload`]: the configuration watched and swapped while serving;
+//! - [`moves`]: tenant moves between servers, heard at once (`LISTEN`), and
+//!   the requests held through a cutover.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -21,6 +23,7 @@ pub mod error;
 pub mod limit;
 pub mod listen;
 pub mod metrics;
+pub mod moves;
 pub mod pools;
 pub mod reload;
 pub mod resolve;

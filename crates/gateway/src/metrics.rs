@@ -41,6 +41,10 @@ struct Inner {
     durations: BTreeMap<String, Histogram>,
     rate_limited: BTreeMap<String, u64>,
     unauthenticated_limited: u64,
+    /// Requests that waited for their tenant's move, per tenant.
+    held: BTreeMap<String, u64>,
+    /// Of which answered 503 `tenant_moving` (the move outlasted the wait).
+    moving: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -93,13 +97,17 @@ impl Metrics {
 
     /// A request refused by the tenant's rate limit.
     pub fn rate_limited(&self, tenant: &str) {
-        let mut inner = self.lock();
-        match inner.rate_limited.get_mut(tenant) {
-            Some(n) => *n += 1,
-            None => {
-                inner.rate_limited.insert(tenant.to_owned(), 1);
-            }
-        }
+        count(&mut self.lock().rate_limited, tenant);
+    }
+
+    /// A request held while its tenant is being moved.
+    pub fn held(&self, tenant: &str) {
+        count(&mut self.lock().held, tenant);
+    }
+
+    /// A held request answered 503 `tenant_moving`.
+    pub fn moving(&self, tenant: &str) {
+        count(&mut self.lock().moving, tenant);
     }
 
     /// A request without a valid token refused by its address's limit.
@@ -110,7 +118,10 @@ impl Metrics {
     /// Text for `/metrics`: `tenantry_requests_total{tenant,status}`,
     /// `tenantry_request_duration_seconds{tenant}` (histogram, buckets
     /// 0.001..5), `tenantry_rate_limited_total{tenant}`,
-    /// `tenantry_unauthenticated_rate_limited_total`, and from each server's
+    /// `tenantry_unauthenticated_rate_limited_total`,
+    /// `tenantry_requests_held_total{tenant}` (requests that waited for
+    /// their tenant's move), `tenantry_tenant_moving_total{tenant}` (of
+    /// which answered 503 `tenant_moving`), and from each server's
     /// pools (every sample labelled `server`):
     /// `tenantry_pool_connections{server,tenant,role,state="open"|"in_use"}`,
     /// `tenantry_pool_waiting{server,tenant,role}`,
@@ -203,6 +214,24 @@ impl Metrics {
                 &[],
                 inner.unauthenticated_limited,
             );
+
+            for (name, help, counts) in [
+                (
+                    "tenantry_requests_held_total",
+                    "Requests that waited while their tenant was being moved to another server.",
+                    &inner.held,
+                ),
+                (
+                    "tenantry_tenant_moving_total",
+                    "Held requests answered 503 tenant_moving: the move outlasted the checkout timeout.",
+                    &inner.moving,
+                ),
+            ] {
+                family(&mut out, name, "counter", help);
+                for (tenant, n) in counts {
+                    sample(&mut out, name, &[("tenant", tenant)], *n);
+                }
+            }
         }
 
         family(
@@ -306,6 +335,16 @@ impl Metrics {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One more for `tenant`.
+fn count(counts: &mut BTreeMap<String, u64>, tenant: &str) {
+    match counts.get_mut(tenant) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(tenant.to_owned(), 1);
+        }
     }
 }
 
@@ -501,6 +540,9 @@ mod tests {
         let m = Metrics::new();
         m.rate_limited("shop");
         m.rate_limited("shop");
+        m.held("shop");
+        m.held("shop");
+        m.moving("shop");
         let text = m.render(&[
             ("a".to_owned(), stats(), false),
             ("b".to_owned(), Stats::default(), true),
@@ -514,6 +556,9 @@ mod tests {
             value(&s, "tenantry_rate_limited_total", &[("tenant", "shop")]),
             Some(2.0)
         );
+        let shop = &[("tenant", "shop")];
+        assert_eq!(value(&s, "tenantry_requests_held_total", shop), Some(2.0));
+        assert_eq!(value(&s, "tenantry_tenant_moving_total", shop), Some(1.0));
         let conns = |state| {
             value(
                 &s,

@@ -11,7 +11,10 @@
 //! from the servers' catalogs (one query per server, by the caller's
 //! [`Locator`]); while a tenant's server is not known or a server cannot be
 //! read, the reloader reads them again every [`LOOK_AGAIN`] until all is
-//! known.
+//! known. It also reads them again at once when asked (a move's
+//! notification, see [`crate::moves`]): a look with the files unchanged,
+//! quiet unless a tenant's server changed; asks that come during a look
+//! make one more look after it, never one per ask.
 //!
 //! What a reload refuses, keeping the running configuration and logging why:
 //! a file that does not validate (an empty one included), and a file that
@@ -33,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use tenantry_manifest::Inventory;
 
+use crate::moves::Looking;
 use crate::server::Gateway;
 use crate::snapshot::{Homes, Snapshot};
 
@@ -76,7 +80,14 @@ pub fn loader(admin_url: Option<SecretString>, locate: Arc<Locator>) -> Arc<Load
 /// Logs, once per load, each login the gateway cannot use (requests for it
 /// answer 503 `login_unavailable` without repeating why).
 pub fn warn_unavailable_logins(snapshot: &Snapshot) {
-    for t in snapshot.tenants.values().chain(snapshot.single.iter()) {
+    // A tenant being moved is not served until its cutover ends: no login
+    // to fix (the gateway logs its move).
+    for t in snapshot
+        .tenants
+        .values()
+        .chain(snapshot.single.iter())
+        .filter(|t| !t.moving)
+    {
         for (role, login) in &t.logins {
             if let crate::snapshot::Login::Unavailable(why) = login {
                 tracing::warn!(tenant = %t.info.name, %role, reason = %why, "this login is unavailable: its requests answer 503 until it is fixed and reloaded");
@@ -97,6 +108,8 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// changes; checked every `interval`. A change is acted on once it has held
 /// for one interval (SIGHUP: for [`SETTLE`]), so a rotation (new password
 /// saved, then set on the server) is complete before new pools dial with it.
+/// Asked through [`Gateway::moves`], it loads again at once (as for SIGHUP
+/// when the files changed meanwhile) and reports the look done.
 pub fn spawn_reloader(
     gateway: Arc<Gateway>,
     path: PathBuf,
@@ -106,6 +119,9 @@ pub fn spawn_reloader(
     // Installed now, before the caller says it serves: a SIGHUP must never
     // meet the default action (the end of the process).
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    // Asks from now on are seen, whenever the task first runs.
+    let moves = gateway.moves().clone();
+    let mut asks = moves.asks();
     tokio::spawn(async move {
         let snapshot = gateway.snapshot();
         let mut watched = Watched {
@@ -117,12 +133,24 @@ pub fn spawn_reloader(
         let mut loaded_at = watched.look().await.fingerprint;
         let mut seen = loaded_at.clone();
         let mut looked_again = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let forced = tokio::select! {
-                _ = tokio::time::sleep(interval) => false,
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            let (forced, asked) = tokio::select! {
+                _ = tick.tick() => (false, false),
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => (true, false),
+                Ok(()) = asks.changed() => (true, true),
             };
+            // A look asked for covers the asks made until now, and is
+            // reported done however this turn ends.
+            let looking = asked.then(|| Looking {
+                moves: &moves,
+                through: *asks.borrow_and_update(),
+            });
             let mut now = watched.look().await;
+            // Asked, with the files as loaded: no wait for them to settle,
+            // and quiet unless where the tenants live changed.
+            let look_only = looking.is_some() && now.fingerprint == loaded_at;
             // Tenants whose server is not known yet, or servers that could
             // not be read: look at the servers again now and then, even
             // with the files unchanged.
@@ -130,7 +158,7 @@ pub fn spawn_reloader(
                 && now.fingerprint == loaded_at
                 && gateway.snapshot().needs_another_look()
                 && looked_again.elapsed() >= LOOK_AGAIN;
-            if forced {
+            if forced && !look_only {
                 // Asked now: still, wait for the files to stop changing.
                 for _ in 0..20 {
                     tokio::time::sleep(SETTLE).await;
@@ -141,7 +169,7 @@ pub fn spawn_reloader(
                         break;
                     }
                 }
-            } else {
+            } else if !look_only {
                 // Unchanged since the last load, or still changing: wait.
                 let settled = now.fingerprint == seen;
                 seen.clone_from(&now.fingerprint);
@@ -149,7 +177,7 @@ pub fn spawn_reloader(
                     continue;
                 }
             }
-            if retry {
+            if retry || look_only {
                 looked_again = tokio::time::Instant::now();
             }
             loaded_at.clone_from(&now.fingerprint);
@@ -167,14 +195,18 @@ pub fn spawn_reloader(
             };
             let snapshot = match loaded {
                 Ok(s) => s,
+                Err(e) if look_only => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read again where the tenants live; keeping the running configuration");
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "invalid configuration; keeping the running one");
                     continue;
                 }
             };
             // Only a look again (the files are what was loaded): quiet
-            // unless a tenant's server became known.
-            if retry && snapshot.same_tenants(&gateway.snapshot()) {
+            // unless a tenant's server became known or changed.
+            if (retry || look_only) && snapshot.same_tenants(&gateway.snapshot()) {
                 continue;
             }
             let running = gateway.snapshot().tenants.len();
@@ -195,7 +227,12 @@ pub fn spawn_reloader(
             let n = snapshot.tenants.len();
             warn_unavailable_logins(&snapshot);
             gateway.replace(snapshot);
-            tracing::info!(tenants = n, path = %path.display(), "configuration reloaded");
+            if look_only {
+                tracing::debug!(tenants = n, "where the tenants live changed");
+            } else {
+                tracing::info!(tenants = n, path = %path.display(), "configuration reloaded");
+            }
+            drop(looking);
         }
     })
 }
@@ -287,6 +324,84 @@ fn read_bounded(path: &Path, max: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Asks for a look, three at once and one during a look: each is
+    /// covered by a look that started after it, and a burst makes one or
+    /// two looks, not one each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn asks_for_a_look_coalesce_and_the_last_one_is_never_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.toml");
+        let text = r#"
+[server]
+admin_url = "postgres://admin@127.0.0.1:1/postgres"
+
+[plans.p]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = 2
+requests_per_second = 20
+
+[tenants.shop]
+plan = "p"
+"#;
+        std::fs::write(&path, text).unwrap();
+        let snapshot = {
+            let path = path.clone();
+            move || {
+                let inventory = Inventory::from_str_with(text, &path, &|_| None).unwrap();
+                Snapshot::from_inventory(&inventory).unwrap()
+            }
+        };
+        let loads = Arc::new(AtomicUsize::new(0));
+        let load: Arc<Loader> = {
+            let (loads, snapshot) = (loads.clone(), snapshot.clone());
+            Arc::new(move |_, _| {
+                loads.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(150));
+                Ok(snapshot())
+            })
+        };
+        let gateway = Gateway::new(snapshot(), Default::default(), Default::default());
+        let reloader = spawn_reloader(
+            gateway.clone(),
+            path.clone(),
+            load,
+            Duration::from_secs(3600),
+        );
+        let moves = gateway.moves();
+        let looked = |tenant: &'static str| {
+            let moves = moves.clone();
+            async move {
+                for _ in 0..500 {
+                    if !moves.awaiting(tenant) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("no look covered the notification about {tenant}");
+            }
+        };
+        moves.ask();
+        moves.notice("cafe");
+        moves.notice("shop");
+        looked("shop").await;
+        let burst = loads.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&burst), "{burst} looks for a burst of 3");
+        // A notification during a look: one more look after it.
+        moves.ask();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            burst + 1,
+            "a look is under way"
+        );
+        moves.notice("shop");
+        looked("shop").await;
+        assert_eq!(loads.load(Ordering::SeqCst), burst + 2);
+        reloader.abort();
+    }
 
     #[test]
     fn devices_and_directories_are_not_read() {

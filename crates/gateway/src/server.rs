@@ -10,8 +10,16 @@
 //! Requests without a valid token (and every token lookup that goes to the
 //! database) are limited per client address instead.
 //!
+//! A request for a tenant being moved to another server waits for the
+//! snapshot that says where it lives now (up to the checkout timeout, then
+//! 503 `tenant_moving` with `Retry-After: 1`). A request whose database went
+//! away under it (the old copy closed by a cutover) runs once more on that
+//! snapshot if none of it had run or it only read; a write that may have
+//! committed is never run twice (503, `Retry-After`).
+//!
 //! What does not live here: sockets, timeouts and shutdown (`listen`), the
-//! reload of the configuration (`reload`), the API itself (`api`).
+//! reload of the configuration (`reload`), hearing of moves (`moves`), the
+//! API itself (`api`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,11 +33,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use tokio::sync::watch;
 
 use crate::api;
 use crate::error::ApiError;
 use crate::limit::{AddressLimits, Limits};
 use crate::metrics::Metrics;
+use crate::moves::Moves;
 use crate::pools::{Object, PoolError, PoolKey, Registry, Settings, Target};
 use crate::snapshot::{Login, Snapshot, TenantEntry};
 use crate::tokens;
@@ -77,6 +87,12 @@ pub struct Gateway {
     metrics: Metrics,
     tokens: tokens::Cache,
     stopping: AtomicBool,
+    /// The epoch of the snapshot in force, sent at every swap: requests
+    /// held for a move and the move listeners wait on it.
+    swaps: watch::Sender<u64>,
+    /// Asks for a look at where the tenants live, and the tenants held
+    /// until one has finished.
+    moves: Arc<Moves>,
 }
 
 impl Gateway {
@@ -92,7 +108,21 @@ impl Gateway {
             metrics: Metrics::new(),
             tokens: tokens::Cache::new(options.token_ttl),
             stopping: AtomicBool::new(false),
+            swaps: watch::Sender::new(0),
+            moves: Arc::new(Moves::new()),
         })
+    }
+
+    /// The asks for a look at where the tenants live (the move listeners
+    /// make them, the reloader carries them out) and the tenants held
+    /// until one has finished.
+    pub fn moves(&self) -> &Arc<Moves> {
+        &self.moves
+    }
+
+    /// Every swap of the snapshot ([`Gateway::replace`]), as its epoch.
+    pub fn swaps(&self) -> watch::Receiver<u64> {
+        self.swaps.subscribe()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -144,7 +174,9 @@ impl Gateway {
                 Some(after) if after.server != before.server => {
                     pools.remove_tenant(name, epoch);
                     self.tokens.forget_tenant(name);
-                    tracing::info!(tenant = %name, from = %before.server, to = %after.server, "the tenant lives on another server now: its pools are rebuilt there");
+                    if !after.moving {
+                        tracing::info!(tenant = %name, from = %before.server, to = %after.server, "the tenant lives on another server now: its pools are rebuilt there");
+                    }
                 }
                 Some(after) if after.fingerprint != before.fingerprint => {
                     if after.same_logins(before) {
@@ -156,13 +188,25 @@ impl Gateway {
                         // the pools go (in-flight requests finish on them)
                         // and new ones are built from this snapshot on next use.
                         pools.remove_tenant(name, epoch);
-                        tracing::info!(tenant = %name, "credentials changed: the tenant's pools are rebuilt with them");
+                        // (A tenant held for its move had none: not news.)
+                        if !before.moving {
+                            tracing::info!(tenant = %name, "credentials changed: the tenant's pools are rebuilt with them");
+                        }
                     }
                     self.tokens.forget_tenant(name);
                 }
                 Some(_) => {}
             }
         }
+        for (name, after) in &new.tenants {
+            let before = old.tenants.get(name).is_some_and(|b| b.moving);
+            if after.moving && !before {
+                tracing::info!(tenant = %name, to = %after.server, "the tenant is being moved: its requests wait for the cutover (up to the checkout timeout)");
+            } else if before && !after.moving {
+                tracing::info!(tenant = %name, server = %after.server, "the tenant's cutover is over: its requests go to its server");
+            }
+        }
+        self.swaps.send_replace(epoch);
     }
 
     /// Marks the gateway as stopping (`/readyz` answers 503).
@@ -220,10 +264,14 @@ impl Gateway {
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // Subscribed before the snapshot is loaded: no swap after it is missed.
+        let mut changes = self.changes();
         let snap = self.snapshot.load_full();
-        let headers = req.headers();
-        let host = host(headers, req.uri())?;
-        let Some(t) = snap.route(host, single(headers, "x-tenant")?).cloned() else {
+        let (parts, body) = req.into_parts();
+        let headers = &parts.headers;
+        let host = host(headers, &parts.uri)?;
+        let x_tenant = single(headers, "x-tenant")?;
+        let Some(t) = snap.route(host, x_tenant).cloned() else {
             // Guessing tenant names costs the guesser's address budget.
             self.stranger(peer)?;
             return Err(ApiError::unknown_tenant());
@@ -232,7 +280,7 @@ impl Gateway {
         if t.suspended {
             return Err(ApiError::suspended());
         }
-        if !(req.uri().path() == "/api" || req.uri().path().starts_with("/api/")) {
+        if !(parts.uri.path() == "/api" || parts.uri.path().starts_with("/api/")) {
             return Err(ApiError::not_found(
                 "no such route (the API lives under /api)",
             ));
@@ -246,11 +294,143 @@ impl Gateway {
                 return Err(ApiError::unauthorized(why));
             }
         };
-        let role = self.token_role(&t, snap.epoch, &token, peer).await?;
-        *role_out = role.clone();
-        if let Err(wait) = self.limits.check(&t.info.name, t.requests_per_second) {
-            self.metrics.rate_limited(&t.info.name);
-            return Err(ApiError::rate_limited(wait.as_secs().max(1)));
+        let mut attempt = Attempt {
+            parts: &parts,
+            token: &token,
+            peer,
+            unread: Some(body),
+            body: None,
+            charged: false,
+            ran: false,
+        };
+        let (mut snap, mut t) = self.hold(snap, t, host, x_tenant, &mut changes).await?;
+        let mut again = true;
+        loop {
+            let error = match self.attempt(&snap, &t, &mut attempt, role_out).await {
+                Ok(response) => return Ok(response),
+                Err(e) => e,
+            };
+            // Nothing of the request ran (or it only read), and its
+            // database was not there: if that is because the tenant moved,
+            // it runs once more where the tenant lives now.
+            let read_only = parts.method == Method::GET || parts.method == Method::HEAD;
+            if !(again && error.gone && (!attempt.ran || read_only)) {
+                return Err(error);
+            }
+            again = false;
+            let Some((newer, now)) = self.moved(&t, host, x_tenant, &mut changes).await else {
+                return Err(error);
+            };
+            tracing::debug!(tenant = %t.info.name, from = %t.server, to = %now.server, "the tenant moved during the request: running it again");
+            (snap, t) = self.hold(newer, now, host, x_tenant, &mut changes).await?;
+            attempt.ran = false;
+        }
+    }
+
+    /// A request's way to wait for a newer snapshot or look: until the
+    /// checkout timeout from now.
+    fn changes(&self) -> Changes {
+        Changes {
+            deadline: tokio::time::Instant::now() + self.settings.checkout_timeout,
+            swaps: self.swaps.subscribe(),
+            looks: self.moves.looks(),
+        }
+    }
+
+    /// Holds a request for a tenant being moved (its cutover under way, or
+    /// a notification said its copies changed and the look it asked for
+    /// has not finished) until a snapshot says where it lives: that
+    /// snapshot and the tenant in it. 503 `tenant_moving` once the request
+    /// has waited the checkout timeout.
+    async fn hold(
+        &self,
+        mut snap: Arc<Snapshot>,
+        mut t: Arc<TenantEntry>,
+        host: Option<&str>,
+        x_tenant: Option<&str>,
+        changes: &mut Changes,
+    ) -> Result<(Arc<Snapshot>, Arc<TenantEntry>), ApiError> {
+        let mut held = false;
+        loop {
+            if !t.moving && !self.moves.awaiting(&t.info.name) {
+                if held {
+                    tracing::debug!(tenant = %t.info.name, server = %t.server, "a request held for a move goes on");
+                }
+                return Ok((snap, t));
+            }
+            if !held {
+                held = true;
+                self.metrics.held(&t.info.name);
+                tracing::debug!(tenant = %t.info.name, "request held: the tenant is being moved");
+            }
+            if changes.next().await.is_err() {
+                self.metrics.moving(&t.info.name);
+                return Err(ApiError::tenant_moving());
+            }
+            snap = self.snapshot.load_full();
+            t = snap
+                .route(host, x_tenant)
+                .cloned()
+                .ok_or_else(ApiError::unknown_tenant)?;
+            if t.suspended {
+                return Err(ApiError::suspended());
+            }
+        }
+    }
+
+    /// After a request on `t` found its database gone: a newer snapshot in
+    /// which the tenant lives on another server or is being moved, and the
+    /// tenant in it, waiting (within the request's bound) while a move's
+    /// notification asked for a look that has not finished. None when
+    /// nothing says the tenant moved (its database is simply down).
+    async fn moved(
+        &self,
+        t: &TenantEntry,
+        host: Option<&str>,
+        x_tenant: Option<&str>,
+        changes: &mut Changes,
+    ) -> Option<(Arc<Snapshot>, Arc<TenantEntry>)> {
+        loop {
+            let snap = self.snapshot.load_full();
+            let now = snap
+                .route(host, x_tenant)
+                .filter(|now| now.info.name == t.info.name)?
+                .clone();
+            if now.moving || now.server != t.server {
+                return Some((snap, now));
+            }
+            if !self.moves.awaiting(&t.info.name) {
+                return None;
+            }
+            changes.next().await.ok()?;
+        }
+    }
+
+    /// One run of a request on `t` of `snap`: token, rate limit, body,
+    /// connection, the store API. An error marked
+    /// [`gone`](ApiError::gone) with `attempt.ran` false left no trace.
+    async fn attempt<B>(
+        &self,
+        snap: &Snapshot,
+        t: &TenantEntry,
+        attempt: &mut Attempt<'_, B>,
+        role_out: &mut String,
+    ) -> Result<Response<Full<Bytes>>, ApiError>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let role = self
+            .token_role(t, snap.epoch, attempt.token, attempt.peer)
+            .await?;
+        role_out.clone_from(&role);
+        // Once per request, however many times it runs.
+        if !attempt.charged {
+            if let Err(wait) = self.limits.check(&t.info.name, t.requests_per_second) {
+                self.metrics.rate_limited(&t.info.name);
+                return Err(ApiError::rate_limited(wait.as_secs().max(1)));
+            }
+            attempt.charged = true;
         }
         // One pool per tenant; each request runs as the token's group.
         let pool_role = t.pool_key_role();
@@ -263,26 +443,8 @@ impl Gateway {
             None => return Err(ApiError::login_unavailable()),
         }
         let session_role = t.session_role(&role);
-        let json_body = body_is_json(req.headers())?;
-
-        let (parts, body) = req.into_parts();
-        let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect())
-            .await
-        {
-            Ok(Ok(body)) => body.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(ApiError::too_large(MAX_BODY))
-            }
-            Ok(Err(e)) => {
-                return Err(ApiError::bad_request(format!(
-                    "cannot read the request body: {e}"
-                )))
-            }
-            Err(_) => return Err(ApiError::timeout("the request body did not arrive in time")),
-        };
-        if !body.is_empty() && !json_body {
-            return Err(ApiError::unsupported_media_type());
-        }
+        let body = attempt.body().await?;
+        let parts = attempt.parts;
         let areq = api::Request {
             method: &parts.method,
             path: parts.uri.path(),
@@ -316,6 +478,7 @@ impl Gateway {
         if let Some(group) = &session_role {
             act_as(&mut conn, group).await?;
         }
+        attempt.ran = true;
         let out = api::handle(&areq, &t.info, &mut conn).await?;
         Ok(json_response(out.status, out.body.as_ref()))
     }
@@ -530,6 +693,90 @@ impl Gateway {
     }
 }
 
+/// What a request waits for while its tenant is held: a swap of the
+/// snapshot or a finished look at where the tenants live, until the
+/// checkout timeout from the request's start.
+struct Changes {
+    deadline: tokio::time::Instant,
+    swaps: watch::Receiver<u64>,
+    looks: watch::Receiver<u64>,
+}
+
+impl Changes {
+    /// The next swap or look since the last one seen; Err once the
+    /// deadline has passed.
+    async fn next(&mut self) -> Result<(), ()> {
+        let Changes {
+            deadline,
+            swaps,
+            looks,
+        } = self;
+        let next = async {
+            tokio::select! {
+                r = swaps.changed() => r.is_ok(),
+                r = looks.changed() => r.is_ok(),
+            }
+        };
+        match tokio::time::timeout_at(*deadline, next).await {
+            Ok(true) => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A request between its runs (see [`Gateway::attempt`]): what it asks,
+/// its body (read once, on the first run that gets that far), whether it
+/// was charged to the tenant's rate limit, and whether the store API ran
+/// any of it.
+struct Attempt<'r, B> {
+    parts: &'r hyper::http::request::Parts,
+    token: &'r str,
+    peer: IpAddr,
+    unread: Option<B>,
+    body: Option<Bytes>,
+    charged: bool,
+    ran: bool,
+}
+
+impl<B> Attempt<'_, B>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The body, read (bounded in size and time) the first time.
+    async fn body(&mut self) -> Result<Bytes, ApiError> {
+        if let Some(body) = &self.body {
+            return Ok(body.clone());
+        }
+        let json_body = body_is_json(&self.parts.headers)?;
+        let Some(unread) = self.unread.take() else {
+            return Err(ApiError::internal("the request body was lost"));
+        };
+        let body = match tokio::time::timeout(
+            BODY_TIMEOUT,
+            Limited::new(unread, MAX_BODY).collect(),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::too_large(MAX_BODY))
+            }
+            Ok(Err(e)) => {
+                return Err(ApiError::bad_request(format!(
+                    "cannot read the request body: {e}"
+                )))
+            }
+            Err(_) => return Err(ApiError::timeout("the request body did not arrive in time")),
+        };
+        if !body.is_empty() && !json_body {
+            return Err(ApiError::unsupported_media_type());
+        }
+        self.body = Some(body.clone());
+        Ok(body)
+    }
+}
+
 /// A pools registry for every server of `snapshot`: the ones of `existing`
 /// kept (a budget changed in the file takes effect at the next start), new
 /// ones made with the server's budget (else `settings.budget`).
@@ -572,11 +819,11 @@ async fn act_as(conn: &mut Object, group: &str) -> Result<(), ApiError> {
     conn.act_as(group).await.map_err(|e| ApiError::from_db(&e))
 }
 
-/// The answer for a pool that cannot give a connection. The reason (which
-/// names databases, hosts and server messages) goes to the log, not to the
-/// caller.
+/// The answer for a pool that cannot give a connection, marked
+/// [`gone`](ApiError::gone). The reason (which names databases, hosts and
+/// server messages) goes to the log, not to the caller.
 fn pool_error(key: &PoolKey, e: PoolError) -> ApiError {
-    match e {
+    let error = match e {
         PoolError::Busy { retry_after } => ApiError::unavailable(
             "every connection of this tenant is busy; try again shortly",
             retry_after.as_secs().max(1),
@@ -595,7 +842,9 @@ fn pool_error(key: &PoolKey, e: PoolError) -> ApiError {
             tracing::warn!(tenant = %key.tenant, role = %key.role, %reason, "the database refused the gateway's login");
             ApiError::login_unavailable()
         }
-    }
+    };
+    // No statement ran: a request may run again where its tenant lives now.
+    error.with_gone()
 }
 
 /// The one value of a header that may appear once: two `Host`,
@@ -784,5 +1033,139 @@ mod tests {
         assert!(bearer(Some("Bearer a b")).is_err());
         assert!(bearer(Some("Bearer")).is_err());
         assert!(bearer(None).is_err());
+    }
+}
+
+#[cfg(test)]
+mod moving {
+    //! Requests for a tenant being moved: held until a snapshot says where
+    //! it lives, 503 `tenant_moving` past the checkout timeout. No database
+    //! is reached (the tenant's login is not ready once it is placed).
+    use super::*;
+    use crate::snapshot::{Homes, Unplaced};
+
+    /// Two servers, tenant shop (no gateway password generated yet) on a,
+    /// or being cut over to b.
+    fn snapshot(dir: &std::path::Path, moving: bool) -> Snapshot {
+        let text = r#"
+[servers.a]
+admin_url = "postgres://admin@127.0.0.1:1/postgres"
+
+[servers.b]
+admin_url = "postgres://admin@127.0.0.1:2/postgres"
+
+[routing]
+base_domains = ["localhost"]
+
+[plans.p]
+connection_limit = 5
+statement_timeout = "5s"
+pool_size = 2
+requests_per_second = 1000
+
+[tenants.shop]
+plan = "p"
+server = "b"
+"#;
+        let inventory =
+            tenantry_manifest::Inventory::from_str_with(text, &dir.join("tenants.toml"), &|_| None)
+                .unwrap();
+        let mut homes = Homes::default();
+        let home = if moving {
+            Err(Unplaced {
+                reason: "being moved to server b: its cutover is under way".into(),
+                retry: true,
+                moving: true,
+            })
+        } else {
+            Ok("a".to_owned())
+        };
+        homes.tenants.insert("shop".into(), home);
+        Snapshot::from_fleet(&inventory, &homes).unwrap()
+    }
+
+    fn gateway(snapshot: Snapshot, wait: Duration) -> Arc<Gateway> {
+        let settings = Settings {
+            checkout_timeout: wait,
+            ..Settings::default()
+        };
+        Gateway::new(snapshot, settings, Options::default())
+    }
+
+    async fn get(gateway: &Gateway) -> Response<Full<Bytes>> {
+        let req = Request::builder()
+            .uri("/api/widgets")
+            .header(HOST, "shop.localhost")
+            .header(AUTHORIZATION, "Bearer some-token")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        gateway.handle(req, IpAddr::from([127, 0, 0, 1])).await
+    }
+
+    async fn code(r: Response<Full<Bytes>>) -> (u16, String, Option<String>) {
+        let status = r.status().as_u16();
+        let retry = r
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (
+            status,
+            body["error"]["code"].as_str().unwrap().to_owned(),
+            retry,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_cutover_longer_than_the_checkout_timeout_is_503_tenant_moving() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gateway(snapshot(dir.path(), true), Duration::from_millis(200));
+        let started = Instant::now();
+        let (status, code, retry) = code(get(&g).await).await;
+        assert_eq!((status, code.as_str()), (503, "tenant_moving"));
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let metrics = g.metrics.render(&[]);
+        assert!(metrics.contains("tenantry_requests_held_total{tenant=\"shop\"} 1\n"));
+        assert!(metrics.contains("tenantry_tenant_moving_total{tenant=\"shop\"} 1\n"));
+    }
+
+    #[tokio::test]
+    async fn a_held_request_goes_on_with_the_snapshot_that_places_its_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gateway(snapshot(dir.path(), true), Duration::from_secs(30));
+        let held = tokio::spawn({
+            let g = g.clone();
+            async move { code(get(&g).await).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!held.is_finished(), "held while the cutover is under way");
+        let started = Instant::now();
+        g.replace(snapshot(dir.path(), false));
+        // Placed on a: on to its token lookup, which needs its login.
+        let (status, code, _) = held.await.unwrap();
+        assert_eq!((status, code.as_str()), (503, "login_unavailable"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_notified_tenant_waits_for_the_look_its_notification_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gateway(snapshot(dir.path(), false), Duration::from_secs(30));
+        let ask = g.moves().ask();
+        g.moves().notice("shop");
+        let held = tokio::spawn({
+            let g = g.clone();
+            async move { code(get(&g).await).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A look that started before the notification does not release it.
+        g.moves().looked(ask);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!held.is_finished(), "held until the look it asked for");
+        g.moves().looked(ask + 1);
+        let (status, code, _) = held.await.unwrap();
+        assert_eq!((status, code.as_str()), (503, "login_unavailable"));
     }
 }

@@ -37,6 +37,11 @@ pub struct Snapshot {
     pub unplaced: usize,
     /// Servers whose catalog could not be read at this load.
     pub unreadable: BTreeSet<String>,
+    /// The file's fleet (empty in single-tenant mode).
+    pub fleet: String,
+    /// Each server's admin URL, parsed (empty in single-tenant mode): where
+    /// the gateway listens for tenant moves (see [`crate::moves`]).
+    pub addresses: BTreeMap<String, Arc<ServerAddress>>,
     /// Which load this is: 0 for the first, one more per reload (set by
     /// [`crate::server::Gateway::replace`]). Pools are never made from a
     /// snapshot older than the one that last closed or resized its
@@ -49,6 +54,9 @@ pub struct TenantEntry {
     pub info: TenantInfo,
     /// The server its database is on (its pools are that server's).
     pub server: String,
+    /// Its cutover to another server (`server`) is under way: its requests
+    /// wait for a snapshot that says where it lives (see [`Unplaced::moving`]).
+    pub moving: bool,
     pub suspended: bool,
     pub pool_size: usize,
     pub requests_per_second: u32,
@@ -82,6 +90,10 @@ pub struct Unplaced {
     pub reason: String,
     /// Looking again may find it (a server could not be read).
     pub retry: bool,
+    /// It is being moved and its cutover is under way: neither copy takes
+    /// requests until the move ends, so they wait for it (up to the
+    /// checkout timeout) rather than fail.
+    pub moving: bool,
 }
 
 /// The name the single-tenant mode gives its one server.
@@ -217,6 +229,7 @@ impl Snapshot {
                 (None, None) => Err(Unplaced {
                     reason: "where it lives is not known".to_owned(),
                     retry: true,
+                    moving: false,
                 }),
             };
             // Its server, or (not known) one to name in metrics and errors.
@@ -270,6 +283,7 @@ impl Snapshot {
                     plan: t.plan.clone(),
                 },
                 server,
+                moving: home.as_ref().err().is_some_and(|why| why.moving),
                 suspended: t.status == Status::Suspended,
                 pool_size: tier.pool_size as usize,
                 requests_per_second: tier.requests_per_second,
@@ -306,6 +320,8 @@ impl Snapshot {
             unplaced,
             unreadable: homes.unreadable.clone(),
             epoch: 0,
+            fleet: inventory.fleet.clone(),
+            addresses: bases,
         })
     }
 
@@ -335,6 +351,7 @@ impl Snapshot {
                 plan: "single-tenant".to_owned(),
             },
             server: SINGLE_SERVER.to_owned(),
+            moving: false,
             suspended: false,
             pool_size,
             requests_per_second,
@@ -354,6 +371,8 @@ impl Snapshot {
             unplaced: 0,
             unreadable: BTreeSet::new(),
             epoch: 0,
+            fleet: String::new(),
+            addresses: BTreeMap::new(),
         })
     }
 
@@ -371,7 +390,10 @@ impl Snapshot {
             && self.tenants.len() == other.tenants.len()
             && self.tenants.iter().all(|(name, a)| {
                 other.tenants.get(name).is_some_and(|b| {
-                    a.server == b.server && a.fingerprint == b.fingerprint && a.same_logins(b)
+                    a.server == b.server
+                        && a.moving == b.moving
+                        && a.fingerprint == b.fingerprint
+                        && a.same_logins(b)
                 })
             })
     }
@@ -525,6 +547,7 @@ plan = "p"
             Err(Unplaced {
                 reason: "server a could not be read".into(),
                 retry: true,
+                moving: false,
             }),
         );
         homes.unreadable.insert("a".into());
@@ -551,5 +574,27 @@ plan = "p"
         let found = Snapshot::from_fleet(&inventory, &homes).unwrap();
         assert!(!snap.same_tenants(&found));
         assert!(!found.needs_another_look());
+        assert_eq!(found.fleet, inventory.fleet);
+        assert_eq!(found.addresses["b"].port(), 6432);
+
+        // Its cutover to a under way: held (no login), looked for again,
+        // and a change from the snapshot where it lived on b.
+        let mut cutover = homes.clone();
+        cutover.tenants.insert(
+            "shop".into(),
+            Err(Unplaced {
+                reason: "being moved to server a: its cutover is under way".into(),
+                retry: true,
+                moving: true,
+            }),
+        );
+        let moving = Snapshot::from_fleet(&inventory, &cutover).unwrap();
+        let shop = &moving.tenants["shop"];
+        assert!(shop.moving);
+        assert_eq!(shop.pool_login(), None);
+        assert!(!moving.tenants["cafe"].moving);
+        assert!(moving.needs_another_look());
+        assert!(!moving.same_tenants(&found));
+        assert!(!found.tenants["shop"].moving);
     }
 }

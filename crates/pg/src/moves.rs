@@ -546,28 +546,21 @@ async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
         .expect("a moving tenant is in the file");
     progress("cutover: closing the old copy");
     let start = Instant::now();
-    // Gateways hold the tenant's requests from here.
+    // Closed and marked at once (gateways hold the tenant's requests from
+    // here): a crash from now on leaves the tenant closed, never open on
+    // either side, until the next apply finishes the cutover.
     let mut old_admin = job.from.admin.connect(None).await?;
-    tx(
-        &mut old_admin,
-        &sql::mark(
-            fleet,
-            tenant,
-            t.deletion_protection,
-            Some(Move::Cutover {
-                to: plan.to.clone(),
-            }),
-        ),
-        ctx("marking the old copy as cut over"),
-    )
-    .await?;
     let old_logins = logins(fleet, &old_admin, tenant).await?;
-    tx(
-        &mut old_admin,
-        &sql::logins(&old_logins, false),
-        ctx("closing the old copy"),
-    )
-    .await?;
+    let mut close = sql::logins(&old_logins, false);
+    close.extend(sql::mark(
+        fleet,
+        tenant,
+        t.deletion_protection,
+        Some(Move::Cutover {
+            to: plan.to.clone(),
+        }),
+    ));
+    tx(&mut old_admin, &close, ctx("closing the old copy")).await?;
     // End the sessions and wait until they are gone: a write in flight
     // either committed before (and is streamed) or is rolled back.
     loop {

@@ -85,6 +85,22 @@ impl Located {
         self.placement.get(tenant)?.server()
     }
 
+    /// The servers of `tenant`'s move once it has begun (a copy is being
+    /// filled, or the cutover started): (from, to). Its schema must not
+    /// change until the move ends: the copy streams the old schema's rows.
+    pub fn move_begun(&self, tenant: &str) -> Option<(&str, &str)> {
+        match self.placement.get(tenant)? {
+            Placement::Move { from, to, cutover } => {
+                let filling = self
+                    .reached
+                    .iter()
+                    .any(|r| r.name == *to && r.incoming.contains_key(tenant));
+                (*cutover || filling).then_some((from.as_str(), to.as_str()))
+            }
+            _ => None,
+        }
+    }
+
     /// The file's tenants with a move under way or to start.
     pub fn moving(&self) -> impl Iterator<Item = (&str, &str, &str, bool)> {
         self.placement.iter().filter_map(|(t, p)| match p {
