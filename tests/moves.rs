@@ -62,4 +62,74 @@ fn a_tenant_moves_and_its_data_and_sequences_follow() {
         "{}",
         plan.stdout
     );
+    // A leftover is a note, not a change.
+    assert_eq!(f.tenantry_fleet(&["plan", "--detailed-exitcode"]).code, 0);
+    // The old copy is closed: its logins cannot log in.
+    assert_eq!(
+        one(
+            a,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname LIKE '{db}%' AND rolcanlogin")
+        ),
+        "0"
+    );
+
+    // Back to a: the leftover there goes first (after a backup), then the move.
+    f.write_servers(&servers, &tenant("a"));
+    let plan = f.tenantry_fleet(&["plan"]);
+    assert!(
+        plan.ok()
+            .contains("waits: the copy an earlier move left on server a must go first"),
+        "{}",
+        plan.stdout
+    );
+    let apply = f.tenantry_fleet(&["apply", "--auto-approve", "--allow-destroy"]);
+    println!("{}", apply.all());
+    apply.ok();
+    assert_eq!(one(a, &db, "SELECT count(*) FROM customers"), "51");
+    let next = one(a, &db, "INSERT INTO customers (first_name, last_name, email) VALUES ('n', 'n', 'back@x') RETURNING id");
+    assert_eq!(next, "52");
+    assert_eq!(f.tenantry_fleet(&["plan", "--detailed-exitcode"]).code, 0);
+}
+
+#[test]
+fn a_table_without_a_primary_key_is_refused_before_anything_is_made() {
+    let (a, b) = (logical(), logical());
+    let f = Fleet::on(a, Admin::Superuser);
+    f.own_schema();
+    f.add_migration("V2__logs.sql", "CREATE TABLE logs (msg text);");
+    let servers = servers_toml(&[("a", &a.url("postgres"), ""), ("b", &b.url("postgres"), "")]);
+    let tenant =
+        |pin: &str| format!("[tenants.{{p}}_shop]\nplan = \"starter\"\nserver = \"{pin}\"\n");
+    f.write_servers(&servers, &tenant("a"));
+    f.tenantry_fleet(&["apply", "--auto-approve"]).ok();
+    f.write_servers(&servers, &tenant("b"));
+    let plan = f.tenantry_fleet(&["plan"]);
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stdout
+            .contains("table(s) public.logs have no primary key or replica identity"),
+        "{}",
+        plan.stdout
+    );
+    let apply = f.tenantry_fleet(&["apply", "--auto-approve"]);
+    assert_eq!(apply.code, 1, "{}", apply.all());
+    let db = f.name("{p}_shop");
+    assert_eq!(
+        one(
+            b,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")
+        ),
+        "0"
+    );
+    assert_eq!(
+        one(
+            b,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname LIKE '{db}%'")
+        ),
+        "0"
+    );
+    assert_eq!(one(a, &db, "SELECT count(*) FROM pg_publication"), "0");
 }

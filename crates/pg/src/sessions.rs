@@ -618,7 +618,12 @@ async fn survey(
         })
     };
     let (a, b) = (side(from)?, side(to)?);
-    if !cutover && claimed.get(to).is_some_and(|c| c.contains(tenant)) {
+    let leftover_there = sessions
+        .leftovers
+        .iter()
+        .any(|l| l.tenant == tenant && l.server == to);
+    // (A leftover's roles claim the name too: that copy goes first.)
+    if !cutover && !leftover_there && claimed.get(to).is_some_and(|c| c.contains(tenant)) {
         return Err(held(
             format!("it cannot move to server {to}: a database or role named {tenant} that is not this fleet's exists there (rename or drop it, or `tenantry adopt`)"),
             true,
@@ -632,11 +637,7 @@ async fn survey(
                 true,
             )
         })?;
-    if sessions
-        .leftovers
-        .iter()
-        .any(|l| l.tenant == tenant && l.server == to)
-    {
+    if leftover_there {
         plan.waits = Some(format!(
             "the copy an earlier move left on server {to} must go first: apply --allow-destroy drops it (after a backup), then moves the tenant"
         ));

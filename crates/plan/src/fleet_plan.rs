@@ -72,13 +72,14 @@ impl<'a> FleetPlan<'a> {
             .collect()
     }
 
-    /// Nothing to do on any server that was read, and no move (copies
+    /// Nothing to do on any server that was read, and no move, not even
+    /// one that waits (copies
     /// moves left behind do not count: they wait for `--allow-destroy`).
     pub fn is_empty(&self) -> bool {
         self.plans()
             .flat_map(|(_, p)| &p.tenants)
             .all(|t| t.action == Action::Leftover)
-            && !self.moves.iter().any(MovePlan::runs)
+            && !self.moves.iter().any(|m| m.conflict.is_none())
     }
 
     /// Conflicts anywhere: placement's, each server's, the moves'.
