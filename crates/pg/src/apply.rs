@@ -78,7 +78,8 @@ pub async fn apply(ctx: &Context<'_>, plan: &Plan, mut done: impl FnMut(&Outcome
 /// the tenant database's (or pg_dump's, before a drop).
 const CONNECTIONS_PER_TENANT: usize = 2;
 
-async fn tx(
+/// Runs `statements` in one transaction, errors in `context`.
+pub(crate) async fn tx(
     client: &mut Client,
     statements: &[String],
     context: impl Into<String>,
@@ -94,7 +95,12 @@ async fn tx(
     tx.commit().await.map_err(|e| Error::sql(&context, e))
 }
 
-async fn exec(client: &Client, sql: &str, context: impl Into<String>) -> Result<(), Error> {
+/// Runs `sql` (one or more statements), errors in `context`.
+pub(crate) async fn exec(
+    client: &Client,
+    sql: &str,
+    context: impl Into<String>,
+) -> Result<(), Error> {
     client
         .batch_execute(sql)
         .await

@@ -33,6 +33,7 @@ use tenantry_plan::model::Observed;
 use tenantry_plan::moves::{sql, Method, MovePlan, Stage};
 use tokio_postgres::Client;
 
+use crate::apply::{exec, tx};
 use crate::connect::Admin;
 use crate::error::Error;
 use crate::migrate::Migrations;
@@ -721,22 +722,4 @@ async fn copy_sequences(old: &Client, new: &Client) -> Result<(), tokio_postgres
         .await?;
     }
     Ok(())
-}
-
-async fn exec(client: &Client, sql: &str, context: String) -> Result<(), Error> {
-    client
-        .batch_execute(sql)
-        .await
-        .map_err(|e| Error::sql(context, e))
-}
-
-async fn tx(client: &mut Client, statements: &[String], context: String) -> Result<(), Error> {
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| Error::sql(&context, e))?;
-    tx.batch_execute(&statements.join(";\n"))
-        .await
-        .map_err(|e| Error::sql(&context, e))?;
-    tx.commit().await.map_err(|e| Error::sql(&context, e))
 }
