@@ -5,24 +5,11 @@
 
 mod common;
 
-use common::{own_cluster, servers_toml, Admin, Fleet};
-use tenantry_localpg::Cluster;
-
-fn logical() -> &'static Cluster {
-    own_cluster(&[
-        ("wal_level", "logical"),
-        ("max_wal_senders", "20"),
-        ("max_replication_slots", "20"),
-    ])
-}
-
-fn one(cluster: &Cluster, db: &str, sql: &str) -> String {
-    cluster.psql(db, sql).unwrap().trim().to_owned()
-}
+use common::{logical_cluster, one, servers_toml, Admin, Fleet};
 
 #[test]
 fn a_tenant_moves_and_its_data_and_sequences_follow() {
-    let (a, b) = (logical(), logical());
+    let (a, b) = (logical_cluster(), logical_cluster());
     let f = Fleet::on(a, Admin::Superuser);
     let servers = servers_toml(&[("a", &a.url("postgres"), ""), ("b", &b.url("postgres"), "")]);
     let tenant = |pin: &str| {
@@ -94,7 +81,7 @@ fn a_tenant_moves_and_its_data_and_sequences_follow() {
 
 #[test]
 fn a_table_without_a_primary_key_is_refused_before_anything_is_made() {
-    let (a, b) = (logical(), logical());
+    let (a, b) = (logical_cluster(), logical_cluster());
     let f = Fleet::on(a, Admin::Superuser);
     f.own_schema();
     f.add_migration("V2__logs.sql", "CREATE TABLE logs (msg text);");

@@ -14,24 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::gateway::{fleet_token, http, http_with_headers, Gateway};
-use common::{own_cluster, servers_toml, wait_until, Admin, Fleet};
-use tenantry_localpg::Cluster;
-
-fn logical() -> &'static Cluster {
-    own_cluster(&[
-        ("wal_level", "logical"),
-        ("max_wal_senders", "20"),
-        ("max_replication_slots", "20"),
-    ])
-}
-
-fn one(cluster: &Cluster, db: &str, sql: &str) -> String {
-    cluster
-        .psql(db, sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .trim()
-        .to_owned()
-}
+use common::{logical_cluster, one, servers_toml, wait_until, Admin, Fleet};
 
 /// One answer a client thread saw.
 #[derive(Clone, Debug)]
@@ -54,7 +37,7 @@ impl Seen {
 
 #[test]
 fn a_tenant_moves_under_load_with_no_500_and_no_write_lost() {
-    let (a, b) = (logical(), logical());
+    let (a, b) = (logical_cluster(), logical_cluster());
     let f = Fleet::on(a, Admin::Superuser);
     let servers = servers_toml(&[("a", &a.url("postgres"), ""), ("b", &b.url("postgres"), "")]);
     let tenants = |pin: &str| {

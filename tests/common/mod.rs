@@ -345,6 +345,24 @@ pub fn servers_toml(servers: &[(&str, &str, &str)]) -> String {
         .collect()
 }
 
+/// A throwaway cluster that can publish (`wal_level = logical`), for moves.
+pub fn logical_cluster() -> &'static Cluster {
+    own_cluster(&[
+        ("wal_level", "logical"),
+        ("max_wal_senders", "20"),
+        ("max_replication_slots", "20"),
+    ])
+}
+
+/// The trimmed output of one query, run as the superuser.
+pub fn one(cluster: &Cluster, db: &str, sql: &str) -> String {
+    cluster
+        .psql(db, sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .trim()
+        .to_owned()
+}
+
 /// Runs a `SELECT count(*) ...` with one text parameter.
 pub async fn count(client: &tokio_postgres::Client, sql: &str, arg: &str) -> i64 {
     client

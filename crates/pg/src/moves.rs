@@ -321,14 +321,9 @@ async fn stream(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<(), E
     let name = replication_name(&job.inventory.fleet, tenant);
     let ctx = |what: &str| format!("tenant {tenant}: {what}");
     let new_db = job.to.admin.connect(Some(tenant)).await?;
-    let subscribed = new_db
-        .query_one(
-            "SELECT count(*) > 0 FROM pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[&name],
-        )
-        .await
-        .map_err(|e| Error::sql(ctx("reading its subscription"), e))?
-        .get::<_, bool>(0);
+    let subscribed = holds(&new_db, "SELECT count(*) > 0 FROM pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", &name, ctx("reading its subscription"))
+
+        .await?;
     if !subscribed {
         // What migrations seeded goes: the copy brings the old rows (and
         // the migration history) instead.
@@ -355,16 +350,13 @@ async fn stream(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<(), E
         let old_db = job.from.admin.connect(Some(tenant)).await?;
         let password = tenantry_manifest::generate_password();
         let verifier = tenantry_plan::scram::verifier(password.expose_secret());
-        let exists = job
-            .from
-            .client
-            .query_one(
-                "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|e| Error::sql(ctx("reading the streaming login"), e))?
-            .get::<_, bool>(0);
+        let exists = holds(
+            job.from.client,
+            "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
+            &name,
+            ctx("reading the streaming login"),
+        )
+        .await?;
         let owner = group_role_name(tenant, Group::Owner);
         exec(
             job.from.client,
@@ -372,14 +364,13 @@ async fn stream(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<(), E
             ctx("the streaming login on the old server"),
         )
         .await?;
-        let published = old_db
-            .query_one(
-                "SELECT count(*) > 0 FROM pg_publication WHERE pubname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|e| Error::sql(ctx("reading its publication"), e))?
-            .get::<_, bool>(0);
+        let published = holds(
+            &old_db,
+            "SELECT count(*) > 0 FROM pg_publication WHERE pubname = $1",
+            &name,
+            ctx("reading its publication"),
+        )
+        .await?;
         if !published {
             exec(
                 &old_db,
@@ -490,6 +481,15 @@ async fn wait_copied(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether `sql` (a `SELECT count(*) > 0 ... $1`) holds for `name`.
+async fn holds(client: &Client, sql: &str, name: &str, context: String) -> Result<bool, Error> {
+    Ok(client
+        .query_one(sql, &[&name])
+        .await
+        .map_err(|e| Error::sql(context, e))?
+        .get(0))
 }
 
 /// Bytes of WAL on the old server the new one has not confirmed; None
@@ -641,14 +641,13 @@ async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
         )
         .await
         .map_err(|e| Error::sql(ctx("ending the streaming login's sessions"), e))?;
-    let exists = old_admin
-        .query_one(
-            "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| Error::sql(ctx("reading the streaming login"), e))?
-        .get::<_, bool>(0);
+    let exists = holds(
+        &old_admin,
+        "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
+        &name,
+        ctx("reading the streaming login"),
+    )
+    .await?;
     if exists {
         tx(
             &mut old_admin,
