@@ -347,12 +347,15 @@ pub fn servers_toml(servers: &[(&str, &str, &str)]) -> String {
 
 /// A throwaway cluster that can publish (`wal_level = logical`), for moves.
 pub fn logical_cluster() -> &'static Cluster {
-    own_cluster(&[
-        ("wal_level", "logical"),
-        ("max_wal_senders", "20"),
-        ("max_replication_slots", "20"),
-    ])
+    own_cluster(&LOGICAL)
 }
+
+/// The settings of a cluster that can publish.
+pub const LOGICAL: [(&str, &str); 3] = [
+    ("wal_level", "logical"),
+    ("max_wal_senders", "20"),
+    ("max_replication_slots", "20"),
+];
 
 /// The trimmed output of one query, run as the superuser.
 pub fn one(cluster: &Cluster, db: &str, sql: &str) -> String {

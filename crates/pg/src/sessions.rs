@@ -385,9 +385,11 @@ async fn tenants_on(client: &Client, fleet: &str, names: &[String]) -> Result<On
             on.claimed.insert(name);
         }
     }
+    // Roles without a database claim the name (a creation cut short), but
+    // not those of a copy being filled here (its database is marked).
     let started = owners
         .into_iter()
-        .filter(|t| !on.holds.contains(t) && names.contains(t));
+        .filter(|t| !on.holds.contains(t) && !on.incoming.contains_key(t) && names.contains(t));
     on.claimed.extend(started);
     Ok(on)
 }

@@ -696,6 +696,19 @@ fn foreign_database_grantee_and_missing_connect() {
 }
 
 #[test]
+fn a_moves_streaming_login_is_not_drift() {
+    let want = desired(vec![tenant("shop")]);
+    let mut o = converged_observed(&want);
+    let mover = tenantry_layout::moves::replication_name(&want.fleet, "shop");
+    o.databases
+        .get_mut("shop")
+        .unwrap()
+        .acl
+        .insert(mover, privs(&["CONNECT"]));
+    assert!(plan(&want, &o).is_empty(), "{:?}", plan(&want, &o));
+}
+
+#[test]
 fn default_privilege_drift() {
     let want = desired(vec![tenant("shop")]);
     let mut o = converged_observed(&want);
