@@ -315,18 +315,18 @@ fn conflicts_are_reported_never_resolved_by_a_second_copy() {
     assert_eq!(copies, 7, "seven tenants, one database each");
     assert!(exists(a, &x));
 
-    // x pinned to b while it lives on a: a move, which cannot run online
-    // from a server without wal_level = logical (tests/moves.rs moves
-    // tenants): a conflict
-    // naming why; apply changes nothing; migrate still serves x where it
-    // lives.
+    // x pinned to b while it lives on a: a move (tests/moves.rs moves
+    // tenants), which cannot run while a database of that name that is not
+    // the fleet's is on b: a conflict naming why; apply changes nothing;
+    // migrate still serves x where it lives.
+    b.psql("postgres", &format!("CREATE DATABASE {x}")).unwrap();
     let others = format!("{many}{}", tenant("x", Some("b")));
     f.write_servers(&servers(""), &others);
     let plan = f.tenantry_fleet(&["plan"]);
     assert_eq!(plan.code, 1, "{}", plan.all());
     assert!(
         plan.stdout.contains(&format!(
-            "error: tenant {x}: it cannot move online: server a has wal_level = replica"
+            "error: tenant {x}: it cannot move to server b: a database or role named {x} that is not this fleet's exists there"
         )),
         "{}",
         plan.stdout
@@ -340,7 +340,16 @@ fn conflicts_are_reported_never_resolved_by_a_second_copy() {
         "{}",
         apply.all()
     );
-    assert!(!exists(b, &x), "no second copy");
+    assert_eq!(
+        b.psql(
+            "postgres",
+            &format!("SELECT shobj_description(oid, 'pg_database') IS NULL FROM pg_database WHERE datname = '{x}'")
+        )
+        .unwrap()
+        .trim(),
+        "t",
+        "no second copy: the database on b is left as it was"
+    );
     let list = f.tenantry_fleet(&["list"]);
     let row = list
         .stdout
@@ -367,7 +376,6 @@ fn conflicts_are_reported_never_resolved_by_a_second_copy() {
             "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{x}'"
         ),
     );
-    b.psql("postgres", &format!("CREATE DATABASE {x}")).unwrap();
     b.psql(
         "postgres",
         &format!("COMMENT ON DATABASE {x} IS '{}'", marker[0]),

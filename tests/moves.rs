@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{logical_cluster, one, servers_toml, Admin, Fleet};
+use common::{logical_cluster, one, own_cluster, servers_toml, Admin, Fleet};
 
 #[test]
 fn a_tenant_moves_and_its_data_and_sequences_follow() {
@@ -119,4 +119,122 @@ fn a_table_without_a_primary_key_is_refused_before_anything_is_made() {
         "0"
     );
     assert_eq!(one(a, &db, "SELECT count(*) FROM pg_publication"), "0");
+}
+
+#[test]
+fn a_tenant_moves_offline_when_an_admin_is_not_a_superuser() {
+    // Plain clusters (wal_level = replica) and CREATEROLE admins, as on
+    // managed clouds: the copy runs with the tenant's writes closed.
+    let (a, b) = (own_cluster(&[]), own_cluster(&[]));
+    let f = Fleet::on(a, Admin::CreateRole);
+    let admin = f.name("{p}_tenantry");
+    let (a_url, b_url) = (
+        a.create_admin_role(&admin, "admin-pw").unwrap(),
+        b.create_admin_role(&admin, "admin-pw").unwrap(),
+    );
+    f.own_schema();
+    // A table without a primary key (fine offline) and a trigger that must
+    // not fire while rows are copied.
+    f.add_migration(
+        "V2__notes.sql",
+        "CREATE TABLE notes (body text, seen text);
+         CREATE FUNCTION mark_seen() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.seen := 'trigger'; RETURN NEW; END$$;
+         CREATE TRIGGER notes_mark BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION mark_seen();",
+    );
+    let servers = servers_toml(&[("a", &a_url, ""), ("b", &b_url, "")]);
+    let tenant = |pin: &str| {
+        format!("[tenants.{{p}}_shop]\nplan = \"starter\"\nserver = \"{pin}\"\ndevelopers = [{{ username = \"{{p}}_shop_d\" }}]\n")
+    };
+    f.write_servers(&servers, &tenant("a"));
+    f.tenantry_fleet(&["apply", "--auto-approve"]).ok();
+    let db = f.name("{p}_shop");
+    f.tenantry_fleet(&["token", "create", &db, "--role", "developer"])
+        .ok();
+    a.psql(
+        &db,
+        "INSERT INTO customers (first_name, last_name, email) SELECT 'f', 'l', 'c' || g || '@x' FROM generate_series(1, 30) g;
+         INSERT INTO widgets (name, price, inventory_level) VALUES ('w', 100, 1000);
+         INSERT INTO orders (customer_id, widget_id, quantity, amount) SELECT g, 1, 1, 100 FROM generate_series(1, 30) g;
+         INSERT INTO notes (body) VALUES ('n1'), ('n2');
+         UPDATE notes SET seen = 'edited' WHERE body = 'n1';",
+    )
+    .unwrap();
+
+    // Writes are closed by ending the tenant's sessions: an admin that may
+    // not do that cannot move it.
+    f.write_servers(&servers, &tenant("b"));
+    let plan = f.tenantry_fleet(&["plan"]);
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stdout
+            .contains("may not end the tenant's sessions, so its writes could not be closed"),
+        "{}",
+        plan.stdout
+    );
+    a.psql("postgres", &format!("GRANT pg_signal_backend TO {admin}"))
+        .unwrap();
+    let plan = f.tenantry_fleet(&["plan"]);
+    assert!(
+        plan.ok().contains("offline, dump and restore (COPY): "),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(
+            "writes closed for the whole copy, because the admin of server a is not a superuser"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let apply = f.tenantry_fleet(&["apply", "--auto-approve"]);
+    println!("{}", apply.all());
+    assert!(apply.ok().contains("cutover done"), "{}", apply.stdout);
+
+    assert_eq!(one(b, &db, "SELECT count(*) FROM orders"), "30");
+    assert_eq!(
+        one(
+            b,
+            &db,
+            "SELECT string_agg(body || '=' || coalesce(seen, ''), ',' ORDER BY body) FROM notes"
+        ),
+        "n1=edited,n2=trigger"
+    );
+    assert_eq!(one(b, &db, "SELECT count(*) FROM tenantry.tokens"), "1");
+    // The foreign keys and the trigger are back.
+    assert_eq!(
+        one(
+            b,
+            &db,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+        ),
+        one(
+            a,
+            &db,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+        )
+    );
+    assert!(b
+        .psql(
+            &db,
+            "INSERT INTO orders (customer_id, widget_id, quantity, amount) VALUES (999, 1, 1, 1)"
+        )
+        .is_err());
+    b.psql(&db, "INSERT INTO notes (body) VALUES ('n3')")
+        .unwrap();
+    assert_eq!(
+        one(b, &db, "SELECT seen FROM notes WHERE body = 'n3'"),
+        "trigger"
+    );
+    // The sequences go on; the old copy takes no logins; plan is clean.
+    let next = one(b, &db, "INSERT INTO customers (first_name, last_name, email) VALUES ('n', 'n', 'new@x') RETURNING id");
+    assert_eq!(next, "31");
+    assert_eq!(
+        one(
+            a,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname LIKE '{db}%' AND rolcanlogin")
+        ),
+        "0"
+    );
+    assert_eq!(f.tenantry_fleet(&["plan", "--detailed-exitcode"]).code, 0);
 }

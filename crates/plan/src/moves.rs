@@ -49,7 +49,8 @@ pub enum Stage {
 pub enum Method {
     /// Publication and subscription: copy, stream, a short cutover.
     Logical,
-    /// pg_dump | pg_restore with the tenant's writes closed for the copy.
+    /// Every table and sequence copied (COPY, old server out, new server
+    /// in) with the tenant's writes closed for the whole copy.
     DumpRestore { why: String },
 }
 
@@ -84,7 +85,7 @@ impl MovePlan {
                 "      online, logical replication: {size}, writes paused only for the cutover"
             ),
             Method::DumpRestore { why } => format!(
-                "      pg_dump | pg_restore: {size}, writes paused for the whole copy ({why})"
+                "      offline, dump and restore (COPY): {size}, writes closed for the whole copy, because {why}"
             ),
         });
         let (a, b) = (self.versions.0 / 10000, self.versions.1 / 10000);
@@ -263,7 +264,7 @@ mod tests {
             m.lines(),
             [
                 "  ~ tenant building_shop will finish moving from server eu1 to server eu2 (its cutover was cut short)",
-                "      pg_dump | pg_restore: 7.2 MB to copy, writes paused for the whole copy (the admin of eu1 is not a superuser)",
+                "      offline, dump and restore (COPY): 7.2 MB to copy, writes closed for the whole copy, because the admin of eu1 is not a superuser",
             ]
         );
         assert_eq!(human_bytes(900), "900 bytes");

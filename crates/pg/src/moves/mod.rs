@@ -1,20 +1,22 @@
-//! A tenant's move from one server to another with PostgreSQL's logical
-//! replication: what plan says about it ([`survey`]) and what apply does
-//! ([`run`]). Every step is idempotent and where the move stands is kept in
+//! A tenant's move from one server to another, online with PostgreSQL's
+//! logical replication ([`logical`]) or, when that cannot be used, offline
+//! with COPY while its writes are closed ([`offline`]): what plan says
+//! about it ([`survey`]) and what apply does ([`run`]). Every step is idempotent and where the move stands is kept in
 //! the two database markers ([`tenantry_layout::Move`]), so an apply killed
 //! at any point is resumed (or, in the cutover, finished) by the next one:
 //!
 //! 1. **Prepare** the new server: the tenant's roles, database, schema (the
 //!    usual apply of a one-tenant share, its logins NOLOGIN and its marker
 //!    `move=in`), then every table emptied of what migrations seeded.
-//! 2. **Copy**: a temporary streaming login and a publication on the old
-//!    server, a subscription on the new one (copy, then stream); wait for
-//!    every table to be copied and the lag to be small.
+//! 2. **Copy** (online only): a temporary streaming login and a
+//!    publication on the old server, a subscription on the new one (copy,
+//!    then stream); wait for every table to be copied and the lag to be
+//!    small.
 //! 3. **Cutover**: mark the old copy `move=cutover` (gateways hold the
 //!    tenant's requests), its logins NOLOGIN and their sessions ended; wait
 //!    until the new server has everything up to the old one's WAL position;
 //!    copy the sequences; drop subscription, publication and streaming
-//!    login; open the new copy (its logins and its plain marker in one
+//!    login (offline: copy every table and sequence instead); open the new copy (its logins and its plain marker in one
 //!    transaction: from then on it is the tenant's), and mark the old one
 //!    `move=out` (closed, dropped later by `apply --allow-destroy`).
 //!
@@ -24,19 +26,19 @@
 
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
-use tenantry_layout::moves::replication_name;
-use tenantry_layout::roles::group_role_name;
-use tenantry_layout::{Group, Kind, Marker, Move};
+use tenantry_layout::{Kind, Marker, Move};
 use tenantry_manifest::{Inventory, Status};
 use tenantry_plan::model::Observed;
 use tenantry_plan::moves::{sql, Method, MovePlan, Stage};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
-use crate::apply::{exec, tx};
+use crate::apply::tx;
 use crate::connect::Admin;
 use crate::error::Error;
 use crate::migrate::Migrations;
+
+mod logical;
+mod offline;
 
 /// One server of a move, as its planning session read it.
 pub struct Side<'a> {
@@ -60,13 +62,15 @@ pub async fn survey(
     let row = from
         .client
         .query_one(
-            "SELECT current_setting('wal_level'), pg_database_size($1::text)",
+            "SELECT current_setting('wal_level'), pg_database_size($1::text),
+                    (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR pg_has_role('pg_signal_backend', 'USAGE')",
             &[&tenant],
         )
         .await
         .map_err(|e| Error::sql(ctx("reading the old server"), e))?;
     let wal_level: String = row.get(0);
     let bytes: i64 = row.get(1);
+    let can_signal: bool = row.get(2);
     let incoming = marker(fleet, to.client, tenant)
         .await?
         .is_some_and(|m| matches!(m.moving, Some(Move::In { .. })));
@@ -108,12 +112,14 @@ pub async fn survey(
         waits: None,
         leftover_in_the_way: false,
     };
-    if let Method::DumpRestore { why } = &plan.method {
-        // The copy with writes closed throughout is not built yet: refuse
-        // rather than pretend.
-        plan.conflict = Some(format!(
-            "it cannot move online: {why}. Online moves need superuser admins on both servers and wal_level = logical on the old one"
-        ));
+    if let Method::DumpRestore { .. } = &plan.method {
+        // Writes are closed by ending the tenant's sessions.
+        if !can_signal {
+            plan.conflict = Some(format!(
+                "it cannot move: the admin of server {} may not end the tenant's sessions, so its writes could not be closed for the copy. As a superuser there: GRANT pg_signal_backend TO <the admin role>, then plan again",
+                from.name
+            ));
+        }
         return Ok(plan);
     }
     if stage != Stage::Cutover {
@@ -225,7 +231,9 @@ pub async fn run(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
     }
     progress(&format!("preparing its copy on server {}", plan.to));
     prepare(job).await?;
-    stream(job, progress).await?;
+    if plan.method == Method::Logical {
+        logical::stream(job, progress).await?;
+    }
     cutover(job, progress).await
 }
 
@@ -315,174 +323,6 @@ async fn schema_version(
 
 /// Step 2: publication, streaming login and subscription (once), then wait
 /// for the copy and for the lag to be small.
-async fn stream(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<(), Error> {
-    let plan = job.plan;
-    let tenant = plan.tenant.as_str();
-    let name = replication_name(&job.inventory.fleet, tenant);
-    let ctx = |what: &str| format!("tenant {tenant}: {what}");
-    let new_db = job.to.admin.connect(Some(tenant)).await?;
-    let subscribed = holds(&new_db, "SELECT count(*) > 0 FROM pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", &name, ctx("reading its subscription"))
-
-        .await?;
-    if !subscribed {
-        // What migrations seeded goes: the copy brings the old rows (and
-        // the migration history) instead.
-        let tables: Vec<String> = new_db
-            .query(
-                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'",
-                &[],
-            )
-            .await
-            .map_err(|e| Error::sql(ctx("listing its tables on the new server"), e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if !tables.is_empty() {
-            exec(
-                &new_db,
-                &format!("TRUNCATE {} CASCADE", tables.join(", ")),
-                ctx("emptying its copy before the copy"),
-            )
-            .await?;
-        }
-        // The streaming login and the publication on the old server.
-        let old_db = job.from.admin.connect(Some(tenant)).await?;
-        let password = tenantry_manifest::generate_password();
-        let verifier = tenantry_plan::scram::verifier(password.expose_secret());
-        let exists = holds(
-            job.from.client,
-            "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
-            &name,
-            ctx("reading the streaming login"),
-        )
-        .await?;
-        let owner = group_role_name(tenant, Group::Owner);
-        exec(
-            job.from.client,
-            &sql::streaming_login(&name, exists, &verifier, tenant, &owner).join(";\n"),
-            ctx("the streaming login on the old server"),
-        )
-        .await?;
-        let published = holds(
-            &old_db,
-            "SELECT count(*) > 0 FROM pg_publication WHERE pubname = $1",
-            &name,
-            ctx("reading its publication"),
-        )
-        .await?;
-        if !published {
-            exec(
-                &old_db,
-                &sql::create_publication(&name),
-                ctx("publishing its tables"),
-            )
-            .await?;
-        }
-        // A slot left by a subscription that never committed.
-        job.from
-            .client
-            .execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-                &[&name],
-            )
-            .await
-            .map_err(|e| Error::sql(ctx("dropping a stale replication slot"), e))?;
-        let server = &job.inventory.servers[&plan.from];
-        let endpoint = tenantry_pgconn::Endpoint::new(
-            Some(job.from.admin.address()),
-            server.app_host.as_deref(),
-            server.app_port,
-            server.app_sslmode.as_deref(),
-        )
-        .ok_or_else(|| {
-            Error::other(
-                ctx("subscribing"),
-                format!("server {} has no host to stream from", plan.from),
-            )
-        })?;
-        let conninfo = endpoint.dsn(&name, &password, tenant);
-        progress(&format!(
-            "copying from server {} (logical replication)",
-            plan.from
-        ));
-        // The statement holds the password: its text is never shown, only
-        // the server's error.
-        new_db
-            .batch_execute(&sql::create_subscription(&name, conninfo.expose_secret()))
-            .await
-            .map_err(|e| Error::sql(ctx("subscribing to the old server"), e))?;
-    } else {
-        progress("its copy is being filled already: waiting for it");
-    }
-    wait_copied(job, &new_db, &name, progress).await
-}
-
-/// Waits until every table is copied and the lag is under `max_lag`,
-/// failing when the subscription reports errors (PostgreSQL 15 and newer
-/// count them).
-async fn wait_copied(
-    job: &Job<'_>,
-    new_db: &Client,
-    name: &str,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<(), Error> {
-    let tenant = job.plan.tenant.as_str();
-    let ctx = |what: &str| format!("tenant {tenant}: {what}");
-    let stats = job.plan.versions.1 >= 150000;
-    let mut said = Instant::now();
-    let started = Instant::now();
-    loop {
-        let row = new_db
-            .query_one(
-                "SELECT count(*) FILTER (WHERE r.srsubstate IN ('r', 's')), count(*),
-                        (SELECT coalesce(sum(bytes_processed), 0)::bigint FROM pg_stat_progress_copy WHERE datname = current_database())
-                 FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid WHERE s.subname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|e| Error::sql(ctx("following the copy"), e))?;
-        let (done, all, bytes): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        if stats {
-            let errors: i64 = new_db
-                .query_opt(
-                    "SELECT (sync_error_count + apply_error_count)::bigint FROM pg_stat_subscription_stats WHERE subname = $1",
-                    &[&name],
-                )
-                .await
-                .map_err(|e| Error::sql(ctx("following the copy"), e))?
-                .map_or(0, |r| r.get(0));
-            if errors > 0 {
-                return Err(Error::other(
-                    ctx("copying"),
-                    format!(
-                        "the subscription on server {} reports {errors} error(s): see that server's log (a table that differs, a duplicate key). Fix it and apply again: the move resumes",
-                        job.plan.to
-                    ),
-                ));
-            }
-        }
-        if done == all {
-            let lag = lag(job, name).await?;
-            if lag.is_some_and(|l| l <= job.max_lag as i64) {
-                progress(&format!(
-                    "copied {all} table(s) in {:.1?}; streaming",
-                    started.elapsed()
-                ));
-                return Ok(());
-            }
-        }
-        if said.elapsed() >= Duration::from_secs(5) {
-            progress(&format!(
-                "copying: {done}/{all} table(s) copied, {} in flight",
-                tenantry_plan::moves::human_bytes(bytes)
-            ));
-            said = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Whether `sql` (a `SELECT count(*) > 0 ... $1`) holds for `name`.
 async fn holds(client: &Client, sql: &str, name: &str, context: String) -> Result<bool, Error> {
     Ok(client
@@ -490,21 +330,6 @@ async fn holds(client: &Client, sql: &str, name: &str, context: String) -> Resul
         .await
         .map_err(|e| Error::sql(context, e))?
         .get(0))
-}
-
-/// Bytes of WAL on the old server the new one has not confirmed; None
-/// while the slot has not confirmed anything.
-async fn lag(job: &Job<'_>, name: &str) -> Result<Option<i64>, Error> {
-    let row = job
-        .from
-        .client
-        .query_opt(
-            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| Error::sql(format!("tenant {}: reading the lag", job.plan.tenant), e))?;
-    Ok(row.and_then(|r| r.get(0)))
 }
 
 /// The tenant's login roles on a server (its gateway login and users), by
@@ -539,7 +364,6 @@ async fn logins(fleet: &str, client: &Client, tenant: &str) -> Result<Vec<String
 async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Moved, Error> {
     let plan = job.plan;
     let (tenant, fleet) = (plan.tenant.as_str(), job.inventory.fleet.as_str());
-    let name = replication_name(fleet, tenant);
     let ctx = |what: &str| format!("tenant {tenant}: {what}");
     let t = job
         .inventory
@@ -578,83 +402,9 @@ async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Everything written before is on the new server once the slot has
-    // confirmed the old server's current position.
-    let target: String = old_admin
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .map_err(|e| Error::sql(ctx("reading the old server's position"), e))?
-        .get(0);
-    let waited = Instant::now();
-    loop {
-        let row = old_admin
-            .query_opt(
-                "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
-                &[&name, &target],
-            )
-            .await
-            .map_err(|e| Error::sql(ctx("waiting for the new server"), e))?;
-        match row.map(|r| r.get::<_, Option<bool>>(0)) {
-            // No slot: dropped after an earlier run had caught up.
-            None | Some(Some(true)) => break,
-            _ => {}
-        }
-        if waited.elapsed() > Duration::from_secs(120) {
-            return Err(Error::other(
-                ctx("cutover"),
-                format!(
-                    "server {} has not confirmed the old server's position {target} after 2 minutes: see its log; apply again to finish the cutover (the tenant stays closed until then)",
-                    plan.to
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let old_db = job.from.admin.connect(Some(tenant)).await?;
-    let new_db = job.to.admin.connect(Some(tenant)).await?;
-    copy_sequences(&old_db, &new_db)
-        .await
-        .map_err(|e| Error::sql(ctx("copying its sequences"), e))?;
-    exec(
-        &new_db,
-        &sql::drop_subscription(&name),
-        ctx("dropping the subscription"),
-    )
-    .await?;
-    exec(
-        &old_db,
-        &sql::drop_publication(&name),
-        ctx("dropping the publication"),
-    )
-    .await?;
-    old_admin
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-            &[&name],
-        )
-        .await
-        .map_err(|e| Error::sql(ctx("dropping the replication slot"), e))?;
-    old_admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-            &[&name],
-        )
-        .await
-        .map_err(|e| Error::sql(ctx("ending the streaming login's sessions"), e))?;
-    let exists = holds(
-        &old_admin,
-        "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
-        &name,
-        ctx("reading the streaming login"),
-    )
-    .await?;
-    if exists {
-        tx(
-            &mut old_admin,
-            &sql::drop_streaming_login(&name, tenant),
-            ctx("dropping the streaming login"),
-        )
-        .await?;
+    match &plan.method {
+        Method::Logical => logical::finish(job).await?,
+        Method::DumpRestore { .. } => offline::copy(job, progress).await?,
     }
     // The commit point: the new copy's logins and its plain marker at once.
     let mut new_admin = job.to.admin.connect(None).await?;
@@ -701,7 +451,10 @@ async fn leave(job: &Job<'_>) -> Result<(), Error> {
 
 /// Every sequence's position, old copy to new (logical replication does
 /// not carry them). A sequence never used keeps its start.
-async fn copy_sequences(old: &Client, new: &Client) -> Result<(), tokio_postgres::Error> {
+async fn copy_sequences(
+    old: &impl GenericClient,
+    new: &impl GenericClient,
+) -> Result<(), tokio_postgres::Error> {
     let rows = old
         .query(
             "SELECT format('%I.%I', schemaname, sequencename), last_value, start_value FROM pg_sequences",
