@@ -164,8 +164,9 @@ impl Scene {
         scene
     }
 
-    /// Writers on both tenants and a reader on the moving one, paced well
-    /// under the plan's 200 requests a second.
+    /// Writers on both tenants and a reader on the moving one, under the
+    /// plan's 200 requests a second but fast enough that writes are in
+    /// flight whenever the cutover closes the old copy.
     fn run_clients(&mut self) {
         let clients: [(&'static str, usize, &'static str, Option<String>, u64); 3] = [
             (
@@ -173,9 +174,9 @@ impl Scene {
                 0,
                 "/api/orders",
                 Some(self.orders[0].clone()),
-                10,
+                6,
             ),
-            ("mv read", 0, "/api/widgets", None, 20),
+            ("mv read", 0, "/api/widgets", None, 40),
             (
                 "st write",
                 1,

@@ -43,6 +43,16 @@ pub fn start() -> Result<Cluster> {
     .context("cannot start a throwaway cluster")
 }
 
+/// [`start`] with server settings on top of the usual ones.
+pub fn start_with(settings: &[(&str, &str)]) -> Result<Cluster> {
+    let bin = PG_BIN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let bin = match bin {
+        Some(dir) => dir,
+        None => tenantry_localpg::find_bin_dir().context("cannot find PostgreSQL")?,
+    };
+    Cluster::start_temp_from(&bin, settings).context("cannot start a throwaway cluster")
+}
+
 /// The directory of the `psql` the baselines run against `cluster` (a
 /// fetched server comes without one: the installed client's then).
 pub fn psql_dir(cluster: &Cluster) -> PathBuf {

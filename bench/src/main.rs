@@ -37,6 +37,14 @@
 //! cargo run --release -p tenantry-bench -- servers [--tenants 300] [--plan-tenants 300] [--gateway-tenants 100] [--quick]
 //! ```
 //!
+//! The `moves` subcommand moves a tenant of `--orders` orders between two
+//! servers online under a writer, against `pg_dump | pg_restore` of the
+//! same tenant; see [`moves`]:
+//!
+//! ```text
+//! cargo run --release -p tenantry-bench -- moves [--orders 200000] [--quick]
+//! ```
+//!
 //! Modules: [`inventory`] writes the `tenants.toml` files, [`baseline`] runs
 //! the psql baselines, [`measure`] runs a child and reads its peak RSS,
 //! [`migrate`] is the migrate benchmark, [`gateway`] the gateway benchmark.
@@ -48,6 +56,7 @@ mod gateway;
 mod inventory;
 mod measure;
 mod migrate;
+mod moves;
 mod servers;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +117,8 @@ enum Bench {
     Gateway(gateway::Args),
     /// One fleet over three servers against the same on one: apply, plan, gateway.
     Servers(servers::Args),
+    /// A tenant moved online under a writer against pg_dump | pg_restore.
+    Moves(moves::Args),
 }
 
 fn main() {
@@ -153,6 +164,7 @@ fn bench(args: &mut Args, command: Option<Bench>) {
             s.apply_quick();
             servers::run(&s)
         }
+        Some(Bench::Moves(m)) => moves::run(&m),
         None => {
             if args.quick {
                 args.tenants = 10;

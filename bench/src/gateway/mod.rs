@@ -44,6 +44,9 @@ mod openloop;
 mod report;
 mod serve;
 mod setup;
+
+pub(crate) use serve::Served;
+pub(crate) use setup::token_create;
 mod wrk;
 
 use baseline::{baseline_run, BaselineRun};

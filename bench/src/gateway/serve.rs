@@ -98,15 +98,15 @@ pub(super) fn non_2xx_from_metrics(text: &str) -> f64 {
 // ---------------------------------------------------------------- tenantry serve
 
 /// A running `tenantry serve`; stopped (SIGTERM, then kill) on drop.
-pub(super) struct Served {
+pub(crate) struct Served {
     pub(super) child: Child,
-    pub(super) api: String,
-    pub(super) admin: String,
+    pub(crate) api: String,
+    pub(crate) admin: String,
     pub(super) started_after: Duration,
 }
 
 impl Served {
-    pub(super) fn start(
+    pub(crate) fn start(
         bin: &Path,
         config: &Path,
         admin_url: Option<&str>,

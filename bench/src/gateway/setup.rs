@@ -132,7 +132,7 @@ pub(crate) fn create_tokens(
     Ok(out)
 }
 
-pub(super) fn token_create(
+pub(crate) fn token_create(
     bin: &Path,
     config: &Path,
     admin_url: Option<&str>,

@@ -30,6 +30,13 @@ pub const ROWS: &str =
 pub const INSERT: &str = "INSERT INTO public.refinery_schema_history \
      (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)";
 
+/// A change that alters nothing (the newest row, rewritten as it is):
+/// a move writes it on the old copy once that is closed, and the new
+/// server has everything once it has applied it (changes arrive in commit
+/// order).
+pub const FENCE: &str = "UPDATE public.refinery_schema_history SET version = version \
+     WHERE version = (SELECT max(version) FROM public.refinery_schema_history)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,7 +44,7 @@ mod tests {
     #[test]
     fn every_statement_names_the_same_table() {
         assert_eq!(QUALIFIED, format!("public.{TABLE}"));
-        for sql in [CREATE, EXISTS, MAX_VERSION, ROWS, INSERT] {
+        for sql in [CREATE, EXISTS, MAX_VERSION, ROWS, INSERT, FENCE] {
             assert!(sql.contains(QUALIFIED), "{sql}");
         }
     }

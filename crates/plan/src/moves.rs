@@ -5,7 +5,8 @@
 //! a tenant moves.
 
 use serde::Serialize;
-use tenantry_layout::{literal, quote, Kind, Marker, Move};
+use tenantry_layout::roles::group_role_name;
+use tenantry_layout::{literal, quote, Group, Kind, Marker, Move};
 
 /// One tenant's move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -131,6 +132,26 @@ pub mod sql {
         )
     }
 
+    /// Admin database, old server, in the transaction that closes it: the
+    /// tenant's group roles and `logins` may no longer connect to its
+    /// database. Every session checks CONNECT while it starts, after it
+    /// has taken its lock on the database, so one that passed its LOGIN
+    /// check just before the close is still turned away (the cutover waits
+    /// for sessions holding that lock; see `tenantry_pg::moves`). The old
+    /// copy is never opened again, so nothing grants it back.
+    pub fn revoke_connect(tenant: &str, logins: &[String]) -> String {
+        let roles: Vec<String> = Group::MEMBERS
+            .iter()
+            .map(|&g| quote(&group_role_name(tenant, g)))
+            .chain(logins.iter().map(|l| quote(l)))
+            .collect();
+        format!(
+            "REVOKE CONNECT ON DATABASE {} FROM {}",
+            quote(tenant),
+            roles.join(", ")
+        )
+    }
+
     /// Admin database, either server: the tenant's logins may (or may no
     /// longer) log in.
     pub fn logins(roles: &[String], login: bool) -> Vec<String> {
@@ -189,14 +210,32 @@ pub mod sql {
     /// the slot on the old server). `conninfo` holds the streaming login's
     /// password: the caller builds this text at the last moment and never
     /// shows it.
+    ///
+    /// `synchronous_commit = on`: the new server reports a change as
+    /// flushed as soon as it is applied (the default, off, reports it only
+    /// after its WAL writer's next round), which is what the cutover waits
+    /// for.
     pub fn create_subscription(name: &str, conninfo: &str) -> String {
         format!(
-            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (slot_name = {}, create_slot = true, copy_data = true)",
+            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (slot_name = {}, create_slot = true, copy_data = true, synchronous_commit = 'on')",
             quote(name),
             literal(conninfo),
             quote(name),
             literal(name)
         )
+    }
+
+    /// New server, the tenant's database: the subscription stops applying
+    /// (the cutover's last step before the new copy opens; it is dropped
+    /// after).
+    pub fn disable_subscription(name: &str) -> String {
+        format!("ALTER SUBSCRIPTION {} DISABLE", quote(name))
+    }
+
+    /// New server, the tenant's database: a subscription an earlier apply
+    /// stopped applies again.
+    pub fn enable_subscription(name: &str) -> String {
+        format!("ALTER SUBSCRIPTION {} ENABLE", quote(name))
     }
 
     /// New server, the tenant's database (outside a transaction: it drops

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret;
 use tenantry_layout::moves::replication_name;
 use tenantry_layout::roles::group_role_name;
-use tenantry_layout::Group;
+use tenantry_layout::{history, Group};
 use tenantry_plan::moves::sql;
 use tokio_postgres::Client;
 
@@ -205,63 +205,142 @@ async fn lag(job: &Job<'_>, name: &str) -> Result<Option<i64>, Error> {
     Ok(row.and_then(|r| r.get(0)))
 }
 
-/// The cutover's middle, once the old copy is closed and its sessions
-/// ended: everything written before is on the new server once the slot
-/// has confirmed the old server's current position; then the sequences,
-/// and the subscription, publication, slot and streaming login go.
-pub(super) async fn finish(job: &Job<'_>) -> Result<(), Error> {
-    let plan = job.plan;
-    let tenant = plan.tenant.as_str();
-    let name = replication_name(&job.inventory.fleet, tenant);
-    let ctx = |what: &str| format!("tenant {tenant}: {what}");
-    let mut old_admin = job.from.admin.connect(None).await?;
-    let target: String = old_admin
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .map_err(|e| Error::sql(ctx("reading the old server's position"), e))?
-        .get(0);
-    let waited = Instant::now();
-    loop {
-        let row = old_admin
-            .query_opt(
-                "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
-                &[&name, &target],
+/// The connections the cutover's wait needs, made before the old copy
+/// closes (the pause is only statements).
+pub(super) struct CatchUp {
+    name: String,
+    old_db: Client,
+    new_db: Client,
+}
+
+impl CatchUp {
+    /// Connects, and enables the subscription again if an apply stopped
+    /// after [`run`](Self::run) disabled it (the new copy still closed).
+    pub(super) async fn connect(job: &Job<'_>) -> Result<CatchUp, Error> {
+        let tenant = job.plan.tenant.as_str();
+        let name = replication_name(&job.inventory.fleet, tenant);
+        let new_db = job.to.admin.connect(Some(tenant)).await?;
+        let stopped = holds(
+            &new_db,
+            "SELECT count(*) > 0 FROM pg_subscription WHERE subname = $1 AND NOT subenabled",
+            &name,
+            format!("tenant {tenant}: reading its subscription"),
+        )
+        .await?;
+        if stopped {
+            exec(
+                &new_db,
+                &sql::enable_subscription(&name),
+                format!("tenant {tenant}: starting its subscription again"),
             )
-            .await
-            .map_err(|e| Error::sql(ctx("waiting for the new server"), e))?;
-        match row.map(|r| r.get::<_, Option<bool>>(0)) {
-            // No slot: dropped after an earlier run had caught up.
-            None | Some(Some(true)) => break,
-            _ => {}
+            .await?;
         }
-        if waited.elapsed() > Duration::from_secs(120) {
+        Ok(CatchUp {
+            name,
+            old_db: job.from.admin.connect(Some(tenant)).await?,
+            new_db,
+        })
+    }
+
+    /// The cutover's middle, once the old copy is closed and drained: a
+    /// fence written on the old copy ([`history::FENCE`], committed
+    /// synchronously), and the wait until the new server has committed it
+    /// (its replication origin has passed the fence's position): changes
+    /// are applied in commit order, so everything written before is there
+    /// too. (The slot's confirmed position is not enough: the new server
+    /// may report a position as flushed while it is still applying what
+    /// came before it.) Then the sequences, and the subscription is
+    /// disabled (dropped after the new copy opens, [`clean_up`]).
+    pub(super) async fn run(&mut self, job: &Job<'_>) -> Result<(), Error> {
+        let plan = job.plan;
+        let tenant = plan.tenant.as_str();
+        let ctx = |what: &str| format!("tenant {tenant}: {what}");
+        let fence = ctx("marking the end of the stream on the old server");
+        let tx = self
+            .old_db
+            .transaction()
+            .await
+            .map_err(|e| Error::sql(&fence, e))?;
+        tx.batch_execute("SET LOCAL synchronous_commit = on")
+            .await
+            .map_err(|e| Error::sql(&fence, e))?;
+        let marked = tx
+            .execute(history::FENCE, &[])
+            .await
+            .map_err(|e| Error::sql(&fence, e))?;
+        let position: String = tx
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map_err(|e| Error::sql(&fence, e))?
+            .get(0);
+        tx.commit().await.map_err(|e| Error::sql(&fence, e))?;
+        if marked == 0 {
             return Err(Error::other(
-                ctx("cutover"),
-                format!(
-                    "server {} has not confirmed the old server's position {target} after 2 minutes: see its log; apply again to finish the cutover (the tenant stays closed until then)",
-                    plan.to
-                ),
+                fence,
+                "its migration history is empty, so there is no row to mark the end of the stream with: apply its schema first",
             ));
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let old_db = job.from.admin.connect(Some(tenant)).await?;
-    let new_db = job.to.admin.connect(Some(tenant)).await?;
-    copy_sequences(&old_db, &new_db)
+        let waited = Instant::now();
+        loop {
+            let reached = self
+                .new_db
+                .query_opt(
+                    "SELECT o.remote_lsn >= $2::text::pg_lsn FROM pg_replication_origin_status o
+                       JOIN pg_subscription s ON o.external_id = 'pg_' || s.oid
+                     WHERE s.subname = $1",
+                    &[&self.name, &position],
+                )
+                .await
+                .map_err(|e| Error::sql(ctx("waiting for the new server"), e))?
+                .and_then(|r| r.get::<_, Option<bool>>(0));
+            if reached == Some(true) {
+                break;
+            }
+            if waited.elapsed() > Duration::from_secs(120) {
+                return Err(Error::other(
+                    ctx("cutover"),
+                    format!(
+                        "server {} has not applied the old server's changes up to {position} after 2 minutes: see its log; apply again to finish the cutover (the tenant stays closed until then)",
+                        plan.to
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        copy_sequences(&self.old_db, &self.new_db)
+            .await
+            .map_err(|e| Error::sql(ctx("copying its sequences"), e))?;
+        exec(
+            &self.new_db,
+            &sql::disable_subscription(&self.name),
+            ctx("stopping the subscription"),
+        )
         .await
-        .map_err(|e| Error::sql(ctx("copying its sequences"), e))?;
+    }
+}
+
+/// After the new copy opened (or on a later apply, when it was opened by
+/// one that stopped): the subscription, publication, slot and streaming
+/// login go. Each is dropped only if it is there.
+pub(super) async fn clean_up(job: &Job<'_>) -> Result<(), Error> {
+    let tenant = job.plan.tenant.as_str();
+    let name = replication_name(&job.inventory.fleet, tenant);
+    let ctx = |what: &str| format!("tenant {tenant}: {what}");
+    let new_db = job.to.admin.connect(Some(tenant)).await?;
     exec(
         &new_db,
         &sql::drop_subscription(&name),
         ctx("dropping the subscription"),
     )
     .await?;
+    let old_db = job.from.admin.connect(Some(tenant)).await?;
     exec(
         &old_db,
         &sql::drop_publication(&name),
         ctx("dropping the publication"),
     )
     .await?;
+    let mut old_admin = job.from.admin.connect(None).await?;
     old_admin
         .execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",

@@ -211,6 +211,9 @@ pub async fn run(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
         // Opened already: only the old copy's marker is left.
         (Some(Some(Move::Cutover { to })), Some(None)) if want(to) => {
             progress("the new copy is open; marking the old one as left behind");
+            if plan.method == Method::Logical {
+                logical::clean_up(job).await?;
+            }
             leave(job).await?;
             return Ok(Moved::default());
         }
@@ -369,14 +372,23 @@ async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
         .inventory
         .tenant(tenant)
         .expect("a moving tenant is in the file");
+    // Everything the cutover uses is connected first: the pause is only
+    // statements.
+    let mut old_admin = job.from.admin.connect(None).await?;
+    let old_logins = logins(fleet, &old_admin, tenant).await?;
+    let mut new_admin = job.to.admin.connect(None).await?;
+    let new_logins = logins(fleet, &new_admin, tenant).await?;
+    let mut catch_up = match plan.method {
+        Method::Logical => Some(logical::CatchUp::connect(job).await?),
+        Method::DumpRestore { .. } => None,
+    };
     progress("cutover: closing the old copy");
     let start = Instant::now();
     // Closed and marked at once (gateways hold the tenant's requests from
     // here): a crash from now on leaves the tenant closed, never open on
     // either side, until the next apply finishes the cutover.
-    let mut old_admin = job.from.admin.connect(None).await?;
-    let old_logins = logins(fleet, &old_admin, tenant).await?;
     let mut close = sql::logins(&old_logins, false);
+    close.push(sql::revoke_connect(tenant, &old_logins));
     close.extend(sql::mark(
         fleet,
         tenant,
@@ -386,29 +398,14 @@ async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
         }),
     ));
     tx(&mut old_admin, &close, ctx("closing the old copy")).await?;
-    // End the sessions and wait until they are gone: a write in flight
-    // either committed before (and is streamed) or is rolled back.
-    loop {
-        let left: i64 = old_admin
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
-                &[&old_logins],
-            )
-            .await
-            .map_err(|e| Error::sql(ctx("ending its sessions on the old server"), e))?
-            .get(0);
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    match &plan.method {
-        Method::Logical => logical::finish(job).await?,
-        Method::DumpRestore { .. } => offline::copy(job, progress).await?,
+    drain(&old_admin, tenant, &old_logins)
+        .await
+        .map_err(|e| Error::sql(ctx("ending its sessions on the old server"), e))?;
+    match &mut catch_up {
+        Some(c) => c.run(job).await?,
+        None => offline::copy(job, progress).await?,
     }
     // The commit point: the new copy's logins and its plain marker at once.
-    let mut new_admin = job.to.admin.connect(None).await?;
-    let new_logins = logins(fleet, &new_admin, tenant).await?;
     let mut open = sql::logins(&new_logins, t.status == Status::Active);
     open.extend(sql::mark(fleet, tenant, t.deletion_protection, None));
     tx(&mut new_admin, &open, ctx("opening the new copy")).await?;
@@ -417,6 +414,9 @@ async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
         "cutover done: writes were closed for {:.0?}",
         paused
     ));
+    if catch_up.is_some() {
+        logical::clean_up(job).await?;
+    }
     leave(job).await?;
     Ok(Moved {
         paused: Some(paused),
@@ -425,6 +425,41 @@ async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
             plan.to, plan.from
         )],
     })
+}
+
+/// Ends the sessions of `logins` on a closed copy and waits until none is
+/// left or starting: a write in flight either committed before (and goes
+/// across) or is rolled back. A session that passed its LOGIN check just
+/// before the close is either visible (and ended) or still starting, and
+/// then holds its lock on the database: it took it before checking CONNECT
+/// and shows in `pg_stat_activity` before it lets go. So the locks are read
+/// first, then the sessions, until both are none.
+async fn drain(
+    admin: &Client,
+    tenant: &str,
+    logins: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    loop {
+        let starting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'object' AND classid = 'pg_database'::regclass
+                   AND objid = (SELECT oid FROM pg_database WHERE datname = $1) AND pid <> pg_backend_pid()",
+                &[&tenant],
+            )
+            .await?
+            .get(0);
+        let left: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
+                &[&logins],
+            )
+            .await?
+            .get(0);
+        if starting == 0 && left == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Marks the old copy as left behind (closed, unprotected: it is no longer
