@@ -11,7 +11,8 @@
 //!   old server to the first on the new one), with the cutover apply
 //!   reports and the whole move's time;
 //! - the baseline's pause: the whole `pg_dump | pg_restore` (into a fresh
-//!   database: no roles, no privileges, no checks; only the copy);
+//!   database: no roles, no privileges, no checks; only the copy), the
+//!   median of `--baseline-runs`;
 //! - their ratio (the target is <= 0.1) and the pause's target (<= 1 s).
 //!
 //! ```text
@@ -45,6 +46,9 @@ pub struct Args {
     /// Orders of the moved tenant (customers: a twentieth, widgets: 100).
     #[arg(long, default_value_t = 200_000)]
     pub orders: u64,
+    /// How many times the baseline copy is timed (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub baseline_runs: usize,
     /// A smoke run: 20,000 orders.
     #[arg(long)]
     pub quick: bool,
@@ -134,8 +138,17 @@ pub fn run(args: &Args) -> Result<()> {
     // The baseline: the copy an operator runs with the tenant's writes
     // stopped, into a fresh database on b.
     println!("Baseline: pg_dump -Fc | pg_restore into a fresh database on server b ...");
-    let baseline = dump_restore(&a, &b, &db)?;
-    println!("  pg_dump | pg_restore: {}\n", secs(baseline));
+    let mut runs = Vec::new();
+    for _ in 0..args.baseline_runs.max(1) {
+        runs.push(dump_restore(&a, &b, &db)?);
+    }
+    let shown: Vec<String> = runs.iter().map(|d| secs(*d)).collect();
+    let baseline = crate::median(runs);
+    println!(
+        "  pg_dump | pg_restore: {} (median of {})\n",
+        secs(baseline),
+        shown.join(", ")
+    );
 
     // The online move, with a writer going the whole time.
     let token = token_create(&bin, &config, None, work.path(), &db, "developer")?;
