@@ -120,6 +120,7 @@ pub async fn apply(inventory: &Inventory, jobs: usize, flags: &ApplyFlags) -> Re
             let ctx = apply::Context {
                 admin: &session.admin,
                 inventory: &server.share,
+                fleet: inventory,
                 desired: &session.desired,
                 observed: &session.observed,
                 migrations: &session.migrations,

@@ -238,3 +238,109 @@ fn a_tenant_moves_offline_when_an_admin_is_not_a_superuser() {
     );
     assert_eq!(f.tenantry_fleet(&["plan", "--detailed-exitcode"]).code, 0);
 }
+
+#[test]
+fn a_move_called_off_leaves_a_copy_that_allow_destroy_drops_with_its_replication() {
+    let (a, b) = (logical_cluster(), logical_cluster());
+    let f = Fleet::on(a, Admin::Superuser);
+    let servers = servers_toml(&[("a", &a.url("postgres"), ""), ("b", &b.url("postgres"), "")]);
+    let tenant =
+        |pin: &str| format!("[tenants.{{p}}_shop]\nplan = \"starter\"\nserver = \"{pin}\"\n");
+    f.write_servers(&servers, &tenant("a"));
+    f.tenantry_fleet(&["apply", "--auto-approve"]).ok();
+    let db = f.name("{p}_shop");
+    a.psql(
+        &db,
+        "INSERT INTO customers (first_name, last_name, email) VALUES ('f', 'l', 'c@x');
+         INSERT INTO widgets (name, price, inventory_level) VALUES ('w', 100, 1000000);
+         INSERT INTO orders (customer_id, widget_id, quantity, amount) SELECT 1, 1, 1, 100 FROM generate_series(1, 50000);",
+    )
+    .unwrap();
+
+    // The move starts; apply is stopped while the copy is being filled.
+    f.write_servers(&servers, &tenant("b"));
+    let mut apply = f
+        .command(&["apply", "--auto-approve"])
+        .env_remove("TENANTRY_ADMIN_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let subscribed = || {
+        one(
+            b,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = '{db}'"),
+        ) == "1"
+    };
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(90), || subscribed()
+            || apply.try_wait().unwrap().is_some()),
+        "no subscription"
+    );
+    assert!(
+        apply.try_wait().unwrap().is_none(),
+        "apply finished before it could be stopped mid-copy"
+    );
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+
+    // Called off: the pin back on a. The tenant stays there; the copy on b
+    // is a note until apply --allow-destroy drops it.
+    f.write_servers(&servers, &tenant("a"));
+    let plan = f.tenantry_fleet(&["plan", "--detailed-exitcode"]);
+    println!("{}", plan.all());
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert!(
+        plan.stdout.contains(&format!(
+            "note: the leftover copy of tenant {db} on server b (an unfinished move from server a, called off"
+        )),
+        "{}",
+        plan.stdout
+    );
+    let apply = f.tenantry_fleet(&["apply", "--auto-approve"]);
+    apply.ok();
+    assert_eq!(
+        one(
+            b,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")
+        ),
+        "1",
+        "kept without --allow-destroy"
+    );
+    let apply = f.tenantry_fleet(&["apply", "--auto-approve", "--allow-destroy"]);
+    println!("{}", apply.all());
+    assert!(
+        apply.ok().contains("the move from server a was called off"),
+        "{}",
+        apply.stdout
+    );
+    assert_eq!(
+        one(
+            b,
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")
+        ),
+        "0"
+    );
+    assert_eq!(
+        one(b, "postgres", "SELECT count(*) FROM pg_subscription"),
+        "0"
+    );
+    assert_eq!(
+        one(a, "postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+    assert_eq!(one(a, &db, "SELECT count(*) FROM pg_publication"), "0");
+    assert_eq!(
+        one(
+            a,
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tenantry\\_move\\_%'"
+        ),
+        "0"
+    );
+    assert_eq!(one(a, &db, "SELECT count(*) FROM orders"), "50000");
+    assert_eq!(f.tenantry_fleet(&["plan", "--detailed-exitcode"]).code, 0);
+}

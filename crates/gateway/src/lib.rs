@@ -14,12 +14,14 @@
 //!   strangers away from tenants' databases and budgets;
 //! - [`listen`]: sockets, TLS, client timeouts and caps, graceful shutdown;
 //! - [`reload`]: the configuration watched and swapped while serving;
-//! - [`moves`]: tenant moves between servers, heard at once (`LISTEN`), and
-//!   the requests held through a cutover.
+//! - [`moves`]: tenant moves between servers, heard at once (`LISTEN`);
+//! - `hold`: the requests held through a cutover, and the one more run of a
+//!   request whose old copy closed under it.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod error;
+mod hold;
 pub mod limit;
 pub mod listen;
 pub mod metrics;

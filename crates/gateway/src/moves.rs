@@ -14,11 +14,11 @@
 //! - [`Moves`]: the asks for a look (the reloader carries them out, see
 //!   `reload`) and the tenants a notification named: their requests wait
 //!   until a look that started after the notification has finished, so
-//!   none is sent to a copy whose cutover has started (see `server`).
+//!   none is sent to a copy whose cutover has started (see `hold`).
 //!
 //! What does not live here: reading the catalogs (the binary's locator,
 //! run by the reloader), what a request does while its tenant is held
-//! (`server`), and the cutover itself (`tenantry-pg`'s `moves`).
+//! (`hold`), and the cutover itself (`tenantry-pg`'s `moves`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -10,16 +10,16 @@
 //! Requests without a valid token (and every token lookup that goes to the
 //! database) are limited per client address instead.
 //!
-//! A request for a tenant being moved to another server waits for the
-//! snapshot that says where it lives now (up to the checkout timeout, then
-//! 503 `tenant_moving` with `Retry-After: 1`). A request whose database went
-//! away under it (the old copy closed by a cutover) runs once more on that
-//! snapshot if none of it had run or it only read; a write that may have
-//! committed is never run twice (503, `Retry-After`).
+//! Once it has a token, an API request is held while its tenant is being
+//! moved, then run; one whose database went away under it (the old copy
+//! closed by a cutover) may run once more where the tenant lives now.
+//! `route` takes that decision; the hold, the run and what a request keeps
+//! between its runs live in `hold`.
 //!
 //! What does not live here: sockets, timeouts and shutdown (`listen`), the
-//! reload of the configuration (`reload`), hearing of moves (`moves`), the
-//! API itself (`api`).
+//! reload of the configuration (`reload`), hearing of moves (`moves`),
+//! holding and running a request around a move (`hold`), the API itself
+//! (`api`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,26 +29,20 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 
-use crate::api;
 use crate::error::ApiError;
+use crate::hold::Attempt;
 use crate::limit::{AddressLimits, Limits};
 use crate::metrics::Metrics;
 use crate::moves::Moves;
 use crate::pools::{Object, PoolError, PoolKey, Registry, Settings, Target};
-use crate::snapshot::{Login, Snapshot, TenantEntry};
+use crate::snapshot::{Snapshot, TenantEntry};
 use crate::tokens;
-
-/// Largest request body accepted.
-const MAX_BODY: usize = 1 << 20;
-
-/// How long a request body may take to arrive once its headers did.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of the gateway that are not about pools.
 #[derive(Debug, Clone)]
@@ -71,28 +65,28 @@ impl Default for Options {
 
 /// The gateway's state, shared by every connection.
 pub struct Gateway {
-    snapshot: ArcSwap<Snapshot>,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
     /// Each server's pools, by name (a server stays once seen: its pools
     /// drain when its tenants go).
     servers: ArcSwap<HashMap<String, Arc<Registry>>>,
     /// Pool settings; each server's budget is its own.
-    settings: Settings,
-    limits: Limits,
+    pub(crate) settings: Settings,
+    pub(crate) limits: Limits,
     /// Requests without a token, with a malformed one, or with one known
     /// to be bad, per client address.
     strangers: AddressLimits,
     /// Lookups of tokens that turned out bad, per client address: while it
     /// is exhausted, that address's unknown tokens are not looked up.
     bad_lookups: AddressLimits,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
     tokens: tokens::Cache,
     stopping: AtomicBool,
     /// The epoch of the snapshot in force, sent at every swap: requests
     /// held for a move and the move listeners wait on it.
-    swaps: watch::Sender<u64>,
+    pub(crate) swaps: watch::Sender<u64>,
     /// Asks for a look at where the tenants live, and the tenants held
     /// until one has finished.
-    moves: Arc<Moves>,
+    pub(crate) moves: Arc<Moves>,
 }
 
 impl Gateway {
@@ -327,162 +321,6 @@ impl Gateway {
         }
     }
 
-    /// A request's way to wait for a newer snapshot or look: until the
-    /// checkout timeout from now.
-    fn changes(&self) -> Changes {
-        Changes {
-            deadline: tokio::time::Instant::now() + self.settings.checkout_timeout,
-            swaps: self.swaps.subscribe(),
-            looks: self.moves.looks(),
-        }
-    }
-
-    /// Holds a request for a tenant being moved (its cutover under way, or
-    /// a notification said its copies changed and the look it asked for
-    /// has not finished) until a snapshot says where it lives: that
-    /// snapshot and the tenant in it. 503 `tenant_moving` once the request
-    /// has waited the checkout timeout.
-    async fn hold(
-        &self,
-        mut snap: Arc<Snapshot>,
-        mut t: Arc<TenantEntry>,
-        host: Option<&str>,
-        x_tenant: Option<&str>,
-        changes: &mut Changes,
-    ) -> Result<(Arc<Snapshot>, Arc<TenantEntry>), ApiError> {
-        let mut held = false;
-        loop {
-            if !t.moving && !self.moves.awaiting(&t.info.name) {
-                if held {
-                    tracing::debug!(tenant = %t.info.name, server = %t.server, "a request held for a move goes on");
-                }
-                return Ok((snap, t));
-            }
-            if !held {
-                held = true;
-                self.metrics.held(&t.info.name);
-                tracing::debug!(tenant = %t.info.name, "request held: the tenant is being moved");
-            }
-            if changes.next().await.is_err() {
-                self.metrics.moving(&t.info.name);
-                return Err(ApiError::tenant_moving());
-            }
-            snap = self.snapshot.load_full();
-            t = snap
-                .route(host, x_tenant)
-                .cloned()
-                .ok_or_else(ApiError::unknown_tenant)?;
-            if t.suspended {
-                return Err(ApiError::suspended());
-            }
-        }
-    }
-
-    /// After a request on `t` found its database gone: a newer snapshot in
-    /// which the tenant lives on another server or is being moved, and the
-    /// tenant in it, waiting (within the request's bound) while a move's
-    /// notification asked for a look that has not finished. None when
-    /// nothing says the tenant moved (its database is simply down).
-    async fn moved(
-        &self,
-        t: &TenantEntry,
-        host: Option<&str>,
-        x_tenant: Option<&str>,
-        changes: &mut Changes,
-    ) -> Option<(Arc<Snapshot>, Arc<TenantEntry>)> {
-        loop {
-            let snap = self.snapshot.load_full();
-            let now = snap
-                .route(host, x_tenant)
-                .filter(|now| now.info.name == t.info.name)?
-                .clone();
-            if now.moving || now.server != t.server {
-                return Some((snap, now));
-            }
-            if !self.moves.awaiting(&t.info.name) {
-                return None;
-            }
-            changes.next().await.ok()?;
-        }
-    }
-
-    /// One run of a request on `t` of `snap`: token, rate limit, body,
-    /// connection, the store API. An error marked
-    /// [`gone`](ApiError::gone) with `attempt.ran` false left no trace.
-    async fn attempt<B>(
-        &self,
-        snap: &Snapshot,
-        t: &TenantEntry,
-        attempt: &mut Attempt<'_, B>,
-        role_out: &mut String,
-    ) -> Result<Response<Full<Bytes>>, ApiError>
-    where
-        B: Body,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let role = self
-            .token_role(t, snap.epoch, attempt.token, attempt.peer)
-            .await?;
-        role_out.clone_from(&role);
-        // Once per request, however many times it runs.
-        if !attempt.charged {
-            if let Err(wait) = self.limits.check(&t.info.name, t.requests_per_second) {
-                self.metrics.rate_limited(&t.info.name);
-                return Err(ApiError::rate_limited(wait.as_secs().max(1)));
-            }
-            attempt.charged = true;
-        }
-        // One pool per tenant; each request runs as the token's group.
-        let pool_role = t.pool_key_role();
-        match t.logins.get(pool_role) {
-            Some(Login::Ready { .. }) => {}
-            Some(Login::Unavailable(why)) => {
-                tracing::debug!(tenant = %t.info.name, role = %pool_role, reason = %why, "login unavailable");
-                return Err(ApiError::login_unavailable());
-            }
-            None => return Err(ApiError::login_unavailable()),
-        }
-        let session_role = t.session_role(&role);
-        let body = attempt.body().await?;
-        let parts = attempt.parts;
-        let areq = api::Request {
-            method: &parts.method,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            body: &body,
-        };
-        if api::is_static(&areq) {
-            let info = &t.info;
-            return Ok(json_response(
-                StatusCode::OK,
-                Some(
-                    &serde_json::json!({"name": info.name, "display_name": info.display_name, "plan": info.plan}),
-                ),
-            ));
-        }
-        let key = PoolKey {
-            tenant: t.info.name.clone(),
-            role: pool_role.to_owned(),
-        };
-        let size = t.pool_size;
-        // The connection settings are only built for a new pool.
-        let mut conn = self
-            .pools(&t.server)
-            .get(&key, &|| Target {
-                config: t.config(pool_role).expect("a ready login has a config"),
-                size,
-                epoch: snap.epoch,
-            })
-            .await
-            .map_err(|e| pool_error(&key, e))?;
-        if let Some(group) = &session_role {
-            act_as(&mut conn, group).await?;
-        }
-        attempt.ran = true;
-        let out = api::handle(&areq, &t.info, &mut conn).await?;
-        Ok(json_response(out.status, out.body.as_ref()))
-    }
-
     /// Spends one unit of `peer`'s budget for requests without a valid
     /// token: 429 when it is exhausted.
     fn stranger(&self, peer: IpAddr) -> Result<(), ApiError> {
@@ -499,7 +337,7 @@ impl Gateway {
     /// tenant's database at most that budget (and delays only new tokens
     /// from that address; cached ones, and other addresses, are unaffected).
     /// A token already known to be bad spends the strangers' budget.
-    async fn token_role(
+    pub(crate) async fn token_role(
         &self,
         t: &TenantEntry,
         epoch: u64,
@@ -693,90 +531,6 @@ impl Gateway {
     }
 }
 
-/// What a request waits for while its tenant is held: a swap of the
-/// snapshot or a finished look at where the tenants live, until the
-/// checkout timeout from the request's start.
-struct Changes {
-    deadline: tokio::time::Instant,
-    swaps: watch::Receiver<u64>,
-    looks: watch::Receiver<u64>,
-}
-
-impl Changes {
-    /// The next swap or look since the last one seen; Err once the
-    /// deadline has passed.
-    async fn next(&mut self) -> Result<(), ()> {
-        let Changes {
-            deadline,
-            swaps,
-            looks,
-        } = self;
-        let next = async {
-            tokio::select! {
-                r = swaps.changed() => r.is_ok(),
-                r = looks.changed() => r.is_ok(),
-            }
-        };
-        match tokio::time::timeout_at(*deadline, next).await {
-            Ok(true) => Ok(()),
-            _ => Err(()),
-        }
-    }
-}
-
-/// A request between its runs (see [`Gateway::attempt`]): what it asks,
-/// its body (read once, on the first run that gets that far), whether it
-/// was charged to the tenant's rate limit, and whether the store API ran
-/// any of it.
-struct Attempt<'r, B> {
-    parts: &'r hyper::http::request::Parts,
-    token: &'r str,
-    peer: IpAddr,
-    unread: Option<B>,
-    body: Option<Bytes>,
-    charged: bool,
-    ran: bool,
-}
-
-impl<B> Attempt<'_, B>
-where
-    B: Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    /// The body, read (bounded in size and time) the first time.
-    async fn body(&mut self) -> Result<Bytes, ApiError> {
-        if let Some(body) = &self.body {
-            return Ok(body.clone());
-        }
-        let json_body = body_is_json(&self.parts.headers)?;
-        let Some(unread) = self.unread.take() else {
-            return Err(ApiError::internal("the request body was lost"));
-        };
-        let body = match tokio::time::timeout(
-            BODY_TIMEOUT,
-            Limited::new(unread, MAX_BODY).collect(),
-        )
-        .await
-        {
-            Ok(Ok(body)) => body.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(ApiError::too_large(MAX_BODY))
-            }
-            Ok(Err(e)) => {
-                return Err(ApiError::bad_request(format!(
-                    "cannot read the request body: {e}"
-                )))
-            }
-            Err(_) => return Err(ApiError::timeout("the request body did not arrive in time")),
-        };
-        if !body.is_empty() && !json_body {
-            return Err(ApiError::unsupported_media_type());
-        }
-        self.body = Some(body.clone());
-        Ok(body)
-    }
-}
-
 /// A pools registry for every server of `snapshot`: the ones of `existing`
 /// kept (a budget changed in the file takes effect at the next start), new
 /// ones made with the server's budget (else `settings.budget`).
@@ -815,14 +569,14 @@ fn registries(
 /// group's privileges and no other: the gateway login itself is NOINHERIT
 /// and holds nothing. A switch that fails (the group was dropped or the
 /// membership revoked) fails the request before any of its statements runs.
-async fn act_as(conn: &mut Object, group: &str) -> Result<(), ApiError> {
+pub(crate) async fn act_as(conn: &mut Object, group: &str) -> Result<(), ApiError> {
     conn.act_as(group).await.map_err(|e| ApiError::from_db(&e))
 }
 
 /// The answer for a pool that cannot give a connection, marked
 /// [`gone`](ApiError::gone). The reason (which names databases, hosts and
 /// server messages) goes to the log, not to the caller.
-fn pool_error(key: &PoolKey, e: PoolError) -> ApiError {
+pub(crate) fn pool_error(key: &PoolKey, e: PoolError) -> ApiError {
     let error = match e {
         PoolError::Busy { retry_after } => ApiError::unavailable(
             "every connection of this tenant is busy; try again shortly",
@@ -918,7 +672,7 @@ fn host<'r>(headers: &'r HeaderMap, uri: &'r hyper::Uri) -> Result<Option<&'r st
 /// Whether the body is declared JSON: `application/json` or
 /// `application/<x>+json`, any case, charset UTF-8 if one is given. A
 /// content encoding other than `identity` is 415 at once.
-fn body_is_json(headers: &HeaderMap) -> Result<bool, ApiError> {
+pub(crate) fn body_is_json(headers: &HeaderMap) -> Result<bool, ApiError> {
     if let Some(encoding) = headers.get(hyper::header::CONTENT_ENCODING) {
         if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
             return Err(ApiError::unsupported_media_type());
@@ -942,7 +696,10 @@ fn body_is_json(headers: &HeaderMap) -> Result<bool, ApiError> {
     Ok(json && utf8)
 }
 
-fn json_response(status: StatusCode, body: Option<&serde_json::Value>) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(
+    status: StatusCode,
+    body: Option<&serde_json::Value>,
+) -> Response<Full<Bytes>> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -1033,139 +790,5 @@ mod tests {
         assert!(bearer(Some("Bearer a b")).is_err());
         assert!(bearer(Some("Bearer")).is_err());
         assert!(bearer(None).is_err());
-    }
-}
-
-#[cfg(test)]
-mod moving {
-    //! Requests for a tenant being moved: held until a snapshot says where
-    //! it lives, 503 `tenant_moving` past the checkout timeout. No database
-    //! is reached (the tenant's login is not ready once it is placed).
-    use super::*;
-    use crate::snapshot::{Homes, Unplaced};
-
-    /// Two servers, tenant shop (no gateway password generated yet) on a,
-    /// or being cut over to b.
-    fn snapshot(dir: &std::path::Path, moving: bool) -> Snapshot {
-        let text = r#"
-[servers.a]
-admin_url = "postgres://admin@127.0.0.1:1/postgres"
-
-[servers.b]
-admin_url = "postgres://admin@127.0.0.1:2/postgres"
-
-[routing]
-base_domains = ["localhost"]
-
-[plans.p]
-connection_limit = 5
-statement_timeout = "5s"
-pool_size = 2
-requests_per_second = 1000
-
-[tenants.shop]
-plan = "p"
-server = "b"
-"#;
-        let inventory =
-            tenantry_manifest::Inventory::from_str_with(text, &dir.join("tenants.toml"), &|_| None)
-                .unwrap();
-        let mut homes = Homes::default();
-        let home = if moving {
-            Err(Unplaced {
-                reason: "being moved to server b: its cutover is under way".into(),
-                retry: true,
-                moving: true,
-            })
-        } else {
-            Ok("a".to_owned())
-        };
-        homes.tenants.insert("shop".into(), home);
-        Snapshot::from_fleet(&inventory, &homes).unwrap()
-    }
-
-    fn gateway(snapshot: Snapshot, wait: Duration) -> Arc<Gateway> {
-        let settings = Settings {
-            checkout_timeout: wait,
-            ..Settings::default()
-        };
-        Gateway::new(snapshot, settings, Options::default())
-    }
-
-    async fn get(gateway: &Gateway) -> Response<Full<Bytes>> {
-        let req = Request::builder()
-            .uri("/api/widgets")
-            .header(HOST, "shop.localhost")
-            .header(AUTHORIZATION, "Bearer some-token")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        gateway.handle(req, IpAddr::from([127, 0, 0, 1])).await
-    }
-
-    async fn code(r: Response<Full<Bytes>>) -> (u16, String, Option<String>) {
-        let status = r.status().as_u16();
-        let retry = r
-            .headers()
-            .get(RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body = r.into_body().collect().await.unwrap().to_bytes();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        (
-            status,
-            body["error"]["code"].as_str().unwrap().to_owned(),
-            retry,
-        )
-    }
-
-    #[tokio::test]
-    async fn a_cutover_longer_than_the_checkout_timeout_is_503_tenant_moving() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = gateway(snapshot(dir.path(), true), Duration::from_millis(200));
-        let started = Instant::now();
-        let (status, code, retry) = code(get(&g).await).await;
-        assert_eq!((status, code.as_str()), (503, "tenant_moving"));
-        assert_eq!(retry.as_deref(), Some("1"));
-        assert!(started.elapsed() >= Duration::from_millis(200));
-        let metrics = g.metrics.render(&[]);
-        assert!(metrics.contains("tenantry_requests_held_total{tenant=\"shop\"} 1\n"));
-        assert!(metrics.contains("tenantry_tenant_moving_total{tenant=\"shop\"} 1\n"));
-    }
-
-    #[tokio::test]
-    async fn a_held_request_goes_on_with_the_snapshot_that_places_its_tenant() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = gateway(snapshot(dir.path(), true), Duration::from_secs(30));
-        let held = tokio::spawn({
-            let g = g.clone();
-            async move { code(get(&g).await).await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!held.is_finished(), "held while the cutover is under way");
-        let started = Instant::now();
-        g.replace(snapshot(dir.path(), false));
-        // Placed on a: on to its token lookup, which needs its login.
-        let (status, code, _) = held.await.unwrap();
-        assert_eq!((status, code.as_str()), (503, "login_unavailable"));
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
-
-    #[tokio::test]
-    async fn a_notified_tenant_waits_for_the_look_its_notification_asked_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = gateway(snapshot(dir.path(), false), Duration::from_secs(30));
-        let ask = g.moves().ask();
-        g.moves().notice("shop");
-        let held = tokio::spawn({
-            let g = g.clone();
-            async move { code(get(&g).await).await }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // A look that started before the notification does not release it.
-        g.moves().looked(ask);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!held.is_finished(), "held until the look it asked for");
-        g.moves().looked(ask + 1);
-        let (status, code, _) = held.await.unwrap();
-        assert_eq!((status, code.as_str()), (503, "login_unavailable"));
     }
 }

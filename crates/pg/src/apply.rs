@@ -25,7 +25,11 @@ use crate::migrate::Migrations;
 /// What apply needs besides the plan.
 pub struct Context<'a> {
     pub admin: &'a Admin,
+    /// This server's share of the file.
     pub inventory: &'a Inventory,
+    /// The whole file (a move's other server, when a copy it left is
+    /// dropped).
+    pub fleet: &'a Inventory,
     pub desired: &'a Desired,
     pub observed: &'a Observed,
     pub migrations: &'a Migrations,
@@ -454,6 +458,7 @@ async fn destroy(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Erro
         match c {
             Change::DropDatabase { database, .. } => {
                 let owner = group_role_name(database, Group::Owner);
+                notes.extend(crate::moves::before_drop(ctx, &client, database).await?);
                 if !superuser {
                     exec(
                         &client,

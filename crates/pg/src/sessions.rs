@@ -24,7 +24,7 @@ use futures_util::future::join_all;
 use tenantry_layout::roles::group_role_name;
 use tenantry_layout::{Group, Kind, Marker, Move};
 use tenantry_manifest::{Inventory, ServerStatus};
-use tenantry_plan::fleet_plan::{FleetPlan, Held, Leftover, ServerPlan};
+use tenantry_plan::fleet_plan::{FleetPlan, Held, Left, Leftover, ServerPlan};
 use tenantry_plan::moves::MovePlan;
 use tenantry_plan::placement::{self, Placement};
 use tenantry_plan::plan::Action;
@@ -498,9 +498,26 @@ pub async fn open(
             leftovers.push(Leftover {
                 tenant: tenant.clone(),
                 server: r.name.clone(),
-                to: to.clone(),
-                at: at.clone(),
+                left: Left::MovedOut {
+                    to: to.clone(),
+                    at: at.clone(),
+                },
             });
+        }
+        // A copy being filled for a move the file no longer asks for (the
+        // tenant pinned back where it lives, or gone from the file).
+        for (tenant, from) in &r.incoming {
+            let asked = move_list
+                .iter()
+                .any(|(t, _, to, _)| t == tenant && *to == r.name);
+            let conflict = conflicting.contains(tenant.as_str());
+            if !asked && !conflict {
+                leftovers.push(Leftover {
+                    tenant: tenant.clone(),
+                    server: r.name.clone(),
+                    left: Left::Unfinished { from: from.clone() },
+                });
+            }
         }
     }
     let plans = located.reached.into_iter().map(|r| {

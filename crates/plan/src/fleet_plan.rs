@@ -25,13 +25,39 @@ pub struct FleetPlan<'a> {
     pub leftovers: Vec<Leftover>,
 }
 
-/// A copy a move left on `server`: the tenant went to `to` at `at`.
+/// A copy a move left on `server`, closed: dropped (after a backup) only
+/// by `apply --allow-destroy`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Leftover {
     pub tenant: String,
     pub server: String,
-    pub to: String,
-    pub at: String,
+    #[serde(flatten)]
+    pub left: Left,
+}
+
+/// Why a move left a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "left", rename_all = "snake_case")]
+pub enum Left {
+    /// The tenant went to `to` at `at`: this is its old copy.
+    MovedOut { to: String, at: String },
+    /// A move from `from` was called off while this copy was being
+    /// filled (still subscribed to `from`, whose replication slot keeps
+    /// WAL for it until it is dropped).
+    Unfinished { from: String },
+}
+
+impl Left {
+    /// How plan describes it, after "the leftover copy of tenant X on
+    /// server Y".
+    pub fn describe(&self) -> String {
+        match self {
+            Left::MovedOut { to, at } => format!("moved to server {to} at {at}"),
+            Left::Unfinished { from } => format!(
+                "an unfinished move from server {from}, called off; its replication slot on {from} keeps WAL until the copy is dropped"
+            ),
+        }
+    }
 }
 
 /// One server's part.

@@ -5,8 +5,7 @@
 //! a tenant moves.
 
 use serde::Serialize;
-use tenantry_layout::roles::group_role_name;
-use tenantry_layout::{literal, quote, Group, Kind, Marker, Move};
+use tenantry_layout::{literal, quote, Kind, Marker, Move};
 
 /// One tenant's move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -132,26 +131,6 @@ pub mod sql {
         )
     }
 
-    /// Admin database, old server, in the transaction that closes it: the
-    /// tenant's group roles and `logins` may no longer connect to its
-    /// database. Every session checks CONNECT while it starts, after it
-    /// has taken its lock on the database, so one that passed its LOGIN
-    /// check just before the close is still turned away (the cutover waits
-    /// for sessions holding that lock; see `tenantry_pg::moves`). The old
-    /// copy is never opened again, so nothing grants it back.
-    pub fn revoke_connect(tenant: &str, logins: &[String]) -> String {
-        let roles: Vec<String> = Group::MEMBERS
-            .iter()
-            .map(|&g| quote(&group_role_name(tenant, g)))
-            .chain(logins.iter().map(|l| quote(l)))
-            .collect();
-        format!(
-            "REVOKE CONNECT ON DATABASE {} FROM {}",
-            quote(tenant),
-            roles.join(", ")
-        )
-    }
-
     /// Admin database, either server: the tenant's logins may (or may no
     /// longer) log in.
     pub fn logins(roles: &[String], login: bool) -> Vec<String> {
@@ -223,6 +202,17 @@ pub mod sql {
             quote(name),
             literal(name)
         )
+    }
+
+    /// New server, the tenant's database: a subscription dropped without
+    /// touching the old server (its slot there is dropped on that side,
+    /// which may be unreachable or already gone).
+    pub fn detach_subscription(name: &str) -> Vec<String> {
+        vec![
+            disable_subscription(name),
+            format!("ALTER SUBSCRIPTION {} SET (slot_name = NONE)", quote(name)),
+            format!("DROP SUBSCRIPTION IF EXISTS {}", quote(name)),
+        ]
     }
 
     /// New server, the tenant's database: the subscription stops applying

@@ -104,7 +104,7 @@ pub enum Conflict {
     /// Its database is marked on each of these servers.
     OnSeveral { servers: Vec<String> },
     /// A move to `to` was started (its copy there is being filled) but the
-    /// file no longer pins it there.
+    /// file now pins it to a third server.
     UnfinishedMove { to: String },
     /// `on` holds a copy being filled from `from`, and no server holds the
     /// tenant's own copy.
@@ -123,7 +123,7 @@ impl std::fmt::Display for Conflict {
             ),
             Conflict::UnfinishedMove { to } => write!(
                 f,
-                "a move of it to server {to} was started and is not finished, but the file does not pin it there: set server = \"{to}\" to finish the move (a started move is not cancelled by tenantry; its copy on {to} is closed and takes no writes)"
+                "a move of it to server {to} was started and is not finished, and the file pins it to another server: set server = \"{to}\" to finish that move, or pin it back where it lives to call the move off (apply --allow-destroy then drops the unfinished copy), then move it"
             ),
             Conflict::OrphanCopy { on, from } => write!(
                 f,
@@ -167,6 +167,12 @@ fn moving(
             from: (*one).to_owned(),
             to: (*on).to_owned(),
             cutover: false,
+        }),
+        // The pin back where it lives (or none): the move is called off;
+        // its unfinished copies are dropped like a leftover
+        // (`apply --allow-destroy`), the tenant stays.
+        ([], [one], _) if pin.is_none_or(|p| p == *one) => Some(Placement::Lives {
+            server: (*one).to_owned(),
         }),
         ([], [_], [(on, _), ..]) => Some(Placement::Conflict(Conflict::UnfinishedMove {
             to: (*on).to_owned(),
@@ -398,7 +404,7 @@ mod tests {
         assert_eq!(got["a"], mv("eu1", "eu2", false));
         assert_eq!(got["b"], mv("eu1", "eu2", true));
         assert_eq!(got["b"].server(), None, "only the move touches it");
-        assert!(pinned_text(&got["c"]).contains("set server = \"eu3\" to finish the move"));
+        assert!(pinned_text(&got["c"]).contains("set server = \"eu3\" to finish that move"));
         // The target already open, the source not yet marked: still the move's.
         servers[1].holds.insert("b".into());
         servers[1].incoming.remove("b");
@@ -406,12 +412,16 @@ mod tests {
             place(&servers, &[wanted("b", None)])["b"],
             mv("eu1", "eu2", true)
         );
-        // The pin back where it lives: the unfinished copy is a conflict.
-        let got = place(&servers, &[wanted("a", None)]);
-        assert_eq!(
-            got["a"],
-            Placement::Conflict(Conflict::UnfinishedMove { to: "eu2".into() })
-        );
+        // The pin back where it lives (or none): the move is called off.
+        for pin in [None, Some("eu1")] {
+            let got = place(&servers, &[wanted("a", pin)]);
+            assert_eq!(
+                got["a"],
+                Placement::Lives {
+                    server: "eu1".into()
+                }
+            );
+        }
         // A copy whose source holds nothing.
         servers[0].holds.remove("a");
         let got = place(&servers, &[wanted("a", Some("eu2"))]);

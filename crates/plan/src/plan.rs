@@ -216,10 +216,13 @@ impl Plan {
         n
     }
 
-    /// Tenants to destroy that are still deletion-protected.
+    /// Tenants to destroy that are still deletion-protected (a copy a
+    /// move left is not the tenant, which lives elsewhere: its marker's
+    /// protection does not hold it).
     pub fn protected_destroys(&self) -> Vec<&str> {
         self.tenants
             .iter()
+            .filter(|t| t.action != Action::Leftover)
             .filter(|t| {
                 t.changes.iter().any(|c| {
                     matches!(

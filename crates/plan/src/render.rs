@@ -86,7 +86,7 @@ pub fn fleet_text(fp: &FleetPlan) -> String {
             .leftovers
             .iter()
             .find(|l| l.tenant == t.tenant && l.server == *server)
-            .map(|l| format!("moved to server {} at {}", l.to, l.at));
+            .map(|l| l.left.describe());
         tenant(&mut out, t, Some(server), moved.as_deref());
     }
     if fp.is_empty() {

@@ -32,7 +32,7 @@ use tenantry_plan::model::Observed;
 use tenantry_plan::moves::{sql, Method, MovePlan, Stage};
 use tokio_postgres::{Client, GenericClient};
 
-use crate::apply::tx;
+use crate::apply::{exec, tx};
 use crate::connect::Admin;
 use crate::error::Error;
 use crate::migrate::Migrations;
@@ -297,6 +297,7 @@ async fn prepare(job: &Job<'_>) -> Result<(), Error> {
     let ctx = crate::apply::Context {
         admin: &session.admin,
         inventory: &share,
+        fleet: inv,
         desired: &session.desired,
         observed: &session.observed,
         migrations: &session.migrations,
@@ -388,7 +389,12 @@ async fn cutover(job: &Job<'_>, progress: &(dyn Fn(&str) + Sync)) -> Result<Move
     // here): a crash from now on leaves the tenant closed, never open on
     // either side, until the next apply finishes the cutover.
     let mut close = sql::logins(&old_logins, false);
-    close.push(sql::revoke_connect(tenant, &old_logins));
+    // New sessions are turned away by CONNECT too: it is checked after a
+    // starting session takes its lock on the database (see `drain`).
+    close.push(tenantry_plan::statements::revoke_connect(
+        tenant,
+        old_logins.contains(&tenantry_layout::roles::gateway_login_name(tenant)),
+    ));
     close.extend(sql::mark(
         fleet,
         tenant,
@@ -509,4 +515,179 @@ async fn copy_sequences(
         .await?;
     }
     Ok(())
+}
+
+/// Before a tenant's database is dropped on a server (`ctx.admin`, whose
+/// admin database `client` is connected to): what a move of it left. A
+/// copy being filled by a move that was called off is unsubscribed, and
+/// the move's replication slot, publication and streaming login on the
+/// server it came from are dropped (first: if that server cannot be
+/// reached, nothing is dropped here either, so the slot is never
+/// forgotten while it keeps WAL). A copy that is itself the source of a
+/// move loses the move's slot and streaming login here (its publication
+/// goes with the database). Returns notes worth printing.
+pub(crate) async fn before_drop(
+    ctx: &crate::apply::Context<'_>,
+    client: &Client,
+    tenant: &str,
+) -> Result<Vec<String>, Error> {
+    let fleet = ctx.fleet.fleet.as_str();
+    let name = tenantry_layout::moves::replication_name(fleet, tenant);
+    let ctx_of = |what: &str| format!("tenant {tenant}: {what}");
+    let mut notes = Vec::new();
+    if let Some(Marker {
+        moving: Some(Move::In { from }),
+        ..
+    }) = marker(fleet, client, tenant).await?
+    {
+        let server = ctx.fleet.servers.get(&from).ok_or_else(|| {
+            Error::other(
+                ctx_of("dropping its unfinished copy"),
+                format!("it was being filled from server {from}, which is not in the file: put the server back (its replication slot for this copy keeps WAL there), then apply again"),
+            )
+        })?;
+        let source = Admin::from_url(server.admin_url.as_ref())?;
+        let source_client = source.connect(None).await.map_err(|e| {
+            Error::other(
+                ctx_of("dropping its unfinished copy"),
+                format!("server {from}, whose replication slot for this copy keeps WAL, cannot be reached ({e}): apply again once it can"),
+            )
+        })?;
+        // Stopped first (no new table copies, so no new slots on the
+        // source), dropped last.
+        let here = ctx.admin.connect(Some(tenant)).await?;
+        let subscription: Option<u32> = here
+            .query_opt(
+                "SELECT oid FROM pg_subscription WHERE subname = $1 AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[&name],
+            )
+            .await
+            .map_err(|e| Error::sql(ctx_of("reading its subscription"), e))?
+            .map(|r| r.get(0));
+        if subscription.is_some() {
+            exec(
+                &here,
+                &sql::disable_subscription(&name),
+                ctx_of("stopping its subscription"),
+            )
+            .await?;
+        }
+        if let Ok(db) = source.connect(Some(tenant)).await {
+            exec(
+                &db,
+                &sql::drop_publication(&name),
+                ctx_of("dropping the move's publication"),
+            )
+            .await?;
+        }
+        release_source(&source_client, tenant, &name).await?;
+        if let Some(oid) = subscription {
+            // The slots of its table copies still under way (PostgreSQL
+            // names them after the subscription).
+            let pattern = format!("pg\\_{oid}\\_sync\\_%");
+            for slot in slots(&source_client, &pattern, tenant).await? {
+                release_slot(&source_client, tenant, &slot).await?;
+            }
+            for statement in sql::detach_subscription(&name) {
+                exec(
+                    &here,
+                    &statement,
+                    ctx_of("unsubscribing its unfinished copy"),
+                )
+                .await?;
+            }
+        }
+        notes.push(format!(
+            "the move from server {from} was called off: its subscription, and the replication slot, publication and streaming login on {from}, are dropped"
+        ));
+    }
+    release_source(client, tenant, &name).await?;
+    Ok(notes)
+}
+
+/// On a move's source server (admin database): its streaming login (no
+/// new connections) and its replication slot (its sender ended first), if
+/// there. The login's grant on the tenant's database goes before it, while
+/// the database exists.
+async fn release_source(client: &Client, tenant: &str, name: &str) -> Result<(), Error> {
+    let ctx_of = |what: &str| format!("tenant {tenant}: {what}");
+    if holds(
+        client,
+        "SELECT count(*) > 0 FROM pg_roles WHERE rolname = $1",
+        name,
+        ctx_of("reading the move's streaming login"),
+    )
+    .await?
+    {
+        let exists = holds(
+            client,
+            "SELECT count(*) > 0 FROM pg_database WHERE datname = $1",
+            tenant,
+            ctx_of("reading its database"),
+        )
+        .await?;
+        let mut drop = sql::drop_streaming_login(name, tenant);
+        if !exists {
+            drop.remove(0);
+        }
+        for statement in drop {
+            exec(
+                client,
+                &statement,
+                ctx_of("dropping the move's streaming login"),
+            )
+            .await?;
+        }
+    }
+    release_slot(client, tenant, name).await
+}
+
+/// The replication slots whose names are LIKE `pattern`.
+async fn slots(client: &Client, pattern: &str, tenant: &str) -> Result<Vec<String>, Error> {
+    Ok(client
+        .query(
+            "SELECT slot_name::text FROM pg_replication_slots WHERE slot_name LIKE $1",
+            &[&pattern],
+        )
+        .await
+        .map_err(|e| {
+            Error::sql(
+                format!("tenant {tenant}: reading the move's replication slots"),
+                e,
+            )
+        })?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Drops replication slot `name` if there, ending its sender first.
+async fn release_slot(client: &Client, tenant: &str, name: &str) -> Result<(), Error> {
+    let ctx_of = |what: &str| format!("tenant {tenant}: {what}");
+    loop {
+        let active: Option<Option<i32>> = client
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| Error::sql(ctx_of("reading the move's replication slot"), e))?
+            .map(|r| r.get(0));
+        match active {
+            None => return Ok(()),
+            Some(Some(pid)) => {
+                client
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await
+                    .map_err(|e| Error::sql(ctx_of("ending the move's sender"), e))?;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some(None) => {
+                client
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+                    .await
+                    .map_err(|e| Error::sql(ctx_of("dropping the move's replication slot"), e))?;
+            }
+        }
+    }
 }
