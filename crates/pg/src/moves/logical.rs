@@ -180,8 +180,12 @@ async fn wait_copied(
             }
         }
         if said.elapsed() >= Duration::from_secs(5) {
+            let behind = match lag(job, name).await? {
+                Some(l) => format!("; {} behind", tenantry_plan::moves::human_bytes(l)),
+                None => String::new(),
+            };
             progress(&format!(
-                "copying: {done}/{all} table(s) copied, {} in flight",
+                "copying: {done}/{all} table(s) copied, {} in flight{behind}",
                 tenantry_plan::moves::human_bytes(bytes)
             ));
             said = Instant::now();
