@@ -227,6 +227,12 @@ pub struct Tier {
     pub pool_size: u32,
     /// Gateway rate limit per tenant, >= 1.
     pub requests_per_second: u32,
+    /// Storage quota per tenant database, in bytes.
+    pub storage_bytes: Option<u64>,
+    /// API calls per tenant per UTC day.
+    pub requests_per_day: Option<u64>,
+    /// Login users per tenant in the file.
+    pub max_users: Option<u32>,
 }
 
 impl Tier {
@@ -450,6 +456,9 @@ mod tests {
             statement_timeout_ms: 0,
             pool_size: 1,
             requests_per_second: 1,
+            storage_bytes: None,
+            requests_per_day: None,
+            max_users: None,
         };
         for (ms, text) in [(0, "0"), (500, "500ms"), (5000, "5s"), (120_000, "2min")] {
             t.statement_timeout_ms = ms;

@@ -227,7 +227,8 @@ pub(crate) struct RawRouting {
     pub trust_tenant_header: bool,
 }
 
-/// `[plans.<name>]`: a plan (tier). Every key is required.
+/// `[plans.<name>]`: a plan (tier). The first four keys are required; the
+/// quotas are optional (unset: no quota).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Plan")]
@@ -250,7 +251,27 @@ pub(crate) struct RawPlan {
     /// gateway answers 429): an integer from 1 to 4294967295. Required.
     #[schemars(with = "i64", range(min = 1, max = u32::MAX))]
     pub requests_per_second: Spanned<i64>,
+    /// Storage quota of each tenant's database (`pg_database_size`): an
+    /// integer followed by a unit among B, kB, MB, GB, TB (1024-based, as
+    /// in postgresql.conf) or KiB, MiB, GiB, TiB, e.g. "1GiB" or "500MB".
+    /// Checked here; the gateway does not enforce it yet. Default: unset
+    /// (no quota).
+    #[schemars(with = "Option<String>", pattern(SIZE_PATTERN))]
+    pub storage: Option<Spanned<String>>,
+    /// API calls through the gateway per tenant per UTC day, from 1 to
+    /// 9007199254740991. Checked here; the gateway does not enforce it
+    /// yet. Default: unset (no quota).
+    #[schemars(with = "Option<i64>", range(min = 1, max = 9_007_199_254_740_991_i64))]
+    pub requests_per_day: Option<Spanned<i64>>,
+    /// Login users (admins, developers and customers together) a tenant of
+    /// this plan may have in tenants.toml, from 0 to 1000000. Default:
+    /// unset (no limit).
+    #[schemars(with = "Option<i64>", range(min = 0, max = 1_000_000))]
+    pub max_users: Option<Spanned<i64>>,
 }
+
+/// `storage`: an integer and a size unit.
+pub(crate) const SIZE_PATTERN: &str = r"^[0-9]+ ?(B|kB|MB|GB|TB|KiB|MiB|GiB|TiB)$";
 
 /// `[tenants.<db>]`: a tenant, i.e. one PostgreSQL database (named by the
 /// key), its four group roles and its users. Only `plan` is required.

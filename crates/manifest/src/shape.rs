@@ -120,6 +120,9 @@ const PLAN: &[Field] = &[
     req("statement_timeout", Kind::Str, "\"5s\""),
     req("pool_size", Kind::Int, "2"),
     req("requests_per_second", Kind::Int, "20"),
+    opt("storage", Kind::Str, "\"1GiB\""),
+    opt("requests_per_day", Kind::Int, "50000"),
+    opt("max_users", Kind::Int, "5"),
 ];
 
 const TENANT: &[Field] = &[

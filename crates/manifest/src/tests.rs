@@ -179,6 +179,9 @@ deletion_protection = false
             statement_timeout_ms: 5000,
             pool_size: 2,
             requests_per_second: 20,
+            storage_bytes: None,
+            requests_per_day: None,
+            max_users: None,
         }
     );
     assert_eq!(inv.plans["professional"].statement_timeout_pg(), "30s");
@@ -839,6 +842,66 @@ requests_per_second = 0
     let err = load(src).unwrap_err();
     let lines: Vec<usize> = err.diagnostics().iter().map(|d| d.line).collect();
     assert_eq!(lines, [3, 6], "all problems, in file order:\n{err}");
+}
+
+#[test]
+fn quotas_are_read_and_checked() {
+    let plan = |quotas: &str| {
+        format!("[plans.tiny]\nconnection_limit = 1\nstatement_timeout = \"5s\"\npool_size = 1\nrequests_per_second = 1\n{quotas}")
+    };
+    let inv = load(&plan(
+        "storage = \"1GiB\"\nrequests_per_day = 50000\nmax_users = 5\n",
+    ))
+    .unwrap();
+    let tiny = &inv.plans["tiny"];
+    assert_eq!(tiny.storage_bytes, Some(1 << 30));
+    assert_eq!(tiny.requests_per_day, Some(50_000));
+    assert_eq!(tiny.max_users, Some(5));
+    assert_eq!(
+        load(&plan("storage = \"500 MB\"\n")).unwrap().plans["tiny"].storage_bytes,
+        Some(500 << 20)
+    );
+    let src = plan("storage = \"1 gigabyte\"\n");
+    let d = one_error(
+        load(&src),
+        6,
+        "plans.tiny.storage \"1 gigabyte\" is not a size",
+    );
+    assert!(d.help.unwrap().contains("e.g. \"1GiB\""));
+    one_error(load(&plan("storage = \"0GiB\"\n")), 6, "is not a size");
+    one_error(
+        load(&plan("storage = \"99999999TB\"\n")),
+        6,
+        "is not a size",
+    );
+    one_error(
+        load(&plan("requests_per_day = 0\n")),
+        6,
+        "plans.tiny.requests_per_day is 0, out of range",
+    );
+    one_error(
+        load(&plan("max_users = -1\n")),
+        6,
+        "plans.tiny.max_users is -1, out of range",
+    );
+}
+
+#[test]
+fn more_users_than_the_plan_allows_is_an_error_at_the_first_one_past_it() {
+    let src = String::from(
+        "[plans.tiny]\nconnection_limit = 1\nstatement_timeout = \"5s\"\npool_size = 1\nrequests_per_second = 1\nmax_users = 2\n\n\
+         [tenants.shop]\nplan = \"tiny\"\nadmins = [{ username = \"shop_a\" }]\ndevelopers = [{ username = \"shop_d\" }]\ncustomers = [{ username = \"shop_c\" }, { username = \"shop_c2\" }]\n"
+    );
+    let d = one_error(
+        load(&src),
+        line_of(&src, "shop_c2"),
+        "tenant `shop` has 4 login users; its plan \"tiny\" allows 2 (max_users)",
+    );
+    assert_eq!(d.column, line_of_column(&src, "\"shop_c\""));
+    assert!(d.help.unwrap().contains("raise plans.tiny.max_users"));
+    // At the limit: fine.
+    let ok = src.replace("max_users = 2", "max_users = 4");
+    assert_eq!(load(&ok).unwrap().tenants[0].users.len(), 4);
 }
 
 #[test]

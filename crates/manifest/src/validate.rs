@@ -121,6 +121,7 @@ pub(crate) fn validate(
                 secrets: &paths.secrets,
                 routing: &routing,
                 plan_names: &plan_names,
+                plans: &plans,
                 server_names: &server_names,
                 env,
                 passwords: secrets,
@@ -346,6 +347,40 @@ fn tier(r: &mut Reporter, name: Spanned<String>, plan: RawPlan) -> Option<Tier> 
         &plan.requests_per_second,
         i64::from(u32::MAX),
     );
+    // Optional quotas: Some(None) when unset, None when invalid.
+    let storage = match &plan.storage {
+        None => Some(None),
+        Some(s) => match parse_size(s.get_ref()) {
+            Some(bytes) if bytes > 0 => Some(Some(bytes)),
+            _ => {
+                r.error_help(
+                    s.span(),
+                    format!("plans.{plan_name}.storage {:?} is not a size", s.get_ref()),
+                    "use a positive integer and a unit among B, kB, MB, GB, TB (1024-based, as in postgresql.conf) or KiB, MiB, GiB, TiB, e.g. \"1GiB\"",
+                );
+                None
+            }
+        },
+    };
+    let requests_per_day = match &plan.requests_per_day {
+        None => Some(None),
+        Some(v) => positive(r, "requests_per_day", v, 9_007_199_254_740_991).map(Some),
+    };
+    let max_users = match &plan.max_users {
+        None => Some(None),
+        Some(v) if (0..=1_000_000).contains(v.get_ref()) => Some(Some(*v.get_ref())),
+        Some(v) => {
+            r.error_help(
+                v.span(),
+                format!(
+                    "plans.{plan_name}.max_users is {}, out of range",
+                    v.get_ref()
+                ),
+                "use an integer from 0 to 1000000",
+            );
+            None
+        }
+    };
     let timeout_text = plan.statement_timeout.get_ref();
     let statement_timeout_ms = match parse_duration_ms(timeout_text) {
         Some(ms) if ms <= MAX_STATEMENT_TIMEOUT_MS => Some(ms),
@@ -372,7 +407,27 @@ fn tier(r: &mut Reporter, name: Spanned<String>, plan: RawPlan) -> Option<Tier> 
         statement_timeout_ms: statement_timeout_ms?,
         pool_size: u32::try_from(pool_size?).ok()?,
         requests_per_second: u32::try_from(requests_per_second?).ok()?,
+        storage_bytes: storage?,
+        requests_per_day: requests_per_day?.map(|v| v as u64),
+        max_users: max_users?.map(|v| v as u32),
     })
+}
+
+/// Bytes of a size such as "1GiB", "500MB" or "100 kB" (units 1024-based,
+/// as in postgresql.conf); None when it is not one, or overflows.
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let unit = unit.strip_prefix(' ').unwrap_or(unit);
+    let factor: u64 = match unit {
+        "B" => 1,
+        "kB" | "KiB" => 1 << 10,
+        "MB" | "MiB" => 1 << 20,
+        "GB" | "GiB" => 1 << 30,
+        "TB" | "TiB" => 1 << 40,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(factor)
 }
 
 /// What validating one tenant needs from the rest of the file.
@@ -381,6 +436,8 @@ struct Context<'a> {
     secrets: &'a Path,
     routing: &'a Routing,
     plan_names: &'a [String],
+    /// The plans that validated, for their user limits.
+    plans: &'a BTreeMap<String, Tier>,
     server_names: &'a [String],
     env: &'a dyn Fn(&str) -> Option<String>,
     /// Whether passwords must be readable now.
@@ -510,8 +567,32 @@ impl Tenants {
         let subdomain = self.subdomain(r, cx, &key, &key_span, name.is_some(), raw.subdomain);
         self.domains(r, cx, &key, &raw.domains);
 
-        let mut users = Vec::new();
+        // The plan's user limit, reported at the first user past it.
+        let limit = cx
+            .plans
+            .get(raw.plan.get_ref())
+            .and_then(|p| p.max_users.map(|m| (p.name.clone(), m)));
+        let all: Vec<&RawUser> = raw
+            .admins
+            .iter()
+            .chain(&raw.developers)
+            .chain(&raw.customers)
+            .collect();
         let mut users_ok = true;
+        if let Some((plan, max)) = limit {
+            if let Some(first_over) = all.get(max as usize) {
+                r.error_help(
+                    first_over.username.span(),
+                    format!(
+                        "tenant `{key}` has {} login users; its plan {plan:?} allows {max} (max_users)",
+                        all.len()
+                    ),
+                    format!("remove users (admins, developers and customers count together), or raise plans.{plan}.max_users"),
+                );
+                users_ok = false;
+            }
+        }
+        let mut users = Vec::new();
         for (group, list) in [
             (Group::Admin, raw.admins),
             (Group::Developer, raw.developers),
