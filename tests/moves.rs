@@ -102,14 +102,7 @@ fn a_table_without_a_primary_key_is_refused_before_anything_is_made() {
     let apply = f.tenantry_fleet(&["apply", "--auto-approve"]);
     assert_eq!(apply.code, 1, "{}", apply.all());
     let db = f.name("{p}_shop");
-    assert_eq!(
-        one(
-            b,
-            "postgres",
-            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")
-        ),
-        "0"
-    );
+    assert_eq!(databases(b, &db), "0");
     assert_eq!(
         one(
             b,
@@ -300,15 +293,7 @@ fn a_move_called_off_leaves_a_copy_that_allow_destroy_drops_with_its_replication
     );
     let apply = f.tenantry_fleet(&["apply", "--auto-approve"]);
     apply.ok();
-    assert_eq!(
-        one(
-            b,
-            "postgres",
-            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")
-        ),
-        "1",
-        "kept without --allow-destroy"
-    );
+    assert_eq!(databases(b, &db), "1", "kept without --allow-destroy");
     let apply = f.tenantry_fleet(&["apply", "--auto-approve", "--allow-destroy"]);
     println!("{}", apply.all());
     assert!(
@@ -316,14 +301,7 @@ fn a_move_called_off_leaves_a_copy_that_allow_destroy_drops_with_its_replication
         "{}",
         apply.stdout
     );
-    assert_eq!(
-        one(
-            b,
-            "postgres",
-            &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'")
-        ),
-        "0"
-    );
+    assert_eq!(databases(b, &db), "0");
     assert_eq!(
         one(b, "postgres", "SELECT count(*) FROM pg_subscription"),
         "0"
@@ -343,4 +321,13 @@ fn a_move_called_off_leaves_a_copy_that_allow_destroy_drops_with_its_replication
     );
     assert_eq!(one(a, &db, "SELECT count(*) FROM orders"), "50000");
     assert_eq!(f.tenantry_fleet(&["plan", "--detailed-exitcode"]).code, 0);
+}
+
+/// How many databases named `db` `cluster` has (0 or 1).
+fn databases(cluster: &tenantry_localpg::Cluster, db: &str) -> String {
+    one(
+        cluster,
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+    )
 }

@@ -204,12 +204,11 @@ pub mod sql {
         )
     }
 
-    /// New server, the tenant's database: a subscription dropped without
-    /// touching the old server (its slot there is dropped on that side,
-    /// which may be unreachable or already gone).
+    /// New server, the tenant's database: a subscription, disabled first
+    /// ([`disable_subscription`]), dropped without touching the old server
+    /// (its slots there are dropped on that side).
     pub fn detach_subscription(name: &str) -> Vec<String> {
         vec![
-            disable_subscription(name),
             format!("ALTER SUBSCRIPTION {} SET (slot_name = NONE)", quote(name)),
             format!("DROP SUBSCRIPTION IF EXISTS {}", quote(name)),
         ]
