@@ -114,6 +114,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Each tenant's usage against its plan's quotas: storage, requests today, users, connections, last request.
+    Usage {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        jobs: Jobs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A tenant's audit trail, newest first: what tenantry and the API changed, when, by whom.
+    Audit {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant (its database name).
+        tenant: String,
+        /// Only entries this recent (24h, 7d, 30min).
+        #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+        since: Option<Duration>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        limit: i64,
+        /// Print the entries as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one tenant: its settings, users and what the server has.
     Show {
         #[command(flatten)]
@@ -247,6 +273,8 @@ impl Command {
             | Command::List { common, .. }
             | Command::Servers { common, .. }
             | Command::Show { common, .. }
+            | Command::Usage { common, .. }
+            | Command::Audit { common, .. }
             | Command::Serve { common, .. }
             | Command::Env { common, .. }
             | Command::Adopt { common, .. }
@@ -350,9 +378,21 @@ pub struct ServeFlags {
     /// Address of the API.
     #[arg(long, default_value = "0.0.0.0:4001", value_parser = parse::address)]
     pub listen: std::net::SocketAddr,
-    /// Address of the admin listener (/healthz, /readyz, /metrics, /tenants/<name>/health).
+    /// Address of the admin listener (the console at /, /api/fleet, /healthz, /readyz, /metrics, /tenants/<name>/health).
     #[arg(long, default_value = "127.0.0.1:9090", value_parser = parse::address)]
     pub admin_listen: std::net::SocketAddr,
+    /// Bearer token of the admin listener (or TENANTRY_ADMIN_TOKEN, which keeps it out of `ps`); required when --admin-listen is not loopback. /healthz and /readyz never ask for it.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+    /// How often request counts and audit entries are written to the tenants' databases.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse::duration)]
+    pub usage_flush_interval: Duration,
+    /// How often the tenant databases' sizes are measured (one query per server).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse::duration)]
+    pub storage_interval: Duration,
+    /// Count no requests, measure no storage, enforce no storage or daily quota, record no API writes.
+    #[arg(long)]
+    pub no_usage: bool,
     /// Connections all tenant pools together may hold.
     #[arg(long, default_value_t = 50, value_parser = parse::number::<usize>)]
     pub max_connections: usize,

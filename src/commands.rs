@@ -55,6 +55,19 @@ async fn dispatch(cli: Cli) -> Result<u8> {
         Command::List { common, jobs } => crate::inspect::list(&load(&common)?, jobs.get()).await,
         Command::Servers { common, json } => crate::servers::servers(&common, json).await,
         Command::Show { common, tenant } => crate::inspect::show(&load(&common)?, &tenant).await,
+        Command::Usage { common, jobs, json } => {
+            crate::activity::usage(&load(&common)?, jobs.get(), json).await
+        }
+        Command::Audit {
+            common,
+            tenant,
+            since,
+            limit,
+            json,
+        } => {
+            let inventory = for_tenant(&common, &tenant, New::Placed).await?;
+            crate::activity::audit(&inventory, &tenant, since, limit, json).await
+        }
         Command::Up {
             file,
             jobs,

@@ -6,6 +6,7 @@
 #[macro_use]
 mod output; // first: its macros (`outln!` ...) are used by the modules below
 
+mod activity;
 mod cli;
 mod commands;
 mod docs;

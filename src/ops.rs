@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use tenantry_layout::audit::Action;
 use tenantry_manifest::{Group, Inventory, Tenant};
 use tenantry_pg::{backup, rotate, Admin};
 
@@ -66,6 +67,17 @@ pub async fn rotate(inventory: &Inventory, tenant_name: &str, user: Option<&str>
         let how = rotate::rotate_gateway(&client, &inventory.fleet, t).await?;
         outln!("{}: {how}", t.gateway.name);
     }
+    let mut rotated: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    if gateway {
+        rotated.push(t.gateway.name.as_str());
+    }
+    tenantry_pg::audit::note(
+        &admin,
+        tenant_name,
+        Action::PasswordRotated,
+        serde_json::json!({ "users": rotated }),
+    )
+    .await;
     drop(client); // releases the apply lock
     Ok(0)
 }
@@ -95,6 +107,13 @@ pub async fn backup(inventory: &Inventory, tenant_name: &str, output: Option<&Pa
         &path,
     )
     .await?;
+    tenantry_pg::audit::note(
+        &admin,
+        tenant_name,
+        Action::Backup,
+        serde_json::json!({ "file": path.display().to_string(), "bytes": size }),
+    )
+    .await;
     outln!(
         "Backed up {tenant_name} to {} ({size} bytes{}, mode 0600).",
         path.display(),
@@ -159,6 +178,18 @@ pub async fn restore(
         .find(|d| d.name == tenant_name)
         .expect("the tenant is in the inventory");
     let restored = backup::restore(&admin, &pg_restore, desired_tenant, &archive, file).await?;
+    tenantry_pg::audit::note(
+        &admin,
+        tenant_name,
+        Action::Restore,
+        serde_json::json!({
+            "file": file.display().to_string(),
+            "dump_of": archive.dbname,
+            "made": archive.created,
+            "replaced": full,
+        }),
+    )
+    .await;
     drop(client); // releases the apply lock
     outln!(
         "Restored {tenant_name} from {} (a dump of {}{}).",

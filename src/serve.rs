@@ -94,9 +94,34 @@ pub async fn serve(
             common.config.display()
         ),
     };
+    let admin_token = flags
+        .admin_token
+        .clone()
+        .or_else(|| std::env::var("TENANTRY_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    if let Some(t) = &admin_token {
+        if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("the admin token must be at least 16 characters, without spaces (generate one with `openssl rand -hex 32`)");
+        }
+    } else if !flags.admin_listen.ip().is_loopback() {
+        bail!(
+            "--admin-listen {} is not a loopback address: the console and metrics would be open to the network; give --admin-token (or TENANTRY_ADMIN_TOKEN), or listen on 127.0.0.1",
+            flags.admin_listen
+        );
+    }
+    for (name, every) in [
+        ("--usage-flush-interval", flags.usage_flush_interval),
+        ("--storage-interval", flags.storage_interval),
+    ] {
+        if every < Duration::from_millis(100) {
+            bail!("{name} must be at least 100ms (it is {every:?})");
+        }
+    }
     let options = Options {
         token_ttl: flags.token_ttl,
         unauthenticated_per_second: flags.unauthenticated_rps,
+        usage: !flags.no_usage,
+        admin_token: admin_token.map(SecretString::from),
     };
     reload::warn_unavailable_logins(&snapshot);
     let gateway = Gateway::new(snapshot, settings(flags), options);
@@ -137,9 +162,22 @@ pub async fn serve(
         listeners.0.local_addr()?,
         listeners.1.local_addr()?
     );
-    listen::serve(gateway, listeners, &listen, shutdown).await?;
+    let counting = tenantry_gateway::usage::spawn(
+        gateway.clone(),
+        flags.usage_flush_interval,
+        flags.storage_interval,
+    );
+    listen::serve(gateway.clone(), listeners, &listen, shutdown).await?;
+    counting.abort();
     for task in [reloader, move_listeners].into_iter().flatten() {
         task.abort();
+    }
+    // What was counted and queued since the last flush, once more.
+    if tokio::time::timeout(Duration::from_secs(10), gateway.flush_usage())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the last flush of usage counts and audit entries took over 10s: given up");
     }
     outln!("Gateway stopped.");
     Ok(0)

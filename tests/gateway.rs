@@ -548,7 +548,7 @@ fn tls_to_postgres_for_the_gateway_and_the_provisioner() {
             "tls_shop",
             &format!(
                 "SET ROLE tls_app;\n{schema}\n{};\nINSERT INTO tenantry.tokens (role, hash) VALUES ('admin', '{hash}');",
-                tenantry_layout::tokens::setup_for(&["tls_group"], &[]).join(";\n")
+                tenantry_layout::tokens::setup_for(&["tls_group"], None, &[]).join(";\n")
             ),
         )
         .unwrap();

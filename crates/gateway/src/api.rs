@@ -21,6 +21,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /api/tenant` | `{"name", "display_name", "plan"}`, no query |
+//! | `GET /api/audit?limit&offset&since` | the tenant's audit trail, newest first (admin tokens; others 403) |
 //! | `GET /api/customers`, `/api/widgets`, `/api/orders` | 200, array |
 //! | `GET /api/{customers,widgets,orders}/{id}` | 200, or 404 `not_found` |
 //! | `POST /api/customers {"first_name", "last_name", "email"}` | 201 |
@@ -143,6 +144,30 @@ async fn handle_once(
                 .map(|r| kind.to_json(r))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Response::ok(Value::Array(items)))
+        }
+        Op::Audit => {
+            let page = Page::parse(req.query)?;
+            let since = since(req.query)?;
+            let stmt = client.prepare_cached(tenantry_layout::audit::LIST).await?;
+            let rows = client
+                .query(&stmt, &[&since, &page.limit, &page.offset])
+                .await?;
+            let entries: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    let detail: String = r.get(6);
+                    json!({
+                        "id": r.get::<_, i64>(0),
+                        "at": r.get::<_, String>(1),
+                        "action": r.get::<_, String>(2),
+                        "actor": r.get::<_, String>(3),
+                        "os_user": r.get::<_, String>(4),
+                        "host": r.get::<_, String>(5),
+                        "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
+                    })
+                })
+                .collect();
+            Ok(Response::ok(Value::Array(entries)))
         }
         Op::Get(kind, id) => {
             let stmt = client.prepare_cached(kind.get_sql()).await?;
@@ -316,6 +341,8 @@ enum Op {
     Create(Kind),
     UpdateWidget(i64),
     DeleteWidget(i64),
+    /// The tenant's audit trail (its admin group alone may read it).
+    Audit,
 }
 
 /// Path and method -> operation: 404 for an unknown path or a bad id, 405
@@ -326,6 +353,7 @@ fn route(method: &Method, path: &str) -> Result<Op, ApiError> {
     let segments: Vec<&str> = rest.split('/').collect();
     let op = match segments.as_slice() {
         ["tenant"] => (*method == Method::GET).then_some(Op::Tenant),
+        ["audit"] => (*method == Method::GET).then_some(Op::Audit),
         [collection] => {
             let kind = Kind::from_segment(collection).ok_or_else(not_found)?;
             match *method {
@@ -393,6 +421,28 @@ impl Page {
         }
         Ok(page)
     }
+}
+
+/// `?since=<RFC 3339 time>` of `GET /api/audit`, checked here (the
+/// database gets it back as it was written).
+fn since(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut since = None;
+    for pair in query.unwrap_or("").split('&') {
+        if let Some(value) = pair.strip_prefix("since=") {
+            let value = value
+                .replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace("%2B", "+");
+            humantime::parse_rfc3339_weak(&value).map_err(|_| {
+                ApiError::invalid(
+                    "since",
+                    "must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z",
+                )
+            })?;
+            since = Some(value);
+        }
+    }
+    Ok(since)
 }
 
 /// A non-negative integer in ASCII digits; huge values saturate.

@@ -103,6 +103,12 @@ impl ApiError {
         }
     }
 
+    /// 403 `quota_exceeded`: the tenant is past a quota of its plan
+    /// (`message` names it and the figures); reads still work.
+    pub fn quota_exceeded(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message)
+    }
+
     /// 503 `unavailable`, with `Retry-After`.
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> ApiError {
         ApiError {

@@ -35,8 +35,9 @@ use tokio::sync::watch;
 use crate::api;
 use crate::error::ApiError;
 use crate::pools::{PoolKey, Target};
-use crate::server::{act_as, body_is_json, json_response, pool_error, Gateway};
+use crate::server::{act_as, body_is_json, is_write, json_response, pool_error, Gateway, Seen};
 use crate::snapshot::{Login, Snapshot, TenantEntry};
+use crate::tokens;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -132,7 +133,7 @@ impl Gateway {
         snap: &Snapshot,
         t: &TenantEntry,
         attempt: &mut Attempt<'_, B>,
-        role_out: &mut String,
+        seen: &mut Seen,
     ) -> Result<Response<Full<Bytes>>, ApiError>
     where
         B: Body,
@@ -141,7 +142,11 @@ impl Gateway {
         let role = self
             .token_role(t, snap.epoch, attempt.token, attempt.peer)
             .await?;
-        role_out.clone_from(&role);
+        seen.role.clone_from(&role);
+        let write = is_write(&attempt.parts.method);
+        if write {
+            seen.token_hash = Some(tokens::hash(attempt.token));
+        }
         // Once per request, however many times it runs.
         if !attempt.charged {
             if let Err(wait) = self.limits.check(&t.info.name, t.requests_per_second) {
@@ -149,6 +154,9 @@ impl Gateway {
                 return Err(ApiError::rate_limited(wait.as_secs().max(1)));
             }
             attempt.charged = true;
+            // Counted once too; a write past a quota stops here.
+            self.usage
+                .count_and_check(t, write, std::time::SystemTime::now())?;
         }
         // One pool per tenant; each request runs as the token's group.
         let pool_role = t.pool_key_role();
@@ -198,6 +206,11 @@ impl Gateway {
         }
         attempt.ran = true;
         let out = api::handle(&areq, &t.info, &mut conn).await?;
+        seen.row_id = out
+            .body
+            .as_ref()
+            .and_then(|b| b.get("id"))
+            .and_then(serde_json::Value::as_i64);
         Ok(json_response(out.status, out.body.as_ref()))
     }
 }

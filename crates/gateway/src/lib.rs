@@ -10,8 +10,14 @@
 //! - [`api`]: the reference store API (customers, widgets, orders);
 //! - [`error`]: JSON errors with stable codes;
 //! - [`metrics`]: Prometheus text;
-//! - [`server`]: the request handlers (API and admin), in the order that keeps
+//! - [`usage`]: requests counted per day, storage measured, quotas, the
+//!   API writes queued for the audit trail;
+//! - [`recent`]: each tenant's last hour, minute by minute;
+//! - [`fleet`]: the fleet as the console and `/api/fleet` show it;
+//! - [`console`]: the operators' page (HTML, CSS, a little JavaScript);
+//! - [`server`]: the API's request handler, in the order that keeps
 //!   strangers away from tenants' databases and budgets;
+//! - [`admin`]: the admin listener's routes, the console's among them;
 //! - [`listen`]: sockets, TLS, client timeouts and caps, graceful shutdown;
 //! - [`reload`]: the configuration watched and swapped while serving;
 //! - [`moves`]: tenant moves between servers, heard at once (`LISTEN`);
@@ -19,16 +25,21 @@
 //!   request whose old copy closed under it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
+pub mod console;
 pub mod error;
+pub mod fleet;
 mod hold;
 pub mod limit;
 pub mod listen;
 pub mod metrics;
 pub mod moves;
 pub mod pools;
+pub mod recent;
 pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod snapshot;
 pub mod tokens;
+pub mod usage;

@@ -35,14 +35,17 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER}
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 
+use crate::admin::AdminToken;
 use crate::error::ApiError;
 use crate::hold::Attempt;
 use crate::limit::{AddressLimits, Limits};
 use crate::metrics::Metrics;
 use crate::moves::Moves;
 use crate::pools::{Object, PoolError, PoolKey, Registry, Settings, Target};
+use crate::recent::Recent;
 use crate::snapshot::{Snapshot, TenantEntry};
 use crate::tokens;
+use crate::usage::{ApiWrite, Usage};
 
 /// Settings of the gateway that are not about pools.
 #[derive(Debug, Clone)]
@@ -52,6 +55,12 @@ pub struct Options {
     /// Requests per second a client address may make without a valid token
     /// (burst: twice that). They never spend a tenant's budget.
     pub unauthenticated_per_second: u32,
+    /// Count requests and storage, enforce quotas, record API writes in
+    /// the audit trail (off: none of it).
+    pub usage: bool,
+    /// The admin listener's bearer token (None: none asked, which only a
+    /// loopback admin listener may do; the binary checks).
+    pub admin_token: Option<secrecy::SecretString>,
 }
 
 impl Default for Options {
@@ -59,6 +68,8 @@ impl Default for Options {
         Options {
             token_ttl: Duration::from_secs(30),
             unauthenticated_per_second: 10,
+            usage: true,
+            admin_token: None,
         }
     }
 }
@@ -68,7 +79,7 @@ pub struct Gateway {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     /// Each server's pools, by name (a server stays once seen: its pools
     /// drain when its tenants go).
-    servers: ArcSwap<HashMap<String, Arc<Registry>>>,
+    pub(crate) servers: ArcSwap<HashMap<String, Arc<Registry>>>,
     /// Pool settings; each server's budget is its own.
     pub(crate) settings: Settings,
     pub(crate) limits: Limits,
@@ -79,8 +90,14 @@ pub struct Gateway {
     /// is exhausted, that address's unknown tokens are not looked up.
     bad_lookups: AddressLimits,
     pub(crate) metrics: Metrics,
+    /// Requests per day, storage, quotas, API writes to audit.
+    pub(crate) usage: Usage,
+    /// The last hour of each tenant's requests.
+    pub(crate) recent: Recent,
     tokens: tokens::Cache,
-    stopping: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+    /// The admin listener's token, if it has one.
+    pub(crate) admin_token: AdminToken,
     /// The epoch of the snapshot in force, sent at every swap: requests
     /// held for a move and the move listeners wait on it.
     pub(crate) swaps: watch::Sender<u64>,
@@ -100,8 +117,11 @@ impl Gateway {
             strangers: AddressLimits::new(options.unauthenticated_per_second),
             bad_lookups: AddressLimits::new(options.unauthenticated_per_second),
             metrics: Metrics::new(),
+            usage: Usage::new(options.usage),
+            recent: Recent::new(),
             tokens: tokens::Cache::new(options.token_ttl),
             stopping: AtomicBool::new(false),
+            admin_token: AdminToken::new(options.admin_token.as_ref()),
             swaps: watch::Sender::new(0),
             moves: Arc::new(Moves::new()),
         })
@@ -133,7 +153,7 @@ impl Gateway {
     }
 
     /// Every server's pools, by name.
-    fn all_pools(&self) -> Vec<(String, Arc<Registry>)> {
+    pub(crate) fn all_pools(&self) -> Vec<(String, Arc<Registry>)> {
         let mut all: Vec<(String, Arc<Registry>)> = self
             .servers
             .load()
@@ -226,15 +246,39 @@ impl Gateway {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let mut tenant = String::from("-");
-        let mut role = String::from("-");
-        let response = match self.route(req, peer, &mut tenant, &mut role).await {
+        let mut seen = Seen::default();
+        let response = match self.route(req, peer, &mut seen).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         };
         let status = response.status().as_u16();
         let elapsed = start.elapsed();
-        self.metrics.request(&tenant, status, elapsed);
+        let tenant = seen.tenant.as_deref().unwrap_or("-");
+        self.metrics.request(tenant, status, elapsed);
+        if let Some(name) = &seen.tenant {
+            let now = std::time::SystemTime::now();
+            self.recent.record(name, status, elapsed, now);
+            // Writes of a caller with a token go to the tenant's audit trail.
+            if let (Some(hash), true) = (seen.token_hash.take(), is_write(&method)) {
+                self.usage.audit(
+                    name,
+                    ApiWrite {
+                        at: crate::usage::rfc3339(now),
+                        hash,
+                        role: seen.role.clone(),
+                        method: method.to_string(),
+                        path: path.clone(),
+                        status,
+                        row_id: seen.row_id.or_else(|| row_in_path(&path)),
+                    },
+                );
+            }
+        }
+        let role = if seen.role.is_empty() {
+            "-"
+        } else {
+            &seen.role
+        };
         tracing::debug!(
             tenant = %tenant,
             role = %role,
@@ -251,8 +295,7 @@ impl Gateway {
         &self,
         req: Request<B>,
         peer: IpAddr,
-        tenant_out: &mut String,
-        role_out: &mut String,
+        seen: &mut Seen,
     ) -> Result<Response<Full<Bytes>>, ApiError>
     where
         B: Body,
@@ -270,7 +313,7 @@ impl Gateway {
             self.stranger(peer)?;
             return Err(ApiError::unknown_tenant());
         };
-        *tenant_out = t.info.name.clone();
+        seen.tenant = Some(t.info.name.clone());
         if t.suspended {
             return Err(ApiError::suspended());
         }
@@ -300,7 +343,7 @@ impl Gateway {
         let (mut snap, mut t) = self.hold(snap, t, host, x_tenant, &mut changes).await?;
         let mut again = true;
         loop {
-            let error = match self.attempt(&snap, &t, &mut attempt, role_out).await {
+            let error = match self.attempt(&snap, &t, &mut attempt, seen).await {
                 Ok(response) => return Ok(response),
                 Err(e) => e,
             };
@@ -397,138 +440,33 @@ impl Gateway {
             Err(limited) => limited,
         })
     }
+}
 
-    /// Serves one admin request.
-    pub async fn handle_admin<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
-        let path = req.uri().path();
-        if req.method() != Method::GET {
-            return error_response(&ApiError::method_not_allowed());
-        }
-        match path {
-            "/healthz" => text_response(StatusCode::OK, "ok\n"),
-            "/readyz" => {
-                if self.stopping.load(Ordering::SeqCst) {
-                    text_response(StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
-                } else if !self.some_server_up() {
-                    text_response(StatusCode::SERVICE_UNAVAILABLE, "no server reachable\n")
-                } else {
-                    text_response(StatusCode::OK, "ready\n")
-                }
-            }
-            "/servers" => json_response(StatusCode::OK, Some(&self.servers_report())),
-            "/metrics" => {
-                let snap = self.snapshot.load();
-                let stats: Vec<_> = self
-                    .all_pools()
-                    .into_iter()
-                    .filter(|(name, _)| snap.servers.contains_key(name))
-                    .map(|(name, p)| (name, p.stats(), p.server_down().is_some()))
-                    .collect();
-                let mut r = text_response(StatusCode::OK, &self.metrics.render(&stats));
-                r.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                r
-            }
-            p => match p
-                .strip_prefix("/tenants/")
-                .and_then(|r| r.strip_suffix("/health"))
-            {
-                Some(name) => self.tenant_health(name).await,
-                None => error_response(&ApiError::not_found("no such admin route")),
-            },
-        }
-    }
+/// What a request's handling learned, for its metrics, log line and audit
+/// entry.
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// The tenant it was routed to.
+    pub tenant: Option<String>,
+    /// Its token's role, once the token checked out.
+    pub role: String,
+    /// Its token's hash, once the token checked out.
+    pub token_hash: Option<String>,
+    /// The row it created or changed, when the API says.
+    pub row_id: Option<i64>,
+}
 
-    /// Whether a file with several servers has one that answers: read at
-    /// the last load and not marked down since. (With one server the
-    /// gateway stays ready while its server is down: its tenants get fast
-    /// 503s, as they would from any replica.)
-    fn some_server_up(&self) -> bool {
-        let snap = self.snapshot.load();
-        if snap.servers.len() < 2 {
-            return true;
-        }
-        let pools = self.servers.load();
-        snap.servers.keys().any(|name| {
-            !snap.unreadable.contains(name)
-                && pools.get(name).is_none_or(|p| p.server_down().is_none())
-        })
-    }
+/// Whether a method writes (what quotas refuse and the audit trail keeps).
+pub(crate) fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
 
-    /// `/servers`: each server's tenants, budget, connections, and whether
-    /// it is marked down (and why).
-    fn servers_report(&self) -> serde_json::Value {
-        let snap = self.snapshot.load_full();
-        let servers: Vec<serde_json::Value> = self
-            .all_pools()
-            .into_iter()
-            .filter(|(name, _)| snap.servers.contains_key(name))
-            .map(|(name, pools)| {
-                let stats = pools.stats();
-                let down = if snap.unreadable.contains(&name) {
-                    Some("its catalog could not be read at the last load".to_owned())
-                } else {
-                    pools.server_down()
-                };
-                let tenants = snap
-                    .tenants
-                    .values()
-                    .filter(|t| t.server == name && t.pool_login().is_some())
-                    .count();
-                serde_json::json!({
-                    "name": name,
-                    "state": if down.is_some() { "down" } else { "up" },
-                    "down_reason": down,
-                    "tenants": tenants,
-                    "connections_open": stats.open_connections,
-                    "connections_in_use": stats.pools.iter().map(|p| p.in_use).sum::<usize>(),
-                    "connections_budget": stats.budget,
-                })
-            })
-            .collect();
-        serde_json::json!({ "servers": servers, "unplaced_tenants": snap.unplaced })
-    }
-
-    async fn tenant_health(&self, name: &str) -> Response<Full<Bytes>> {
-        let snap = self.snapshot.load_full();
-        let Some(t) = snap.tenants.get(name) else {
-            return error_response(&ApiError::unknown_tenant());
-        };
-        let Some(role) = t.pool_login() else {
-            return error_response(&ApiError::login_unavailable());
-        };
-        let config = t.config(role).expect("pool_login returns ready logins");
-        let key = PoolKey {
-            tenant: name.to_owned(),
-            role: role.to_owned(),
-        };
-        let size = t.pool_size;
-        match self
-            .pools(&t.server)
-            .health(&key, &|| Target {
-                config: config.clone(),
-                size,
-                epoch: snap.epoch,
-            })
-            .await
-        {
-            Ok(rtt) => json_response(
-                StatusCode::OK,
-                Some(
-                    &serde_json::json!({"tenant": name, "ok": true, "role": role, "round_trip_ms": rtt.as_secs_f64() * 1000.0}),
-                ),
-            ),
-            // The admin listener is the operators': the reason is theirs to see.
-            Err(e) => json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(
-                    &serde_json::json!({"tenant": name, "ok": false, "role": role, "error": e.to_string()}),
-                ),
-            ),
-        }
-    }
+/// The row id at the end of an API path (`/api/orders/7` -> 7).
+fn row_in_path(path: &str) -> Option<i64> {
+    path.trim_end_matches('/').rsplit('/').next()?.parse().ok()
 }
 
 /// A pools registry for every server of `snapshot`: the ones of `existing`
@@ -710,7 +648,7 @@ pub(crate) fn json_response(
     r
 }
 
-fn text_response(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+pub(crate) fn text_response(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(text.to_owned())));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -60,6 +60,8 @@ pub struct TenantEntry {
     pub suspended: bool,
     pub pool_size: usize,
     pub requests_per_second: u32,
+    /// The plan's quotas (None: no limit).
+    pub quotas: Quotas,
     /// How the tenant's pool logs in: [`GATEWAY`] (its gateway login) or,
     /// in single-tenant mode, [`DSN`].
     pub logins: BTreeMap<String, Login>,
@@ -71,6 +73,15 @@ pub struct TenantEntry {
     /// a tenant of the inventory, served through its gateway login. False
     /// in single-tenant mode, where the DSN's user is the only role.
     groups: bool,
+}
+
+/// A plan's quotas the gateway enforces (None: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quotas {
+    /// The database's size (`pg_database_size`).
+    pub storage_bytes: Option<u64>,
+    /// Requests through the gateway per UTC day.
+    pub requests_per_day: Option<u64>,
 }
 
 /// Where the tenants of a file with several servers live, as read from the
@@ -287,6 +298,10 @@ impl Snapshot {
                 suspended: t.status == Status::Suspended,
                 pool_size: tier.pool_size as usize,
                 requests_per_second: tier.requests_per_second,
+                quotas: Quotas {
+                    storage_bytes: tier.storage_bytes,
+                    requests_per_day: tier.requests_per_day,
+                },
                 logins,
                 fingerprint: format!("{:x}", fingerprint.finalize()),
                 base,
@@ -355,6 +370,7 @@ impl Snapshot {
             suspended: false,
             pool_size,
             requests_per_second,
+            quotas: Quotas::default(),
             logins,
             fingerprint: String::new(),
             base: Arc::new(address),
@@ -400,6 +416,24 @@ impl Snapshot {
 
     /// The tenant a request is for: the single tenant, or by Host, or by a
     /// trusted `X-Tenant` header.
+    /// The tenant named `name` (in single-tenant mode, the one tenant).
+    pub fn tenant(&self, name: &str) -> Option<Arc<TenantEntry>> {
+        match &self.single {
+            Some(single) => (single.info.name == name).then(|| single.clone()),
+            None => self.tenants.get(name).cloned(),
+        }
+    }
+
+    /// Every tenant served, by name.
+    pub fn all_tenants(&self) -> Vec<Arc<TenantEntry>> {
+        let mut all: Vec<Arc<TenantEntry>> = match &self.single {
+            Some(single) => vec![single.clone()],
+            None => self.tenants.values().cloned().collect(),
+        };
+        all.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        all
+    }
+
     pub fn route(&self, host: Option<&str>, x_tenant: Option<&str>) -> Option<&Arc<TenantEntry>> {
         if let Some(single) = &self.single {
             return Some(single);

@@ -15,19 +15,23 @@
 //! - [`moves`]: the names a move between servers uses, and its channel;
 //! - [`history`]: refinery's migration history table;
 //! - [`tokens`]: the gateway's token store (schema `tenantry`), its SQL and
-//!   the state apply expects of it.
+//!   the state apply expects of it (of the whole schema);
+//! - [`usage`]: the requests the gateway counted, per day (`tenantry.usage`);
+//! - [`audit`]: the audit trail (`tenantry.audit`).
 //!
 //! This crate does no I/O: it returns names and SQL text. Running the SQL is
 //! `tenantry-pg`'s job (apply, restore, token commands) and the gateway's
 //! (token checks).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod history;
 pub mod ident;
 pub mod marker;
 pub mod moves;
 pub mod roles;
 pub mod tokens;
+pub mod usage;
 
 pub use ident::{idents, literal, quote, Ident, MAX_IDENT_BYTES};
 pub use marker::{Kind, Marker, Move};

@@ -66,12 +66,20 @@ pub fn hash(token: &str) -> String {
 /// stored token. `foreign` are other roles holding privileges on the store,
 /// to revoke.
 pub fn setup(db: &Ident, foreign: &[String]) -> Vec<String> {
-    setup_for(&member_roles(db), foreign)
+    let gateway = crate::roles::gateway_login(db);
+    let admin = crate::roles::group_role(db, Group::Admin);
+    setup_for(&member_roles(db), Some((&gateway, &admin)), foreign)
 }
 
-/// [`setup`] with the roles allowed to look tokens up named directly (a
-/// database tenantry did not provision, such as a single-tenant DSN's).
-pub fn setup_for<S: AsRef<str>>(groups: &[S], foreign: &[String]) -> Vec<String> {
+/// [`setup`] with the roles allowed to look tokens up named directly, and
+/// the gateway's login and the admin group (`None`: a database tenantry did
+/// not provision, such as a single-tenant DSN's, where the DSN's login owns
+/// what it writes).
+pub fn setup_for<S: AsRef<str>>(
+    groups: &[S],
+    gateway_admin: Option<(&Ident, &Ident)>,
+    foreign: &[String],
+) -> Vec<String> {
     let groups = idents(groups.iter().map(AsRef::as_ref));
     let mut revoke = vec!["PUBLIC".to_owned()];
     revoke.extend(
@@ -81,15 +89,26 @@ pub fn setup_for<S: AsRef<str>>(groups: &[S], foreign: &[String]) -> Vec<String>
             .map(|f| crate::ident::quote(f)),
     );
     revoke.push(groups.clone());
+    if let Some((gateway, _)) = gateway_admin {
+        revoke.push(gateway.quoted());
+    }
     let revoke = revoke.join(", ");
-    vec![
+    let gateway = gateway_admin.map(|(g, _)| g.quoted());
+    let admin = gateway_admin.map(|(_, a)| a.quoted());
+    let mut sql = vec![
         format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"),
         format!(
             "COMMENT ON SCHEMA {SCHEMA} IS {}",
             literal("the gateway's token store; managed by tenantry apply")
         ),
         format!("REVOKE ALL ON SCHEMA {SCHEMA} FROM {revoke}"),
-        format!("GRANT USAGE ON SCHEMA {SCHEMA} TO {groups}"),
+        format!(
+            "GRANT USAGE ON SCHEMA {SCHEMA} TO {groups}{}",
+            gateway
+                .as_ref()
+                .map(|g| format!(", {g}"))
+                .unwrap_or_default()
+        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {SCHEMA}.{TABLE} (
              id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -111,7 +130,20 @@ pub fn setup_for<S: AsRef<str>>(groups: &[S], foreign: &[String]) -> Vec<String>
         ),
         format!("REVOKE ALL ON FUNCTION {FUNCTION_SIGNATURE} FROM {revoke}"),
         format!("GRANT EXECUTE ON FUNCTION {FUNCTION_SIGNATURE} TO {groups}"),
-    ]
+    ];
+    if let Some(gateway) = &gateway {
+        sql.push(format!(
+            "GRANT {} ON {SCHEMA}.{TABLE} TO {gateway}",
+            crate::audit::TOKEN_PRIVILEGES.join(", ")
+        ));
+    }
+    sql.extend(crate::usage::create(&revoke, gateway.as_deref()));
+    sql.extend(crate::audit::create(
+        &revoke,
+        gateway.as_deref(),
+        admin.as_deref(),
+    ));
+    sql
 }
 
 /// The gateway's check: the role of token hash `$1`, NULL when it is unknown
@@ -135,25 +167,66 @@ pub const REVOKE: &str =
 pub const IS_LIVE: &str =
     "SELECT EXISTS (SELECT 1 FROM tenantry.tokens WHERE hash = $1 AND revoked_at IS NULL)";
 
-/// What apply expects to observe of tenant `db`'s store, object by object:
-/// each owned by `<db>_owner`, the member groups holding exactly
-/// [`Expected::schema_privileges`] on the schema, nothing on the table and
-/// [`Expected::function_privileges`] on the function, nobody else anything.
+/// What apply expects to observe of tenant `db`'s schema `tenantry`, object
+/// by object: each owned by `<db>_owner`, the grantees of each object's
+/// map holding exactly those privileges, nobody else anything.
 pub struct Expected {
     pub owner: Ident,
     pub groups: [Ident; 3],
+    /// The gateway's login: it counts usage and appends API writes.
+    pub gateway: Ident,
+    /// The admin group: it reads the audit trail.
+    pub admin: Ident,
 }
 
-impl Expected {
-    pub const SCHEMA_PRIVILEGES: &'static [&'static str] = &["USAGE"];
-    pub const TABLE_PRIVILEGES: &'static [&'static str] = &[];
-    pub const FUNCTION_PRIVILEGES: &'static [&'static str] = &["EXECUTE"];
+/// Grantee -> the privileges it holds on one object.
+pub type Grants = std::collections::BTreeMap<String, &'static [&'static str]>;
 
+impl Expected {
     pub fn of(db: &Ident) -> Expected {
         Expected {
             owner: crate::roles::group_role(db, Group::Owner),
             groups: member_roles(db),
+            gateway: crate::roles::gateway_login(db),
+            admin: crate::roles::group_role(db, Group::Admin),
         }
+    }
+
+    fn grants(&self, groups: &'static [&'static str], gateway: &'static [&'static str]) -> Grants {
+        let mut grants: Grants = self
+            .groups
+            .iter()
+            .map(|g| (g.to_string(), groups))
+            .collect();
+        grants.insert(self.gateway.to_string(), gateway);
+        grants
+    }
+
+    /// The schema: the groups and the gateway's login may use it.
+    pub fn schema(&self) -> Grants {
+        self.grants(&["USAGE"], &["USAGE"])
+    }
+
+    /// The token table: no group may read it; the gateway's login reads it.
+    pub fn token_table(&self) -> Grants {
+        self.grants(&[], crate::audit::TOKEN_PRIVILEGES)
+    }
+
+    /// The lookup function: the groups may execute it.
+    pub fn function(&self) -> Grants {
+        self.grants(&["EXECUTE"], &[])
+    }
+
+    /// `tenantry.usage`: the gateway's alone.
+    pub fn usage_table(&self) -> Grants {
+        self.grants(&[], crate::usage::GATEWAY_PRIVILEGES)
+    }
+
+    /// `tenantry.audit`: the gateway appends, the admin group reads.
+    pub fn audit_table(&self) -> Grants {
+        let mut grants = self.grants(&[], crate::audit::GATEWAY_PRIVILEGES);
+        grants.insert(self.admin.to_string(), crate::audit::ADMIN_PRIVILEGES);
+        grants
     }
 }
 
@@ -179,16 +252,20 @@ mod tests {
         let db = Ident::parse("shop").unwrap();
         let sql = setup(&db, &["PUBLIC".to_owned(), "intruder".to_owned()]).join(";\n");
         let groups = "\"shop_admin\", \"shop_developer\", \"shop_customer\"";
-        assert!(sql.contains(&format!("GRANT USAGE ON SCHEMA tenantry TO {groups}")));
         assert!(sql.contains(&format!(
-            "REVOKE ALL ON tenantry.tokens FROM PUBLIC, \"intruder\", {groups}"
+            "GRANT USAGE ON SCHEMA tenantry TO {groups}, \"shop_gateway\""
         )));
+        assert!(sql.contains(&format!(
+            "REVOKE ALL ON tenantry.tokens FROM PUBLIC, \"intruder\", {groups}, \"shop_gateway\""
+        )));
+        assert!(sql.contains("GRANT SELECT ON tenantry.tokens TO \"shop_gateway\""));
+        assert!(sql.contains("GRANT SELECT ON tenantry.audit TO \"shop_admin\""));
         assert!(sql.contains(&format!(
             "GRANT EXECUTE ON FUNCTION tenantry.token_role(text) TO {groups}"
         )));
         assert!(sql.contains(&format!("AS $${FUNCTION_BODY}$$")));
         assert!(sql.contains("SECURITY DEFINER SET search_path = pg_catalog, pg_temp"));
-        assert!(!sql.contains("GRANT SELECT"), "{sql}");
+        assert!(!sql.contains(&format!("GRANT SELECT ON tenantry.tokens TO {groups}")));
         for stmt in [LOOKUP, INSERT, LIST, REVOKE, IS_LIVE] {
             assert!(stmt.contains(&format!("{SCHEMA}.")), "{stmt}");
         }

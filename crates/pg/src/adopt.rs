@@ -167,6 +167,14 @@ pub async fn adopt(
         .await
         .map_err(|e| Error::sql(format!("adopt {}: commit", t.name), e))?;
     transaction(&mut client, "adopt: database marker", &adoption.marker_sql).await?;
+    // A trail only once apply has created it: the entry waits for none.
+    crate::audit::note_on(
+        &db,
+        &t.name,
+        tenantry_layout::audit::Action::Adopted,
+        serde_json::json!({ "baseline": adoption.baseline, "statements": adoption.cluster_sql.len() + adoption.database_sql.len() + adoption.database_after_sql.len() }),
+    )
+    .await;
     Ok(Report {
         adoption,
         done: true,

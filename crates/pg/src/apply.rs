@@ -11,7 +11,7 @@ use futures_util::{stream, StreamExt};
 use secrecy::ExposeSecret;
 use tenantry_layout::roles::{gateway_login_name, group_role_name, GATEWAY_SCRAM_ITERATIONS};
 use tenantry_layout::Kind;
-use tenantry_manifest::{Group, Inventory, Login as _};
+use tenantry_manifest::{Group, Inventory, Login as _, Status};
 use tenantry_plan::model::{Desired, DesiredTenant, Observed};
 use tenantry_plan::plan::{Action, Change, Plan, TenantPlan};
 use tenantry_plan::statements::Memberships;
@@ -61,7 +61,13 @@ pub async fn apply(ctx: &Context<'_>, plan: &Plan, mut done: impl FnMut(&Outcome
             let start = Instant::now();
             let result = match tp.action {
                 Action::Destroy | Action::Leftover => destroy(ctx, tp).await,
-                Action::Create | Action::Update => converge(ctx, tp).await,
+                Action::Create | Action::Update => match converge(ctx, tp).await {
+                    Ok(mut notes) => {
+                        notes.extend(record(ctx, tp).await);
+                        Ok(notes)
+                    }
+                    Err(e) => Err(e),
+                },
             };
             Outcome {
                 tenant: tp.tenant.clone(),
@@ -76,6 +82,58 @@ pub async fn apply(ctx: &Context<'_>, plan: &Plan, mut done: impl FnMut(&Outcome
         .await;
     outcomes.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     outcomes
+}
+
+/// Appends what apply did to the tenant's audit trail: created, or
+/// suspended, resumed or updated (the plan's lines), and migrated (from,
+/// to). A note when an entry could not be written (the change stands).
+async fn record(ctx: &Context<'_>, tp: &TenantPlan) -> Option<String> {
+    use tenantry_layout::audit::Action as Audit;
+    let t = desired_tenant(ctx, &tp.tenant);
+    if t.moving.is_some() {
+        // A copy being filled by a move takes the trail from the old copy
+        // (its rows stream in with their ids): nothing of its own.
+        return None;
+    }
+    let login_turned = |to: &str| {
+        tp.changes.iter().any(|c| match c {
+            Change::UpdateUser { diffs, .. } | Change::UpdateGatewayLogin { diffs, .. } => {
+                diffs.iter().any(|d| d.what == "login" && d.new == to)
+            }
+            _ => false,
+        })
+    };
+    let action = match tp.action {
+        Action::Create => Audit::Created,
+        _ if t.status == Status::Suspended && login_turned("false") => Audit::Suspended,
+        _ if t.status == Status::Active && login_turned("true") => Audit::Resumed,
+        _ => Audit::Updated,
+    };
+    let mut entries = vec![(
+        action,
+        serde_json::json!({ "changes": tenantry_plan::render::change_lines(tp) }),
+    )];
+    // A new database's first migrations are part of its creation.
+    for c in tp.changes.iter().filter(|_| action != Audit::Created) {
+        if let Change::Migrate { from, to, .. } = c {
+            entries.push((
+                Audit::Migrated,
+                serde_json::json!({ "from": from, "to": to }),
+            ));
+        }
+    }
+    let client = match ctx.admin.connect(Some(&t.name)).await {
+        Ok(c) => c,
+        Err(e) => return Some(format!("audit trail not written: {e}")),
+    };
+    for (action, detail) in entries {
+        match crate::audit::record_on(&client, &t.name, action, detail).await {
+            Ok(()) => {}
+            Err(e) if crate::audit::is_missing_trail(&e) => return None,
+            Err(e) => return Some(format!("audit trail not written: {e}")),
+        }
+    }
+    None
 }
 
 /// Connections one tenant's apply holds at once: the admin database's and
@@ -459,6 +517,16 @@ async fn destroy(ctx: &Context<'_>, tp: &TenantPlan) -> Result<Vec<String>, Erro
             Change::DropDatabase { database, .. } => {
                 let owner = group_role_name(database, Group::Owner);
                 notes.extend(crate::moves::before_drop(ctx, &client, database).await?);
+                // In the trail the backup keeps.
+                if tp.action == Action::Destroy {
+                    crate::audit::note(
+                        ctx.admin,
+                        database,
+                        tenantry_layout::audit::Action::DestroyStarted,
+                        serde_json::json!({ "backups": ctx.inventory.paths.backups.display().to_string() }),
+                    )
+                    .await;
+                }
                 if !superuser {
                     exec(
                         &client,

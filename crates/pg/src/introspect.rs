@@ -329,6 +329,10 @@ pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error
                'acl', {store_schema_acl},
                'table', (SELECT json_build_object('owner', pg_get_userbyid(c.relowner)::text, 'acl', {store_table_acl})
                          FROM pg_class c WHERE c.relnamespace = n.oid AND c.relname = {table} AND c.relkind = 'r'),
+               'usage', (SELECT json_build_object('owner', pg_get_userbyid(c.relowner)::text, 'acl', {store_table_acl})
+                         FROM pg_class c WHERE c.relnamespace = n.oid AND c.relname = {usage} AND c.relkind = 'r'),
+               'audit', (SELECT json_build_object('owner', pg_get_userbyid(c.relowner)::text, 'acl', {store_table_acl})
+                         FROM pg_class c WHERE c.relnamespace = n.oid AND c.relname = {audit} AND c.relkind = 'r'),
                'function', (SELECT json_build_object('owner', pg_get_userbyid(p.proowner)::text, 'acl', {function_acl},
                                    'definer', p.prosecdef, 'config', coalesce(p.proconfig, '{{}}'),
                                    'body', p.prosrc, 'returns', pg_get_function_result(p.oid))
@@ -336,6 +340,8 @@ pub async fn contents(admin: &Admin, db: &str) -> Result<ObservedContents, Error
              FROM pg_namespace n WHERE n.nspname = {store})
          )::text",
         history_table = literal(history::QUALIFIED),
+        usage = literal(tenantry_layout::usage::TABLE),
+        audit = literal(tenantry_layout::audit::TABLE),
     );
     let rows = client
         .simple_query(&sql)
@@ -420,6 +426,8 @@ fn token_store(v: &serde_json::Value) -> ObservedTokenStore {
     ObservedTokenStore {
         schema: object(v),
         table: object(&v["table"]),
+        usage: object(&v["usage"]),
+        audit: object(&v["audit"]),
         function: object(&v["function"]).map(|o| {
             let f = &v["function"];
             ObservedFunction {

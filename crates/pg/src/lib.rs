@@ -6,6 +6,7 @@
 
 pub mod adopt;
 pub mod apply;
+pub mod audit;
 pub mod backup;
 mod blocking;
 pub mod budget;
@@ -21,6 +22,7 @@ pub mod servers;
 pub mod session;
 pub mod sessions;
 pub mod tokens;
+pub mod usage;
 
 pub use connect::Admin;
 pub use error::Error;

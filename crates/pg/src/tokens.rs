@@ -7,6 +7,7 @@
 //! gateway's lookup (`token_role`) lives in the gateway.
 
 use secrecy::{ExposeSecret, SecretString};
+use tenantry_layout::audit::Action;
 use tenantry_layout::{tokens, Group, Ident};
 use tokio_postgres::Client;
 
@@ -78,7 +79,15 @@ impl Store {
             .query_one(tokens::INSERT, &[&group.as_str(), &label, &hash])
             .await
             .map_err(|e| self.error("storing a token", e))?;
-        Ok((row.get(0), token))
+        let id: i64 = row.get(0);
+        crate::audit::note_on(
+            &self.client,
+            &self.tenant,
+            Action::TokenCreated,
+            serde_json::json!({ "token": id, "role": group.as_str(), "label": label }),
+        )
+        .await;
+        Ok((id, token))
     }
 
     /// Every token, oldest first.
@@ -107,6 +116,15 @@ impl Store {
             .execute(tokens::REVOKE, &[&id])
             .await
             .map_err(|e| self.error("revoking a token", e))?;
+        if n == 1 {
+            crate::audit::note_on(
+                &self.client,
+                &self.tenant,
+                Action::TokenRevoked,
+                serde_json::json!({ "token": id }),
+            )
+            .await;
+        }
         Ok(n == 1)
     }
 

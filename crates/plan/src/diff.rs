@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use tenantry_layout::roles::{
     DATABASE_PRIVILEGES, GATEWAY_DATABASE_PRIVILEGES, GATEWAY_SCRAM_ITERATIONS,
 };
-use tenantry_layout::{history, tokens, Group, Kind, Marker};
+use tenantry_layout::{audit, history, tokens, usage, Group, Kind, Marker};
 use tenantry_manifest::{parse_duration_ms, Status};
 
 use crate::model::{
@@ -562,7 +562,7 @@ fn token_store_diffs(t: &DesiredTenant, s: &ObservedTokenStore) -> (Vec<Diff>, V
     let mut diffs = Vec::new();
     let mut foreign = BTreeSet::new();
     let mut reown = false;
-    let mut object = |what: &str, found: Option<&ObservedObject>, privileges: &[&str]| {
+    let mut object = |what: &str, found: Option<&ObservedObject>, expect: tokens::Grants| {
         let Some(o) = found else {
             diffs.push(Diff::new(what, "(missing)", "present"));
             return;
@@ -571,11 +571,6 @@ fn token_store_diffs(t: &DesiredTenant, s: &ObservedTokenStore) -> (Vec<Diff>, V
             diffs.push(Diff::new(format!("{what}: owner"), &o.owner, owner));
             reown = true;
         }
-        let expect: BTreeMap<String, &[&str]> = want
-            .groups
-            .iter()
-            .map(|g| (g.to_string(), privileges))
-            .collect();
         foreign.extend(acl_diffs(
             what,
             &o.acl,
@@ -585,24 +580,20 @@ fn token_store_diffs(t: &DesiredTenant, s: &ObservedTokenStore) -> (Vec<Diff>, V
         ));
     };
     let schema = format!("token store: schema {}", tokens::SCHEMA);
-    object(
-        &schema,
-        s.schema.as_ref(),
-        tokens::Expected::SCHEMA_PRIVILEGES,
-    );
+    object(&schema, s.schema.as_ref(), want.schema());
     if s.schema.is_some() {
         let table = format!("token store: table {}.{}", tokens::SCHEMA, tokens::TABLE);
-        object(&table, s.table.as_ref(), tokens::Expected::TABLE_PRIVILEGES);
+        object(&table, s.table.as_ref(), want.token_table());
+        let usage = format!("usage: table {}.{}", tokens::SCHEMA, usage::TABLE);
+        object(&usage, s.usage.as_ref(), want.usage_table());
+        let audit = format!("audit trail: table {}.{}", tokens::SCHEMA, audit::TABLE);
+        object(&audit, s.audit.as_ref(), want.audit_table());
         let what = format!("token store: function {}", tokens::FUNCTION_SIGNATURE);
         let function = s.function.as_ref().map(|f| ObservedObject {
             owner: f.owner.clone(),
             acl: f.acl.clone(),
         });
-        object(
-            &what,
-            function.as_ref(),
-            tokens::Expected::FUNCTION_PRIVILEGES,
-        );
+        object(&what, function.as_ref(), want.function());
         if let Some(f) = &s.function {
             if !f.security_definer {
                 diffs.push(Diff::new(format!("{what}: security"), "invoker", "definer"));

@@ -107,27 +107,45 @@ fn converged_gateway(d: &Desired, t: &DesiredTenant) -> ObservedRole {
 
 fn converged_token_store(t: &DesiredTenant) -> ObservedTokenStore {
     let owner = t.role(Group::Owner).to_string();
-    let acl = |privileges: &[&str]| -> Acl {
-        let mut acl: Acl = Group::MEMBERS
-            .iter()
-            .filter(|_| !privileges.is_empty())
-            .map(|&g| (t.role(g).to_string(), privs(privileges)))
+    let want = tokens::Expected::of(&t.name);
+    let acl = |grants: tokens::Grants, own: &[&str]| -> Acl {
+        let mut acl: Acl = grants
+            .into_iter()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(g, p)| (g, privs(p)))
             .collect();
-        acl.insert(owner.clone(), privs(&["USAGE", "CREATE"]));
+        acl.insert(owner.clone(), privs(own));
         acl
     };
+    let table = [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+    ];
     ObservedTokenStore {
         schema: Some(ObservedObject {
             owner: owner.clone(),
-            acl: acl(&["USAGE"]),
+            acl: acl(want.schema(), &["USAGE", "CREATE"]),
         }),
         table: Some(ObservedObject {
             owner: owner.clone(),
-            acl: acl(&[]),
+            acl: acl(want.token_table(), &table),
+        }),
+        usage: Some(ObservedObject {
+            owner: owner.clone(),
+            acl: acl(want.usage_table(), &table),
+        }),
+        audit: Some(ObservedObject {
+            owner: owner.clone(),
+            acl: acl(want.audit_table(), &table),
         }),
         function: Some(ObservedFunction {
             owner: owner.clone(),
-            acl: acl(&["EXECUTE"]),
+            acl: acl(want.function(), &["EXECUTE"]),
             security_definer: true,
             config: vec![tokens::FUNCTION_CONFIG.to_owned()],
             body: tokens::FUNCTION_BODY.to_owned(),
@@ -1700,4 +1718,58 @@ fn postgres_16_a_user_in_its_group_only_without_inherit_is_drift() {
         }
         c => panic!("{c:#?}"),
     }
+}
+
+#[test]
+fn the_usage_and_audit_tables_are_created_and_kept_to_their_grants() {
+    let want = desired(vec![tenant("shop")]);
+    // A store made before the trail: both tables missing, nothing else.
+    let mut o = converged_observed(&want);
+    let store = &mut o.contents.get_mut("shop").unwrap().token_store;
+    store.usage = None;
+    store.audit = None;
+    let missing = plan(&want, &o);
+    let (diffs, foreign, reown) = token_store_change(&missing);
+    assert_eq!(
+        diffs,
+        [
+            d("usage: table tenantry.usage", "(missing)", "present"),
+            d("audit trail: table tenantry.audit", "(missing)", "present"),
+        ]
+    );
+    assert!(foreign.is_empty() && !reown);
+
+    // A tenant group given more than reading the trail, another role
+    // anything, the gateway's append taken away: drift, and revoked.
+    let mut o = converged_observed(&want);
+    let store = &mut o.contents.get_mut("shop").unwrap().token_store;
+    let audit = store.audit.as_mut().unwrap();
+    audit
+        .acl
+        .insert("shop_developer".to_owned(), privs(&["UPDATE", "DELETE"]));
+    audit.acl.insert("mallory".to_owned(), privs(&["SELECT"]));
+    audit.acl.remove("shop_gateway");
+    let widened = plan(&want, &o);
+    let (diffs, foreign, _) = token_store_change(&widened);
+    let what = "audit trail: table tenantry.audit";
+    assert!(
+        diffs.contains(&d(
+            &format!("{what}: shop_developer"),
+            "UPDATE, DELETE",
+            "(none)"
+        )),
+        "{diffs:?}"
+    );
+    assert!(
+        diffs.contains(&d(&format!("{what}: shop_gateway"), "(none)", "INSERT")),
+        "{diffs:?}"
+    );
+    assert!(
+        diffs.contains(&d(&format!("{what}: mallory"), "SELECT", "(none)")),
+        "{diffs:?}"
+    );
+    assert_eq!(foreign, ["mallory"]);
+    // The converged store is no change at all.
+    let o = converged_observed(&want);
+    assert!(plan(&want, &o).tenants.is_empty());
 }

@@ -232,6 +232,10 @@ pub struct ObservedTokenStore {
     pub schema: Option<ObservedObject>,
     pub table: Option<ObservedObject>,
     pub function: Option<ObservedFunction>,
+    /// `tenantry.usage` (`tenantry_layout::usage`).
+    pub usage: Option<ObservedObject>,
+    /// `tenantry.audit` (`tenantry_layout::audit`).
+    pub audit: Option<ObservedObject>,
 }
 
 /// An object's owner and effective ACL.

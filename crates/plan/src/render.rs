@@ -199,6 +199,19 @@ fn tenant(out: &mut String, t: &TenantPlan, server: Option<&str>, moved: Option<
     out.push('\n');
 }
 
+/// One tenant's changes as the plan prints them, a line each (diffs
+/// indented under their change): what its audit entry records.
+pub fn change_lines(t: &TenantPlan) -> Vec<String> {
+    let mut lines = Vec::new();
+    for c in &t.changes {
+        lines.push(format!("{} {}", mark(c.sign()), line(c)));
+        for d in diffs(c) {
+            lines.push(format!("    {}: {} -> {}", d.what, d.old, d.new));
+        }
+    }
+    lines
+}
+
 /// The summary line, and the note about deletion-protected destroys.
 fn summary(out: &mut String, (add, change, destroy): (usize, usize, usize), protected: &[&str]) {
     let _ = writeln!(

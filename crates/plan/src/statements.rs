@@ -281,6 +281,16 @@ pub fn token_store_owner(t: &DesiredTenant) -> Vec<String> {
             tokens::SCHEMA,
             tokens::TABLE
         ),
+        format!(
+            "ALTER TABLE IF EXISTS {}.{} OWNER TO {owner}",
+            tokens::SCHEMA,
+            tenantry_layout::usage::TABLE
+        ),
+        format!(
+            "ALTER TABLE IF EXISTS {}.{} OWNER TO {owner}",
+            tokens::SCHEMA,
+            tenantry_layout::audit::TABLE
+        ),
         format!("DROP FUNCTION IF EXISTS {}", tokens::FUNCTION_SIGNATURE),
     ]
 }
