@@ -60,9 +60,11 @@ async fn tiers_and_isolation(admin: Admin) {
         try_sql(&c, "UPDATE widgets SET price = 0").await,
         "permission denied for table widgets"
     );
-    // The gateway's login holds nothing itself: it reads nothing, may not
-    // become the owner or another tenant's group, and acts only as one of
-    // its tenant's member groups, with exactly that group's rights.
+    // The gateway's login holds no tenant data itself: it reads nothing of
+    // schema public, only counts usage, appends to the audit trail (never
+    // reads or changes it) and reads token ids; it may not become the
+    // owner or another tenant's group, and acts only as one of its
+    // tenant's member groups, with exactly that group's rights.
     let g = f.connect_as("{p}_shop_gateway", "{p}_shop").await.unwrap();
     assert_eq!(
         try_sql(&g, "SELECT * FROM public.widgets").await,
@@ -70,7 +72,29 @@ async fn tiers_and_isolation(admin: Admin) {
     );
     assert_eq!(
         try_sql(&g, "SELECT tenantry.token_role('x')").await,
-        "permission denied for schema tenantry"
+        "permission denied for function token_role"
+    );
+    for sql in [
+        "SELECT * FROM tenantry.audit",
+        "UPDATE tenantry.audit SET action = 'x'",
+        "DELETE FROM tenantry.audit",
+        "INSERT INTO tenantry.tokens (role, hash) VALUES ('admin', 'x')",
+        "DELETE FROM tenantry.usage",
+    ] {
+        assert!(
+            try_sql(&g, sql)
+                .await
+                .starts_with("permission denied for table"),
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        try_sql(
+            &g,
+            "INSERT INTO tenantry.audit (action, actor) VALUES ('api.write', 'x')"
+        )
+        .await,
+        "ok"
     );
     for other in ["{p}_shop_owner", "{p}_cafe_customer"] {
         let other = f.name(other);

@@ -201,6 +201,8 @@ fn the_days_requests_add_up_across_replicas_and_restarts() {
     assert_eq!(row["warnings"][0]["quota"], "requests_per_day", "{row}");
     assert_eq!(row["warnings"][0]["level"], 100, "{row}");
     assert_eq!(row["requests_today"]["limit"], 12);
+    // The schema version, read at the flush (the fixture's V1).
+    assert_eq!(row["schema_version"], 1, "{row}");
     assert_eq!(
         row["requests_per_minute"].as_array().unwrap().len(),
         fleet["minutes"].as_u64().unwrap() as usize

@@ -119,6 +119,8 @@ enum Bench {
     Servers(servers::Args),
     /// A tenant moved online under a writer against pg_dump | pg_restore.
     Moves(moves::Args),
+    /// The gateway with usage counting and the audit trail on against off; /api/fleet with 10,000 tenants.
+    Usage(gateway::usage::Args),
 }
 
 fn main() {
@@ -165,6 +167,10 @@ fn bench(args: &mut Args, command: Option<Bench>) {
             servers::run(&s)
         }
         Some(Bench::Moves(m)) => moves::run(&m),
+        Some(Bench::Usage(mut u)) => {
+            u.apply_quick();
+            gateway::usage::run(&u)
+        }
         None => {
             if args.quick {
                 args.tenants = 10;

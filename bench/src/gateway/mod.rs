@@ -44,6 +44,7 @@ mod openloop;
 mod report;
 mod serve;
 mod setup;
+pub(crate) mod usage;
 
 pub(crate) use serve::Served;
 pub(crate) use setup::token_create;

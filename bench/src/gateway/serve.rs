@@ -113,6 +113,18 @@ impl Served {
         workdir: &Path,
         budget: usize,
     ) -> Result<Served> {
+        Served::start_with(bin, config, admin_url, workdir, budget, &[])
+    }
+
+    /// [`Served::start`] with more flags of `tenantry serve`.
+    pub(crate) fn start_with(
+        bin: &Path,
+        config: &Path,
+        admin_url: Option<&str>,
+        workdir: &Path,
+        budget: usize,
+        extra: &[&str],
+    ) -> Result<Served> {
         let log = workdir.join(format!(
             "serve-{}.log",
             config.file_stem().unwrap_or_default().to_string_lossy()
@@ -128,6 +140,7 @@ impl Served {
         let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--max-connections", &budget.to_string()])
+            .args(extra)
             .env_remove("TENANTRY_LOG")
             .env_remove("DATABASE_DSN")
             .current_dir(workdir)

@@ -80,6 +80,17 @@ pub(super) fn lua_script(targets: &[Target]) -> Result<String> {
 /// [`lua_script`] visiting `targets` in `order` (indexes, cycled) instead
 /// of one after the other: a skewed load.
 pub(super) fn lua_script_in(targets: &[Target], order: Option<&[usize]>) -> Result<String> {
+    lua_script_writing(targets, order, 0)
+}
+
+/// [`lua_script_in`] where every `write_every`-th request (0: none) is a
+/// write: `PUT /api/widgets/1 {"inventory_level": 5}` (a developer's or an
+/// admin's token), the rest reads.
+pub(super) fn lua_script_writing(
+    targets: &[Target],
+    order: Option<&[usize]>,
+    write_every: u32,
+) -> Result<String> {
     let safe = |s: &str| {
         s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -126,9 +137,17 @@ function init(args)
   i = (offset or 0) % n
 end
 
+local write_every = {write_every}
+local sent = 0
+
 function request()
   i = i % n + 1
+  sent = sent + 1
   local t = targets[i]
+  if write_every > 0 and sent % write_every == 0 then
+    return wrk.format("PUT", path, {{ ["Host"] = t[1], ["Authorization"] = t[2],
+      ["Content-Type"] = "application/json" }}, '{{"inventory_level":5}}')
+  end
   return wrk.format("GET", path, {{ ["Host"] = t[1], ["Authorization"] = t[2] }})
 end
 

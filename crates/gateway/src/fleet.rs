@@ -231,7 +231,7 @@ impl Gateway {
             } else {
                 "active"
             },
-            schema_version: None,
+            schema_version: c.schema_version,
             storage: Quota::new(c.storage, t.quotas.storage_bytes),
             requests_today: Quota::new(
                 self.usage.enabled().then_some(requests),

@@ -80,6 +80,15 @@ pub struct Usage {
 /// time), one entry per day.
 type Pending = Vec<(i32, u64, SystemTime)>;
 
+/// What one tenant's flush learned.
+struct Flushed {
+    /// Each day written, with its total (every replica's) after it.
+    totals: Vec<(i32, u64)>,
+    /// The newest request any replica flushed.
+    last: Option<String>,
+    schema_version: Option<i64>,
+}
+
 /// One tenant's numbers.
 #[derive(Default, Debug, Clone)]
 pub struct Counted {
@@ -91,6 +100,8 @@ pub struct Counted {
     pub last_request_at: Option<String>,
     /// The database's size at the last measurement.
     pub storage: Option<u64>,
+    /// The newest migration applied, as read at the last flush.
+    pub schema_version: Option<i64>,
     /// The highest level warned of, per quota (0: none).
     warned: [u8; 2],
     /// The last flush failed (logged once until one succeeds).
@@ -475,7 +486,14 @@ impl Gateway {
         let mut tenants = self.usage.lock();
         let c = tenants.entry(name.clone()).or_default();
         match outcome {
-            Ok((totals, last)) => {
+            Ok(Flushed {
+                totals,
+                last,
+                schema_version,
+            }) => {
+                if schema_version.is_some() {
+                    c.schema_version = schema_version;
+                }
                 if c.failing {
                     tracing::info!(tenant = %name, "usage and audit entries are recorded again");
                 }
@@ -525,7 +543,7 @@ impl Gateway {
         epoch: u64,
         counts: &[(i32, u64, SystemTime)],
         writes: &[ApiWrite],
-    ) -> Result<(Vec<(i32, u64)>, Option<String>), (String, bool, bool)> {
+    ) -> Result<Flushed, (String, bool, bool)> {
         let role = t
             .pool_login()
             .ok_or_else(|| ("no login the gateway can use".to_owned(), true, true))?;
@@ -564,6 +582,7 @@ impl Gateway {
             };
             totals.push((*day, row.get::<_, i64>(0).max(0) as u64));
         }
+        let mut schema_version = None;
         if !counts.is_empty() {
             let today = counts.iter().map(|(d, ..)| *d).max().unwrap_or_default();
             last = conn
@@ -572,6 +591,13 @@ impl Gateway {
                 .ok()
                 .flatten()
                 .and_then(|r| r.get::<_, Option<String>>(1));
+            // For the console; a database without history (or a login
+            // without the grant, until the next apply) has none to show.
+            schema_version = conn
+                .query_one(tenantry_layout::history::MAX_VERSION, &[])
+                .await
+                .ok()
+                .and_then(|r| r.get::<_, Option<i64>>(0));
         }
         if !writes.is_empty() {
             let batch = serde_json::to_string(writes).expect("API writes serialize");
@@ -579,7 +605,11 @@ impl Gateway {
                 .await
                 .map_err(|e| (db_error(&e), false, true))?;
         }
-        Ok((totals, last))
+        Ok(Flushed {
+            totals,
+            last,
+            schema_version,
+        })
     }
 
     /// Measures the size of every tenant database, one query per server on

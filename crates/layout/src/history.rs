@@ -1,8 +1,13 @@
 //! The migration history table refinery keeps in each tenant database,
 //! `public.refinery_schema_history`, and the statements tenantry runs on it
 //! besides refinery's own (reading the version, adopting a Terraform-made
-//! database's history). The table is not tenant data: no group may touch it,
-//! and a database holding only history rows is empty.
+//! database's history). The table is not tenant data: no group may touch it
+//! (the gateway's login may read it, see [`GATEWAY_PRIVILEGES`]), and a
+//! database holding only history rows is empty.
+
+/// What the tenant's gateway login holds on the table (the console shows
+/// the schema version); the groups hold nothing.
+pub const GATEWAY_PRIVILEGES: &[&str] = &["SELECT"];
 
 /// The table's name, in schema `public`.
 pub const TABLE: &str = "refinery_schema_history";

@@ -254,13 +254,14 @@ pub(crate) struct RawPlan {
     /// Storage quota of each tenant's database (`pg_database_size`): an
     /// integer followed by a unit among B, kB, MB, GB, TB (1024-based, as
     /// in postgresql.conf) or KiB, MiB, GiB, TiB, e.g. "1GiB" or "500MB".
-    /// Checked here; the gateway does not enforce it yet. Default: unset
-    /// (no quota).
+    /// The gateway measures it (every `--storage-interval`) and refuses
+    /// writes past it (403 `quota_exceeded`). Default: unset (no quota).
     #[schemars(with = "Option<String>", pattern(SIZE_PATTERN))]
     pub storage: Option<Spanned<String>>,
     /// API calls through the gateway per tenant per UTC day, from 1 to
-    /// 9007199254740991. Checked here; the gateway does not enforce it
-    /// yet. Default: unset (no quota).
+    /// 9007199254740991. The gateway counts them (every replica's, in the
+    /// tenant's `tenantry.usage`) and refuses writes past it (403
+    /// `quota_exceeded`). Default: unset (no quota).
     #[schemars(with = "Option<i64>", range(min = 1, max = 9_007_199_254_740_991_i64))]
     pub requests_per_day: Option<Spanned<i64>>,
     /// Login users (admins, developers and customers together) a tenant of

@@ -499,7 +499,7 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
     ));
 
     for rel in &c.relations {
-        let expect: BTreeMap<String, &[&str]> = Group::MEMBERS
+        let mut expect: BTreeMap<String, &[&str]> = Group::MEMBERS
             .iter()
             .map(|&g| {
                 let privs = match rel.kind {
@@ -510,6 +510,9 @@ fn contents_diffs(t: &DesiredTenant, c: &ObservedContents) -> (Vec<Diff>, Vec<St
                 (t.role(g).to_string(), privs)
             })
             .collect();
+        if rel.name == history::TABLE {
+            expect.insert(t.gateway.name.to_string(), history::GATEWAY_PRIVILEGES);
+        }
         let what = match rel.kind {
             RelKind::Table => format!("table {}", rel.name),
             RelKind::Sequence => format!("sequence {}", rel.name),

@@ -217,7 +217,15 @@ fn add_converged(o: &mut Observed, d: &Desired) {
         customers.insert(owner.clone(), owner_all.clone());
         let mut sequence = members(Group::sequence_privileges);
         sequence.insert(owner.clone(), privs(&["USAGE", "SELECT", "UPDATE"]));
-        let history: Acl = [(owner.clone(), owner_all)].into_iter().collect();
+        let history: Acl = [
+            (owner.clone(), owner_all),
+            (
+                t.gateway.name.to_string(),
+                privs(history::GATEWAY_PRIVILEGES),
+            ),
+        ]
+        .into_iter()
+        .collect();
         o.contents.insert(
             t.name.to_string(),
             ObservedContents {

@@ -258,6 +258,12 @@ pub fn privileges(t: &DesiredTenant, foreign: &[String], has_history: bool) -> V
             "REVOKE ALL ON TABLE {} FROM {groups}",
             history::QUALIFIED
         ));
+        sql.push(format!(
+            "GRANT {} ON TABLE {} TO {}",
+            history::GATEWAY_PRIVILEGES.join(", "),
+            history::QUALIFIED,
+            t.gateway.name.quoted()
+        ));
     }
     sql
 }
