@@ -204,6 +204,12 @@ pub async fn restore(
     if !full.is_empty() {
         outln!("  replaced the rows of: {}", full.join(", "));
     }
+    if restored.trail > 0 {
+        outln!(
+            "  audit entries and usage days of the dump added back: {}",
+            restored.trail
+        );
+    }
     outln!(
         "  tables restored with their rows: {}",
         if restored.tables.is_empty() {

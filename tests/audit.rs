@@ -297,3 +297,73 @@ fn commands_and_api_writes_leave_entries_nobody_of_the_tenant_can_change() {
     );
     assert!(text.contains(&f.name("{p}_tenantry")), "{text}");
 }
+
+#[test]
+fn a_fleet_migration_is_in_each_tenants_trail() {
+    let f = Fleet::new(Admin::Superuser);
+    f.own_schema();
+    f.write(common::TWO_TENANTS);
+    f.apply().ok();
+    f.add_migration("V2__note.sql", "ALTER TABLE widgets ADD COLUMN note text;");
+    f.tenantry(&["migrate"]).ok();
+    for tenant in ["{p}_shop", "{p}_cafe"] {
+        let entries = trail(&f, tenant);
+        assert_eq!(actions(&entries), ["migrated", "created"], "{entries:?}");
+        assert_eq!(entries[0]["detail"]["from"], 1);
+        assert_eq!(entries[0]["detail"]["to"], 2);
+    }
+    // Nothing to do: nothing recorded.
+    f.tenantry(&["migrate"]).ok();
+    assert_eq!(trail(&f, "{p}_shop").len(), 2);
+}
+
+#[test]
+fn a_destroyed_tenants_trail_comes_back_with_its_backup() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(common::TWO_TENANTS);
+    f.apply().ok();
+    let _ = common::gateway::token(&f, "{p}_cafe", "admin");
+    // Removed from the file and destroyed: the backup holds the trail,
+    // `destroy_started` included.
+    let shop_only = common::TWO_TENANTS
+        .split("[tenants.{p}_cafe]")
+        .next()
+        .unwrap()
+        .to_owned();
+    f.write(&shop_only);
+    f.tenantry(&["apply", "--auto-approve", "--allow-destroy"])
+        .ok();
+    let backups = f.dir.path().join(".tenantry/backups");
+    let dump = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains(&f.name("{p}_cafe")))
+        .expect("the destroy's backup");
+    // Made anew, then restored: the old trail is back, in its order, after
+    // which come the new tenant's entries and the restore.
+    f.write(common::TWO_TENANTS);
+    f.apply().ok();
+    let out = f.tenantry(&["restore", &f.name("{p}_cafe"), dump.to_str().unwrap()]);
+    assert!(out.ok().contains("added back: 3"), "{}", out.stdout);
+    let entries = trail(&f, "{p}_cafe");
+    assert_eq!(
+        actions(&entries),
+        [
+            "restore",
+            "created",
+            "destroy_started",
+            "token_created",
+            "created"
+        ],
+        "{entries:?}"
+    );
+    // Restoring it again adds nothing twice.
+    let out = f.tenantry(&[
+        "restore",
+        &f.name("{p}_cafe"),
+        dump.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!out.ok().contains("added back"), "{}", out.stdout);
+    assert_eq!(trail(&f, "{p}_cafe").len(), 6);
+}

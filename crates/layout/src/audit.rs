@@ -85,7 +85,7 @@ pub fn create(revoke: &str, gateway: Option<&str>, admin: Option<&str>) -> Vec<S
              host text NOT NULL DEFAULT '',
              detail jsonb NOT NULL DEFAULT '{{}}')"
         ),
-        format!("CREATE INDEX IF NOT EXISTS audit_at ON {SCHEMA}.{TABLE} (at)"),
+        format!("CREATE INDEX IF NOT EXISTS audit_at ON {SCHEMA}.{TABLE} (at, id)"),
         format!("REVOKE ALL ON {SCHEMA}.{TABLE} FROM {revoke}"),
     ];
     if let Some(gateway) = gateway {
@@ -122,14 +122,26 @@ pub const APPEND_API: &str = "INSERT INTO tenantry.audit (at, action, actor, det
      LEFT JOIN tenantry.tokens t ON t.hash = x.hash \
      ORDER BY x.at";
 
-/// Entries newest first: `$1` since (timestamptz text, or NULL), `$2`
+/// Entries newest first (by time: entries a restore added back keep
+/// theirs): `$1` since (timestamptz text, or NULL), `$2`
 /// limit, `$3` offset; id, at (RFC 3339 UTC), action, actor, os_user, host,
 /// detail (JSON text).
 pub const LIST: &str = "SELECT id, \
      to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
      action, actor, os_user, host, detail::text \
      FROM tenantry.audit WHERE $1::text IS NULL OR at >= $1::text::timestamptz \
-     ORDER BY id DESC LIMIT $2 OFFSET $3";
+     ORDER BY at DESC, id DESC LIMIT $2 OFFSET $3";
+
+/// After a restore, the dump's entries the database lacks, from temporary
+/// table `restored` (made `LIKE tenantry.audit` and filled with the dump's
+/// rows), appended in their order with their times: a restore never takes
+/// an entry away, and brings back a destroyed tenant's trail.
+pub const MERGE_RESTORED: &str =
+    "INSERT INTO tenantry.audit (at, action, actor, os_user, host, detail) \
+     SELECT r.at, r.action, r.actor, r.os_user, r.host, r.detail FROM restored r \
+     WHERE NOT EXISTS (SELECT 1 FROM tenantry.audit a WHERE a.at = r.at AND a.action = r.action \
+       AND a.actor = r.actor AND a.detail = r.detail) \
+     ORDER BY r.id";
 
 #[cfg(test)]
 mod tests {

@@ -77,6 +77,12 @@ pub const STORAGE: &str = "SELECT datname::text, pg_database_size(oid) FROM pg_d
      WHERE datname = ANY($1::text[]) AND datallowconn \
      AND (has_database_privilege(oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'USAGE'))";
 
+/// After a restore, the dump's days the database lacks, from temporary
+/// table `restored` (made `LIKE tenantry.usage`); days it has keep their
+/// counts.
+pub const MERGE_RESTORED: &str = "INSERT INTO tenantry.usage (day, requests, last_request_at) \
+     SELECT day, requests, last_request_at FROM restored ON CONFLICT (day) DO NOTHING";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -412,6 +412,98 @@ pub struct Restored {
     pub tables: Vec<String>,
     /// The schema version the database is at now (from the restored history).
     pub schema_version: Option<i64>,
+    /// Audit entries and usage days of the archive the database lacked,
+    /// added back.
+    pub trail: usize,
+}
+
+/// The archive's audit entries and usage days the database lacks, added to
+/// its own (`tenantry_layout::audit::MERGE_RESTORED`): the restore leaves
+/// schema `tenantry` as it is, so a restore never takes an entry away, and
+/// this brings back those of a tenant destroyed (the backup holds its
+/// trail), made anew, then restored. `client` acts as the owner.
+async fn merge_trail(
+    client: &mut tokio_postgres::Client,
+    pg_restore: &Path,
+    archive: &Archive,
+    database: &str,
+    file: &Path,
+) -> Result<usize, Error> {
+    use futures_util::SinkExt;
+    use tenantry_layout::{audit, usage};
+    let ctx = format!("adding the archive's audit trail to {database}");
+    let mut added = 0;
+    for (table, merge) in [
+        (audit::TABLE, audit::MERGE_RESTORED),
+        (usage::TABLE, usage::MERGE_RESTORED),
+    ] {
+        if !archive.data.contains(&format!("{TOKEN_SCHEMA}.{table}")) {
+            continue;
+        }
+        let mut cmd = tokio::process::Command::new(pg_restore);
+        cmd.args(["--data-only", "--file=-"])
+            .arg(format!("--schema={TOKEN_SCHEMA}"))
+            .arg(format!("--table={table}"))
+            .arg(file);
+        let script = run(&mut cmd, pg_restore)
+            .await
+            .map_err(|why| restore_error(database, file, why))?;
+        let Some((columns, rows)) = copy_block(&String::from_utf8_lossy(&script), table) else {
+            continue;
+        };
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| Error::sql(&ctx, e))?;
+        tx.batch_execute(&format!(
+            "CREATE TEMPORARY TABLE restored (LIKE {TOKEN_SCHEMA}.{table}) ON COMMIT DROP"
+        ))
+        .await
+        .map_err(|e| Error::sql(&ctx, e))?;
+        let sink = tx
+            .copy_in(&format!("COPY restored ({columns}) FROM STDIN"))
+            .await
+            .map_err(|e| Error::sql(&ctx, e))?;
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(rows))
+            .await
+            .map_err(|e| Error::sql(&ctx, e))?;
+        sink.as_mut()
+            .finish()
+            .await
+            .map_err(|e| Error::sql(&ctx, e))?;
+        added += tx
+            .execute(merge, &[])
+            .await
+            .map_err(|e| Error::sql(&ctx, e))? as usize;
+        tx.commit().await.map_err(|e| Error::sql(&ctx, e))?;
+    }
+    Ok(added)
+}
+
+/// The column list and the rows (COPY text, each line ending in a newline)
+/// of the `COPY tenantry.<table> (...) FROM stdin;` block of a pg_restore
+/// script; None without one. The column list is checked to be plain
+/// identifiers (it goes into SQL).
+fn copy_block(script: &str, table: &str) -> Option<(String, String)> {
+    let head = format!("COPY {TOKEN_SCHEMA}.{table} (");
+    let mut lines = script.lines();
+    let columns = lines.find_map(|l| l.strip_prefix(&head)?.strip_suffix(") FROM stdin;"))?;
+    let plain = columns
+        .split(", ")
+        .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    if !plain {
+        return None;
+    }
+    let mut rows = String::new();
+    for line in lines.by_ref() {
+        if line == "\\." {
+            return Some((columns.to_owned(), rows));
+        }
+        rows.push_str(line);
+        rows.push('\n');
+    }
+    None
 }
 
 /// Restores `file` into the tenant's database: `pg_restore` as the owner
@@ -499,6 +591,8 @@ pub async fn restore(
         .await
         .map_err(|e| Error::sql(&ctx, e))?;
     tx.commit().await.map_err(|e| Error::sql(&ctx, e))?;
+    // Still acting as the owner (the temporary table is its).
+    let trail = merge_trail(&mut client, pg_restore, archive, database, file).await?;
     let schema_version = match history {
         true => client
             .query_one(history::MAX_VERSION, &[])
@@ -508,6 +602,7 @@ pub async fn restore(
         false => None,
     };
     Ok(Restored {
+        trail,
         tables: archive
             .data
             .iter()
@@ -523,6 +618,24 @@ pub async fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trail_is_read_from_a_restore_script() {
+        let script = "SET x = 1;\nCOPY tenantry.audit (id, at, action, actor, os_user, host, detail) FROM stdin;\n1\t2026-12-01 00:00:00+00\tcreated\tpostgres\troot\tvm\t{\"a\": \"b\\\\tc\"}\n2\t2026-12-01 00:00:01+00\tbackup\tpostgres\troot\tvm\t{}\n\\.\n\nSET y = 2;\n";
+        let (columns, rows) = copy_block(script, "audit").unwrap();
+        assert_eq!(columns, "id, at, action, actor, os_user, host, detail");
+        assert_eq!(rows.lines().count(), 2);
+        assert!(
+            rows.ends_with("{}\n") && rows.contains("b\\\\tc"),
+            "{rows:?}"
+        );
+        assert_eq!(copy_block(script, "usage"), None);
+        // A column list that is not plain identifiers is not used.
+        let odd = script.replace("(id, at", "(\"id\"; DROP, at");
+        assert_eq!(copy_block(&odd, "audit"), None);
+        // Cut short: no block.
+        assert_eq!(copy_block(&script[..90], "audit"), None);
+    }
 
     #[test]
     fn a_client_older_than_the_server_is_refused_by_name() {

@@ -157,7 +157,19 @@ async fn one(admin: &Admin, migrations: &Migrations, tenant: &str, lock_wait: Du
     let owner = tenantry_layout::roles::group_role_name(tenant, tenantry_layout::Group::Owner);
     let outcome = async {
         let mut client = admin.connect(Some(tenant)).await?;
-        migrations.run(&mut client, tenant, &owner, lock_wait).await
+        let ran = migrations
+            .run(&mut client, tenant, &owner, lock_wait)
+            .await?;
+        if ran.from != ran.to {
+            crate::audit::note_on(
+                &client,
+                tenant,
+                tenantry_layout::audit::Action::Migrated,
+                serde_json::json!({ "from": ran.from, "to": ran.to }),
+            )
+            .await;
+        }
+        Ok::<_, crate::Error>(ran)
     }
     .await;
     let mut report = Report::new(tenant, Result::Migrated, None);
