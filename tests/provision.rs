@@ -60,15 +60,30 @@ async fn tiers_and_isolation(admin: Admin) {
         try_sql(&c, "UPDATE widgets SET price = 0").await,
         "permission denied for table widgets"
     );
-    // The gateway's login holds no tenant data itself: it reads nothing of
-    // schema public, only counts usage, appends to the audit trail (never
-    // reads or changes it) and reads token ids; it may not become the
-    // owner or another tenant's group, and acts only as one of its
-    // tenant's member groups, with exactly that group's rights.
+    // The gateway's login holds no tenant data itself: of schema public it
+    // reads only the migration history's version; it counts usage,
+    // appends to the audit trail (never reads or changes it) and reads
+    // token ids; it may not become the owner or another tenant's group,
+    // and acts only as one of its tenant's member groups, with exactly
+    // that group's rights.
     let g = f.connect_as("{p}_shop_gateway", "{p}_shop").await.unwrap();
+    for table in ["widgets", "customers", "orders"] {
+        assert_eq!(
+            try_sql(&g, &format!("SELECT * FROM public.{table}")).await,
+            format!("permission denied for table {table}")
+        );
+    }
     assert_eq!(
-        try_sql(&g, "SELECT * FROM public.widgets").await,
+        try_sql(&g, "CREATE TABLE public.mine (x int)").await,
         "permission denied for schema public"
+    );
+    assert_eq!(
+        try_sql(
+            &g,
+            "SELECT max(version) FROM public.refinery_schema_history"
+        )
+        .await,
+        "ok"
     );
     assert_eq!(
         try_sql(&g, "SELECT tenantry.token_role('x')").await,

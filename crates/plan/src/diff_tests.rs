@@ -204,6 +204,7 @@ fn add_converged(o: &mut Observed, d: &Desired) {
         );
         let mut schema_acl = members(|_| &["USAGE"]);
         schema_acl.insert(owner.clone(), privs(&["USAGE", "CREATE"]));
+        schema_acl.insert(t.gateway.name.to_string(), privs(&["USAGE"]));
         let owner_all = privs(&[
             "SELECT",
             "INSERT",

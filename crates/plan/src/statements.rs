@@ -227,7 +227,10 @@ pub fn privileges(t: &DesiredTenant, foreign: &[String], has_history: bool) -> V
     let mut sql = vec![
         format!("ALTER SCHEMA public OWNER TO {owner}"),
         format!("REVOKE ALL ON SCHEMA public FROM {revoke_from}"),
-        format!("GRANT USAGE ON SCHEMA public TO {groups}"),
+        format!(
+            "GRANT USAGE ON SCHEMA public TO {groups}, {}",
+            t.gateway.name.quoted()
+        ),
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {revoke_from}"),
         format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {revoke_from}"),
         format!("ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public REVOKE ALL ON TABLES FROM {revoke_from}"),
