@@ -14,6 +14,7 @@
 //! the fleet view holds (`fleet`), the API listener's handling (`server`).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -97,7 +98,7 @@ fn query_token<B>(req: &Request<B>) -> Option<&str> {
 
 impl Gateway {
     /// Serves one admin request.
-    pub async fn handle_admin<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
+    pub async fn handle_admin<B>(self: &Arc<Self>, req: Request<B>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET {
             return error_response(&ApiError::method_not_allowed());
         }
@@ -156,10 +157,32 @@ impl Gateway {
                 );
                 r
             }
-            "/" => html_response(crate::console::fleet_page(&self.fleet())),
-            "/api/fleet" => {
-                let fleet = serde_json::to_value(self.fleet()).expect("the fleet serializes");
-                no_store(json_response(StatusCode::OK, Some(&fleet)))
+            "/" | "/api/fleet" => {
+                // A large fleet takes a while to gather and write out: off
+                // the threads that serve requests.
+                let gw = self.clone();
+                let html = path == "/";
+                let built = tokio::task::spawn_blocking(move || {
+                    let fleet = gw.fleet();
+                    if html {
+                        crate::console::fleet_page(&fleet).into_bytes()
+                    } else {
+                        serde_json::to_vec(&fleet).expect("the fleet serializes")
+                    }
+                })
+                .await;
+                match (built, html) {
+                    (Ok(body), true) => html_response(body),
+                    (Ok(body), false) => {
+                        let mut r = Response::new(Full::new(Bytes::from(body)));
+                        r.headers_mut()
+                            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        no_store(r)
+                    }
+                    (Err(e), _) => error_response(&ApiError::internal(format!(
+                        "the fleet view could not be built: {e}"
+                    ))),
+                }
             }
             "/console.css" => asset(crate::console::CSS, "text/css; charset=utf-8"),
             "/console.js" => asset(crate::console::JS, "text/javascript; charset=utf-8"),
@@ -181,7 +204,9 @@ impl Gateway {
                 }
                 if let Some(name) = p.strip_prefix("/tenants/") {
                     return match self.tenant_page(name).await {
-                        Some(page) => html_response(crate::console::tenant_page(&page)),
+                        Some(page) => {
+                            html_response(crate::console::tenant_page(&page).into_bytes())
+                        }
                         None => error_response(&ApiError::unknown_tenant()),
                     };
                 }
@@ -400,7 +425,7 @@ fn no_store(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     r
 }
 
-fn html_response(html: String) -> Response<Full<Bytes>> {
+fn html_response(html: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(html)));
     r.headers_mut().insert(
         CONTENT_TYPE,

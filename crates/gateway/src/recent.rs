@@ -115,68 +115,19 @@ impl Recent {
     pub fn hour(&self, tenant: &str, now: SystemTime) -> Hour {
         let now = minute_of(now);
         let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(hour) = tenants.get(tenant) else {
-            return Hour::empty();
-        };
-        let mut per_minute = Vec::with_capacity(MINUTES);
-        let (mut requests, mut errors) = (0u64, 0u64);
-        let mut latency = [0u64; BOUNDS_MS.len()];
-        for back in (0..MINUTES as u64).rev() {
-            let Some(at) = now.checked_sub(back) else {
-                per_minute.push(0);
-                continue;
-            };
-            let slot = &hour[(at % MINUTES as u64) as usize];
-            if slot.at != at {
-                per_minute.push(0);
-                continue;
-            }
-            per_minute.push(u64::from(slot.requests));
-            requests += u64::from(slot.requests);
-            errors += u64::from(slot.errors);
-            for (sum, n) in latency.iter_mut().zip(slot.latency) {
-                *sum += u64::from(n);
-            }
-        }
-        let p99_ms = (requests > 0).then(|| {
-            let rank = (requests * 99).div_ceil(100);
-            let mut seen = 0;
-            let i = latency
-                .iter()
-                .position(|n| {
-                    seen += n;
-                    seen >= rank
-                })
-                .unwrap_or(BOUNDS_MS.len() - 1);
-            if i == BOUNDS_MS.len() - 1 {
-                BOUNDS_MS[i - 1]
-            } else {
-                BOUNDS_MS[i]
-            }
-        });
-        Hour {
-            per_minute,
-            error_rate: if requests == 0 {
-                0.0
-            } else {
-                errors as f64 / requests as f64
-            },
-            p99_ms,
+        match tenants.get(tenant) {
+            Some(minutes) => sum(minutes, now),
+            None => Hour::empty(),
         }
     }
 
     /// Every tenant's last hour as of `now` (one lock for all).
     pub fn hours(&self, now: SystemTime) -> HashMap<String, Hour> {
-        let names: Vec<String> = {
-            let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-            tenants.keys().cloned().collect()
-        };
-        names
-            .into_iter()
-            .map(|name| {
-                let hour = self.hour(&name, now);
-                (name, hour)
-            })
+        let now = minute_of(now);
+        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .iter()
+            .map(|(name, minutes)| (name.clone(), sum(minutes, now)))
             .collect()
     }
 
@@ -184,6 +135,55 @@ impl Recent {
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         tenants.retain(|name, _| keep(name));
+    }
+}
+
+/// The hour ending at minute `now` of one tenant's slots.
+fn sum(hour: &[Minute; MINUTES], now: u64) -> Hour {
+    let mut per_minute = Vec::with_capacity(MINUTES);
+    let (mut requests, mut errors) = (0u64, 0u64);
+    let mut latency = [0u64; BOUNDS_MS.len()];
+    for back in (0..MINUTES as u64).rev() {
+        let Some(at) = now.checked_sub(back) else {
+            per_minute.push(0);
+            continue;
+        };
+        let slot = &hour[(at % MINUTES as u64) as usize];
+        if slot.at != at {
+            per_minute.push(0);
+            continue;
+        }
+        per_minute.push(u64::from(slot.requests));
+        requests += u64::from(slot.requests);
+        errors += u64::from(slot.errors);
+        for (sum, n) in latency.iter_mut().zip(slot.latency) {
+            *sum += u64::from(n);
+        }
+    }
+    let p99_ms = (requests > 0).then(|| {
+        let rank = (requests * 99).div_ceil(100);
+        let mut seen = 0;
+        let i = latency
+            .iter()
+            .position(|n| {
+                seen += n;
+                seen >= rank
+            })
+            .unwrap_or(BOUNDS_MS.len() - 1);
+        if i == BOUNDS_MS.len() - 1 {
+            BOUNDS_MS[i - 1]
+        } else {
+            BOUNDS_MS[i]
+        }
+    });
+    Hour {
+        per_minute,
+        error_rate: if requests == 0 {
+            0.0
+        } else {
+            errors as f64 / requests as f64
+        },
+        p99_ms,
     }
 }
 
