@@ -220,6 +220,16 @@ impl Gateway {
                 tracing::info!(tenant = %name, server = %after.server, "the tenant's cutover is over: its requests go to its server");
             }
         }
+        // Tenants gone from the file take their numbers along (what they
+        // had not flushed is lost with them).
+        if old
+            .tenants
+            .keys()
+            .any(|name| !new.tenants.contains_key(name))
+        {
+            self.usage.retain(|name| new.tenant(name).is_some());
+            self.recent.retain(|name| new.tenant(name).is_some());
+        }
         self.swaps.send_replace(epoch);
     }
 

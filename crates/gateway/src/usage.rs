@@ -32,6 +32,9 @@ use crate::snapshot::{Quotas, TenantEntry};
 /// ones are dropped and counted (`tenantry_audit_dropped_total`).
 pub const AUDIT_QUEUE: usize = 50_000;
 
+/// How often a flush reads a tenant's schema version again.
+const VERSION_EVERY: Duration = Duration::from_secs(60);
+
 /// The warning levels of a quota, in percent.
 pub const LEVELS: [u8; 3] = [80, 95, 100];
 
@@ -100,8 +103,10 @@ pub struct Counted {
     pub last_request_at: Option<String>,
     /// The database's size at the last measurement.
     pub storage: Option<u64>,
-    /// The newest migration applied, as read at the last flush.
+    /// The newest migration applied, as read at a flush.
     pub schema_version: Option<i64>,
+    /// When it was read.
+    version_read_at: Option<std::time::Instant>,
     /// The highest level warned of, per quota (0: none).
     warned: [u8; 2],
     /// The last flush failed (logged once until one succeeds).
@@ -482,7 +487,16 @@ impl Gateway {
         writes: Vec<ApiWrite>,
     ) {
         let name = &t.info.name;
-        let outcome = self.write_usage(t, epoch, &counts, &writes).await;
+        // The schema version once a minute at most.
+        let read_version = self
+            .usage
+            .lock()
+            .get(name)
+            .and_then(|c| c.version_read_at)
+            .is_none_or(|at| at.elapsed() >= VERSION_EVERY);
+        let outcome = self
+            .write_usage(t, epoch, &counts, &writes, read_version)
+            .await;
         let mut tenants = self.usage.lock();
         let c = tenants.entry(name.clone()).or_default();
         match outcome {
@@ -491,8 +505,9 @@ impl Gateway {
                 last,
                 schema_version,
             }) => {
-                if schema_version.is_some() {
+                if read_version && !counts.is_empty() {
                     c.schema_version = schema_version;
+                    c.version_read_at = Some(std::time::Instant::now());
                 }
                 if c.failing {
                     tracing::info!(tenant = %name, "usage and audit entries are recorded again");
@@ -543,6 +558,7 @@ impl Gateway {
         epoch: u64,
         counts: &[(i32, u64, SystemTime)],
         writes: &[ApiWrite],
+        read_version: bool,
     ) -> Result<Flushed, (String, bool, bool)> {
         let role = t
             .pool_login()
@@ -552,7 +568,7 @@ impl Gateway {
             tenant: t.info.name.clone(),
             role: role.to_owned(),
         };
-        let mut conn = self
+        let conn = self
             .pools(&t.server)
             .get(&key, &|| Target {
                 config: config.clone(),
@@ -561,54 +577,64 @@ impl Gateway {
             })
             .await
             .map_err(|e| (e.to_string(), true, true))?;
-        conn.act_as_login()
+        // One transaction acting as the login itself (`SET LOCAL ROLE
+        // NONE`: after it, the session acts as the group it did, so the
+        // next request needs no switch), its statements prepared once per
+        // connection and then sent together: one round trip. Any failure
+        // leaves everything to the next flush (the transaction is all or
+        // nothing).
+        let failed = |e: tokio_postgres::Error| (db_error(&e), true, true);
+        let add = conn.prepare_cached(usage::ADD).await.map_err(failed)?;
+        let version = conn
+            .prepare_cached(tenantry_layout::history::MAX_VERSION_IF_READABLE)
             .await
-            .map_err(|e| (e.to_string(), true, true))?;
+            .map_err(failed)?;
+        let append = conn
+            .prepare_cached(audit::APPEND_API)
+            .await
+            .map_err(failed)?;
+        let days: Vec<i32> = counts.iter().map(|(d, ..)| *d).collect();
+        let requests: Vec<i64> = counts.iter().map(|(_, n, _)| *n as i64).collect();
+        let lasts: Vec<String> = counts.iter().map(|(.., at)| rfc3339(*at)).collect();
+        let batch = serde_json::to_string(writes).expect("API writes serialize");
+        let read_version = read_version && !counts.is_empty();
+        let (begun, added, version, appended, committed) = tokio::join!(
+            conn.batch_execute("BEGIN; SET LOCAL ROLE NONE"),
+            async {
+                if counts.is_empty() {
+                    return Ok(Vec::new());
+                }
+                conn.query(&add, &[&days, &requests, &lasts]).await
+            },
+            async {
+                if !read_version {
+                    return Ok(None);
+                }
+                conn.query_one(&version, &[]).await.map(Some)
+            },
+            async {
+                if writes.is_empty() {
+                    return Ok(0);
+                }
+                conn.execute(&append, &[&batch]).await
+            },
+            conn.batch_execute("COMMIT"),
+        );
+        begun.map_err(failed)?;
+        let added = added.map_err(failed)?;
+        let version = version.map_err(failed)?;
+        appended.map_err(failed)?;
+        committed.map_err(failed)?;
         let mut totals = Vec::new();
         let mut last = None;
-        for (i, (day, n, at)) in counts.iter().enumerate() {
-            let row = conn
-                .query_one(usage::ADD, &[day, &(*n as i64), &rfc3339(*at)])
-                .await
-                // Days written before this one stay written.
-                .map_err(|e| (db_error(&e), i == 0, true));
-            let row = match row {
-                Ok(row) => row,
-                Err(e) if i > 0 => {
-                    tracing::warn!(tenant = %t.info.name, error = %e.0, "a day's request count could not be recorded");
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            };
-            totals.push((*day, row.get::<_, i64>(0).max(0) as u64));
-        }
-        let mut schema_version = None;
-        if !counts.is_empty() {
-            let today = counts.iter().map(|(d, ..)| *d).max().unwrap_or_default();
-            last = conn
-                .query_opt(usage::DAY, &[&today])
-                .await
-                .ok()
-                .flatten()
-                .and_then(|r| r.get::<_, Option<String>>(1));
-            // For the console; a database without history (or a login
-            // without the grant, until the next apply) has none to show.
-            schema_version = conn
-                .query_one(tenantry_layout::history::MAX_VERSION, &[])
-                .await
-                .ok()
-                .and_then(|r| r.get::<_, Option<i64>>(0));
-        }
-        if !writes.is_empty() {
-            let batch = serde_json::to_string(writes).expect("API writes serialize");
-            conn.execute(audit::APPEND_API, &[&batch])
-                .await
-                .map_err(|e| (db_error(&e), false, true))?;
+        for row in &added {
+            totals.push((row.get::<_, i32>(0), row.get::<_, i64>(1).max(0) as u64));
+            last = last.max(row.get::<_, Option<String>>(2));
         }
         Ok(Flushed {
             totals,
             last,
-            schema_version,
+            schema_version: version.and_then(|r| r.get::<_, Option<i64>>(0)),
         })
     }
 

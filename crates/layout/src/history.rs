@@ -26,6 +26,17 @@ pub const EXISTS: &str = "SELECT to_regclass('public.refinery_schema_history') I
 pub const MAX_VERSION: &str =
     "SELECT max(version)::bigint AS v FROM public.refinery_schema_history";
 
+/// [`MAX_VERSION`] for a session that may not be able to read the table
+/// (the gateway's login before apply granted it): NULL then, never an
+/// error, so it can run inside a transaction with other statements.
+pub const MAX_VERSION_IF_READABLE: &str = "SELECT CASE \
+     WHEN NOT has_schema_privilege('public', 'USAGE') THEN NULL \
+     WHEN to_regclass('public.refinery_schema_history') IS NULL THEN NULL \
+     WHEN NOT has_table_privilege('public.refinery_schema_history', 'SELECT') THEN NULL \
+     ELSE ((xpath('/row/v/text()', query_to_xml( \
+       'SELECT max(version) AS v FROM public.refinery_schema_history', false, true, '')))[1])::text::bigint \
+     END";
+
 /// Every applied migration, oldest first: version, name, applied_on, checksum.
 pub const ROWS: &str =
     "SELECT version, name, applied_on, checksum FROM public.refinery_schema_history ORDER BY version";

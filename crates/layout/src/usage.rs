@@ -40,20 +40,18 @@ pub fn create(revoke: &str, gateway: Option<&str>) -> Vec<String> {
     sql
 }
 
-/// Adds requests to a day: `$1` the day (days since 1970-01-01, UTC), `$2`
-/// requests, `$3` the last one's time (RFC 3339 text); returns the day's
-/// total, every replica's.
+/// Adds requests to days: `$1` the days (int[], days since 1970-01-01,
+/// UTC; each once), `$2` their requests (bigint[]), `$3` each day's last
+/// request (text[], RFC 3339); returns each day written (days since
+/// 1970-01-01), its total (every replica's) and its last request (RFC 3339
+/// text, UTC).
 pub const ADD: &str = "INSERT INTO tenantry.usage AS u (day, requests, last_request_at) \
-     VALUES (DATE '1970-01-01' + $1::int, $2::bigint, $3::text::timestamptz) \
+     SELECT DATE '1970-01-01' + x.day, x.requests, x.at::timestamptz \
+     FROM unnest($1::int[], $2::bigint[], $3::text[]) AS x(day, requests, at) \
      ON CONFLICT (day) DO UPDATE SET requests = u.requests + EXCLUDED.requests, \
      last_request_at = greatest(u.last_request_at, EXCLUDED.last_request_at) \
-     RETURNING requests";
-
-/// A day's total and last request (RFC 3339 text, UTC): `$1` the day (days
-/// since 1970-01-01); no row when nothing was counted.
-pub const DAY: &str = "SELECT requests, \
-     to_char(last_request_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
-     FROM tenantry.usage WHERE day = DATE '1970-01-01' + $1::int";
+     RETURNING day - DATE '1970-01-01', requests, \
+       to_char(last_request_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
 
 /// Today's total and the newest request of any day (one row; NULLs when
 /// nothing was counted), for `tenantry usage`.
@@ -93,7 +91,7 @@ mod tests {
         assert!(sql.contains("REVOKE ALL ON tenantry.usage FROM PUBLIC, \"shop_admin\""));
         assert!(sql.contains("GRANT INSERT, SELECT, UPDATE ON tenantry.usage TO \"shop_gateway\""));
         assert!(!create("PUBLIC", None).join(";").contains("GRANT"));
-        for stmt in [ADD, DAY, TODAY] {
+        for stmt in [ADD, TODAY] {
             assert!(stmt.contains(&format!("{SCHEMA}.{TABLE}")), "{stmt}");
         }
     }

@@ -72,14 +72,6 @@ impl Session {
         Ok(())
     }
 
-    /// Switches the session back to its login's own role (`RESET ROLE`),
-    /// for the gateway's own writes (usage, audit). The role is unknown
-    /// afterwards, so the next request switches again.
-    pub async fn act_as_login(&mut self) -> Result<(), tokio_postgres::Error> {
-        self.role = None;
-        self.client.batch_execute("RESET ROLE").await
-    }
-
     /// The role the session acts as, if known.
     pub fn role(&self) -> Option<&str> {
         self.role.as_deref()
