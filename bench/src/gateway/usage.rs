@@ -7,8 +7,8 @@
 //! 2. `tenantry serve` over them, wrk rotating over the N hosts, one
 //!    request in `--write-every` a `PUT /api/widgets/1` (an audited write),
 //!    the rest `GET /api/widgets/1`: runs alternate between usage on (the
-//!    defaults, but `--usage-flush-interval 1s` and `--storage-interval 5s`
-//!    so both happen several times a run) and `--no-usage`, the same
+//!    defaults: a flush every 5 s, storage measured at the start and every
+//!    60 s; `--flush-interval` to try others) and `--no-usage`, the same
 //!    settings otherwise; the median of each side and their ratio;
 //! 3. `tenantry serve` with 10,000 tenants configured (not created; one
 //!    request each first, so every tenant has a chart), `GET /api/fleet`
@@ -51,6 +51,10 @@ pub struct Args {
     /// One request in this many is a write (0: reads only).
     #[arg(long, default_value_t = 5)]
     pub write_every: u32,
+    /// The gateway's `--usage-flush-interval` on the measured side (its
+    /// default: 5s).
+    #[arg(long, default_value = "5s")]
+    pub flush_interval: String,
     /// Tenants configured for the `/api/fleet` timing.
     #[arg(long, default_value_t = 10_000)]
     pub fleet_tenants: usize,
@@ -137,14 +141,15 @@ pub fn run(args: &Args) -> Result<()> {
 
     // 2. On against off, alternating.
     println!(
-        "[2/3] usage and audit on against --no-usage: wrk -t{} -c{} -d{} over {n} hosts, 1 write in {}, {} run(s) each ...",
+        "[2/3] usage and audit on (--usage-flush-interval {}) against --no-usage: wrk -t{} -c{} -d{} over {n} hosts, 1 write in {}, {} run(s) each ...",
+        args.flush_interval,
         args.threads,
         args.connections,
         secs(args.duration),
         args.write_every,
         args.runs
     );
-    let on_flags = ["--usage-flush-interval", "1s", "--storage-interval", "5s"];
+    let on_flags = ["--usage-flush-interval", args.flush_interval.as_str()];
     let (mut on, mut off) = (Vec::new(), Vec::new());
     let mut audited = 0u64;
     for run in 0..args.runs {

@@ -37,7 +37,6 @@ use crate::error::ApiError;
 use crate::pools::{PoolKey, Target};
 use crate::server::{act_as, body_is_json, is_write, json_response, pool_error, Gateway, Seen};
 use crate::snapshot::{Login, Snapshot, TenantEntry};
-use crate::tokens;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -140,12 +139,12 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let role = self
-            .token_role(t, snap.epoch, attempt.token, attempt.peer)
+            .token_role(t, snap.epoch, &attempt.hash, attempt.peer)
             .await?;
         seen.role.clone_from(&role);
         let write = is_write(&attempt.parts.method);
         if write {
-            seen.token_hash = Some(tokens::hash(attempt.token));
+            seen.token_hash = Some(attempt.hash.clone());
         }
         // Once per request, however many times it runs.
         if !attempt.charged {
@@ -252,7 +251,8 @@ impl Changes {
 /// any of it.
 pub(crate) struct Attempt<'r, B> {
     pub(crate) parts: &'r hyper::http::request::Parts,
-    pub(crate) token: &'r str,
+    /// The bearer token's hash (what the token store and the cache know).
+    pub(crate) hash: String,
     pub(crate) peer: IpAddr,
     pub(crate) unread: Option<B>,
     pub(crate) body: Option<Bytes>,

@@ -273,7 +273,7 @@ impl Gateway {
                 self.usage.audit(
                     name,
                     ApiWrite {
-                        at: crate::usage::rfc3339(now),
+                        at: now,
                         hash,
                         role: seen.role.clone(),
                         method: method.to_string(),
@@ -343,7 +343,7 @@ impl Gateway {
         };
         let mut attempt = Attempt {
             parts: &parts,
-            token: &token,
+            hash: tokens::hash(&token),
             peer,
             unread: Some(body),
             body: None,
@@ -394,11 +394,10 @@ impl Gateway {
         &self,
         t: &TenantEntry,
         epoch: u64,
-        token: &str,
+        hash: &str,
         peer: IpAddr,
     ) -> Result<String, ApiError> {
-        let hash = tokens::hash(token);
-        let role = match self.tokens.get(&t.info.name, &hash) {
+        let role = match self.tokens.get(&t.info.name, hash) {
             Some(role) => role,
             None => {
                 if let Err(wait) = self.bad_lookups.blocked(peer) {
@@ -427,10 +426,10 @@ impl Gateway {
                 if let Some(group) = t.session_role("customer") {
                     act_as(&mut conn, &group).await?;
                 }
-                let role = tokens::role_of(&conn, &hash)
+                let role = tokens::role_of(&conn, hash)
                     .await
                     .map_err(|e| ApiError::from_db(&e))?;
-                self.tokens.put(&t.info.name, &hash, role.clone());
+                self.tokens.put(&t.info.name, hash, role.clone());
                 if role.is_none() {
                     if let Err(wait) = self.bad_lookups.check(peer) {
                         self.metrics.unauthenticated_limited();

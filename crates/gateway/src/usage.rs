@@ -55,10 +55,9 @@ impl Quota {
 }
 
 /// One API write, for the tenant's audit trail.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct ApiWrite {
-    /// RFC 3339.
-    pub at: String,
+    pub at: SystemTime,
     /// The token's hash, to name its id in the database; never stored.
     pub hash: String,
     pub role: String,
@@ -596,7 +595,13 @@ impl Gateway {
         let days: Vec<i32> = counts.iter().map(|(d, ..)| *d).collect();
         let requests: Vec<i64> = counts.iter().map(|(_, n, _)| *n as i64).collect();
         let lasts: Vec<String> = counts.iter().map(|(.., at)| rfc3339(*at)).collect();
-        let batch = serde_json::to_string(writes).expect("API writes serialize");
+        let at: Vec<SystemTime> = writes.iter().map(|w| w.at).collect();
+        let hashes: Vec<&str> = writes.iter().map(|w| w.hash.as_str()).collect();
+        let roles: Vec<&str> = writes.iter().map(|w| w.role.as_str()).collect();
+        let methods: Vec<&str> = writes.iter().map(|w| w.method.as_str()).collect();
+        let paths: Vec<&str> = writes.iter().map(|w| w.path.as_str()).collect();
+        let statuses: Vec<i32> = writes.iter().map(|w| i32::from(w.status)).collect();
+        let rows: Vec<Option<i64>> = writes.iter().map(|w| w.row_id).collect();
         let read_version = read_version && !counts.is_empty();
         let (begun, added, version, appended, committed) = tokio::join!(
             conn.batch_execute("BEGIN; SET LOCAL ROLE NONE"),
@@ -616,7 +621,11 @@ impl Gateway {
                 if writes.is_empty() {
                     return Ok(0);
                 }
-                conn.execute(&append, &[&batch]).await
+                conn.execute(
+                    &append,
+                    &[&at, &hashes, &roles, &methods, &paths, &statuses, &rows],
+                )
+                .await
             },
             conn.batch_execute("COMMIT"),
         );

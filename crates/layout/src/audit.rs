@@ -109,18 +109,19 @@ pub fn create(revoke: &str, gateway: Option<&str>, admin: Option<&str>) -> Vec<S
 pub const APPEND: &str = "INSERT INTO tenantry.audit (action, actor, os_user, host, detail) \
      VALUES ($1, session_user, $2, $3, $4::text::jsonb)";
 
-/// Appends the gateway's batch of API writes: `$1` a JSON array of objects
-/// `{at, hash, role, method, path, status, row_id}` (`hash`: the token's, to
-/// name its id; never stored).
+/// Appends the gateway's batch of API writes, one array per field, in the
+/// writes' order: `$1` times (timestamptz[]), `$2` token hashes (text[],
+/// to name each token's id; never stored), `$3` roles, `$4` methods, `$5`
+/// paths (text[]), `$6` statuses (int[]), `$7` row ids (bigint[], NULL
+/// when none).
 pub const APPEND_API: &str = "INSERT INTO tenantry.audit (at, action, actor, detail) \
      SELECT x.at, 'api.write', \
        coalesce('token ' || t.id || ' (' || x.role || ')', x.role), \
        jsonb_strip_nulls(jsonb_build_object('token', t.id, 'role', x.role, 'method', x.method, \
          'path', x.path, 'status', x.status, 'row', x.row_id)) \
-     FROM jsonb_to_recordset($1::text::jsonb) \
-       AS x(at timestamptz, hash text, role text, method text, path text, status int, row_id bigint) \
-     LEFT JOIN tenantry.tokens t ON t.hash = x.hash \
-     ORDER BY x.at";
+     FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[]) \
+       AS x(at, hash, role, method, path, status, row_id) \
+     LEFT JOIN tenantry.tokens t ON t.hash = x.hash";
 
 /// Entries newest first (by time: entries a restore added back keep
 /// theirs): `$1` since (timestamptz text, or NULL), `$2`
