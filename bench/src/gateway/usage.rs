@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Runs of each side (alternating, on first).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// wrk connections (`-c`).
     #[arg(long, default_value_t = 32)]
