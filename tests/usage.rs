@@ -2,7 +2,8 @@
 //! and counts its requests into `tenantry.usage` (several replicas add up;
 //! a restart keeps what was flushed), refuses writes past a quota with 403
 //! `quota_exceeded` while reads go on, warns at 80/95/100%, takes writes
-//! again once back under; `tenantry usage` reports it all.
+//! again once back under; `tenantry usage` reports it all. Reloads under
+//! load (a tenant removed, a broken file) lose no count and no audit entry.
 
 mod common;
 
@@ -207,4 +208,101 @@ fn the_days_requests_add_up_across_replicas_and_restarts() {
         row["requests_per_minute"].as_array().unwrap().len(),
         fleet["minutes"].as_u64().unwrap() as usize
     );
+}
+
+#[test]
+fn counts_and_audit_entries_survive_reloads_under_load() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let f = Fleet::new(Admin::Superuser);
+    let config = metered("1GiB", 1_000_000);
+    f.write(&config);
+    f.apply().ok();
+    let dev = token(&f, "{p}_shop", "developer");
+    let shop = f.name("{p}-shop.localhost");
+    let g = Arc::new(Gateway::start(
+        &f,
+        &["--usage-flush-interval", "200ms"],
+        &[],
+    ));
+
+    // Three clients, each a write in four, until told to stop; every
+    // answer must be a success.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, writes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (g, stop, sent, writes) = (g.clone(), stop.clone(), sent.clone(), writes.clone());
+            let (shop, dev) = (shop.clone(), dev.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let write = i.is_multiple_of(4);
+                    let (status, body) = if write {
+                        post(&g, &shop, &dev)
+                    } else {
+                        g.get(&shop, &dev)
+                    };
+                    assert!(status == 200 || status == 201, "{status} {body}");
+                    if write {
+                        writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // Requests between each change: the reloads land under traffic.
+    let some_traffic = || {
+        let before = sent.load(Ordering::Relaxed);
+        assert!(
+            common::wait_until(Duration::from_secs(30), || {
+                sent.load(Ordering::Relaxed) >= before + 30
+            }),
+            "the clients stalled at {before} requests"
+        );
+    };
+
+    some_traffic();
+    // A valid change (a new quota figure, the other tenant gone: the
+    // gateway forgets its numbers, not the shop's), a broken file, then
+    // the file back.
+    let cafe = &config[config.find("[tenants.{p}_cafe]").unwrap()..];
+    let before = g.reloads();
+    f.write(
+        &config
+            .replace(cafe, "")
+            .replace("requests_per_day = 1000000", "requests_per_day = 2000000"),
+    );
+    g.wait_for_reload(before);
+    some_traffic();
+    let invalid = g.logged("invalid configuration; keeping the running one");
+    std::fs::write(f.config(), "[plans.metered\n").unwrap();
+    g.wait_for_log("invalid configuration; keeping the running one", invalid);
+    some_traffic();
+    let before = g.reloads();
+    f.write(&config);
+    g.wait_for_reload(before);
+    some_traffic();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("a client saw a failed request");
+    }
+
+    // Every request counted once, every write in the trail once.
+    let (sent, writes) = (sent.load(Ordering::Relaxed), writes.load(Ordering::Relaxed));
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            usage_of(&f, "{p}_shop")["requests_today"] == sent
+        }),
+        "{sent} requests sent: {}",
+        usage_of(&f, "{p}_shop")
+    );
+    let out = f.tenantry(&["audit", &f.name("{p}_shop"), "--json", "--limit", "100000"]);
+    let trail: Vec<Value> = serde_json::from_str(out.ok()).unwrap();
+    let api_writes = trail.iter().filter(|e| e["action"] == "api.write").count() as u64;
+    assert_eq!(api_writes, writes, "{writes} writes made");
+    assert_eq!(usage_of(&f, "{p}_shop")["requests_per_day"], 1_000_000);
 }
