@@ -251,6 +251,13 @@ fn commands_and_api_writes_leave_entries_nobody_of_the_tenant_can_change() {
         }
     });
 
+    if common::pg_dump_major() < f.cluster.major() {
+        // No pg_dump of this server's major on this machine: backups are
+        // refused before they start (tests/lifecycle.rs), so there is no
+        // dump to restore; the installed major's run covers the rest.
+        eprintln!("no pg_dump for this server's major: backup and restore not tried");
+        return;
+    }
     // Backup, then restore over it: every entry is still there, and both
     // are entries too.
     let before = trail(&f, "{p}_shop").len();
@@ -320,6 +327,10 @@ fn a_fleet_migration_is_in_each_tenants_trail() {
 #[test]
 fn a_destroyed_tenants_trail_comes_back_with_its_backup() {
     let f = Fleet::new(Admin::Superuser);
+    if common::pg_dump_major() < f.cluster.major() {
+        eprintln!("no pg_dump for this server's major: nothing to destroy with a backup");
+        return;
+    }
     f.write(common::TWO_TENANTS);
     f.apply().ok();
     let _ = common::gateway::token(&f, "{p}_cafe", "admin");
