@@ -162,18 +162,25 @@ pub async fn serve(
         listeners.0.local_addr()?,
         listeners.1.local_addr()?
     );
+    let (stop_counting, stop) = tokio::sync::oneshot::channel();
     let counting = tenantry_gateway::usage::spawn(
         gateway.clone(),
         flags.usage_flush_interval,
         flags.storage_interval,
+        stop,
     );
     listen::serve(gateway.clone(), listeners, &listen, shutdown).await?;
-    counting.abort();
     for task in [reloader, move_listeners].into_iter().flatten() {
         task.abort();
     }
-    // What was counted and queued since the last flush, once more.
-    if tokio::time::timeout(Duration::from_secs(10), gateway.flush_usage())
+    // The flush under way ends (aborting it would drop what it had taken
+    // from the counters), then what was counted and queued since, once more.
+    let _ = stop_counting.send(());
+    let last = async {
+        let _ = counting.await;
+        gateway.flush_usage().await;
+    };
+    if tokio::time::timeout(Duration::from_secs(10), last)
         .await
         .is_err()
     {

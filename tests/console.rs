@@ -261,6 +261,18 @@ fn the_admin_listener_asks_for_its_token_off_loopback_and_when_given_one() {
         )),
         "{headers}"
     );
+    assert!(headers.lines().any(|l| l == "location: /"), "{headers}");
+    // Never to another site: `//host/` is a protocol-relative address.
+    let (s, headers, _) = http_with_headers(
+        &g.admin,
+        "GET",
+        "localhost",
+        &format!("//evil.example/?token={secret}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 303, "{headers}");
+    assert!(headers.lines().any(|l| l == "location: /"), "{headers}");
     let (s, _, _) = http_with_headers(&g.admin, "GET", "localhost", "/?token=nope", None, None);
     assert_eq!(s, 401);
     // The page is served with a policy that keeps scripts to its own.

@@ -3,7 +3,8 @@
 //! a restart keeps what was flushed), refuses writes past a quota with 403
 //! `quota_exceeded` while reads go on, warns at 80/95/100%, takes writes
 //! again once back under; `tenantry usage` reports it all. Reloads under
-//! load (a tenant removed, a broken file) lose no count and no audit entry.
+//! load (a tenant removed, a broken file) lose no count and no audit entry;
+//! a graceful stop writes what was pending.
 
 mod common;
 
@@ -305,4 +306,38 @@ fn counts_and_audit_entries_survive_reloads_under_load() {
     let api_writes = trail.iter().filter(|e| e["action"] == "api.write").count() as u64;
     assert_eq!(api_writes, writes, "{writes} writes made");
     assert_eq!(usage_of(&f, "{p}_shop")["requests_per_day"], 1_000_000);
+}
+
+#[test]
+fn a_graceful_stop_flushes_what_was_counted_and_queued() {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(&metered("1GiB", 1_000_000));
+    f.apply().ok();
+    let dev = token(&f, "{p}_shop", "developer");
+    let shop = f.name("{p}-shop.localhost");
+    // No flush on the timer after the first (at start, with nothing yet).
+    let mut g = Gateway::start(&f, &["--usage-flush-interval", "1h"], &[]);
+    for _ in 0..3 {
+        assert_eq!(g.get(&shop, &dev).0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(post(&g, &shop, &dev).0, 201);
+    }
+    assert_eq!(usage_of(&f, "{p}_shop")["requests_today"], 0);
+    g.signal("TERM");
+    let status = g.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        g.log()
+    );
+    assert_eq!(usage_of(&f, "{p}_shop")["requests_today"], 5);
+    let out = f.tenantry(&["audit", &f.name("{p}_shop"), "--json"]);
+    let trail: Vec<Value> = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(
+        trail.iter().filter(|e| e["action"] == "api.write").count(),
+        2,
+        "{}",
+        out.stdout
+    );
 }

@@ -129,7 +129,11 @@ impl Gateway {
                 if let Ok(v) = HeaderValue::from_str(&cookie) {
                     r.headers_mut().insert(SET_COOKIE, v);
                 }
-                let to = HeaderValue::from_str(&path).unwrap_or(HeaderValue::from_static("/"));
+                // Back to the page asked for, on this host: `//x` or `/\x`
+                // would send the browser to another site.
+                let local = path.starts_with('/') && !path[1..].starts_with(['/', '\\']);
+                let to = HeaderValue::from_str(if local { &path } else { "/" })
+                    .unwrap_or(HeaderValue::from_static("/"));
                 r.headers_mut().insert(LOCATION, to);
                 return r;
             }

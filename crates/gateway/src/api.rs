@@ -423,8 +423,9 @@ impl Page {
     }
 }
 
-/// `?since=<RFC 3339 time>` of `GET /api/audit`, checked here (the
-/// database gets it back as it was written).
+/// `?since=<RFC 3339 time>` of `GET /api/audit`, checked here; the
+/// database gets the time as parsed, written out again in UTC (never the
+/// text as sent, which PostgreSQL may read differently or refuse).
 fn since(query: Option<&str>) -> Result<Option<String>, ApiError> {
     let mut since = None;
     for pair in query.unwrap_or("").split('&') {
@@ -433,13 +434,13 @@ fn since(query: Option<&str>) -> Result<Option<String>, ApiError> {
                 .replace("%3A", ":")
                 .replace("%3a", ":")
                 .replace("%2B", "+");
-            humantime::parse_rfc3339_weak(&value).map_err(|_| {
+            let time = humantime::parse_rfc3339_weak(&value).map_err(|_| {
                 ApiError::invalid(
                     "since",
                     "must be an RFC 3339 time, e.g. 2026-12-01T00:00:00Z",
                 )
             })?;
-            since = Some(value);
+            since = Some(humantime::format_rfc3339_micros(time).to_string());
         }
     }
     Ok(since)
@@ -858,6 +859,31 @@ mod tests {
 
     fn code_and_message(e: ApiError) -> (u16, &'static str, String) {
         (e.status.as_u16(), e.code, e.message)
+    }
+
+    #[test]
+    fn since_reaches_the_database_as_parsed_in_utc() {
+        let parsed = |q: &str| match since(Some(q)) {
+            Ok(t) => Ok(t.expect("a since was given")),
+            Err(e) => Err(field(e)),
+        };
+        assert_eq!(
+            parsed("since=2026-01-01T00%3A00%3A00Z").as_deref(),
+            Ok("2026-01-01T00:00:00.000000Z")
+        );
+        // What the lenient parser lets through is written out again, in
+        // UTC, never handed on as sent; the rest is refused by name.
+        for odd in [
+            "since=2026-01-01T00:00:00Zjunk1",
+            "since=2026-01-01T00:00:00.5%2B99:99",
+            "since=2026-01-01 00:00:00",
+            "since=yesterday",
+        ] {
+            match parsed(odd) {
+                Ok(t) => assert!(humantime::parse_rfc3339(&t).is_ok(), "{odd} -> {t}"),
+                Err(f) => assert_eq!(f, "since", "{odd}"),
+            }
+        }
     }
 
     /// The field an `invalid_field` error names (the message's prefix).

@@ -741,12 +741,14 @@ fn db_error(e: &tokio_postgres::Error) -> String {
 }
 
 /// Runs the flush every `flush` and the measurement every `measure` until
-/// the task is aborted (the binary flushes once more after the listeners
-/// stop).
+/// `stop` fires; a flush under way when it does is finished first (what it
+/// took out of the counters is written, not dropped), then the task ends
+/// and the binary flushes once more after the listeners stop.
 pub fn spawn(
     gateway: Arc<Gateway>,
     flush: Duration,
     measure: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut flush_tick = tokio::time::interval(flush);
@@ -755,6 +757,7 @@ pub fn spawn(
         measure_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = &mut stop => return,
                 _ = flush_tick.tick() => gateway.flush_usage().await,
                 _ = measure_tick.tick() => gateway.measure_storage().await,
             }
