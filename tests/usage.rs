@@ -32,6 +32,17 @@ max_users = 3
     )
 }
 
+/// A fleet applied from `config` (a `metered` file): the fleet, a
+/// developer token of the shop and the shop's host.
+fn shop_on(config: &str) -> (Fleet, String, String) {
+    let f = Fleet::new(Admin::Superuser);
+    f.write(config);
+    f.apply().ok();
+    let dev = token(&f, "{p}_shop", "developer");
+    let shop = f.name("{p}-shop.localhost");
+    (f, dev, shop)
+}
+
 /// `tenantry usage --json`, the row of `tenant`.
 fn usage_of(f: &Fleet, tenant: &str) -> Value {
     let out = f.tenantry(&["usage", "--json"]);
@@ -143,11 +154,7 @@ fn common_bytes(bytes: u64) -> String {
 
 #[test]
 fn the_days_requests_add_up_across_replicas_and_restarts() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&metered("1GiB", 12));
-    f.apply().ok();
-    let dev = token(&f, "{p}_shop", "developer");
-    let shop = f.name("{p}-shop.localhost");
+    let (f, dev, shop) = shop_on(&metered("1GiB", 12));
     let flags = ["--usage-flush-interval", "200ms"];
     let a = Gateway::start(&f, &flags, &[]);
     let b = Gateway::start(&f, &flags, &[]);
@@ -216,12 +223,8 @@ fn counts_and_audit_entries_survive_reloads_under_load() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
-    let f = Fleet::new(Admin::Superuser);
     let config = metered("1GiB", 1_000_000);
-    f.write(&config);
-    f.apply().ok();
-    let dev = token(&f, "{p}_shop", "developer");
-    let shop = f.name("{p}-shop.localhost");
+    let (f, dev, shop) = shop_on(&config);
     let g = Arc::new(Gateway::start(
         &f,
         &["--usage-flush-interval", "200ms"],
@@ -310,11 +313,7 @@ fn counts_and_audit_entries_survive_reloads_under_load() {
 
 #[test]
 fn a_graceful_stop_flushes_what_was_counted_and_queued() {
-    let f = Fleet::new(Admin::Superuser);
-    f.write(&metered("1GiB", 1_000_000));
-    f.apply().ok();
-    let dev = token(&f, "{p}_shop", "developer");
-    let shop = f.name("{p}-shop.localhost");
+    let (f, dev, shop) = shop_on(&metered("1GiB", 1_000_000));
     // No flush on the timer after the first (at start, with nothing yet).
     let mut g = Gateway::start(&f, &["--usage-flush-interval", "1h"], &[]);
     for _ in 0..3 {
