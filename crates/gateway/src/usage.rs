@@ -751,7 +751,9 @@ pub fn spawn(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut flush_tick = tokio::time::interval(flush);
+        // The first flush one interval in (at start nothing is pending);
+        // storage is measured at once.
+        let mut flush_tick = tokio::time::interval_at(tokio::time::Instant::now() + flush, flush);
         let mut measure_tick = tokio::time::interval(measure);
         flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         measure_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
